@@ -1,0 +1,437 @@
+//! The `elex:agent/agent` export.
+//!
+//! Each query is reduced to a small state (what kind of question, how well
+//! the agent's knowledge matches it); the agent's Q-table (`elex:qlearning`)
+//! picks the action for that state, and feedback updates the value of the
+//! action taken.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use crate::elex::agent::types::{
+    Action, AgentConfig, AgentError, CounterSample, HealthReport, HealthStatus, KpiStatus, KpiValue,
+    ParameterValue, Query, Response, Validation, Verdict,
+};
+use crate::elex::host::log::{self, Level};
+use crate::elex::qlearning::engine::{Config as QConfig, Exploration, QTable, Transition};
+use crate::elex::vector::kernels::{self, RangeVerdict};
+use crate::exports::elex::agent::agent::Guest;
+use crate::knowledge::{Feature, Snippet, Topic};
+use crate::retrieval::Retrieval;
+use crate::state::{Answered, Learned};
+
+/// Below this similarity nothing the agent knows matches the question.
+const MIN_RELEVANCE: f32 = 0.12;
+/// At or above this similarity the match is strong.
+const STRONG_RELEVANCE: f32 = 0.35;
+/// How many snippets an answer quotes at most.
+const ANSWER_SNIPPETS: usize = 4;
+/// How many nearest snippets are considered before filtering by topic.
+const CANDIDATES: u32 = 32;
+
+/// The Q-table's actions, in index order.
+const ACTIONS: [Action; 5] = [
+    Action::DirectAnswer,
+    Action::ContextAnswer,
+    Action::ConsultPeer,
+    Action::RequestClarification,
+    Action::Escalate,
+];
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::DirectAnswer => "direct-answer",
+        Action::ContextAnswer => "context-answer",
+        Action::ConsultPeer => "consult-peer",
+        Action::RequestClarification => "request-clarification",
+        Action::Escalate => "escalate",
+    }
+}
+
+struct Loaded {
+    id: String,
+    feature: Feature,
+    snippets: Vec<Snippet>,
+    /// Each snippet's terms (`elex_text::terms` of its name and sentence).
+    snippet_terms: Vec<Vec<String>>,
+    retrieval: Retrieval,
+    q: QTable,
+    learned: Learned,
+}
+
+/// Instance state. Component instances are single-threaded.
+struct Cell(RefCell<Option<Loaded>>);
+// SAFETY: a wasm32 component instance runs on one thread.
+unsafe impl Sync for Cell {}
+static STATE: Cell = Cell(RefCell::new(None));
+
+fn with<T>(f: impl FnOnce(&mut Loaded) -> Result<T, AgentError>) -> Result<T, AgentError> {
+    let mut guard = STATE.0.borrow_mut();
+    let loaded = guard.as_mut().ok_or(AgentError::NotInitialized)?;
+    f(loaded)
+}
+
+fn seed_of(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+fn new_q_table(seed: u64) -> Result<QTable, AgentError> {
+    QTable::create(&QConfig {
+        actions: ACTIONS.iter().map(|a| action_name(*a).to_string()).collect(),
+        alpha: 0.1,
+        gamma: 0.0,
+        // Greedy: untrained agents answer directly (action 0 wins ties);
+        // feedback moves the values.
+        epsilon: 0.0,
+        epsilon_decay: 1.0,
+        epsilon_floor: 0.0,
+        initial_q: 0.0,
+        exploration: Exploration::EpsilonGreedy,
+        seed,
+    })
+    .map_err(|e| AgentError::Dependency(format!("elex:qlearning refused the table: {e:?}")))
+}
+
+/// The snippet topics that answer a kind of question (empty: any), and
+/// whether the kind alone makes a snippet of those topics relevant (a
+/// question about "its counters" is answered by any counter).
+fn topics_for(kind: &str) -> (&'static [Topic], bool) {
+    match kind {
+        "dependencies" => (&[Topic::Dependencies], true),
+        "observability" => (&[Topic::Counter, Topic::Kpi], true),
+        "configuration" => (&[Topic::Parameter], true),
+        "general" => (&[Topic::Overview, Topic::Dependencies, Topic::Parameter], false),
+        _ => (&[], false),
+    }
+}
+
+/// How many of the question's terms a snippet has (equal, or one a prefix of
+/// the other of at least four letters: "config" / "configuration").
+fn shared_terms(question: &[String], snippet: &[String]) -> usize {
+    question
+        .iter()
+        .filter(|x| {
+            snippet.iter().any(|y| {
+                *x == y
+                    || (x.len().min(y.len()) >= 4 && (x.starts_with(y.as_str()) || y.starts_with(x.as_str())))
+            })
+        })
+        .count()
+}
+
+/// Weight of each shared term when ranking relevant snippets.
+const TERM_BONUS: f32 = 0.15;
+
+/// The kind of question, from its words.
+fn question_kind(text: &str) -> &'static str {
+    let t = elex_text::tokens(text);
+    let has = |words: &[&str]| t.iter().any(|w| words.contains(&w.as_str()));
+    if has(&["troubleshoot", "problem", "fail", "failure", "issue", "degraded", "drop", "why"]) {
+        "troubleshoot"
+    } else if has(&[
+        "require",
+        "requires",
+        "prerequisite",
+        "prerequisites",
+        "depend",
+        "depends",
+        "conflict",
+        "conflicts",
+    ]) {
+        "dependencies"
+    } else if has(&["counter", "counters", "kpi", "kpis", "pm", "measure", "monitor", "effect"]) {
+        "observability"
+    } else if has(&["parameter", "parameters", "set", "value", "range", "default", "configure", "tune"]) {
+        "configuration"
+    } else if has(&["enable", "activate", "when", "should"]) {
+        "activation"
+    } else {
+        "general"
+    }
+}
+
+fn relevance_bucket(best: f32) -> &'static str {
+    if best >= STRONG_RELEVANCE {
+        "strong"
+    } else if best >= MIN_RELEVANCE {
+        "weak"
+    } else {
+        "none"
+    }
+}
+
+impl Loaded {
+    /// The question without the feature's own name and acronym: every
+    /// snippet is about this feature, so those words only blur the match.
+    fn focus(&self, text: &str) -> String {
+        let mut own = elex_text::tokens(&self.feature.name);
+        if let Some(a) = &self.feature.acronym {
+            own.extend(elex_text::tokens(a));
+        }
+        let rest: Vec<String> = elex_text::tokens(text).into_iter().filter(|t| !own.contains(t)).collect();
+        if rest.is_empty() { String::from(text) } else { rest.join(" ") }
+    }
+}
+
+pub struct FeatureAgent;
+
+impl Guest for FeatureAgent {
+    fn init(config: AgentConfig) -> Result<(), AgentError> {
+        let feature: Feature = serde_json::from_str(&config.document)
+            .map_err(|e| AgentError::InvalidInput(format!("catalog entry is not valid JSON: {e}")))?;
+        let snippets = feature.snippets();
+        let mut embeddings = Vec::with_capacity(snippets.len() * elex_text::DIM);
+        for s in &snippets {
+            // Questions name either the fact or what it says: embed both.
+            embeddings.extend_from_slice(&elex_text::embed(&format!("{} {}", s.source, s.text)));
+        }
+        let snippet_terms =
+            snippets.iter().map(|s| elex_text::terms(&format!("{} {}", s.source, s.text))).collect();
+        let seed = seed_of(&config.agent_id);
+        let (retrieval, how) = Retrieval::build(embeddings, seed).map_err(AgentError::Dependency)?;
+        let q = new_q_table(seed)?;
+        log::log(
+            Level::Debug,
+            "feature agent initialised",
+            &[
+                ("faj".to_string(), feature.faj.clone()),
+                ("snippets".to_string(), snippets.len().to_string()),
+                ("retrieval".to_string(), how.to_string()),
+            ],
+        );
+        *STATE.0.borrow_mut() = Some(Loaded {
+            id: config.agent_id,
+            feature,
+            snippets,
+            snippet_terms,
+            retrieval,
+            q,
+            learned: Learned::default(),
+        });
+        Ok(())
+    }
+
+    fn handle(query: Query) -> Result<Response, AgentError> {
+        with(|a| {
+            let focus = a.focus(&query.text);
+            let question_terms = elex_text::terms(&query.text);
+            let embedding = elex_text::embed(&focus);
+            let nearest = a.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
+            // Prefer the facts that answer this kind of question; fall back
+            // to any fact when the feature has none of that topic.
+            let kind = question_kind(&query.text);
+            let (wanted, topic_is_evidence) = topics_for(kind);
+            let on_topic: Vec<(usize, f32)> = nearest
+                .iter()
+                .filter(|(row, _)| wanted.is_empty() || wanted.contains(&a.snippets[*row].topic))
+                .copied()
+                .collect();
+            let hits = if on_topic.is_empty() { nearest } else { on_topic };
+            // Similar is not enough: a relevant fact is of the asked-for
+            // topic or shares a word with the question (hashed embeddings
+            // give unrelated short texts some similarity). Relevant facts are
+            // ranked by similarity plus a bonus per shared word.
+            let mut relevant: Vec<(usize, f32, f32)> = hits
+                .iter()
+                .filter_map(|&(row, sim)| {
+                    let shared = shared_terms(&question_terms, &a.snippet_terms[row]);
+                    let on_topic = topic_is_evidence && wanted.contains(&a.snippets[row].topic);
+                    (sim >= MIN_RELEVANCE && (on_topic || shared > 0)).then_some((
+                        row,
+                        sim,
+                        sim + TERM_BONUS * shared as f32,
+                    ))
+                })
+                .collect();
+            relevant.sort_by(|x, y| y.2.total_cmp(&x.2).then(x.0.cmp(&y.0)));
+            relevant.truncate(ANSWER_SNIPPETS);
+            let best = relevant.iter().map(|r| r.1).fold(0.0f32, f32::max);
+            let state = format!("{kind}/{}", relevance_bucket(best));
+            let chosen =
+                a.q.select(&state)
+                    .map_err(|e| AgentError::Dependency(format!("elex:qlearning select failed: {e:?}")))?;
+            let q_value = a.q.values(&state).get(chosen as usize).copied().unwrap_or(0.0);
+
+            let mut action = ACTIONS.get(chosen as usize).copied().unwrap_or(Action::DirectAnswer);
+            // Context and peers come from the host's memory graph and
+            // routing; in a host without them the agent answers itself.
+            if matches!(action, Action::ContextAnswer | Action::ConsultPeer) {
+                action = Action::DirectAnswer;
+            }
+            // Nothing to answer from: ask instead of inventing.
+            if action == Action::DirectAnswer && relevant.is_empty() {
+                action = Action::RequestClarification;
+            }
+            let title = a.feature.title();
+            let (content, sources) = match action {
+                Action::RequestClarification => (
+                    format!(
+                        "{title} knows {} parameters, {} counters and {} KPIs, but the question does not \
+                         clearly match them. Name a parameter, counter or behaviour of the feature.",
+                        a.feature.parameters.len(),
+                        a.feature.counters.len(),
+                        a.feature.kpis.len()
+                    ),
+                    Vec::new(),
+                ),
+                Action::Escalate => (
+                    format!(
+                        "{title}: this question is escalated to a RAN expert; feedback on past answers asked for it."
+                    ),
+                    Vec::new(),
+                ),
+                _ => {
+                    let mut text = title;
+                    let mut sources = Vec::new();
+                    for (row, _, _) in &relevant {
+                        let s = &a.snippets[*row];
+                        text.push_str("\n- ");
+                        text.push_str(&s.text);
+                        sources.push(s.source.clone());
+                    }
+                    (text, sources)
+                }
+            };
+            let executed = ACTIONS.iter().position(|x| *x == action).unwrap_or(0) as u32;
+            a.learned.answered(Answered {
+                query_id: query.id.clone(),
+                state: state.clone(),
+                action: executed,
+            });
+            log::log(
+                Level::Info,
+                "query handled",
+                &[
+                    ("query_id".to_string(), query.id.clone()),
+                    ("state".to_string(), state),
+                    ("action".to_string(), action_name(action).to_string()),
+                    ("relevance".to_string(), format!("{best:.3}")),
+                ],
+            );
+            Ok(Response {
+                query_id: query.id,
+                agent_id: a.id.clone(),
+                action,
+                content,
+                confidence: best.clamp(0.0, 1.0),
+                q_value,
+                sources,
+            })
+        })
+    }
+
+    fn feedback(query_id: String, reward: f32) -> Result<(), AgentError> {
+        if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
+            return Err(AgentError::InvalidInput(format!("reward {reward} is outside [-1, 1]")));
+        }
+        with(|a| {
+            let answered = a
+                .learned
+                .take(&query_id)
+                .ok_or_else(|| AgentError::InvalidInput(format!("no recent query with id {query_id:?}")))?;
+            a.q.update(&Transition {
+                state: answered.state,
+                action: answered.action,
+                reward,
+                next_state: None,
+            })
+            .map_err(|e| AgentError::Dependency(format!("elex:qlearning update failed: {e:?}")))?;
+            a.learned.rewarded(reward);
+            Ok(())
+        })
+    }
+
+    fn validate(parameters: Vec<ParameterValue>) -> Result<Vec<Validation>, AgentError> {
+        with(|a| {
+            // Parameters with a known range go through the SIMD range check in
+            // one call; the rest are judged here.
+            let mut out: Vec<Validation> = Vec::with_capacity(parameters.len());
+            let (mut values, mut mins, mut maxs, mut slots) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for p in &parameters {
+                let owned = a.feature.parameters.iter().find(|fp| fp.name == p.name);
+                let (verdict, message) = match owned {
+                    None => (
+                        Verdict::UnknownParameter,
+                        format!("{} is not a parameter of {}", p.name, a.feature.faj),
+                    ),
+                    Some(_) if !p.value.is_finite() => {
+                        (Verdict::NotANumber, String::from("value is not finite"))
+                    }
+                    Some(fp) => match (fp.min, fp.max) {
+                        (Some(min), Some(max)) => {
+                            slots.push(out.len());
+                            values.push(p.value as f32);
+                            mins.push(min as f32);
+                            maxs.push(max as f32);
+                            (Verdict::Ok, format!("allowed range {min} to {max}"))
+                        }
+                        _ => (Verdict::NoRange, format!("no range is known for {}", p.name)),
+                    },
+                };
+                out.push(Validation { name: p.name.clone(), verdict, message });
+            }
+            if !slots.is_empty() {
+                let verdicts = kernels::validate_ranges(&values, &mins, &maxs)
+                    .map_err(|e| AgentError::Dependency(format!("elex:vector failed: {e:?}")))?;
+                for (slot, v) in slots.into_iter().zip(verdicts) {
+                    out[slot].verdict = match v {
+                        RangeVerdict::Within => Verdict::Ok,
+                        RangeVerdict::Below => Verdict::BelowMinimum,
+                        RangeVerdict::Above => Verdict::AboveMaximum,
+                        RangeVerdict::Invalid => Verdict::NotANumber,
+                    };
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn kpis(_samples: Vec<CounterSample>) -> Result<Vec<KpiValue>, AgentError> {
+        with(|a| {
+            // The catalog carries no KPI formulas yet, so no KPI can be
+            // computed: each is reported as lacking data rather than guessed.
+            Ok(a.feature
+                .kpis
+                .iter()
+                .map(|k| KpiValue {
+                    name: String::from(k.name()),
+                    value: 0.0,
+                    unit: String::new(),
+                    threshold: 0.0,
+                    status: KpiStatus::NoData,
+                })
+                .collect())
+        })
+    }
+
+    fn snapshot() -> Result<Vec<u8>, AgentError> {
+        with(|a| Ok(a.learned.to_bytes(&a.q.snapshot())))
+    }
+
+    fn restore(bytes: Vec<u8>) -> Result<(), AgentError> {
+        let restored = Learned::from_bytes(&bytes).map_err(AgentError::CorruptState)?;
+        let q = QTable::restore(&restored.q_table)
+            .map_err(|e| AgentError::CorruptState(format!("Q-table: {e:?}")))?;
+        with(|a| {
+            a.learned = restored.learned;
+            a.q = q;
+            Ok(())
+        })
+    }
+
+    fn health() -> HealthReport {
+        match STATE.0.borrow().as_ref() {
+            Some(a) => HealthReport {
+                status: HealthStatus::Healthy,
+                detail: format!(
+                    "{} answered {} queries, {} rewarded",
+                    a.id, a.learned.queries, a.learned.feedback
+                ),
+            },
+            None => HealthReport { status: HealthStatus::Unhealthy, detail: String::from("not initialised") },
+        }
+    }
+}

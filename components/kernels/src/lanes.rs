@@ -1,0 +1,248 @@
+//! The inner loops, in two builds: `simd128` intrinsics on wasm32, portable
+//! fixed-width lane arrays elsewhere (which LLVM vectorises for the host).
+
+use super::{Aggregate, RangeVerdict};
+use alloc::vec::Vec;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use simd::*;
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub use portable::*;
+
+/// Scalar tail shared by both builds.
+#[inline(always)]
+fn verdict(v: f32, lo: f32, hi: f32) -> RangeVerdict {
+    if v.is_nan() || lo.is_nan() || hi.is_nan() || lo > hi {
+        RangeVerdict::Invalid
+    } else if v < lo {
+        RangeVerdict::Below
+    } else if v > hi {
+        RangeVerdict::Above
+    } else {
+        RangeVerdict::Within
+    }
+}
+
+pub fn validate_ranges(values: &[f32], lo: &[f32], hi: &[f32], out: &mut Vec<RangeVerdict>) {
+    // Branch-free per element; LLVM vectorises the comparisons.
+    out.extend(values.iter().zip(lo).zip(hi).map(|((&v, &l), &h)| verdict(v, l, h)));
+}
+
+pub fn aggregate(values: &[f32], weights: &[f32], threshold: f32) -> Aggregate {
+    let mut sum = 0.0f64;
+    let mut weighted = 0.0f64;
+    let mut max = f32::NEG_INFINITY;
+    let mut min = f32::INFINITY;
+    let mut above = 0u32;
+    // f64 accumulation keeps large counter sums exact enough; the f32 lanes
+    // below handle max/min/count, which are order-independent.
+    for (&v, &w) in values.iter().zip(weights) {
+        sum += v as f64;
+        weighted += v as f64 * w as f64;
+        if v > max {
+            max = v;
+        }
+        if v < min {
+            min = v;
+        }
+        above += (v > threshold) as u32;
+    }
+    Aggregate { count: values.len() as u32, sum, weighted_sum: weighted, max, min, count_above: above }
+}
+
+pub fn q_update(q: &[f32], r: &[f32], next: &[f32], alpha: f32, gamma: f32, out: &mut Vec<f32>) {
+    out.extend(q.iter().zip(r).zip(next).map(|((&q, &r), &n)| q + alpha * (r + gamma * n - q)));
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> v128 {
+        // `v128.load` has no alignment requirement in wasm.
+        unsafe { v128_load(p as *const v128) }
+    }
+
+    #[inline(always)]
+    fn hsum(v: v128) -> f32 {
+        (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
+            + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [f32x4_splat(0.0); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 4 floats at offset i + 4k < n.
+        unsafe {
+            while i + 16 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let o = i + 4 * k;
+                    *a = f32x4_add(*a, f32x4_mul(load(pa.add(o)), load(pb.add(o))));
+                }
+                i += 16;
+            }
+            while i + 4 <= n {
+                acc[0] = f32x4_add(acc[0], f32x4_mul(load(pa.add(i)), load(pb.add(i))));
+                i += 4;
+            }
+        }
+        let mut s = hsum(f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3])));
+        while i < n {
+            s += a[i] * b[i];
+            i += 1;
+        }
+        s
+    }
+
+    pub fn dot_norms(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let z = f32x4_splat(0.0);
+        let (mut ab0, mut aa0, mut bb0) = (z, z, z);
+        let (mut ab1, mut aa1, mut bb1) = (z, z, z);
+        let mut i = 0;
+        // SAFETY: loads stay below n.
+        unsafe {
+            while i + 8 <= n {
+                let (x0, y0) = (load(pa.add(i)), load(pb.add(i)));
+                let (x1, y1) = (load(pa.add(i + 4)), load(pb.add(i + 4)));
+                ab0 = f32x4_add(ab0, f32x4_mul(x0, y0));
+                aa0 = f32x4_add(aa0, f32x4_mul(x0, x0));
+                bb0 = f32x4_add(bb0, f32x4_mul(y0, y0));
+                ab1 = f32x4_add(ab1, f32x4_mul(x1, y1));
+                aa1 = f32x4_add(aa1, f32x4_mul(x1, x1));
+                bb1 = f32x4_add(bb1, f32x4_mul(y1, y1));
+                i += 8;
+            }
+            while i + 4 <= n {
+                let (x, y) = (load(pa.add(i)), load(pb.add(i)));
+                ab0 = f32x4_add(ab0, f32x4_mul(x, y));
+                aa0 = f32x4_add(aa0, f32x4_mul(x, x));
+                bb0 = f32x4_add(bb0, f32x4_mul(y, y));
+                i += 4;
+            }
+        }
+        let (mut ab, mut aa, mut bb) =
+            (hsum(f32x4_add(ab0, ab1)), hsum(f32x4_add(aa0, aa1)), hsum(f32x4_add(bb0, bb1)));
+        while i < n {
+            ab += a[i] * b[i];
+            aa += a[i] * a[i];
+            bb += b[i] * b[i];
+            i += 1;
+        }
+        (ab, aa, bb)
+    }
+
+    pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [f32x4_splat(0.0); 4];
+        let mut i = 0;
+        // SAFETY: loads stay below n.
+        unsafe {
+            while i + 16 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let o = i + 4 * k;
+                    let d = f32x4_sub(load(pa.add(o)), load(pb.add(o)));
+                    *a = f32x4_add(*a, f32x4_mul(d, d));
+                }
+                i += 16;
+            }
+            while i + 4 <= n {
+                let d = f32x4_sub(load(pa.add(i)), load(pb.add(i)));
+                acc[0] = f32x4_add(acc[0], f32x4_mul(d, d));
+                i += 4;
+            }
+        }
+        let mut s = hsum(f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3])));
+        while i < n {
+            let d = a[i] - b[i];
+            s += d * d;
+            i += 1;
+        }
+        s
+    }
+
+    pub fn scale(v: &mut [f32], factor: f32) {
+        let n = v.len();
+        let p = v.as_mut_ptr();
+        let f = f32x4_splat(factor);
+        let mut i = 0;
+        // SAFETY: loads and stores stay below n.
+        unsafe {
+            while i + 4 <= n {
+                let x = load(p.add(i));
+                v128_store(p.add(i) as *mut v128, f32x4_mul(x, f));
+                i += 4;
+            }
+        }
+        for x in &mut v[i..] {
+            *x *= factor;
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod portable {
+    const W: usize = 8;
+
+    #[inline(always)]
+    fn sum(acc: [f32; W]) -> f32 {
+        acc.iter().sum()
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; W];
+        let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for k in 0..W {
+                acc[k] += x[k] * y[k];
+            }
+        }
+        sum(acc) + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+    }
+
+    pub fn dot_norms(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+        let (mut ab, mut aa, mut bb) = ([0.0f32; W], [0.0f32; W], [0.0f32; W]);
+        let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for k in 0..W {
+                ab[k] += x[k] * y[k];
+                aa[k] += x[k] * x[k];
+                bb[k] += y[k] * y[k];
+            }
+        }
+        let (mut s_ab, mut s_aa, mut s_bb) = (sum(ab), sum(aa), sum(bb));
+        for (x, y) in ra.iter().zip(rb) {
+            s_ab += x * y;
+            s_aa += x * x;
+            s_bb += y * y;
+        }
+        (s_ab, s_aa, s_bb)
+    }
+
+    pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; W];
+        let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for k in 0..W {
+                let d = x[k] - y[k];
+                acc[k] += d * d;
+            }
+        }
+        sum(acc) + ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum::<f32>()
+    }
+
+    pub fn scale(v: &mut [f32], factor: f32) {
+        for x in v {
+            *x *= factor;
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The numeric kernels behind `elex:vector`.
+//!
+//! On `wasm32` with the `simd128` target feature the hot loops use
+//! `core::arch::wasm32` intrinsics (four `f32x4` accumulators, 16 lanes per
+//! step) with a scalar loop for the remainder; elsewhere they use fixed-width
+//! lane arrays that LLVM vectorises for the host CPU. Both paths compute the
+//! same sums in a different order than a plain left-to-right loop, so results
+//! agree with a scalar reference to within rounding (see the property tests in
+//! `tests/`).
+//!
+//! Semantics (documented for component authors in `wit/deps/vector`):
+//! empty inputs give neutral results, mismatched lengths are errors, and
+//! non-finite values follow IEEE 754.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::cmp::Ordering;
+
+mod lanes;
+
+/// Why a kernel refused its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelError {
+    /// Two inputs that must have the same length differ.
+    LengthMismatch { expected: usize, found: usize },
+    /// A flat matrix's length is not a multiple of its dimension.
+    BadShape { len: usize, dimension: usize },
+    /// An argument outside its domain.
+    InvalidArgument(&'static str),
+}
+
+impl core::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KernelError::LengthMismatch { expected, found } => {
+                write!(f, "length mismatch: expected {expected} elements, found {found}")
+            }
+            KernelError::BadShape { len, dimension } => {
+                write!(f, "matrix of {len} elements does not fit dimension {dimension}")
+            }
+            KernelError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+        }
+    }
+}
+
+/// How two vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Cosine similarity, higher is closer.
+    Cosine,
+    /// Inner product, higher is closer.
+    Dot,
+    /// Squared Euclidean distance, lower is closer.
+    SquaredL2,
+}
+
+impl Metric {
+    /// Whether a higher score means closer.
+    pub fn higher_is_closer(self) -> bool {
+        !matches!(self, Metric::SquaredL2)
+    }
+}
+
+fn same_len(a: &[f32], b: &[f32]) -> Result<(), KernelError> {
+    if a.len() == b.len() {
+        Ok(())
+    } else {
+        Err(KernelError::LengthMismatch { expected: a.len(), found: b.len() })
+    }
+}
+
+/// Inner product; 0 for empty inputs.
+pub fn dot(a: &[f32], b: &[f32]) -> Result<f32, KernelError> {
+    same_len(a, b)?;
+    Ok(lanes::dot(a, b))
+}
+
+/// Cosine similarity; 0 if either norm is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> Result<f32, KernelError> {
+    same_len(a, b)?;
+    Ok(cosine_unchecked(a, b))
+}
+
+#[inline]
+fn cosine_unchecked(a: &[f32], b: &[f32]) -> f32 {
+    let (ab, aa, bb) = lanes::dot_norms(a, b);
+    let denom = libm_sqrt(aa) * libm_sqrt(bb);
+    if denom == 0.0 { 0.0 } else { ab / denom }
+}
+
+/// Squared Euclidean distance; 0 for empty inputs.
+pub fn squared_l2(a: &[f32], b: &[f32]) -> Result<f32, KernelError> {
+    same_len(a, b)?;
+    Ok(lanes::squared_l2(a, b))
+}
+
+/// Scales `v` to unit length in place; a zero vector is left unchanged.
+pub fn normalize(v: &mut [f32]) {
+    let norm = libm_sqrt(lanes::dot(v, v));
+    if norm != 0.0 {
+        lanes::scale(v, 1.0 / norm);
+    }
+}
+
+/// Score of `a` against `b` under `metric`, lengths already checked.
+#[inline]
+pub fn score_unchecked(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::Cosine => cosine_unchecked(a, b),
+        Metric::Dot => lanes::dot(a, b),
+        Metric::SquaredL2 => lanes::squared_l2(a, b),
+    }
+}
+
+fn rows_of(matrix: &[f32], dimension: usize) -> Result<usize, KernelError> {
+    if dimension == 0 {
+        return if matrix.is_empty() {
+            Ok(0)
+        } else {
+            Err(KernelError::BadShape { len: matrix.len(), dimension })
+        };
+    }
+    if matrix.len() % dimension != 0 {
+        return Err(KernelError::BadShape { len: matrix.len(), dimension });
+    }
+    Ok(matrix.len() / dimension)
+}
+
+/// The score of `query` against every row of a flat row-major matrix.
+pub fn score_rows(
+    query: &[f32],
+    matrix: &[f32],
+    dimension: usize,
+    metric: Metric,
+) -> Result<Vec<f32>, KernelError> {
+    let rows = rows_of(matrix, dimension)?;
+    if query.len() != dimension {
+        return Err(KernelError::LengthMismatch { expected: dimension, found: query.len() });
+    }
+    let mut out = Vec::with_capacity(rows);
+    if dimension > 0 {
+        out.extend(matrix.chunks_exact(dimension).map(|row| score_unchecked(metric, query, row)));
+    }
+    Ok(out)
+}
+
+/// Orders (index, score) best first: NaN last, ties by index.
+fn rank(metric: Metric) -> impl Fn(&(u32, f32), &(u32, f32)) -> Ordering {
+    let higher = metric.higher_is_closer();
+    move |a, b| {
+        let by_score = match (a.1.is_nan(), b.1.is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => {
+                let ord = a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal);
+                if higher { ord.reverse() } else { ord }
+            }
+        };
+        by_score.then(a.0.cmp(&b.0))
+    }
+}
+
+/// The `k` rows closest to `query`, best first, as (row index, score).
+pub fn top_k(
+    query: &[f32],
+    matrix: &[f32],
+    dimension: usize,
+    k: usize,
+    metric: Metric,
+) -> Result<Vec<(u32, f32)>, KernelError> {
+    let scores = score_rows(query, matrix, dimension, metric)?;
+    if scores.len() > u32::MAX as usize {
+        return Err(KernelError::InvalidArgument("matrix has more than 2^32 rows"));
+    }
+    let mut ranked: Vec<(u32, f32)> = scores.into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect();
+    let k = k.min(ranked.len());
+    let order = rank(metric);
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    if k < ranked.len() {
+        ranked.select_nth_unstable_by(k - 1, &order);
+        ranked.truncate(k);
+    }
+    ranked.sort_unstable_by(&order);
+    Ok(ranked)
+}
+
+/// Where a value lies relative to its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeVerdict {
+    Within,
+    Below,
+    Above,
+    Invalid,
+}
+
+/// Checks `values[i]` against `[minimums[i], maximums[i]]`.
+pub fn validate_ranges(
+    values: &[f32],
+    minimums: &[f32],
+    maximums: &[f32],
+) -> Result<Vec<RangeVerdict>, KernelError> {
+    same_len(values, minimums)?;
+    same_len(values, maximums)?;
+    let mut out = Vec::with_capacity(values.len());
+    lanes::validate_ranges(values, minimums, maximums, &mut out);
+    Ok(out)
+}
+
+/// Summary statistics of counter values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    pub count: u32,
+    pub sum: f64,
+    pub weighted_sum: f64,
+    pub max: f32,
+    pub min: f32,
+    pub count_above: u32,
+}
+
+/// Aggregates counter values with weights.
+pub fn aggregate(values: &[f32], weights: &[f32], threshold: f32) -> Result<Aggregate, KernelError> {
+    same_len(values, weights)?;
+    if values.len() > u32::MAX as usize {
+        return Err(KernelError::InvalidArgument("more than 2^32 values"));
+    }
+    Ok(lanes::aggregate(values, weights, threshold))
+}
+
+/// Element-wise `q + alpha * (r + gamma * next_max - q)`.
+pub fn q_update(
+    q: &[f32],
+    rewards: &[f32],
+    next_max: &[f32],
+    alpha: f32,
+    gamma: f32,
+) -> Result<Vec<f32>, KernelError> {
+    same_len(q, rewards)?;
+    same_len(q, next_max)?;
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(KernelError::InvalidArgument("alpha must be in [0, 1]"));
+    }
+    if !(0.0..=1.0).contains(&gamma) {
+        return Err(KernelError::InvalidArgument("gamma must be in [0, 1]"));
+    }
+    let mut out = Vec::with_capacity(q.len());
+    lanes::q_update(q, rewards, next_max, alpha, gamma, &mut out);
+    Ok(out)
+}
+
+/// `sqrt` without `std` (`f32::sqrt` lives in `std`; the kernels are
+/// `no_std`): the wasm `f32x4.sqrt` instruction on one lane, or Newton steps.
+#[inline(always)]
+fn libm_sqrt(x: f32) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use core::arch::wasm32::{f32x4_extract_lane, f32x4_splat, f32x4_sqrt};
+        f32x4_extract_lane::<0>(f32x4_sqrt(f32x4_splat(x)))
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        sqrt_portable(x)
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn sqrt_portable(x: f32) -> f32 {
+    if x.is_nan() || x < 0.0 {
+        return f32::NAN;
+    }
+    if x == 0.0 || x.is_infinite() {
+        return x;
+    }
+    // Double-precision Newton iteration from a bit-trick estimate, then round:
+    // converges to the correctly rounded f32 result in three steps.
+    let xd = x as f64;
+    let mut y = f64::from_bits((xd.to_bits() >> 1) + (1023u64 << 51));
+    y = 0.5 * (y + xd / y);
+    y = 0.5 * (y + xd / y);
+    y = 0.5 * (y + xd / y);
+    y = 0.5 * (y + xd / y);
+    y as f32
+}

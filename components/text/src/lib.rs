@@ -1,0 +1,162 @@
+//! Deterministic text features shared by the agents (in wasm) and the host's
+//! router (native), so that both embed text identically.
+//!
+//! # Tokens
+//! Text is split on every character that is not ASCII alphanumeric; each
+//! piece is split again at lower→upper case changes and letter↔digit changes
+//! (`MimoSleepFunction.sleepMode` → `mimo sleep function sleep mode`,
+//! `pmMimoSleepTime` → `pm mimo sleep time`), then lower-cased.
+//!
+//! # Terms
+//! [`terms`] are the tokens without common English function words
+//! ([`STOPWORDS`]), with a plural `s` removed (`counters` → `counter`, but
+//! not `ss` endings or words of three letters or fewer).
+//!
+//! # Embedding ([`embed`], [`DIM`] = 128 dimensions)
+//! Feature hashing (Weinberger et al. 2009) of the terms, three kinds of
+//! features:
+//! every token (weight 1.0), every pair of adjacent tokens (weight 0.7), and
+//! every character trigram of each token padded with `^`/`$` (weight 0.4,
+//! spread over the token's trigrams). Each feature is hashed with 64-bit
+//! FNV-1a; the low bits pick the dimension and bit 63 the sign. The vector is
+//! then L2-normalised, so cosine similarity is a dot product. The scheme is
+//! fixed: changing it changes every stored embedding.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Embedding width.
+pub const DIM: usize = 128;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h = FNV_OFFSET;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            // A separator byte no token contains keeps ("ab","c") != ("a","bc").
+            h ^= 0x1f;
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+        for &b in *part {
+            h ^= b as u64;
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+    }
+    h
+}
+
+/// Splits text into lower-case tokens (see the crate docs).
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for piece in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let bytes = piece.as_bytes();
+        let mut start = 0;
+        for i in 1..bytes.len() {
+            let (p, c) = (bytes[i - 1], bytes[i]);
+            let case_break = p.is_ascii_lowercase() && c.is_ascii_uppercase();
+            let digit_break = p.is_ascii_digit() != c.is_ascii_digit();
+            // "MIMOSleep": split before the last capital of an upper-case run.
+            let acronym_break = p.is_ascii_uppercase()
+                && c.is_ascii_uppercase()
+                && bytes.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if case_break || digit_break || acronym_break {
+                out.push(piece[start..i].to_ascii_lowercase());
+                start = i;
+            }
+        }
+        if start < bytes.len() {
+            out.push(piece[start..].to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// Words that carry no topic: dropped by [`terms`].
+pub const STOPWORDS: &[&str] = &[
+    "a", "about", "an", "and", "any", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from",
+    "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "should", "tell", "that", "the",
+    "this", "to", "us", "we", "what", "when", "which", "who", "why", "with", "you",
+];
+
+/// Tokens minus stopwords, with plurals folded (see the crate docs).
+pub fn terms(text: &str) -> Vec<String> {
+    tokens(text)
+        .into_iter()
+        .filter(|t| !STOPWORDS.contains(&t.as_str()))
+        .map(|mut t| {
+            if t.len() > 3 && t.ends_with('s') && !t.ends_with("ss") && !t.bytes().all(|b| b.is_ascii_digit())
+            {
+                t.pop();
+            }
+            t
+        })
+        .collect()
+}
+
+fn add(v: &mut [f32; DIM], h: u64, weight: f32) {
+    let slot = (h % DIM as u64) as usize;
+    v[slot] += if h >> 63 == 1 { -weight } else { weight };
+}
+
+/// The 128-d unit-length embedding of `text` (all zeros for text without
+/// tokens).
+pub fn embed(text: &str) -> [f32; DIM] {
+    let toks = terms(text);
+    let mut v = [0.0f32; DIM];
+    for (i, t) in toks.iter().enumerate() {
+        add(&mut v, fnv1a(&[b"w", t.as_bytes()]), 1.0);
+        if let Some(next) = toks.get(i + 1) {
+            add(&mut v, fnv1a(&[b"b", t.as_bytes(), next.as_bytes()]), 0.7);
+        }
+        let padded: Vec<u8> = [b'^'].into_iter().chain(t.bytes()).chain([b'$']).collect();
+        let grams = padded.len().saturating_sub(2).max(1) as f32;
+        for w in padded.windows(3) {
+            add(&mut v, fnv1a(&[b"c", w]), 0.4 / grams * 3.0);
+        }
+    }
+    elex_kernels::normalize(&mut v);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_identifiers() {
+        assert_eq!(tokens("MimoSleepFunction.sleepMode"), ["mimo", "sleep", "function", "sleep", "mode"]);
+        assert_eq!(tokens("pmMimoSleepTime"), ["pm", "mimo", "sleep", "time"]);
+        assert_eq!(tokens("FAJ 121 3094"), ["faj", "121", "3094"]);
+        assert_eq!(tokens("MIMOSleep x2"), ["mimo", "sleep", "x", "2"]);
+    }
+
+    #[test]
+    fn terms_drop_stopwords_and_fold_plurals() {
+        assert_eq!(terms("Which counters show the effect of it?"), ["counter", "show", "effect"]);
+        assert_eq!(terms("access class"), ["access", "class"]);
+        assert_eq!(terms("has 1000s"), ["has", "1000", "s"]);
+    }
+
+    #[test]
+    fn embedding_is_unit_and_deterministic() {
+        let a = embed("MIMO sleep mode energy saving");
+        let n: f32 = a.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+        assert_eq!(a, embed("MIMO sleep mode energy saving"));
+        assert_eq!(embed("  ..  "), [0.0; DIM]);
+    }
+
+    #[test]
+    fn related_text_is_closer() {
+        let q = embed("how does mimo sleep mode save energy");
+        let near = embed("MIMO Sleep Mode");
+        let far = embed("X2 Configuration");
+        let dot = |a: &[f32; DIM], b: &[f32; DIM]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        assert!(dot(&q, &near) > dot(&q, &far) + 0.2);
+    }
+}

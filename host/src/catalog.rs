@@ -1,0 +1,146 @@
+//! The feature catalog: the 593 RAN features agents are configured from.
+//!
+//! The default source is compiled in (`registry-index/ran-features/
+//! features.jsonl`, one JSON object per line); each line is also the
+//! document an agent's `init` receives.
+
+use serde::Deserialize;
+
+use crate::bindings::AgentConfig;
+use crate::error::{Error, Result};
+
+/// The compiled-in feature data.
+pub const EMBEDDED_FEATURES: &str = include_str!("../../registry-index/ran-features/features.jsonl");
+
+/// One feature: the fields the host routes on, plus the raw entry.
+#[derive(Debug, Clone)]
+pub struct Feature {
+    /// `FAJ ddd dddd`.
+    pub faj: String,
+    pub name: String,
+    pub acronym: Option<String>,
+    pub category: Option<String>,
+    /// Managed-object parameter names (`MoClass.attribute`).
+    pub parameters: Vec<String>,
+    /// PM counter names.
+    pub counters: Vec<String>,
+    /// The entry as JSON, given to the agent.
+    pub document: String,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    faj: String,
+    name: String,
+    #[serde(default)]
+    acronym: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    parameters: Vec<NameOnly>,
+    #[serde(default)]
+    counters: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct NameOnly {
+    name: String,
+}
+
+impl Feature {
+    /// The configuration an agent serving this feature is initialised with.
+    pub fn agent_config(&self) -> AgentConfig {
+        AgentConfig {
+            agent_id: self.faj.clone(),
+            name: self.name.clone(),
+            settings: Vec::new(),
+            document: self.document.clone(),
+        }
+    }
+}
+
+/// Every feature, in source order.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub features: Vec<Feature>,
+}
+
+impl Catalog {
+    /// The compiled-in catalog.
+    pub fn embedded() -> Result<Catalog> {
+        Catalog::parse("registry-index/ran-features/features.jsonl", EMBEDDED_FEATURES)
+    }
+
+    /// Parses JSON lines; `source_name` names the source in errors.
+    pub fn parse(source_name: &str, text: &str) -> Result<Catalog> {
+        let mut features = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let err =
+                |detail: String| Error::Catalog { source_name: source_name.to_string(), line: i + 1, detail };
+            let e: Entry = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
+            if features.iter().any(|f: &Feature| f.faj == e.faj) {
+                return Err(err(format!("duplicate FAJ code {}", e.faj)));
+            }
+            let counters = e
+                .counters
+                .iter()
+                .filter_map(|c| match c {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Object(o) => o.get("name").and_then(|n| n.as_str()).map(String::from),
+                    _ => None,
+                })
+                .collect();
+            features.push(Feature {
+                faj: e.faj,
+                name: e.name,
+                acronym: e.acronym.filter(|a| !a.is_empty()),
+                category: e.category,
+                parameters: e.parameters.into_iter().map(|p| p.name).collect(),
+                counters,
+                document: line.to_string(),
+            });
+        }
+        Ok(Catalog { features })
+    }
+
+    /// The feature with this FAJ code (`FAJ ddd dddd`).
+    pub fn by_faj(&self, faj: &str) -> Option<&Feature> {
+        self.features.iter().find(|f| f.faj == faj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_has_593_features() {
+        let c = Catalog::embedded().unwrap();
+        assert_eq!(c.features.len(), 593);
+        let msm = c.by_faj("FAJ 121 3094").unwrap();
+        assert_eq!(msm.name, "MIMO Sleep Mode");
+    }
+
+    #[test]
+    fn embedded_feature_data_matches_its_checksum() {
+        use sha2::{Digest, Sha256};
+        let sum = Sha256::digest(EMBEDDED_FEATURES.as_bytes());
+        let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "ad50b0c18783a7ea9ef85f11442ad58f6636033dcde17d175f40d6601ae886b3");
+    }
+
+    #[test]
+    fn malformed_and_duplicate_lines_name_the_line() {
+        let e = Catalog::parse("t.jsonl", "{\"faj\":\"FAJ 1\",\"name\":\"A\"}\n{oops").unwrap_err();
+        assert!(e.to_string().contains("t.jsonl, line 2"), "{e}");
+        let e = Catalog::parse(
+            "t.jsonl",
+            "{\"faj\":\"FAJ 1\",\"name\":\"A\"}\n{\"faj\":\"FAJ 1\",\"name\":\"B\"}",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate FAJ code FAJ 1"), "{e}");
+    }
+}

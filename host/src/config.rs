@@ -1,0 +1,64 @@
+//! Host configuration: every limit and timeout in one table.
+
+use std::time::Duration;
+
+/// Budgets applied to every instance unless its index entry says otherwise.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    /// Most linear memory an instance may hold, all its memories together.
+    pub memory_bytes: u64,
+    /// Most table elements per table.
+    pub table_elements: usize,
+    /// CPU time one call may run before it is interrupted (epoch deadline).
+    pub call_deadline: Duration,
+    /// Fuel per call, when fuel metering is on (`None`: off).
+    pub fuel_per_call: Option<u64>,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            memory_bytes: 64 << 20,
+            table_elements: 10_000,
+            call_deadline: Duration::from_millis(500),
+            fuel_per_call: None,
+        }
+    }
+}
+
+/// How the host's engine is set up.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Component instances that can be live at once (sizes the pooling
+    /// allocator).
+    pub max_instances: u32,
+    /// Core instances, memories and tables one component instance may use: a
+    /// composed agent has a few of each (one per composed component plus
+    /// shims).
+    pub core_instances_per_instance: u32,
+    pub memories_per_instance: u32,
+    pub tables_per_instance: u32,
+    /// Largest size any one linear memory may reach (the pooling slot size).
+    pub max_memory_bytes: u64,
+    /// How often the epoch advances: the granularity of CPU deadlines.
+    pub epoch_tick: Duration,
+    /// Whether fuel metering is compiled in (needed for `Budgets::fuel_per_call`).
+    pub fuel: bool,
+    /// Default per-instance budgets.
+    pub budgets: Budgets,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            max_instances: 64,
+            core_instances_per_instance: 20,
+            memories_per_instance: 8,
+            tables_per_instance: 16,
+            max_memory_bytes: 64 << 20,
+            epoch_tick: Duration::from_millis(1),
+            fuel: false,
+            budgets: Budgets::default(),
+        }
+    }
+}

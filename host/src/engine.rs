@@ -1,0 +1,80 @@
+//! The one wasmtime [`Engine`] of a host, configured in one place, and the
+//! thread that drives epoch interruption.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::config::HostConfig;
+use crate::error::{Error, Result};
+
+/// Builds the engine: component model, pooling allocator sized from the
+/// configuration, epoch interruption, optional fuel, parallel compilation.
+pub fn build(config: &HostConfig) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = config.max_instances;
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(config.core_instances_per_instance))
+        .total_memories(n.saturating_mul(config.memories_per_instance))
+        .total_tables(n.saturating_mul(config.tables_per_instance))
+        .max_core_instances_per_component(config.core_instances_per_instance)
+        .max_memories_per_component(config.memories_per_instance)
+        .max_tables_per_component(config.tables_per_instance)
+        .max_memory_size(
+            usize::try_from(config.max_memory_bytes)
+                .map_err(|_| Error::Config(String::from("max_memory_bytes does not fit in usize")))?,
+        )
+        .table_elements(config.budgets.table_elements);
+
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        // Component-model async is not used: leaving its bookkeeping off
+        // halves the cost of every call.
+        .concurrency_support(false)
+        .cranelift_opt_level(OptLevel::Speed)
+        .parallel_compilation(true)
+        .epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        // Reserve only what a memory may grow to, plus a small guard: with
+        // hundreds of instances the default (4 GiB + guard per memory) would
+        // reserve terabytes of address space.
+        .memory_reservation(config.max_memory_bytes)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&c).map_err(|e| Error::Config(format!("{e:#}")))
+}
+
+/// Advances the engine's epoch every `tick` until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine, tick: std::time::Duration) -> Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (engine.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(String::from("elex-epoch"))
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Config(format!("cannot start the epoch thread: {e}")))?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The one error type of `elex-host`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong in the host. Each variant says what failed
+/// and, where it helps, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A component file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    ReadComponent { path: PathBuf, source: std::io::Error },
+
+    /// The bytes are not a component of the expected world.
+    #[error("{what} cannot be loaded: {source}")]
+    Unfit { what: String, source: elex_wit::FitError },
+
+    /// wasmtime refused to compile or link the component.
+    #[error("{what} cannot be compiled or linked: {detail}")]
+    Compile { what: String, detail: String },
+
+    /// The engine could not be set up from the configuration.
+    #[error("invalid host configuration: {0}")]
+    Config(String),
+
+    /// A guest call was stopped because it exceeded one of its budgets.
+    #[error("agent {agent}: call `{call}` exceeded its {budget} budget (limit {limit}, used {used})")]
+    Budget { agent: String, call: &'static str, budget: &'static str, limit: String, used: String },
+
+    /// The guest trapped (a panic, `unreachable`, out-of-bounds access, …).
+    /// The instance must be recycled before it is called again.
+    #[error("agent {agent}: call `{call}` trapped: {detail}")]
+    Trap { agent: String, call: &'static str, detail: String },
+
+    /// The guest returned its own error.
+    #[error("agent {agent}: call `{call}` failed: {detail}")]
+    Agent { agent: String, call: &'static str, detail: String },
+
+    /// The instance failed earlier and has not been recycled.
+    #[error("agent {agent} is failed (last error: {reason}); recycle it before calling it again")]
+    Failed { agent: String, reason: String },
+
+    /// The catalog data is malformed.
+    #[error("catalog {source_name}, line {line}: {detail}")]
+    Catalog { source_name: String, line: usize, detail: String },
+
+    /// No agent matched a request.
+    #[error("no agent matches {0}")]
+    NoAgent(String),
+}
+
+impl Error {
+    pub(crate) fn timeout(agent: &str, call: &'static str, limit: Duration, used: Duration) -> Error {
+        Error::Budget {
+            agent: agent.to_string(),
+            call,
+            budget: "time",
+            limit: format!("{} ms", limit.as_millis()),
+            used: format!("{} ms", used.as_millis()),
+        }
+    }
+}
+
+/// `Result` with the host's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,35 @@
+//! `elex:host/log`: guest log records become `tracing` events tagged with the
+//! agent id.
+
+use crate::bindings::elex::host::log::{Host, Level};
+use crate::instance::InstanceState;
+
+/// Longest message kept; longer ones are cut (a guest must not be able to
+/// flood the host's log).
+const MAX_MESSAGE: usize = 4096;
+
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_MESSAGE {
+        return s;
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Host for InstanceState {
+    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        let agent = self.agent_id.as_str();
+        let message = cut(&message);
+        let fields = fields.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(" ");
+        match level {
+            Level::Trace => tracing::trace!(target: "elex::guest", agent, fields, "{message}"),
+            Level::Debug => tracing::debug!(target: "elex::guest", agent, fields, "{message}"),
+            Level::Info => tracing::info!(target: "elex::guest", agent, fields, "{message}"),
+            Level::Warn => tracing::warn!(target: "elex::guest", agent, fields, "{message}"),
+            Level::Error => tracing::error!(target: "elex::guest", agent, fields, "{message}"),
+        }
+    }
+}

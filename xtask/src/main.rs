@@ -1,0 +1,173 @@
+//! `cargo xtask <task>`: elex's build tasks, in Rust so they run anywhere the
+//! toolchain does.
+//!
+//! - `build`: add the `wasm32-wasip2` target if missing, build the guest
+//!   components (release, simd128), compose the feature agent with its
+//!   libraries, check every result against its world, and write them to
+//!   `target/components/`.
+//! - `test`: `build`, then every test: the native workspace and the guest
+//!   crates' native unit tests.
+//! - `demo`: `build`, then `elex query` on an example question.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use elex_composer::Composition;
+use elex_wit::World;
+
+const GUEST_TARGET: &str = "wasm32-wasip2";
+const DEMO_QUESTION: &str = "Which parameters control MIMO Sleep Mode, and which counters show its effect?";
+
+/// Guest crates built to components: (crate file stem, output name, world).
+const COMPONENTS: &[(&str, &str, World)] = &[
+    ("elex_vector", "vector", World::Vector),
+    ("elex_qlearning", "qlearning", World::QLearning),
+    ("elex_hnsw", "hnsw", World::Hnsw),
+    ("elex_feature_agent", "feature-agent", World::FeatureAgent),
+];
+
+/// Guest crates with native unit tests.
+const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root()?;
+    match args.first().map(String::as_str) {
+        Some("build") => build(&root).map(|_| ()),
+        Some("test") => {
+            build(&root)?;
+            test(&root, &args[1..])
+        }
+        Some("demo") => {
+            build(&root)?;
+            demo(&root, args.get(1).map(String::as_str).unwrap_or(DEMO_QUESTION))
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+        None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  build           build, compose and check the wasm components into target/components/
+  test [ARGS..]   build, then run every test (ARGS go to `cargo test` of the workspace)
+  demo [QUESTION] build, then ask the feature agents a question with `elex query`";
+
+fn root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("xtask lives in the workspace root")?.to_path_buf())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ensure_guest_target() -> Result<()> {
+    let out = Command::new("rustc").args(["--print", "sysroot"]).output().context("cannot run rustc")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if sysroot.join("lib/rustlib").join(GUEST_TARGET).is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the {GUEST_TARGET} target with rustup");
+    run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
+        .with_context(|| format!("the {GUEST_TARGET} Rust target is missing and rustup could not add it"))
+}
+
+/// Builds every component and the composition; returns the output folder.
+fn build(root: &Path) -> Result<PathBuf> {
+    ensure_guest_target()?;
+    let guest_target_dir = root.join("target/guest");
+    // Run inside components/ so its .cargo/config.toml (target, simd128)
+    // applies.
+    run(cargo()
+        .current_dir(root.join("components"))
+        .args(["build", "--release", "--workspace", "--target", GUEST_TARGET])
+        .arg("--target-dir")
+        .arg(&guest_target_dir))?;
+
+    let out = root.join("target/components");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let built = guest_target_dir.join(GUEST_TARGET).join("release");
+    for (stem, name, world) in COMPONENTS {
+        let src = built.join(format!("{stem}.wasm"));
+        let bytes = std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+        elex_wit::check_fit(&bytes, *world)
+            .with_context(|| format!("{} does not fit {world}", src.display()))?;
+        write_if_changed(&out.join(format!("{name}.wasm")), &bytes)?;
+    }
+
+    let composition = Composition::new(root.join("composer/feature-agent.wac"))
+        .dep("elex:vector", out.join("vector.wasm"))
+        .dep("elex:qlearning", out.join("qlearning.wasm"))
+        .dep("elex:hnsw", out.join("hnsw.wasm"))
+        .dep("elex:feature-agent", out.join("feature-agent.wasm"));
+    let (bytes, interfaces) = composition.run(World::Plugin)?;
+    let composed = out.join("feature-agent.composed.wasm");
+    write_if_changed(&composed, &bytes)?;
+    eprintln!(
+        "xtask: {} ({} bytes) imports {}",
+        composed.strip_prefix(root).unwrap_or(&composed).display(),
+        bytes.len(),
+        interfaces.imports.join(", ")
+    );
+    Ok(out)
+}
+
+/// Writes `bytes` unless the file already holds them, so timestamps (and
+/// anything keyed on them) only change with the content.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().context("cannot run rustc")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host triple")
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let triple = host_triple()?;
+    let mut guest = cargo();
+    guest
+        .current_dir(root.join("components"))
+        .args(["test", "--target", &triple])
+        .arg("--target-dir")
+        .arg(root.join("target"));
+    for krate in NATIVE_GUEST_TESTS {
+        guest.args(["-p", krate]);
+    }
+    run(&mut guest)?;
+    run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))
+}
+
+fn demo(root: &Path, question: &str) -> Result<()> {
+    run(cargo().current_dir(root).args([
+        "run",
+        "--quiet",
+        "-p",
+        "elex-host",
+        "--bin",
+        "elex",
+        "--",
+        "query",
+        question,
+    ]))
+}
