@@ -1,15 +1,19 @@
-//! The `hnsw` component: exports `elex:hnsw/store`.
-//!
-//! This build exposes the contract only: `create` and `restore` return
-//! `hnsw-error::not-implemented`, so no caller can receive a fabricated
-//! result. The HNSW graph is implemented in the "library components" work.
+//! The `hnsw` component: exports `elex:hnsw/store`, an HNSW index resource
+//! (see [`graph`] for the algorithm). Distances use the `elex-kernels`
+//! simd128 code compiled in.
 #![no_std]
 
 extern crate alloc;
 use elex_guest_rt as _;
 
+pub mod graph;
+
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use graph::{Graph, GraphError, Metric, Params};
 
 wit_bindgen::generate!({
     world: "elex:hnsw/library@0.1.0",
@@ -17,48 +21,123 @@ wit_bindgen::generate!({
     std_feature,
 });
 
-use exports::elex::hnsw::store::{Config, Guest, GuestIndex, Hit, HnswError, Index};
+use exports::elex::hnsw::store::{
+    Config, DimensionMismatch, Distance, Guest, GuestIndex, Hit, HnswError, Index, Storage,
+};
 
-fn not_implemented() -> HnswError {
-    HnswError::NotImplemented(String::from("the HNSW store is not implemented in this build"))
+const MAGIC: &[u8; 4] = b"EXHN";
+/// Snapshot format written by this build; the only one it reads.
+const VERSION: u16 = 1;
+
+fn to_wit(e: GraphError) -> HnswError {
+    match e {
+        GraphError::Dimension { expected, found } => {
+            HnswError::DimensionMismatch(DimensionMismatch { expected: expected as u32, found: found as u32 })
+        }
+        GraphError::Duplicate(id) => HnswError::DuplicateId(id),
+        GraphError::NonFinite(id) => HnswError::NonFinite(id),
+        GraphError::Config(what) => HnswError::InvalidConfig(String::from(what)),
+    }
 }
 
 struct Store;
 
-/// Never constructed: `create` and `restore` refuse before an index exists.
-struct Graph;
+/// The `index` resource.
+struct HnswIndex(RefCell<Graph>);
 
 impl Guest for Store {
-    type Index = Graph;
+    type Index = HnswIndex;
 }
 
-impl GuestIndex for Graph {
-    fn create(_config: Config) -> Result<Index, HnswError> {
-        Err(not_implemented())
+impl GuestIndex for HnswIndex {
+    fn create(config: Config) -> Result<Index, HnswError> {
+        if config.storage == Storage::Int8 {
+            return Err(HnswError::NotImplemented(String::from(
+                "int8 storage is not implemented in this build; use `full`",
+            )));
+        }
+        let params = Params {
+            dimension: config.dimension as usize,
+            metric: match config.distance {
+                Distance::Cosine => Metric::Cosine,
+                Distance::SquaredL2 => Metric::SquaredL2,
+            },
+            m: config.m as usize,
+            ef_construction: config.ef_construction as usize,
+            ef_search: config.ef_search as usize,
+            seed: config.seed,
+        };
+        let graph = Graph::new(params).map_err(to_wit)?;
+        Ok(Index::new(HnswIndex(RefCell::new(graph))))
     }
-    fn insert(&self, _id: u64, _vector: Vec<f32>) -> Result<(), HnswError> {
-        Err(not_implemented())
+
+    fn insert(&self, id: u64, vector: Vec<f32>) -> Result<(), HnswError> {
+        self.0.borrow_mut().insert(id, &vector).map_err(to_wit)
     }
-    fn insert_batch(&self, _ids: Vec<u64>, _vectors: Vec<f32>) -> Result<(), HnswError> {
-        Err(not_implemented())
+
+    fn insert_batch(&self, ids: Vec<u64>, vectors: Vec<f32>) -> Result<(), HnswError> {
+        let mut g = self.0.borrow_mut();
+        let d = g.params.dimension;
+        if vectors.len() != ids.len() * d {
+            return Err(HnswError::DimensionMismatch(DimensionMismatch {
+                expected: (ids.len() * d) as u32,
+                found: vectors.len() as u32,
+            }));
+        }
+        // Validate everything first: all-or-nothing.
+        let mut seen = hashbrown::HashSet::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            g.check_vector(*id, &vectors[i * d..i * d + d]).map_err(to_wit)?;
+            if g.index.contains_key(id) || !seen.insert(*id) {
+                return Err(HnswError::DuplicateId(*id));
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            g.insert(*id, &vectors[i * d..i * d + d]).map_err(to_wit)?;
+        }
+        Ok(())
     }
-    fn search(&self, _query: Vec<f32>, _k: u32, _ef: u32) -> Result<Vec<Hit>, HnswError> {
-        Err(not_implemented())
+
+    fn search(&self, query: Vec<f32>, k: u32, ef: u32) -> Result<Vec<Hit>, HnswError> {
+        let mut g = self.0.borrow_mut();
+        let ef = if ef == 0 { g.params.ef_search } else { ef as usize };
+        let hits = g.search(&query, k as usize, ef).map_err(to_wit)?;
+        Ok(hits.into_iter().map(|(id, distance)| Hit { id, distance }).collect())
     }
-    fn remove(&self, _id: u64) -> bool {
-        unreachable!("an index cannot be created in this build")
+
+    fn remove(&self, id: u64) -> bool {
+        self.0.borrow_mut().remove(id)
     }
+
     fn len(&self) -> u64 {
-        unreachable!("an index cannot be created in this build")
+        self.0.borrow().live as u64
     }
+
     fn memory_bytes(&self) -> u64 {
-        unreachable!("an index cannot be created in this build")
+        self.0.borrow().memory_bytes() as u64
     }
+
     fn snapshot(&self) -> Vec<u8> {
-        unreachable!("an index cannot be created in this build")
+        let mut out = Vec::from(&MAGIC[..]);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        // Serialising plain vectors into a Vec cannot fail.
+        out.extend_from_slice(&postcard::to_allocvec(&*self.0.borrow()).unwrap_or_default());
+        out
     }
-    fn restore(_bytes: Vec<u8>) -> Result<Index, HnswError> {
-        Err(not_implemented())
+
+    fn restore(bytes: Vec<u8>) -> Result<Index, HnswError> {
+        if bytes.len() < 6 || &bytes[..4] != MAGIC {
+            return Err(HnswError::CorruptSnapshot(String::from("not an HNSW snapshot (bad magic)")));
+        }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != VERSION {
+            return Err(HnswError::UnsupportedVersion(version as u32));
+        }
+        let mut g: Graph =
+            postcard::from_bytes(&bytes[6..]).map_err(|e| HnswError::CorruptSnapshot(format!("{e}")))?;
+        g.validate().map_err(|e| HnswError::CorruptSnapshot(String::from(e)))?;
+        g.reindex();
+        Ok(Index::new(HnswIndex(RefCell::new(g))))
     }
 }
 
