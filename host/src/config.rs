@@ -1,5 +1,6 @@
 //! Host configuration: every limit and timeout in one table.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Budgets applied to every instance unless its index entry says otherwise.
@@ -46,6 +47,27 @@ pub struct HostConfig {
     pub fuel: bool,
     /// Default per-instance budgets.
     pub budgets: Budgets,
+    /// Folder of precompiled artifacts (`None`: compile on every new host).
+    pub cache_dir: Option<PathBuf>,
+    /// Compiled components kept in memory.
+    pub memory_cache_entries: u64,
+}
+
+impl HostConfig {
+    /// The default folder for elex data: `$ELEX_DATA_DIR`, else
+    /// `$XDG_DATA_HOME/elex`, else `~/.local/share/elex`, else `./.elex`.
+    pub fn default_data_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("ELEX_DATA_DIR") {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(d).join("elex");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/share/elex"),
+            None => PathBuf::from(".elex"),
+        }
+    }
 }
 
 impl Default for HostConfig {
@@ -59,6 +81,8 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(1),
             fuel: false,
             budgets: Budgets::default(),
+            cache_dir: None,
+            memory_cache_entries: 64,
         }
     }
 }

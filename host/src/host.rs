@@ -7,6 +7,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::bindings::{AgentConfig, Query};
+use crate::cache::ComponentCache;
 use crate::config::HostConfig;
 use crate::engine::{self, EpochTicker};
 use crate::error::Result;
@@ -19,6 +20,7 @@ use crate::services;
 pub struct Host {
     engine: Engine,
     linker: Linker<InstanceState>,
+    cache: ComponentCache,
     config: HostConfig,
     next_query: AtomicU64,
     _ticker: EpochTicker,
@@ -31,7 +33,8 @@ impl Host {
         let mut linker = Linker::new(&engine);
         services::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick)?;
-        Ok(Host { engine, linker, config, next_query: AtomicU64::new(1), _ticker: ticker })
+        let cache = ComponentCache::new(&engine, config.cache_dir.clone(), config.memory_cache_entries);
+        Ok(Host { engine, linker, cache, config, next_query: AtomicU64::new(1), _ticker: ticker })
     }
 
     /// The configuration the host was built with.
@@ -46,9 +49,10 @@ impl Host {
     }
 
     /// Checks, compiles and links component bytes; `what` names them in
-    /// messages.
+    /// messages. Compiled code is cached by digest (memory, and disk when
+    /// `HostConfig::cache_dir` is set).
     pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
-        load::load(&self.engine, &self.linker, what, bytes)
+        load::load(&self.engine, &self.linker, &self.cache, what, bytes)
     }
 
     /// A new instance of `component`, initialised with `config`.

@@ -26,6 +26,7 @@
 
 pub mod bindings;
 pub mod budget;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 mod engine;

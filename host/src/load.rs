@@ -1,5 +1,10 @@
-//! The load path: bytes → digest → world check → compile → `InstancePre`.
-//! Each step fails with its own error; nothing is kept from a failed load.
+//! The load path: bytes → digest → (cache) → world check → compile →
+//! `InstancePre`. Each step fails with its own error; nothing is kept from a
+//! failed load.
+//!
+//! A component's world is checked before it is first compiled; compiled
+//! artifacts are cached (memory and disk, see `cache.rs`) only after that
+//! check passed, so a cache hit skips both.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,6 +14,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::PluginPre;
+use crate::cache::{ComponentCache, Origin};
 use crate::error::{Error, Result};
 use crate::instance::InstanceState;
 
@@ -20,8 +26,12 @@ pub struct LoadedComponent {
     pub digest: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// Time spent compiling.
+    /// Where the compiled code came from.
+    pub origin: Origin,
+    /// Time spent compiling (zero on a cache hit).
     pub compile_time: Duration,
+    /// Time the whole load took.
+    pub load_time: Duration,
     /// Its imports and exports.
     pub interfaces: Interfaces,
     pub(crate) pre: PluginPre<InstanceState>,
@@ -33,7 +43,8 @@ impl std::fmt::Debug for LoadedComponent {
             .field("what", &self.what)
             .field("digest", &self.digest)
             .field("size", &self.size)
-            .field("compile_time", &self.compile_time)
+            .field("origin", &self.origin)
+            .field("load_time", &self.load_time)
             .finish_non_exhaustive()
     }
 }
@@ -42,27 +53,63 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })
 }
 
-/// Checks `bytes` against the `plugin` world, compiles and links them.
+/// Interface names from a compiled component's type.
+fn interfaces_of(engine: &Engine, component: &Component) -> Interfaces {
+    let ty = component.component_type();
+    let mut imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let mut exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    imports.sort();
+    exports.sort();
+    Interfaces { imports, exports }
+}
+
+/// Checks `bytes` against the `plugin` world, compiles (or takes from the
+/// cache) and links them.
 pub(crate) fn load(
     engine: &Engine,
     linker: &Linker<InstanceState>,
+    cache: &ComponentCache,
     what: &str,
     bytes: &[u8],
 ) -> Result<LoadedComponent> {
     let span = tracing::info_span!("load", component = what);
     let _enter = span.enter();
-    let digest = blake3::hash(bytes).to_hex().to_string();
-    let interfaces = elex_wit::check_fit(bytes, World::Plugin)
-        .map_err(|source| Error::Unfit { what: what.to_string(), source })?;
     let started = Instant::now();
-    let component = Component::new(engine, bytes)
-        .map_err(|e| Error::Compile { what: what.to_string(), detail: format!("{e:#}") })?;
-    let compile_time = started.elapsed();
-    let instance_pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| Error::Compile { what: what.to_string(), detail: format!("{e:#}") })?;
-    let pre = PluginPre::new(instance_pre)
-        .map_err(|e| Error::Compile { what: what.to_string(), detail: format!("{e:#}") })?;
-    tracing::info!(digest = %digest, size = bytes.len(), compile_ms = compile_time.as_secs_f64() * 1e3, "component loaded");
-    Ok(LoadedComponent { what: what.to_string(), digest, size: bytes.len(), compile_time, interfaces, pre })
+    let digest = blake3::hash(bytes).to_hex().to_string();
+    let (component, origin, compile_time, interfaces) = match cache.get(engine, &digest) {
+        Some((c, origin)) => {
+            let interfaces = interfaces_of(engine, &c);
+            (c, origin, Duration::ZERO, interfaces)
+        }
+        None => {
+            let interfaces = elex_wit::check_fit(bytes, World::Plugin)
+                .map_err(|source| Error::Unfit { what: what.to_string(), source })?;
+            let t = Instant::now();
+            let c = Component::new(engine, bytes)
+                .map_err(|e| Error::Compile { what: what.to_string(), detail: format!("{e:#}") })?;
+            let took = t.elapsed();
+            cache.insert(&digest, &c);
+            (c, Origin::Compiled, took, interfaces)
+        }
+    };
+    let link_error = |e: wasmtime::Error| Error::Compile { what: what.to_string(), detail: format!("{e:#}") };
+    let pre = PluginPre::new(linker.instantiate_pre(&component).map_err(link_error)?).map_err(link_error)?;
+    let load_time = started.elapsed();
+    tracing::info!(
+        digest = %digest,
+        size = bytes.len(),
+        origin = %origin,
+        load_ms = load_time.as_secs_f64() * 1e3,
+        "component loaded"
+    );
+    Ok(LoadedComponent {
+        what: what.to_string(),
+        digest,
+        size: bytes.len(),
+        origin,
+        compile_time,
+        load_time,
+        interfaces,
+        pre,
+    })
 }

@@ -28,7 +28,7 @@ const COMPONENTS: &[(&str, &str, World)] = &[
 ];
 
 /// Guest crates with native unit tests.
-const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text"];
+const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text", "elex-ann"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,19 +1,17 @@
 //! The `hnsw` component: exports `elex:hnsw/store`, an HNSW index resource
-//! (see [`graph`] for the algorithm). Distances use the `elex-kernels`
+//! (see `elex-ann` for the algorithm). Distances use the `elex-kernels`
 //! simd128 code compiled in.
 #![no_std]
 
 extern crate alloc;
 use elex_guest_rt as _;
 
-pub mod graph;
-
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use graph::{Graph, GraphError, Metric, Params};
+use elex_ann::{Graph, GraphError, Metric, Params};
 
 wit_bindgen::generate!({
     world: "elex:hnsw/library@0.1.0",

@@ -1,0 +1,574 @@
+//! The HNSW graph (Malkov & Yashunin, "Efficient and robust approximate
+//! nearest neighbor search using Hierarchical Navigable Small World graphs",
+//! 2016/2018), independent of the component bindings so it can be tested
+//! and benchmarked natively.
+//!
+//! - Layer assignment: `floor(-ln(U) * mL)` with `mL = 1 / ln(M)`.
+//! - Search: greedy descent through the upper layers, then a beam search of
+//!   width `ef` on layer 0 (Algorithm 2).
+//! - Neighbour selection: the paper's heuristic (Algorithm 4): a candidate is
+//!   kept only if it is closer to the new element than to every neighbour
+//!   already kept; at most M per upper layer, M0 = 2M on layer 0. Overfull
+//!   neighbour lists are shrunk with the same heuristic.
+//! - Storage: all vectors in one contiguous `Vec<f32>`, layer-0 links in one
+//!   contiguous `Vec<u32>` (fixed stride), upper-layer links per node.
+//! - Removal: tombstones; removed nodes still route searches but are never
+//!   returned.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::collections::BinaryHeap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cmp::Ordering;
+
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+
+/// Distance between stored vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Metric {
+    /// `1 - cos`, on vectors normalised at insert.
+    Cosine,
+    SquaredL2,
+}
+
+/// Validated index settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub dimension: usize,
+    pub metric: Metric,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub seed: u64,
+}
+
+/// Why the graph refused a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GraphError {
+    Dimension { expected: usize, found: usize },
+    Duplicate(u64),
+    NonFinite(u64),
+    Config(&'static str),
+}
+
+impl Params {
+    pub fn check(&self) -> Result<(), GraphError> {
+        if self.dimension == 0 {
+            return Err(GraphError::Config("dimension must be at least 1"));
+        }
+        if self.m < 2 || self.m > 256 {
+            return Err(GraphError::Config("m must be in [2, 256]"));
+        }
+        if self.ef_construction == 0 || self.ef_search == 0 {
+            return Err(GraphError::Config("ef-construction and ef-search must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A (distance, node) pair ordered by distance, then node (total order).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Near(pub f32, pub u32);
+
+impl Eq for Near {}
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Near {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// The index.
+#[derive(Serialize, Deserialize)]
+pub struct Graph {
+    pub params: Params,
+    /// Node → external id.
+    pub ids: Vec<u64>,
+    /// `len * dimension` floats.
+    pub vectors: Vec<f32>,
+    /// Node → top layer.
+    pub levels: Vec<u8>,
+    /// Layer-0 links: node `n` owns `links0[n * (m0 + 1)..]`, first the
+    /// count, then up to `m0` neighbours.
+    pub links0: Vec<u32>,
+    /// Upper-layer links: `upper[n][l - 1]` for layers 1..=levels[n].
+    pub upper: Vec<Vec<Vec<u32>>>,
+    pub removed: Vec<bool>,
+    pub live: usize,
+    pub entry: Option<u32>,
+    pub rng: u64,
+    #[serde(skip)]
+    pub index: HashMap<u64, u32>,
+    #[serde(skip)]
+    visited: Visited,
+}
+
+/// Generation-stamped visited set: clearing is O(1).
+#[derive(Default)]
+struct Visited {
+    marks: Vec<u32>,
+    stamp: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.stamp = 1;
+        }
+    }
+    /// Marks `i`; true if it was not marked yet.
+    #[inline]
+    fn insert(&mut self, i: u32) -> bool {
+        let slot = &mut self.marks[i as usize];
+        if *slot == self.stamp {
+            false
+        } else {
+            *slot = self.stamp;
+            true
+        }
+    }
+}
+
+/// Natural log for level assignment (`x` in (0, 1]): exponent from the bits,
+/// then `2 atanh((m-1)/(m+1))` on the mantissa; error below 1e-9.
+fn ln(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    let y = (m - 1.0) / (m + 1.0);
+    let y2 = y * y;
+    let mut term = y;
+    let mut sum = 0.0;
+    let mut k = 1.0;
+    while k < 40.0 {
+        sum += term / k;
+        term *= y2;
+        k += 2.0;
+    }
+    2.0 * sum + exp as f64 * core::f64::consts::LN_2
+}
+
+impl Graph {
+    pub fn new(params: Params) -> Result<Graph, GraphError> {
+        params.check()?;
+        let rng = params.seed ^ 0x2545_f491_4f6c_dd1d;
+        Ok(Graph {
+            params,
+            ids: Vec::new(),
+            vectors: Vec::new(),
+            levels: Vec::new(),
+            links0: Vec::new(),
+            upper: Vec::new(),
+            removed: Vec::new(),
+            live: 0,
+            entry: None,
+            rng,
+            index: HashMap::new(),
+            visited: Visited::default(),
+        })
+    }
+
+    fn m0(&self) -> usize {
+        2 * self.params.m
+    }
+
+    fn stride0(&self) -> usize {
+        self.m0() + 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Rebuilds what snapshots do not store.
+    pub fn reindex(&mut self) {
+        self.index = self.ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
+    }
+
+    #[inline]
+    fn vector(&self, n: u32) -> &[f32] {
+        let d = self.params.dimension;
+        &self.vectors[n as usize * d..n as usize * d + d]
+    }
+
+    #[inline]
+    fn dist(&self, q: &[f32], n: u32) -> f32 {
+        let v = self.vector(n);
+        match self.params.metric {
+            Metric::Cosine => 1.0 - elex_kernels::score_unchecked(elex_kernels::Metric::Dot, q, v),
+            Metric::SquaredL2 => elex_kernels::score_unchecked(elex_kernels::Metric::SquaredL2, q, v),
+        }
+    }
+
+    #[inline]
+    fn dist_nodes(&self, a: u32, b: u32) -> f32 {
+        self.dist(self.vector(a), b)
+    }
+
+    fn links(&self, n: u32, layer: usize) -> &[u32] {
+        if layer == 0 {
+            let s = n as usize * self.stride0();
+            let count = self.links0[s] as usize;
+            &self.links0[s + 1..s + 1 + count]
+        } else {
+            &self.upper[n as usize][layer - 1]
+        }
+    }
+
+    fn set_links(&mut self, n: u32, layer: usize, list: &[u32]) {
+        if layer == 0 {
+            let s = n as usize * self.stride0();
+            self.links0[s] = list.len() as u32;
+            self.links0[s + 1..s + 1 + list.len()].copy_from_slice(list);
+        } else {
+            let l = &mut self.upper[n as usize][layer - 1];
+            l.clear();
+            l.extend_from_slice(list);
+        }
+    }
+
+    fn random_level(&mut self) -> usize {
+        // SplitMix64 → uniform in (0, 1].
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let u = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let ml = 1.0 / ln(self.params.m as f64);
+        let level = (-ln(u) * ml) as usize;
+        level.min(32)
+    }
+
+    /// Greedy walk to the closest node on one layer.
+    fn greedy(&self, q: &[f32], mut cur: u32, layer: usize) -> u32 {
+        let mut d = self.dist(q, cur);
+        loop {
+            let mut moved = false;
+            for &n in self.links(cur, layer) {
+                let dn = self.dist(q, n);
+                if dn < d {
+                    d = dn;
+                    cur = n;
+                    moved = true;
+                }
+            }
+            if !moved {
+                return cur;
+            }
+        }
+    }
+
+    /// Beam search on one layer (Algorithm 2). Returns up to `ef` nodes
+    /// sorted by distance, removed nodes included (they still route).
+    fn search_layer(&mut self, q: &[f32], entry: u32, ef: usize, layer: usize) -> Vec<Near> {
+        let n = self.len();
+        let mut visited = core::mem::take(&mut self.visited);
+        visited.reset(n);
+        visited.insert(entry);
+        let d0 = self.dist(q, entry);
+        let mut candidates: BinaryHeap<core::cmp::Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
+        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        candidates.push(core::cmp::Reverse(Near(d0, entry)));
+        results.push(Near(d0, entry));
+        while let Some(core::cmp::Reverse(c)) = candidates.pop() {
+            let worst = results.peek().map(|r| r.0).unwrap_or(f32::INFINITY);
+            if c.0 > worst && results.len() >= ef {
+                break;
+            }
+            for &nb in self.links(c.1, layer) {
+                if !visited.insert(nb) {
+                    continue;
+                }
+                let d = self.dist(q, nb);
+                let worst = results.peek().map(|r| r.0).unwrap_or(f32::INFINITY);
+                if results.len() < ef || d < worst {
+                    candidates.push(core::cmp::Reverse(Near(d, nb)));
+                    results.push(Near(d, nb));
+                    if results.len() > ef {
+                        results.pop();
+                    }
+                }
+            }
+        }
+        self.visited = visited;
+        results.into_sorted_vec()
+    }
+
+    /// Algorithm 4: keep a candidate only if it is closer to the base than to
+    /// every neighbour kept so far. `candidates` sorted by distance to base.
+    fn select(&self, candidates: &[Near], max: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(max);
+        for c in candidates {
+            if kept.len() >= max {
+                break;
+            }
+            let diverse = kept.iter().all(|&k| self.dist_nodes(c.1, k) > c.0);
+            if diverse {
+                kept.push(c.1);
+            }
+        }
+        kept
+    }
+
+    fn normalized(&self, v: &[f32]) -> Vec<f32> {
+        let mut v = Vec::from(v);
+        if self.params.metric == Metric::Cosine {
+            elex_kernels::normalize(&mut v);
+        }
+        v
+    }
+
+    pub fn check_vector(&self, id: u64, v: &[f32]) -> Result<(), GraphError> {
+        if v.len() != self.params.dimension {
+            return Err(GraphError::Dimension { expected: self.params.dimension, found: v.len() });
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(GraphError::NonFinite(id));
+        }
+        Ok(())
+    }
+
+    /// Inserts one vector (already checked with [`check_vector`]).
+    pub fn insert(&mut self, id: u64, v: &[f32]) -> Result<(), GraphError> {
+        self.check_vector(id, v)?;
+        if self.index.contains_key(&id) {
+            return Err(GraphError::Duplicate(id));
+        }
+        let v = self.normalized(v);
+        let node = self.len() as u32;
+        let level = self.random_level();
+        self.ids.push(id);
+        self.index.insert(id, node);
+        self.vectors.extend_from_slice(&v);
+        self.levels.push(level as u8);
+        let stride = self.stride0();
+        self.links0.resize(self.links0.len() + stride, 0);
+        self.upper.push(vec![Vec::new(); level]);
+        self.removed.push(false);
+        self.live += 1;
+
+        let Some(entry) = self.entry else {
+            self.entry = Some(node);
+            return Ok(());
+        };
+        let top = self.levels[entry as usize] as usize;
+        let mut cur = entry;
+        for layer in (level + 1..=top).rev() {
+            cur = self.greedy(&v, cur, layer);
+        }
+        let m = self.params.m;
+        for layer in (0..=level.min(top)).rev() {
+            let found = self.search_layer(&v, cur, self.params.ef_construction, layer);
+            cur = found[0].1;
+            let neighbours = self.select(&found, m);
+            self.set_links(node, layer, &neighbours);
+            let cap = if layer == 0 { self.m0() } else { m };
+            for &nb in &neighbours {
+                let mut list: Vec<u32> = Vec::from(self.links(nb, layer));
+                if list.len() < cap {
+                    list.push(node);
+                } else {
+                    let mut cands: Vec<Near> = list
+                        .iter()
+                        .chain(core::iter::once(&node))
+                        .map(|&x| Near(self.dist_nodes(nb, x), x))
+                        .collect();
+                    cands.sort_unstable();
+                    list = self.select(&cands, cap);
+                }
+                self.set_links(nb, layer, &list);
+            }
+        }
+        if level > top {
+            self.entry = Some(node);
+        }
+        Ok(())
+    }
+
+    /// The `k` nearest live vectors, closest first, as (id, distance).
+    pub fn search(&mut self, q: &[f32], k: usize, ef: usize) -> Result<Vec<(u64, f32)>, GraphError> {
+        self.check_vector(u64::MAX, q)?;
+        let Some(entry) = self.entry else {
+            return Ok(Vec::new());
+        };
+        let q = self.normalized(q);
+        let ef = ef.max(k).max(1);
+        let mut cur = entry;
+        for layer in (1..=self.levels[entry as usize] as usize).rev() {
+            cur = self.greedy(&q, cur, layer);
+        }
+        let found = self.search_layer(&q, cur, ef, 0);
+        Ok(found
+            .into_iter()
+            .filter(|n| !self.removed[n.1 as usize])
+            .take(k)
+            .map(|n| (self.ids[n.1 as usize], n.0))
+            .collect())
+    }
+
+    /// Tombstones `id`; true if it was live.
+    pub fn remove(&mut self, id: u64) -> bool {
+        match self.index.get(&id) {
+            Some(&n) if !self.removed[n as usize] => {
+                self.removed[n as usize] = true;
+                self.live -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bytes held by vectors, links and bookkeeping.
+    pub fn memory_bytes(&self) -> usize {
+        use core::mem::size_of;
+        let upper: usize = self
+            .upper
+            .iter()
+            .map(|u| u.capacity() * size_of::<Vec<u32>>() + u.iter().map(|l| l.capacity() * 4).sum::<usize>())
+            .sum();
+        self.vectors.capacity() * 4
+            + self.links0.capacity() * 4
+            + self.ids.capacity() * 8
+            + self.levels.capacity()
+            + self.removed.capacity()
+            + self.upper.capacity() * size_of::<Vec<Vec<u32>>>()
+            + upper
+            + self.index.capacity() * (size_of::<(u64, u32)>() + 1)
+            + self.visited.marks.capacity() * 4
+    }
+
+    /// Checks a restored graph's invariants.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let n = self.len();
+        let d = self.params.dimension;
+        if self.params.check().is_err() {
+            return Err("settings out of range");
+        }
+        if self.vectors.len() != n * d
+            || self.levels.len() != n
+            || self.upper.len() != n
+            || self.removed.len() != n
+            || self.links0.len() != n * self.stride0()
+        {
+            return Err("array lengths do not match the number of vectors");
+        }
+        if self.live != self.removed.iter().filter(|r| !**r).count() {
+            return Err("live count does not match the tombstones");
+        }
+        match self.entry {
+            None if n > 0 => return Err("no entry point"),
+            Some(e) if e as usize >= n => return Err("entry point out of range"),
+            _ => {}
+        }
+        for node in 0..n {
+            if self.upper[node].len() != self.levels[node] as usize {
+                return Err("upper layers do not match the node level");
+            }
+            let s = node * self.stride0();
+            let count = self.links0[s] as usize;
+            if count > self.m0() {
+                return Err("too many layer-0 links");
+            }
+            let all = self.links0[s + 1..s + 1 + count].iter().chain(self.upper[node].iter().flatten());
+            for &l in all {
+                if l as usize >= n {
+                    return Err("link to a missing node");
+                }
+            }
+            for (layer, list) in self.upper[node].iter().enumerate() {
+                if list.iter().any(|&l| (self.levels[l as usize] as usize) < layer + 1) {
+                    return Err("upper link to a node without that layer");
+                }
+            }
+        }
+        if self.vectors.iter().any(|x| !x.is_finite()) {
+            return Err("non-finite vector element");
+        }
+        let mut seen = HashMap::with_capacity(n);
+        for id in &self.ids {
+            if seen.insert(*id, ()).is_some() {
+                return Err("duplicate id");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32) / (1u64 << 24) as f32
+    }
+
+    #[test]
+    fn finds_the_exact_neighbours_of_random_points_with_high_recall() {
+        let (n, d) = (2000usize, 16usize);
+        let mut seed = 9;
+        let data: Vec<f32> = (0..n * d).map(|_| lcg(&mut seed)).collect();
+        let params = Params {
+            dimension: d,
+            metric: Metric::SquaredL2,
+            m: 12,
+            ef_construction: 100,
+            ef_search: 64,
+            seed: 1,
+        };
+        let mut g = Graph::new(params).unwrap();
+        for i in 0..n {
+            g.insert(i as u64, &data[i * d..i * d + d]).unwrap();
+        }
+        g.validate().unwrap();
+        let mut hits = 0;
+        for qi in 0..50 {
+            let q: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
+            let mut exact: Vec<(f32, u64)> = (0..n)
+                .map(|i| {
+                    (q.iter().zip(&data[i * d..i * d + d]).map(|(a, b)| (a - b) * (a - b)).sum(), i as u64)
+                })
+                .collect();
+            exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let found = g.search(&q, 10, 64).unwrap();
+            let truth: Vec<u64> = exact.iter().take(10).map(|e| e.1).collect();
+            hits += found.iter().filter(|(id, _)| truth.contains(id)).count();
+            assert!(found.windows(2).all(|w| w[0].1 <= w[1].1), "query {qi} not sorted");
+        }
+        let recall = hits as f64 / 500.0;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+    }
+
+    #[test]
+    fn layer_assignment_follows_ml() {
+        let params = Params {
+            dimension: 1,
+            metric: Metric::SquaredL2,
+            m: 16,
+            ef_construction: 8,
+            ef_search: 8,
+            seed: 3,
+        };
+        let mut g = Graph::new(params).unwrap();
+        let levels: Vec<usize> = (0..20000).map(|_| g.random_level()).collect();
+        // P(level >= 1) = 1/M.
+        let above = levels.iter().filter(|l| **l >= 1).count() as f64 / levels.len() as f64;
+        assert!((above - 1.0 / 16.0).abs() < 0.01, "{above}");
+        assert!((ln(0.5) + core::f64::consts::LN_2).abs() < 1e-9);
+        assert!((ln(1e-6) - (-13.815510557964274)).abs() < 1e-8);
+    }
+}

@@ -1,0 +1,196 @@
+//! The `hnsw` component through the real component boundary: recall on
+//! siftsmall, removal, snapshots and every refusal.
+
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::{Engine, Store};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "elex:hnsw/library", additional_derives: [PartialEq] });
+}
+use bindings::exports::elex::hnsw::store::{Config, DimensionMismatch, Distance, HnswError, Storage};
+
+struct Hnsw {
+    store: Store<()>,
+    lib: bindings::Library,
+}
+
+impl Hnsw {
+    fn new() -> Hnsw {
+        let engine = Engine::default();
+        let component = Component::new(&engine, elex_tests::component("hnsw")).expect("compile hnsw");
+        let mut store = Store::new(&engine, ());
+        let lib = bindings::Library::instantiate(&mut store, &component, &Linker::new(&engine))
+            .expect("instantiate");
+        Hnsw { store, lib }
+    }
+
+    fn create(&mut self, config: &Config) -> Result<ResourceAny, HnswError> {
+        self.lib.elex_hnsw_store().index().call_create(&mut self.store, *config).expect("no trap")
+    }
+
+    fn insert(&mut self, ix: ResourceAny, id: u64, v: &[f32]) -> Result<(), HnswError> {
+        self.lib.elex_hnsw_store().index().call_insert(&mut self.store, ix, id, v).expect("no trap")
+    }
+
+    fn insert_batch(&mut self, ix: ResourceAny, ids: &[u64], vs: &[f32]) -> Result<(), HnswError> {
+        self.lib.elex_hnsw_store().index().call_insert_batch(&mut self.store, ix, ids, vs).expect("no trap")
+    }
+
+    fn search(&mut self, ix: ResourceAny, q: &[f32], k: u32, ef: u32) -> Result<Vec<(u64, f32)>, HnswError> {
+        let hits = self
+            .lib
+            .elex_hnsw_store()
+            .index()
+            .call_search(&mut self.store, ix, q, k, ef)
+            .expect("no trap")?;
+        Ok(hits.into_iter().map(|h| (h.id, h.distance)).collect())
+    }
+
+    fn len(&mut self, ix: ResourceAny) -> u64 {
+        self.lib.elex_hnsw_store().index().call_len(&mut self.store, ix).expect("no trap")
+    }
+
+    fn remove(&mut self, ix: ResourceAny, id: u64) -> bool {
+        self.lib.elex_hnsw_store().index().call_remove(&mut self.store, ix, id).expect("no trap")
+    }
+
+    fn snapshot(&mut self, ix: ResourceAny) -> Vec<u8> {
+        self.lib.elex_hnsw_store().index().call_snapshot(&mut self.store, ix).expect("no trap")
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<ResourceAny, HnswError> {
+        self.lib.elex_hnsw_store().index().call_restore(&mut self.store, bytes).expect("no trap")
+    }
+
+    fn memory(&mut self, ix: ResourceAny) -> u64 {
+        self.lib.elex_hnsw_store().index().call_memory_bytes(&mut self.store, ix).expect("no trap")
+    }
+}
+
+fn config(dimension: u32, distance: Distance) -> Config {
+    Config {
+        dimension,
+        distance,
+        storage: Storage::Full,
+        m: 16,
+        ef_construction: 200,
+        ef_search: 64,
+        seed: 7,
+    }
+}
+
+#[test]
+fn siftsmall_recall_at_10_through_the_component() {
+    let sift = elex_tests::siftsmall().expect("siftsmall data");
+    let mut h = Hnsw::new();
+    let ix = h.create(&config(128, Distance::SquaredL2)).unwrap();
+    let ids: Vec<u64> = (0..(sift.base.len() / sift.dim) as u64).collect();
+    for (chunk_ids, chunk) in ids.chunks(1000).zip(sift.base.chunks(1000 * sift.dim)) {
+        h.insert_batch(ix, chunk_ids, chunk).unwrap();
+    }
+    assert_eq!(h.len(ix), 10_000);
+    let mut recalls = Vec::new();
+    for ef in [16u32, 64] {
+        let found: Vec<Vec<u64>> = sift
+            .queries
+            .chunks(sift.dim)
+            .map(|q| h.search(ix, q, 10, ef).unwrap().into_iter().map(|(id, _)| id).collect())
+            .collect();
+        recalls.push((ef, elex_tests::recall_at(10, &found, &sift.truth)));
+    }
+    eprintln!("siftsmall recall@10 by ef: {recalls:?}; index memory {} bytes", h.memory(ix));
+    let at64 = recalls.iter().find(|(ef, _)| *ef == 64).unwrap().1;
+    assert!(at64 >= 0.95, "recall@10 at ef=64 is {at64}");
+    // Results are sorted, closest first, with true squared-L2 distances.
+    let q = &sift.queries[..sift.dim];
+    let hits = h.search(ix, q, 10, 64).unwrap();
+    assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1));
+    let row = hits[0].0 as usize * sift.dim;
+    let exact: f32 = q.iter().zip(&sift.base[row..row + sift.dim]).map(|(a, b)| (a - b) * (a - b)).sum();
+    assert!((hits[0].1 - exact).abs() <= 1e-3 * exact.max(1.0));
+}
+
+/// Points on a small grid: the exact neighbours are known.
+fn grid(n: usize) -> Vec<f32> {
+    (0..n * n).flat_map(|i| [(i % n) as f32, (i / n) as f32]).collect()
+}
+
+#[test]
+fn removed_ids_are_never_returned_and_snapshots_round_trip() {
+    let mut h = Hnsw::new();
+    let ix = h.create(&Config { m: 8, ef_construction: 64, ..config(2, Distance::SquaredL2) }).unwrap();
+    let points = grid(20);
+    let ids: Vec<u64> = (0..400).collect();
+    h.insert_batch(ix, &ids, &points).unwrap();
+    // The nearest neighbour of each point is itself.
+    for id in [0u64, 57, 399] {
+        let p = &points[id as usize * 2..id as usize * 2 + 2];
+        assert_eq!(h.search(ix, p, 1, 32).unwrap()[0], (id, 0.0));
+    }
+    assert!(h.remove(ix, 57));
+    assert!(!h.remove(ix, 57), "second removal reports not live");
+    assert_eq!(h.len(ix), 399);
+    let near = h.search(ix, &[17.0, 2.0], 5, 32).unwrap();
+    assert!(near.iter().all(|(id, _)| *id != 57), "{near:?}");
+    assert_eq!(near.len(), 5);
+
+    let bytes = h.snapshot(ix);
+    let back = h.restore(&bytes).unwrap();
+    assert_eq!(h.len(back), 399);
+    assert_eq!(h.search(back, &[17.0, 2.0], 5, 32).unwrap(), near);
+    assert_eq!(h.snapshot(back), bytes);
+}
+
+#[test]
+fn cosine_distance_is_one_minus_similarity() {
+    let mut h = Hnsw::new();
+    let ix = h.create(&config(3, Distance::Cosine)).unwrap();
+    h.insert(ix, 1, &[1.0, 0.0, 0.0]).unwrap();
+    h.insert(ix, 2, &[0.0, 5.0, 0.0]).unwrap();
+    h.insert(ix, 3, &[1.0, 1.0, 0.0]).unwrap();
+    let hits = h.search(ix, &[2.0, 0.0, 0.0], 3, 0).unwrap();
+    assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 3, 2]);
+    assert!(hits[0].1.abs() < 1e-6);
+    assert!((hits[1].1 - (1.0 - std::f32::consts::FRAC_1_SQRT_2)).abs() < 1e-5);
+    assert!((hits[2].1 - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn bad_input_is_refused_with_typed_errors() {
+    let mut h = Hnsw::new();
+    assert!(matches!(h.create(&config(0, Distance::Cosine)), Err(HnswError::InvalidConfig(_))));
+    assert!(matches!(
+        h.create(&Config { m: 1, ..config(4, Distance::Cosine) }),
+        Err(HnswError::InvalidConfig(_))
+    ));
+    let ix = h.create(&config(4, Distance::SquaredL2)).unwrap();
+    assert_eq!(
+        h.insert(ix, 1, &[1.0, 2.0]),
+        Err(HnswError::DimensionMismatch(DimensionMismatch { expected: 4, found: 2 }))
+    );
+    assert_eq!(h.insert(ix, 1, &[1.0, f32::NAN, 0.0, 0.0]), Err(HnswError::NonFinite(1)));
+    h.insert(ix, 1, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(h.insert(ix, 1, &[1.0, 2.0, 3.0, 4.0]), Err(HnswError::DuplicateId(1)));
+    // A batch with one bad vector inserts nothing.
+    assert_eq!(
+        h.insert_batch(ix, &[2, 3], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, f32::INFINITY, 1.0]),
+        Err(HnswError::NonFinite(3))
+    );
+    assert_eq!(h.len(ix), 1);
+    assert!(matches!(h.search(ix, &[1.0], 1, 0), Err(HnswError::DimensionMismatch(_))));
+    // Corrupt snapshots are errors, never traps.
+    let good = h.snapshot(ix);
+    assert!(matches!(h.restore(b"nope"), Err(HnswError::CorruptSnapshot(_))));
+    let mut wrong_version = good.clone();
+    wrong_version[4] = 9;
+    assert_eq!(h.restore(&wrong_version), Err(HnswError::UnsupportedVersion(9)));
+    for cut in [7, good.len() / 2, good.len() - 1] {
+        assert!(matches!(h.restore(&good[..cut]), Err(HnswError::CorruptSnapshot(_))), "cut at {cut}");
+    }
+    let mut flipped = good.clone();
+    for i in 6..flipped.len() {
+        flipped[i] ^= 0xff;
+        let _ = h.restore(&flipped); // must not trap (expect("no trap") inside)
+        flipped[i] ^= 0xff;
+    }
+}
