@@ -1,6 +1,10 @@
-//! Shared helpers for the end-to-end tests: where the built components are.
+//! Shared helpers for the end-to-end tests and the benchmarks: where the
+//! built components are, typed access to the library components
+//! ([`guests`]), and the siftsmall data.
 
 use std::path::PathBuf;
+
+pub mod guests;
 
 /// `target/components/`, where `cargo xtask build` writes the components.
 pub fn components_dir() -> PathBuf {

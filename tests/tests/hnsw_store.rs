@@ -1,71 +1,11 @@
 //! The `hnsw` component through the real component boundary: recall on
 //! siftsmall, removal, snapshots and every refusal.
 
-use wasmtime::component::{Component, Linker, ResourceAny};
-use wasmtime::{Engine, Store};
-
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "elex:hnsw/library", additional_derives: [PartialEq] });
-}
-use bindings::exports::elex::hnsw::store::{Config, DimensionMismatch, Distance, HnswError, Storage};
-
-struct Hnsw {
-    store: Store<()>,
-    lib: bindings::Library,
-}
-
-impl Hnsw {
-    fn new() -> Hnsw {
-        let engine = Engine::default();
-        let component = Component::new(&engine, elex_tests::component("hnsw")).expect("compile hnsw");
-        let mut store = Store::new(&engine, ());
-        let lib = bindings::Library::instantiate(&mut store, &component, &Linker::new(&engine))
-            .expect("instantiate");
-        Hnsw { store, lib }
-    }
-
-    fn create(&mut self, config: &Config) -> Result<ResourceAny, HnswError> {
-        self.lib.elex_hnsw_store().index().call_create(&mut self.store, *config).expect("no trap")
-    }
-
-    fn insert(&mut self, ix: ResourceAny, id: u64, v: &[f32]) -> Result<(), HnswError> {
-        self.lib.elex_hnsw_store().index().call_insert(&mut self.store, ix, id, v).expect("no trap")
-    }
-
-    fn insert_batch(&mut self, ix: ResourceAny, ids: &[u64], vs: &[f32]) -> Result<(), HnswError> {
-        self.lib.elex_hnsw_store().index().call_insert_batch(&mut self.store, ix, ids, vs).expect("no trap")
-    }
-
-    fn search(&mut self, ix: ResourceAny, q: &[f32], k: u32, ef: u32) -> Result<Vec<(u64, f32)>, HnswError> {
-        let hits = self
-            .lib
-            .elex_hnsw_store()
-            .index()
-            .call_search(&mut self.store, ix, q, k, ef)
-            .expect("no trap")?;
-        Ok(hits.into_iter().map(|h| (h.id, h.distance)).collect())
-    }
-
-    fn len(&mut self, ix: ResourceAny) -> u64 {
-        self.lib.elex_hnsw_store().index().call_len(&mut self.store, ix).expect("no trap")
-    }
-
-    fn remove(&mut self, ix: ResourceAny, id: u64) -> bool {
-        self.lib.elex_hnsw_store().index().call_remove(&mut self.store, ix, id).expect("no trap")
-    }
-
-    fn snapshot(&mut self, ix: ResourceAny) -> Vec<u8> {
-        self.lib.elex_hnsw_store().index().call_snapshot(&mut self.store, ix).expect("no trap")
-    }
-
-    fn restore(&mut self, bytes: &[u8]) -> Result<ResourceAny, HnswError> {
-        self.lib.elex_hnsw_store().index().call_restore(&mut self.store, bytes).expect("no trap")
-    }
-
-    fn memory(&mut self, ix: ResourceAny) -> u64 {
-        self.lib.elex_hnsw_store().index().call_memory_bytes(&mut self.store, ix).expect("no trap")
-    }
-}
+use elex_tests::guests::Hnsw;
+use elex_tests::guests::hnsw_bindings::exports::elex::hnsw::store::{
+    Config, DimensionMismatch, Distance, HnswError, Storage,
+};
+use wasmtime::Engine;
 
 fn config(dimension: u32, distance: Distance) -> Config {
     Config {
@@ -82,7 +22,7 @@ fn config(dimension: u32, distance: Distance) -> Config {
 #[test]
 fn siftsmall_recall_at_10_through_the_component() {
     let sift = elex_tests::siftsmall().expect("siftsmall data");
-    let mut h = Hnsw::new();
+    let mut h = Hnsw::new(&Engine::default());
     let ix = h.create(&config(128, Distance::SquaredL2)).unwrap();
     let ids: Vec<u64> = (0..(sift.base.len() / sift.dim) as u64).collect();
     for (chunk_ids, chunk) in ids.chunks(1000).zip(sift.base.chunks(1000 * sift.dim)) {
@@ -117,7 +57,7 @@ fn grid(n: usize) -> Vec<f32> {
 
 #[test]
 fn removed_ids_are_never_returned_and_snapshots_round_trip() {
-    let mut h = Hnsw::new();
+    let mut h = Hnsw::new(&Engine::default());
     let ix = h.create(&Config { m: 8, ef_construction: 64, ..config(2, Distance::SquaredL2) }).unwrap();
     let points = grid(20);
     let ids: Vec<u64> = (0..400).collect();
@@ -143,7 +83,7 @@ fn removed_ids_are_never_returned_and_snapshots_round_trip() {
 
 #[test]
 fn cosine_distance_is_one_minus_similarity() {
-    let mut h = Hnsw::new();
+    let mut h = Hnsw::new(&Engine::default());
     let ix = h.create(&config(3, Distance::Cosine)).unwrap();
     h.insert(ix, 1, &[1.0, 0.0, 0.0]).unwrap();
     h.insert(ix, 2, &[0.0, 5.0, 0.0]).unwrap();
@@ -157,7 +97,7 @@ fn cosine_distance_is_one_minus_similarity() {
 
 #[test]
 fn bad_input_is_refused_with_typed_errors() {
-    let mut h = Hnsw::new();
+    let mut h = Hnsw::new(&Engine::default());
     assert!(matches!(h.create(&config(0, Distance::Cosine)), Err(HnswError::InvalidConfig(_))));
     assert!(matches!(
         h.create(&Config { m: 1, ..config(4, Distance::Cosine) }),

@@ -1,91 +1,11 @@
 //! The `qlearning` component (composed with `vector`, which its batch update
 //! uses) through the real component boundary.
 
-use wasmtime::component::{Component, Linker, ResourceAny};
-use wasmtime::{Engine, Store};
-
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "elex:qlearning/library", additional_derives: [PartialEq] });
-}
-mod vector {
-    wasmtime::component::bindgen!({ path: "../wit", world: "elex:vector/library" });
-}
-use bindings::exports::elex::qlearning::engine::{Config, Exploration, QError, Transition};
-
-struct Q {
-    store: Store<()>,
-    lib: bindings::Library,
-}
-
-impl Q {
-    /// Instantiates `vector` and links its export into `qlearning`'s import.
-    fn new() -> Q {
-        let engine = Engine::default();
-        let mut store = Store::new(&engine, ());
-        let vcomp = Component::new(&engine, elex_tests::component("vector")).unwrap();
-        let vinst = Linker::new(&engine).instantiate(&mut store, &vcomp).unwrap();
-        let mut linker = Linker::<()>::new(&engine);
-        let name = "elex:vector/kernels@0.1.0";
-        let export = vinst.get_export_index(&mut store, None, name).expect("vector exports kernels");
-        let mut inst = linker.instance(name).unwrap();
-        for f in [
-            "dot",
-            "cosine",
-            "squared-l2",
-            "normalize",
-            "score-rows",
-            "top-k",
-            "validate-ranges",
-            "aggregate",
-            "q-update",
-        ] {
-            let idx = vinst.get_export_index(&mut store, Some(&export), f).unwrap();
-            let func = vinst.get_func(&mut store, idx).unwrap();
-            inst.func_new(f, move |mut store, _ty, params, results| func.call(&mut store, params, results))
-                .unwrap();
-        }
-        let qcomp = Component::new(&engine, elex_tests::component("qlearning")).unwrap();
-        let lib = bindings::Library::instantiate(&mut store, &qcomp, &linker).expect("instantiate qlearning");
-        Q { store, lib }
-    }
-
-    fn create(&mut self, c: &Config) -> Result<ResourceAny, QError> {
-        self.lib.elex_qlearning_engine().q_table().call_create(&mut self.store, c).expect("no trap")
-    }
-    fn select(&mut self, t: ResourceAny, s: &str) -> u32 {
-        self.lib
-            .elex_qlearning_engine()
-            .q_table()
-            .call_select(&mut self.store, t, s)
-            .expect("no trap")
-            .unwrap()
-    }
-    fn values(&mut self, t: ResourceAny, s: &str) -> Vec<f32> {
-        self.lib.elex_qlearning_engine().q_table().call_values(&mut self.store, t, s).expect("no trap")
-    }
-    fn update(&mut self, t: ResourceAny, tr: &Transition) -> Result<f32, QError> {
-        self.lib.elex_qlearning_engine().q_table().call_update(&mut self.store, t, tr).expect("no trap")
-    }
-    fn update_batch(&mut self, t: ResourceAny, trs: &[Transition]) -> Result<Vec<f32>, QError> {
-        self.lib
-            .elex_qlearning_engine()
-            .q_table()
-            .call_update_batch(&mut self.store, t, trs)
-            .expect("no trap")
-    }
-    fn snapshot(&mut self, t: ResourceAny) -> Vec<u8> {
-        self.lib.elex_qlearning_engine().q_table().call_snapshot(&mut self.store, t).expect("no trap")
-    }
-    fn restore(&mut self, b: &[u8]) -> Result<ResourceAny, QError> {
-        self.lib.elex_qlearning_engine().q_table().call_restore(&mut self.store, b).expect("no trap")
-    }
-    fn merge(&mut self, t: ResourceAny, b: &[u8], w: f32) -> Result<(), QError> {
-        self.lib.elex_qlearning_engine().q_table().call_merge(&mut self.store, t, b, w).expect("no trap")
-    }
-    fn stats(&mut self, t: ResourceAny) -> bindings::exports::elex::qlearning::engine::Stats {
-        self.lib.elex_qlearning_engine().q_table().call_stats(&mut self.store, t).expect("no trap")
-    }
-}
+use elex_tests::guests::QLearning as Q;
+use elex_tests::guests::qlearning_bindings::exports::elex::qlearning::engine::{
+    Config, Exploration, QError, Transition,
+};
+use wasmtime::Engine;
 
 fn config(actions: &[&str]) -> Config {
     Config {
@@ -156,7 +76,7 @@ fn optimal_q() -> std::collections::HashMap<((i32, i32), usize), f32> {
 
 #[test]
 fn learns_the_optimal_policy_of_a_grid_world() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     let t = e.create(&config(&["up", "down", "left", "right"])).unwrap();
     let mut rng = 12345u64;
     let mut rand = || {
@@ -224,7 +144,7 @@ fn learns_the_optimal_policy_of_a_grid_world() {
 
 #[test]
 fn batch_updates_equal_sequential_updates() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     let a = e.create(&config(&["x", "y"])).unwrap();
     let b = e.create(&config(&["x", "y"])).unwrap();
     // Repeated pairs and chains, where a naive batch would differ.
@@ -244,7 +164,7 @@ fn batch_updates_equal_sequential_updates() {
 
 #[test]
 fn snapshots_round_trip_and_refuse_corruption() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     let t = e.create(&config(&["a", "b", "c"])).unwrap();
     for i in 0..50 {
         e.select(t, &format!("s{}", i % 10));
@@ -280,7 +200,7 @@ fn snapshots_round_trip_and_refuse_corruption() {
 
 #[test]
 fn merge_blends_by_weight_and_checks_actions() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     let a = e.create(&config(&["p", "q"])).unwrap();
     let b = e.create(&config(&["p", "q"])).unwrap();
     e.update(a, &Transition { state: "s".into(), action: 0, reward: 1.0, next_state: None }).unwrap(); // 0.5
@@ -299,7 +219,7 @@ fn merge_blends_by_weight_and_checks_actions() {
 
 #[test]
 fn refuses_bad_configs_and_transitions() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     for bad in [
         Config { actions: vec![], ..config(&[]) },
         Config { alpha: 0.0, ..config(&["a"]) },
@@ -322,7 +242,7 @@ fn refuses_bad_configs_and_transitions() {
 
 #[test]
 fn ucb_tries_every_action_first() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     let t = e.create(&Config { exploration: Exploration::Ucb(1.0), ..config(&["a", "b", "c"]) }).unwrap();
     let first: Vec<u32> = (0..3).map(|_| e.select(t, "s")).collect();
     assert_eq!(first, [0, 1, 2]);
@@ -330,7 +250,7 @@ fn ucb_tries_every_action_first() {
 
 #[test]
 fn a_thousand_entries_stay_under_50_kb() {
-    let mut e = Q::new();
+    let mut e = Q::new(&Engine::default());
     let t = e.create(&config(&["direct", "context", "consult", "clarify", "escalate"])).unwrap();
     for i in 0..200 {
         e.update(

@@ -15,38 +15,22 @@
 use std::cell::RefCell;
 
 use proptest::prelude::*;
-use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "elex:vector/library", additional_derives: [PartialEq] });
-}
-use bindings::exports::elex::vector::kernels::{Guest, LengthMismatch, Metric, RangeVerdict, VectorError};
-
-struct Vector {
-    store: Store<()>,
-    lib: bindings::Library,
-}
-
-impl Vector {
-    fn new() -> Vector {
-        let engine = Engine::default();
-        let component = Component::new(&engine, elex_tests::component("vector")).expect("compile vector");
-        let mut store = Store::new(&engine, ());
-        let lib = bindings::Library::instantiate(&mut store, &component, &Linker::new(&engine))
-            .expect("instantiate");
-        Vector { store, lib }
-    }
-}
+use elex_tests::guests::Vector;
+use elex_tests::guests::vector_bindings::exports::elex::vector::kernels::{
+    Guest, LengthMismatch, Metric, RangeVerdict, VectorError,
+};
 
 thread_local! {
-    static VECTOR: RefCell<Vector> = RefCell::new(Vector::new());
+    static VECTOR: RefCell<Vector> = RefCell::new(Vector::new(&Engine::default()));
 }
 
 fn with<T>(f: impl FnOnce(&Guest, &mut Store<()>) -> T) -> T {
     VECTOR.with(|v| {
-        let Vector { store, lib } = &mut *v.borrow_mut();
-        f(lib.elex_vector_kernels(), store)
+        let mut v = v.borrow_mut();
+        let (k, s) = v.split();
+        f(k, s)
     })
 }
 
