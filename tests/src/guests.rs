@@ -22,6 +22,14 @@ use hnsw_bindings::exports::elex::hnsw::store::{Config as HnswConfig, HnswError}
 use qlearning_bindings::exports::elex::qlearning::engine::{Config as QConfig, QError, Stats, Transition};
 use vector_bindings::exports::elex::vector::kernels::Guest as Kernels;
 
+/// A store whose epoch deadline never fires, so the wrappers also work on
+/// engines with epoch interruption on (as the host's is).
+fn new_store(engine: &Engine) -> Store<()> {
+    let mut store = Store::new(engine, ());
+    store.set_epoch_deadline(u64::MAX);
+    store
+}
+
 /// An instance of the `vector` component.
 pub struct Vector {
     pub store: Store<()>,
@@ -31,7 +39,7 @@ pub struct Vector {
 impl Vector {
     pub fn new(engine: &Engine) -> Vector {
         let component = Component::new(engine, crate::component("vector")).expect("compile vector");
-        let mut store = Store::new(engine, ());
+        let mut store = new_store(engine);
         let lib = vector_bindings::Library::instantiate(&mut store, &component, &Linker::new(engine))
             .expect("instantiate vector");
         Vector { store, lib }
@@ -53,7 +61,7 @@ pub struct Hnsw {
 impl Hnsw {
     pub fn new(engine: &Engine) -> Hnsw {
         let component = Component::new(engine, crate::component("hnsw")).expect("compile hnsw");
-        let mut store = Store::new(engine, ());
+        let mut store = new_store(engine);
         let lib = hnsw_bindings::Library::instantiate(&mut store, &component, &Linker::new(engine))
             .expect("instantiate hnsw");
         Hnsw { store, lib }
@@ -117,7 +125,7 @@ pub struct QLearning {
 
 impl QLearning {
     pub fn new(engine: &Engine) -> QLearning {
-        let mut store = Store::new(engine, ());
+        let mut store = new_store(engine);
         let vcomp = Component::new(engine, crate::component("vector")).expect("compile vector");
         let vinst = Linker::new(engine).instantiate(&mut store, &vcomp).expect("instantiate vector");
         let mut linker = Linker::<()>::new(engine);

@@ -8,6 +8,8 @@
 //! - `test`: `build`, then every test: the native workspace and the guest
 //!   crates' native unit tests.
 //! - `demo`: `build`, then `elex query` on an example question.
+//! - `bench`: `build`, then the benchmarks (`bench/`), which write
+//!   `target/bench/<suite>.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +41,10 @@ fn main() -> Result<()> {
             build(&root)?;
             test(&root, &args[1..])
         }
+        Some("bench") => {
+            build(&root)?;
+            bench(&root, &args[1..])
+        }
         Some("demo") => {
             build(&root)?;
             demo(&root, args.get(1).map(String::as_str).unwrap_or(DEMO_QUESTION))
@@ -56,7 +62,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   build           build, compose and check the wasm components into target/components/
   test [ARGS..]   build, then run every test (ARGS go to `cargo test` of the workspace)
-  demo [QUESTION] build, then ask the feature agents a question with `elex query`";
+  demo [QUESTION] build, then ask the feature agents a question with `elex query`
+  bench [SUITE..] build, then run the benchmarks (libraries, runtime); writes target/bench/<suite>.json";
 
 fn root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -156,6 +163,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     run(&mut guest)?;
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))
+}
+
+fn bench(root: &Path, suites: &[String]) -> Result<()> {
+    run(cargo().current_dir(root).args(["run", "--quiet", "-p", "elex-bench", "--"]).args(suites))
 }
 
 fn demo(root: &Path, question: &str) -> Result<()> {

@@ -1,0 +1,117 @@
+//! The `runtime` suite: what the host itself costs: compiling and loading
+//! the composed agent, starting agents, calling them, and the memory 593
+//! live agents take.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use elex_host::cache::Origin;
+use elex_host::{Catalog, Host, HostConfig};
+
+use crate::{Row, ns_per_iter, quantile};
+
+fn rss_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+pub fn run(out: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    let path = elex_tests::component_path("feature-agent.composed");
+    let bytes = std::fs::read(&path)?;
+    let cache = tempfile::tempdir()?;
+    let config = HostConfig {
+        max_instances: 600,
+        max_memory_bytes: 16 << 20,
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..HostConfig::default()
+    };
+
+    // Compile: a host with an empty cache.
+    let host = Host::new(config.clone()).map_err(|e| anyhow!("{e}"))?;
+    let loaded = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
+    anyhow::ensure!(loaded.origin == Origin::Compiled, "expected a cold compile");
+    rows.push(
+        Row::new("compile_composed_agent", "ms", loaded.compile_time.as_secs_f64() * 1e3, None)
+            .settings(format!("{} bytes, cranelift, parallel compilation", bytes.len())),
+    );
+    drop(host);
+
+    // Load from the disk cache: fresh hosts, the artifact on disk.
+    let mut loads = Vec::new();
+    for _ in 0..10 {
+        let host = Host::new(config.clone()).map_err(|e| anyhow!("{e}"))?;
+        let l = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
+        anyhow::ensure!(l.origin == Origin::Disk, "expected a disk-cache hit, got {}", l.origin);
+        loads.push(l.load_time.as_secs_f64() * 1e3);
+    }
+    rows.push(
+        Row::new("load_from_disk_cache", "ms", quantile(&mut loads, 0.5), None)
+            .settings("digest, verified artifact read, deserialize, instantiate-pre; median of 10"),
+    );
+
+    // 593 agents, one per feature, all live.
+    let host = Host::new(config).map_err(|e| anyhow!("{e}"))?;
+    let loaded = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
+    let catalog = Catalog::embedded().map_err(|e| anyhow!("{e}"))?;
+    let rss_before = rss_bytes();
+    let mut starts = Vec::new();
+    let mut agents = Vec::with_capacity(catalog.features.len());
+    let t = Instant::now();
+    for f in &catalog.features {
+        let ts = Instant::now();
+        agents.push(host.instantiate(&loaded, f.agent_config()).map_err(|e| anyhow!("{}: {e}", f.faj))?);
+        starts.push(ts.elapsed().as_secs_f64() * 1e6);
+    }
+    let total = t.elapsed().as_secs_f64() * 1e3;
+    let n = agents.len();
+    rows.push(
+        Row::new("start_593_agents_total", "ms", total, None)
+            .settings("instantiate + init (JSON entry, embeddings, knowledge HNSW) per feature"),
+    );
+    rows.push(
+        Row::new("start_agent_p50", "us", quantile(&mut starts, 0.5), None).settings("instantiate + init"),
+    );
+    rows.push(
+        Row::new("start_agent_p99", "us", quantile(&mut starts, 0.99), None).settings("instantiate + init"),
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
+        rows.push(
+            Row::new("rss_593_live_agents", "MB", after / 1e6, None)
+                .settings(format!("process RSS; {:.1} MB before starting them", before / 1e6)),
+        );
+    }
+
+    // Calls on one live agent.
+    let agent = &mut agents[n / 2];
+    let call = ns_per_iter(20_000, 7, || {
+        std::hint::black_box(agent.health().expect("health"));
+    });
+    rows.push(
+        Row::new("call_trivial_export", "ns", call, None).settings("agent.health(), host to guest and back"),
+    );
+    let query = host.query("Which parameters control this feature and what are their ranges?");
+    let handle = ns_per_iter(2000, 7, || {
+        std::hint::black_box(agent.handle(&query).expect("handle"));
+    });
+    rows.push(Row::new("agent_handle_query", "us", handle / 1e3, None).settings("one agent, direct answer"));
+
+    // Re-instantiate into a warm pool slot.
+    let f = &catalog.features[0];
+    let mut restarts = Vec::new();
+    for _ in 0..50 {
+        let old = agents.pop();
+        drop(old);
+        let ts = Instant::now();
+        agents.push(host.instantiate(&loaded, f.agent_config()).map_err(|e| anyhow!("{e}"))?);
+        restarts.push(ts.elapsed().as_secs_f64() * 1e6);
+    }
+    rows.push(
+        Row::new("restart_agent_warm_slot_p50", "us", quantile(&mut restarts, 0.5), None)
+            .settings(format!("drop + instantiate + init of {} into a freed pool slot", f.faj)),
+    );
+    crate::write(out, "runtime", &rows)
+}
