@@ -1,0 +1,98 @@
+//! The `elex` binary as an operator uses it. Needs the built components
+//! (`cargo xtask build`, which `cargo xtask test` runs first).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn components() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/components")
+}
+
+fn elex(args: &[&str]) -> Output {
+    // Cargo gives integration tests a scratch folder under target/.
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("elex-cli-data");
+    Command::new(env!("CARGO_BIN_EXE_elex"))
+        .args(args)
+        .env("ELEX_DATA_DIR", &data)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run elex")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = elex(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["query", "inspect"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    assert!(help.contains("RUST_LOG"), "{help}");
+}
+
+#[test]
+fn inspect_shows_only_host_imports_on_the_composed_agent() {
+    let file = components().join("feature-agent.composed.wasm");
+    let out = elex(&["inspect", file.to_str().unwrap(), "--world", "elex:platform/plugin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wit = text(&out.stdout);
+    assert!(wit.contains("export elex:agent/agent@0.1.0;"), "{wit}");
+    assert!(wit.contains("import elex:host/log@0.1.0;"), "{wit}");
+    for lib in ["elex:vector", "elex:qlearning", "elex:hnsw", "wasi:"] {
+        assert!(!wit.contains(&format!("import {lib}")), "{lib} is still imported:\n{wit}");
+    }
+    assert!(text(&out.stderr).contains("fits elex:platform/plugin@0.1.0"));
+}
+
+#[test]
+fn inspect_explains_what_is_wrong() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let out = elex(&["inspect", manifest]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+
+    let vector = components().join("vector.wasm");
+    let out = elex(&["inspect", vector.to_str().unwrap(), "--world", "elex:platform/plugin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("must export `elex:agent/agent@0.1.0`"), "{err}");
+
+    let out = elex(&["inspect", vector.to_str().unwrap(), "--world", "no:such/world"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown world"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn query_answers_as_json() {
+    let out = elex(&["query", "What is FAJ 121 3094?", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["agent"]["faj"], "FAJ 121 3094");
+    assert_eq!(v["agent"]["chosen_by"], "FAJ code in the text");
+    assert_eq!(v["action"], "direct-answer");
+    assert!(v["content"].as_str().unwrap().contains("MIMO Sleep Mode"));
+}
+
+#[test]
+fn query_refuses_bad_arguments_clearly() {
+    let out = elex(&["query"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    assert!(text(&out.stderr).contains("<TEXT>"));
+
+    let out = elex(&["query", "hello", "--component", "/no/such/file.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+
+    let out = elex(&["query", "hello", "--agent", "FAJ 999 9999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no feature with FAJ code"), "{}", text(&out.stderr));
+
+    let cargo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let out = elex(&["query", "hello", "--component", cargo_toml]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+}
