@@ -40,6 +40,15 @@ pub enum Error {
     #[error("agent {agent} is failed (last error: {reason}); recycle it before calling it again")]
     Failed { agent: String, reason: String },
 
+    /// The registry refused the component: not found, digest mismatch,
+    /// unknown or revoked key, bad signature, key not allowed for the name.
+    #[error(transparent)]
+    Registry(#[from] elex_registry::Error),
+
+    /// A registry entry declares a world the host does not load.
+    #[error("{name}@{version} is published for world `{world}`; the host loads `{expected}`")]
+    WrongWorld { name: String, version: String, world: String, expected: &'static str },
+
     /// The catalog data is malformed.
     #[error("catalog {source_name}, line {line}: {detail}")]
     Catalog { source_name: String, line: usize, detail: String },

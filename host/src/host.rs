@@ -1,7 +1,11 @@
 //! [`Host`]: the embedding API's entry point.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use elex_registry::Registry;
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -10,7 +14,7 @@ use crate::bindings::{AgentConfig, Query};
 use crate::cache::ComponentCache;
 use crate::config::HostConfig;
 use crate::engine::{self, EpochTicker};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::instance::{AgentInstance, InstanceState};
 use crate::load::{self, LoadedComponent};
 use crate::services;
@@ -23,6 +27,8 @@ pub struct Host {
     cache: ComponentCache,
     config: HostConfig,
     next_query: AtomicU64,
+    /// Index entries whose signature and trust were verified already.
+    verified: Mutex<HashSet<String>>,
     _ticker: EpochTicker,
 }
 
@@ -34,7 +40,15 @@ impl Host {
         services::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick)?;
         let cache = ComponentCache::new(&engine, config.cache_dir.clone(), config.memory_cache_entries);
-        Ok(Host { engine, linker, cache, config, next_query: AtomicU64::new(1), _ticker: ticker })
+        Ok(Host {
+            engine,
+            linker,
+            cache,
+            config,
+            next_query: AtomicU64::new(1),
+            verified: Mutex::new(HashSet::new()),
+            _ticker: ticker,
+        })
     }
 
     /// The configuration the host was built with.
@@ -53,6 +67,38 @@ impl Host {
     /// `HostConfig::cache_dir` is set).
     pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
         load::load(&self.engine, &self.linker, &self.cache, what, bytes)
+    }
+
+    /// Loads `spec` (`name@version-requirement`) from a registry: resolves the
+    /// highest matching version, reads its bytes from the content-addressed
+    /// store (digest checked first), verifies its ed25519 signature against
+    /// the registry's trust policy (once per entry; the result is cached),
+    /// checks the declared world, then loads it like [`Host::load_bytes`].
+    pub fn load_from_registry(&self, registry: &Registry, spec: &str) -> Result<LoadedComponent> {
+        let (name, req) = elex_registry::parse_spec(spec)?;
+        let entry = registry.index.resolve(&name, &req)?;
+        let bytes = registry.store.get(&entry)?;
+        let key = format!(
+            "{}@{} {} {} {} {}",
+            entry.name, entry.version, entry.world, entry.digest, entry.signer, entry.signature
+        );
+        let known = self.verified.lock().map(|v| v.contains(&key)).unwrap_or(false);
+        if !known {
+            registry.verify_entry(&entry)?;
+            if let Ok(mut v) = self.verified.lock() {
+                v.insert(key);
+            }
+        }
+        let expected = elex_wit::World::Plugin.qualified_name();
+        if entry.world != expected {
+            return Err(Error::WrongWorld {
+                name: entry.name,
+                version: entry.version.to_string(),
+                world: entry.world,
+                expected,
+            });
+        }
+        self.load_bytes(&format!("{}@{}", entry.name, entry.version), &bytes)
     }
 
     /// A new instance of `component`, initialised with `config`.

@@ -8,9 +8,10 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use elex_host::{Catalog, Host, HostConfig, World, router};
+use elex_registry::{KeyPair, Policy, Registry};
 
-/// The composed feature agent, as `cargo xtask build` names it.
-const DEFAULT_COMPONENT: &str = "feature-agent.composed.wasm";
+/// The registry name of the composed feature agent.
+const AGENT_COMPONENT: &str = "feature-agent@^0.1";
 
 #[derive(Parser)]
 #[command(name = "elex", version, about = "elex: a WebAssembly component host for RAN feature agents")]
@@ -26,6 +27,14 @@ struct Cli {
     /// else ~/.local/share/elex].
     #[arg(long, global = true, value_name = "DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Registry folder (index/, blobs/, trust/) [default: $ELEX_REGISTRY,
+    /// else target/registry next to this binary, else ./target/registry].
+    #[arg(long, global = true, value_name = "DIR")]
+    registry: Option<PathBuf>,
+    /// Extra trust-policy folder (policy.json + keys/), added to the
+    /// registry's own trust/ folder; repeatable.
+    #[arg(long, global = true, value_name = "DIR")]
+    trust: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,11 +49,14 @@ enum Command {
     Query {
         /// The question.
         text: String,
-        /// Component to run [default: $ELEX_COMPONENT, else
-        /// feature-agent.composed.wasm in target/components next to this
-        /// binary, else in ./target/components].
+        /// Run this component file instead of the registry's signed
+        /// feature-agent; an unsigned file needs --allow-unsigned.
         #[arg(long, value_name = "FILE")]
         component: Option<PathBuf>,
+        /// Load --component without a signature (development only; loudly
+        /// warned about).
+        #[arg(long, requires = "component")]
+        allow_unsigned: bool,
         /// Ask the agent of this feature (FAJ code) instead of routing.
         #[arg(long, value_name = "FAJ")]
         agent: Option<String>,
@@ -52,6 +64,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create an ed25519 signing key: the private key (permissions 0600) and
+    /// its public key file <id>.pub.
+    Keygen {
+        /// Folder for the key files [default: <DATA_DIR>/keys].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Sign a component and publish it to the registry (same as `index add`).
+    Sign(PublishArgs),
+    /// Check a published component: digest, signature, trust and world.
+    Verify {
+        /// name@version-requirement, e.g. feature-agent@^0.1.
+        spec: String,
+    },
+    /// Work with the registry index.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Print a component's imports and exports as WIT, or say why the file is
     /// not a component.
     Inspect {
@@ -61,6 +90,35 @@ enum Command {
         #[arg(long, value_name = "WORLD")]
         world: Option<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// The component file.
+    file: PathBuf,
+    /// Registry name (lower-case letters, digits, '-').
+    #[arg(long)]
+    name: String,
+    /// Semantic version, e.g. 0.1.0.
+    #[arg(long)]
+    version: semver::Version,
+    /// Private key file (from `elex keygen`).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// World the component must fit [default: elex:platform/plugin].
+    #[arg(long, value_name = "WORLD")]
+    world: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Sign a component and add it to the index (same as `sign`).
+    Add(PublishArgs),
+    /// List every entry.
+    List,
+    /// Verify every entry: line format, digest of the stored bytes,
+    /// signature and trust. Exits 1 if any fails.
+    Verify,
 }
 
 fn init_tracing(verbose: u8) {
@@ -75,32 +133,64 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn default_component() -> PathBuf {
-    if let Some(p) = std::env::var_os("ELEX_COMPONENT") {
+fn default_registry() -> PathBuf {
+    if let Some(p) = std::env::var_os("ELEX_REGISTRY") {
         return PathBuf::from(p);
     }
-    let beside_binary = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("../components").join(DEFAULT_COMPONENT)));
+    let beside_binary =
+        std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("../registry")));
     match beside_binary {
-        Some(p) if p.is_file() => p,
-        _ => Path::new("target/components").join(DEFAULT_COMPONENT),
+        Some(p) if p.is_dir() => p,
+        _ => PathBuf::from("target/registry"),
+    }
+}
+
+/// Where and whom to trust, from the global options.
+struct Places {
+    data_dir: PathBuf,
+    registry: PathBuf,
+    trust: Vec<PathBuf>,
+}
+
+impl Places {
+    /// The registry with its own `trust/` policy (if any) and every --trust.
+    fn open(&self) -> anyhow::Result<Registry> {
+        let mut policy = Policy::default();
+        let own = self.registry.join("trust");
+        if own.join("policy.json").is_file() {
+            policy = policy.merge(Policy::load(&own)?);
+        }
+        for dir in &self.trust {
+            policy = policy.merge(Policy::load(dir)?);
+        }
+        Ok(Registry::open(&self.registry, policy))
+    }
+
+    fn host(&self) -> anyhow::Result<Host> {
+        let config = HostConfig { cache_dir: Some(self.data_dir.join("cache")), ..HostConfig::default() };
+        Ok(Host::new(config)?)
     }
 }
 
 fn query(
-    data_dir: PathBuf,
+    places: &Places,
     text: &str,
     component: Option<PathBuf>,
+    allow_unsigned: bool,
     agent: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let path = component.unwrap_or_else(default_component);
-    if !path.is_file() {
-        return Err(anyhow!(
-            "component {} not found: run `cargo xtask build`, or pass --component <file.wasm>",
-            path.display()
-        ));
+    if let Some(path) = &component {
+        if !path.is_file() {
+            return Err(anyhow!("component {} not found", path.display()));
+        }
+        if !allow_unsigned {
+            return Err(anyhow!(
+                "refusing to load unsigned component {}: publish it with `elex sign`, or pass \
+                 --allow-unsigned for development",
+                path.display()
+            ));
+        }
     }
     let catalog = Catalog::embedded()?;
     let (index, reason) = match &agent {
@@ -120,10 +210,26 @@ fn query(
     };
     let feature = &catalog.features[index];
 
-    let config = HostConfig { cache_dir: Some(data_dir.join("cache")), ..HostConfig::default() };
-    let host = Host::new(config)?;
+    let host = places.host()?;
     let t0 = Instant::now();
-    let loaded = host.load_file(&path)?;
+    let (loaded, source) = match &component {
+        Some(path) => {
+            tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
+            eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
+            (host.load_file(path)?, path.display().to_string())
+        }
+        None => {
+            let registry = places.open()?;
+            let loaded = host.load_from_registry(&registry, AGENT_COMPONENT).map_err(|e| {
+                anyhow!(
+                    "{e}\n(registry {}; `cargo xtask build` publishes the components there)",
+                    places.registry.display()
+                )
+            })?;
+            let what = loaded.what.clone();
+            (loaded, what)
+        }
+    };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let mut instance = host.instantiate(&loaded, feature.agent_config())?;
@@ -143,7 +249,7 @@ fn query(
             "sources": response.sources,
             "timing_ms": { "load": load_ms, "instantiate": start_ms, "answer": answer_ms },
             "loaded_from": loaded.origin.to_string(),
-            "component": { "path": path.display().to_string(), "digest": loaded.digest, "size": loaded.size },
+            "component": { "source": source, "digest": loaded.digest, "size": loaded.size },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -161,9 +267,131 @@ fn query(
             "timing      load {load_ms:.1} ms ({}), instantiate {start_ms:.2} ms, answer {answer_ms:.3} ms",
             loaded.origin
         );
-        println!("component   {} ({} bytes, blake3 {})", path.display(), loaded.size, &loaded.digest[..16]);
+        println!("component   {source} ({} bytes, blake3 {})", loaded.size, &loaded.digest[..16]);
     }
     Ok(())
+}
+
+fn keygen(places: &Places, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = out.unwrap_or_else(|| places.data_dir.join("keys"));
+    let key = KeyPair::generate()?;
+    let id = key.public().id();
+    let private = dir.join(format!("{id}.key"));
+    let public = dir.join(format!("{id}.pub"));
+    key.write_private(&private)?;
+    std::fs::write(&public, key.public().to_file_text())
+        .with_context(|| format!("writing {}", public.display()))?;
+    println!("key id      {id}");
+    println!("private key {} (permissions 0600; keep it out of version control)", private.display());
+    println!("public key  {}", public.display());
+    println!(
+        "trust it: copy {id}.pub into a policy's keys/ folder and add {{\"key\": \"{id}\", \"names\": [...]}} to its policy.json"
+    );
+    Ok(())
+}
+
+fn parse_world(name: Option<&str>) -> anyhow::Result<World> {
+    let name = name.unwrap_or(World::Plugin.qualified_name());
+    World::from_name(name).with_context(|| {
+        let known: Vec<_> = World::ALL.iter().map(|w| w.qualified_name()).collect();
+        format!("unknown world {name:?}; known worlds: {}", known.join(", "))
+    })
+}
+
+fn publish(places: &Places, args: PublishArgs) -> anyhow::Result<()> {
+    let world = parse_world(args.world.as_deref())?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    elex_wit::check_fit(&bytes, world).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    let key = KeyPair::read_private(&args.key)?;
+    let registry = places.open()?;
+    let entry = registry.publish(
+        &args.name,
+        &args.version,
+        world.qualified_name(),
+        &bytes,
+        &key,
+        elex_registry::Budgets::default(),
+    )?;
+    println!(
+        "published {}@{} ({}, {} bytes) signed by {}",
+        entry.name, entry.version, entry.digest, entry.size, entry.signer
+    );
+    println!("index     {}", registry.index.dir().join(&entry.name).display());
+    Ok(())
+}
+
+fn verify(places: &Places, spec: &str) -> anyhow::Result<()> {
+    let registry = places.open()?;
+    let (name, req) = elex_registry::parse_spec(spec)?;
+    let t = Instant::now();
+    let fetched = registry.fetch(&name, &req)?;
+    let world = parse_world(Some(&fetched.entry.world))?;
+    elex_wit::check_fit(&fetched.bytes, world)
+        .map_err(|e| anyhow!("{}@{}: {e}", fetched.entry.name, fetched.entry.version))?;
+    println!(
+        "ok  {}@{}  {}  {} bytes  signed by {}  fits {}  ({:.2} ms)",
+        fetched.entry.name,
+        fetched.entry.version,
+        fetched.entry.digest,
+        fetched.entry.size,
+        fetched.entry.signer,
+        fetched.entry.world,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn index(places: &Places, command: IndexCommand) -> anyhow::Result<()> {
+    let registry = places.open()?;
+    match command {
+        IndexCommand::Add(args) => publish(places, args),
+        IndexCommand::List => {
+            println!(
+                "{:<20} {:<10} {:<36} {:>9}  {:<16} digest",
+                "name", "version", "world", "bytes", "signer"
+            );
+            for name in registry.index.names()? {
+                for e in registry.index.entries(&name)? {
+                    println!(
+                        "{:<20} {:<10} {:<36} {:>9}  {:<16} {}",
+                        e.name,
+                        e.version.to_string(),
+                        e.world,
+                        e.size,
+                        e.signer,
+                        e.digest
+                    );
+                }
+            }
+            Ok(())
+        }
+        IndexCommand::Verify => {
+            let mut failures = 0;
+            for problem in registry.index.check()? {
+                println!("FAIL {problem}");
+                failures += 1;
+            }
+            for name in registry.index.names()? {
+                for e in registry.index.entries(&name)? {
+                    let result = registry.store.get(&e).map(|_| ()).and_then(|()| registry.verify_entry(&e));
+                    match result {
+                        Ok(()) => println!("ok   {}@{}", e.name, e.version),
+                        Err(err) => {
+                            println!("FAIL {err}");
+                            failures += 1;
+                        }
+                    }
+                }
+            }
+            if failures > 0 {
+                return Err(anyhow!(
+                    "{failures} index entr{} failed verification",
+                    if failures == 1 { "y" } else { "ies" }
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn inspect(file: &Path, world: Option<String>) -> anyhow::Result<()> {
@@ -171,10 +399,7 @@ fn inspect(file: &Path, world: Option<String>) -> anyhow::Result<()> {
     let wit = elex_wit::print_wit(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     print!("{wit}");
     if let Some(name) = world {
-        let w = World::from_name(&name).with_context(|| {
-            let known: Vec<_> = World::ALL.iter().map(|w| w.qualified_name()).collect();
-            format!("unknown world {name:?}; known worlds: {}", known.join(", "))
-        })?;
+        let w = parse_world(Some(&name))?;
         elex_wit::check_fit(&bytes, w).map_err(|e| anyhow!("{}: {e}", file.display()))?;
         eprintln!("{} fits {w}", file.display());
     }
@@ -184,9 +409,19 @@ fn inspect(file: &Path, world: Option<String>) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let data_dir = cli.data_dir.unwrap_or_else(HostConfig::default_data_dir);
+    let places = Places {
+        data_dir: cli.data_dir.unwrap_or_else(HostConfig::default_data_dir),
+        registry: cli.registry.unwrap_or_else(default_registry),
+        trust: cli.trust,
+    };
     let result = match cli.command {
-        Command::Query { text, component, agent, json } => query(data_dir, &text, component, agent, json),
+        Command::Query { text, component, allow_unsigned, agent, json } => {
+            query(&places, &text, component, allow_unsigned, agent, json)
+        }
+        Command::Keygen { out } => keygen(&places, out),
+        Command::Sign(args) => publish(&places, args),
+        Command::Verify { spec } => verify(&places, &spec),
+        Command::Index(command) => index(&places, command),
         Command::Inspect { file, world } => inspect(&file, world),
     };
     match result {

@@ -28,7 +28,7 @@ fn help_lists_every_command() {
     let out = elex(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["query", "inspect"] {
+    for cmd in ["query", "inspect", "keygen", "sign", "verify", "index"] {
         assert!(help.contains(cmd), "{help}");
     }
     assert!(help.contains("RUST_LOG"), "{help}");
@@ -67,6 +67,89 @@ fn inspect_explains_what_is_wrong() {
 }
 
 #[test]
+fn keygen_sign_verify_round_trip() {
+    let scratch = tempfile_dir("sign");
+    let keys = scratch.join("keys");
+    let registry = scratch.join("registry");
+    let out = elex(&["keygen", "--out", keys.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .expect("a private key file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let id = key.file_stem().unwrap().to_str().unwrap().to_string();
+    // Trust the new key for every name, in the registry's own policy.
+    let trust = registry.join("trust");
+    std::fs::create_dir_all(trust.join("keys")).unwrap();
+    std::fs::copy(keys.join(format!("{id}.pub")), trust.join("keys").join(format!("{id}.pub"))).unwrap();
+    std::fs::write(
+        trust.join("policy.json"),
+        format!(r#"{{"format": 1, "trusted": [{{"key": "{id}", "names": ["*"]}}], "revoked": []}}"#),
+    )
+    .unwrap();
+    let reg = registry.to_str().unwrap();
+    let composed = components().join("feature-agent.composed.wasm");
+    let args = [
+        "--registry",
+        reg,
+        "sign",
+        composed.to_str().unwrap(),
+        "--name",
+        "feature-agent",
+        "--version",
+        "0.1.0",
+    ];
+    let out = elex(&[&args[..], &["--key", key.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = elex(&["--registry", reg, "verify", "feature-agent@^0.1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ok  feature-agent@0.1.0"), "{}", text(&out.stdout));
+    let out = elex(&["--registry", reg, "query", "What is FAJ 121 3094?", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The vector library does not fit the plugin world: refused at signing.
+    let vector = components().join("vector.wasm");
+    let out = elex(&[
+        "--registry",
+        reg,
+        "sign",
+        vector.to_str().unwrap(),
+        "--name",
+        "v",
+        "--version",
+        "1.0.0",
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("does not fit"), "{}", text(&out.stderr));
+    // Revoking the key makes verification and loading fail.
+    std::fs::write(
+        trust.join("policy.json"),
+        format!(r#"{{"format": 1, "trusted": [{{"key": "{id}", "names": ["*"]}}], "revoked": ["{id}"]}}"#),
+    )
+    .unwrap();
+    let out = elex(&["--registry", reg, "index", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("revoked"), "{}", text(&out.stdout));
+    let out = elex(&["--registry", reg, "query", "hello"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("revoked key"), "{}", text(&out.stderr));
+}
+
+fn tempfile_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
 fn query_answers_as_json() {
     let out = elex(&["query", "What is FAJ 121 3094?", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -83,16 +166,37 @@ fn query_refuses_bad_arguments_clearly() {
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
     assert!(text(&out.stderr).contains("<TEXT>"));
 
-    let out = elex(&["query", "hello", "--component", "/no/such/file.wasm"]);
+    let out = elex(&["query", "hello", "--component", "/no/such/file.wasm", "--allow-unsigned"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+
+    // A component file is unsigned: refused unless explicitly allowed.
+    let composed = components().join("feature-agent.composed.wasm");
+    let out = elex(&["query", "What is FAJ 121 3094?", "--component", composed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("refusing to load unsigned component"), "{}", text(&out.stderr));
+    let out = elex(&[
+        "query",
+        "What is FAJ 121 3094?",
+        "--component",
+        composed.to_str().unwrap(),
+        "--allow-unsigned",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("UNSIGNED"), "a loud warning: {}", text(&out.stderr));
+
+    // A registry without the agent says where it looked and what to do.
+    let empty = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("empty-registry");
+    let out = elex(&["query", "hello", "--registry", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no component feature-agent matches"), "{}", text(&out.stderr));
 
     let out = elex(&["query", "hello", "--agent", "FAJ 999 9999"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no feature with FAJ code"), "{}", text(&out.stderr));
 
     let cargo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    let out = elex(&["query", "hello", "--component", cargo_toml]);
+    let out = elex(&["query", "hello", "--component", cargo_toml, "--allow-unsigned"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
 }

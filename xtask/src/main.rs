@@ -16,10 +16,19 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use elex_composer::Composition;
+use elex_registry::{Budgets, KeyPair, Policy, Registry};
 use elex_wit::World;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const DEMO_QUESTION: &str = "Which parameters control MIMO Sleep Mode, and which counters show its effect?";
+
+/// Registry names of what `build` publishes, by output file name.
+const PUBLISHED: &[(&str, &str, World)] = &[
+    ("vector", "vector", World::Vector),
+    ("qlearning", "qlearning", World::QLearning),
+    ("hnsw", "hnsw", World::Hnsw),
+    ("feature-agent.composed", "feature-agent", World::Plugin),
+];
 
 /// Guest crates built to components: (crate file stem, output name, world).
 const COMPONENTS: &[(&str, &str, World)] = &[
@@ -130,7 +139,42 @@ fn build(root: &Path) -> Result<PathBuf> {
         bytes.len(),
         interfaces.imports.join(", ")
     );
+    publish(root, &out)?;
     Ok(out)
+}
+
+/// Signs what `build` made with the local development key and publishes it
+/// to the local development registry `target/registry/`, whose trust policy
+/// (`target/registry/trust/`) trusts that key. The key is created on first
+/// use in `target/dev-signing/` (never committed; permissions 0600).
+fn publish(root: &Path, out: &Path) -> Result<()> {
+    let key_path = root.join("target/dev-signing/dev.key");
+    let key = if key_path.is_file() {
+        KeyPair::read_private(&key_path)?
+    } else {
+        let key = KeyPair::generate()?;
+        key.write_private(&key_path)?;
+        eprintln!("xtask: created the local development signing key {}", key_path.display());
+        key
+    };
+    let registry_dir = root.join("target/registry");
+    let mut policy = Policy::default();
+    policy.trust(key.public(), vec![String::from("*")]);
+    policy.save(&registry_dir.join("trust"))?;
+    // The development index mirrors the current build: rebuilt every time,
+    // so a rebuilt component replaces the previous one of the same version.
+    let index_dir = registry_dir.join("index");
+    if index_dir.is_dir() {
+        std::fs::remove_dir_all(&index_dir)
+            .with_context(|| format!("cannot clear {}", index_dir.display()))?;
+    }
+    let registry = Registry::open(&registry_dir, policy);
+    let version = semver::Version::parse(env!("CARGO_PKG_VERSION"))?;
+    for (file, name, world) in PUBLISHED {
+        let bytes = std::fs::read(out.join(format!("{file}.wasm")))?;
+        registry.publish(name, &version, world.qualified_name(), &bytes, &key, Budgets::default())?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` unless the file already holds them, so timestamps (and
