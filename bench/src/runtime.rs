@@ -53,6 +53,29 @@ pub fn run(out: &Path) -> Result<()> {
             .settings("digest, verified artifact read, deserialize, instantiate-pre; median of 10"),
     );
 
+    // Registry verification: read + blake3 digest + ed25519 signature + trust.
+    let reg_dir = tempfile::tempdir()?;
+    let key = elex_registry::KeyPair::generate()?;
+    let mut policy = elex_registry::Policy::default();
+    policy.trust(key.public(), vec![String::from("*")]);
+    let registry = elex_registry::Registry::open(reg_dir.path(), policy);
+    let version = semver::Version::new(0, 1, 0);
+    let world = elex_host::World::Plugin.qualified_name();
+    registry.publish("feature-agent", &version, world, &bytes, &key, elex_registry::Budgets::default())?;
+    let any = semver::VersionReq::STAR;
+    let fetch = ns_per_iter(50, 7, || {
+        std::hint::black_box(registry.fetch("feature-agent", &any).expect("verified"));
+    });
+    rows.push(
+        Row::new("registry_fetch_and_verify", "ms", fetch / 1e6, None)
+            .settings(format!("{} KB component: index lookup, read, blake3 digest, ed25519 signature, trust", bytes.len() / 1000)),
+    );
+    let entry = registry.index.resolve("feature-agent", &any)?;
+    let sig = ns_per_iter(200, 7, || {
+        registry.verify_entry(&entry).expect("verified");
+    });
+    rows.push(Row::new("registry_signature_check", "us", sig / 1e3, None).settings("ed25519 verify_strict + policy"));
+
     // 593 agents, one per feature, all live.
     let host = Host::new(config).map_err(|e| anyhow!("{e}"))?;
     let loaded = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
