@@ -66,15 +66,18 @@ pub fn run(out: &Path) -> Result<()> {
     let fetch = ns_per_iter(50, 7, || {
         std::hint::black_box(registry.fetch("feature-agent", &any).expect("verified"));
     });
-    rows.push(
-        Row::new("registry_fetch_and_verify", "ms", fetch / 1e6, None)
-            .settings(format!("{} KB component: index lookup, read, blake3 digest, ed25519 signature, trust", bytes.len() / 1000)),
-    );
+    rows.push(Row::new("registry_fetch_and_verify", "ms", fetch / 1e6, None).settings(format!(
+        "{} KB component: index lookup, read, blake3 digest, ed25519 signature, trust",
+        bytes.len() / 1000
+    )));
     let entry = registry.index.resolve("feature-agent", &any)?;
     let sig = ns_per_iter(200, 7, || {
         registry.verify_entry(&entry).expect("verified");
     });
-    rows.push(Row::new("registry_signature_check", "us", sig / 1e3, None).settings("ed25519 verify_strict + policy"));
+    rows.push(
+        Row::new("registry_signature_check", "us", sig / 1e3, None)
+            .settings("ed25519 verify_strict + policy"),
+    );
 
     // 593 agents, one per feature, all live.
     let host = Host::new(config).map_err(|e| anyhow!("{e}"))?;

@@ -36,6 +36,8 @@ const COMPONENTS: &[(&str, &str, World)] = &[
     ("elex_qlearning", "qlearning", World::QLearning),
     ("elex_hnsw", "hnsw", World::Hnsw),
     ("elex_feature_agent", "feature-agent", World::FeatureAgent),
+    // Test fixture for the host's budget tests (components/testing/).
+    ("elex_testing_hostile", "testing-hostile", World::Plugin),
 ];
 
 /// Guest crates with native unit tests.

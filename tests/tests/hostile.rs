@@ -1,0 +1,115 @@
+//! Hostile guests: every misbehaviour ends that call with the right budget
+//! error or trap within its limit, the instance is marked failed and can be
+//! replaced, the host keeps running, and other instances keep answering
+//! correctly while the attack runs.
+
+use std::time::{Duration, Instant};
+
+use elex_host::{AgentConfig, Budgets, Catalog, Error, Host, HostConfig, LoadedComponent};
+use elex_tests::component_path;
+
+const DEADLINE: Duration = Duration::from_millis(200);
+const MEMORY: u64 = 32 << 20;
+
+fn host() -> Host {
+    Host::new(HostConfig {
+        max_instances: 128,
+        max_memory_bytes: 64 << 20,
+        budgets: Budgets { call_deadline: DEADLINE, memory_bytes: MEMORY, ..Budgets::default() },
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+fn hostile_config() -> AgentConfig {
+    AgentConfig {
+        agent_id: "hostile".into(),
+        name: "hostile".into(),
+        settings: vec![],
+        document: String::new(),
+    }
+}
+
+#[derive(Debug)]
+enum Expect {
+    Budget(&'static str),
+    Trap,
+}
+
+fn attack(host: &Host, hostile: &LoadedComponent, text: &str, expect: Expect) {
+    let mut agent = host.instantiate(hostile, hostile_config()).unwrap();
+    let started = Instant::now();
+    let err = agent.handle(&host.query(text)).unwrap_err();
+    let took = started.elapsed();
+    match (&expect, &err) {
+        (Expect::Budget(b), Error::Budget { budget, agent, call, .. }) => {
+            assert_eq!(budget, b, "{text}: {err}");
+            assert_eq!((agent.as_str(), *call), ("hostile", "handle"));
+        }
+        (Expect::Trap, Error::Trap { .. }) => {}
+        _ => panic!("{text}: expected {expect:?}, got {err}"),
+    }
+    if matches!(expect, Expect::Budget("time")) {
+        assert!(took < 2 * DEADLINE, "{text}: stopped after {took:?}, deadline {DEADLINE:?}");
+    }
+    // The broken instance refuses further calls ...
+    let again = agent.handle(&host.query("hello")).unwrap_err();
+    assert!(matches!(again, Error::Failed { .. }), "{text}: {again}");
+    assert!(agent.failure().is_some());
+    // ... and a fresh one in its place works.
+    let mut fresh = host.instantiate(hostile, hostile_config()).unwrap();
+    assert_eq!(fresh.handle(&host.query("hello")).unwrap().content, "ok: hello");
+}
+
+#[test]
+fn every_misbehaviour_is_stopped_with_the_right_error() {
+    let host = host();
+    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    attack(&host, &hostile, "loop", Expect::Budget("time"));
+    attack(&host, &hostile, "spam", Expect::Budget("time"));
+    attack(&host, &hostile, "bomb", Expect::Budget("memory"));
+    attack(&host, &hostile, "huge", Expect::Budget("memory"));
+    attack(&host, &hostile, "recurse", Expect::Trap);
+    attack(&host, &hostile, "trap", Expect::Trap);
+    attack(&host, &hostile, "panic", Expect::Trap);
+}
+
+#[test]
+fn a_hundred_agents_keep_answering_during_attacks() {
+    let host = host();
+    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let catalog = Catalog::embedded().unwrap();
+    let mut agents: Vec<_> = catalog
+        .features
+        .iter()
+        .take(100)
+        .map(|f| host.instantiate(&agent, f.agent_config()).unwrap())
+        .collect();
+    let mut attackers: Vec<_> = ["loop", "bomb", "spam", "panic"]
+        .iter()
+        .map(|t| (t.to_string(), host.instantiate(&hostile, hostile_config()).unwrap()))
+        .collect();
+    std::thread::scope(|s| {
+        let host = &host;
+        let handles: Vec<_> = attackers
+            .iter_mut()
+            .map(|(text, a)| s.spawn(move || a.handle(&host.query(text)).unwrap_err()))
+            .collect();
+        // Keep every agent answering until every attack has been stopped.
+        let mut round = 0;
+        while round < 3 || handles.iter().any(|h| !h.is_finished()) {
+            round += 1;
+            for (i, a) in agents.iter_mut().enumerate() {
+                let faj = &catalog.features[i].faj;
+                let r = a.handle(&host.query(&format!("What is {faj}?"))).unwrap();
+                assert_eq!(&r.agent_id, faj, "round {round}");
+                assert!(r.content.contains(faj.as_str()), "round {round}: {}", r.content);
+            }
+        }
+        for h in handles {
+            let e = h.join().unwrap();
+            assert!(matches!(e, Error::Budget { .. } | Error::Trap { .. }), "{e}");
+        }
+    });
+}
