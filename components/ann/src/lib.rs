@@ -18,6 +18,7 @@
 
 extern crate alloc;
 
+use alloc::borrow::Cow;
 use alloc::collections::BinaryHeap;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -108,6 +109,15 @@ pub struct Graph {
     pub index: HashMap<u64, u32>,
     #[serde(skip)]
     visited: Visited,
+    /// Reused search heaps (no allocation per search).
+    #[serde(skip)]
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    candidates: BinaryHeap<core::cmp::Reverse<Near>>,
+    results: BinaryHeap<Near>,
 }
 
 /// Generation-stamped visited set: clearing is O(1).
@@ -177,6 +187,7 @@ impl Graph {
             rng,
             index: HashMap::new(),
             visited: Visited::default(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -279,8 +290,9 @@ impl Graph {
         visited.reset(n);
         visited.insert(entry);
         let d0 = self.dist(q, entry);
-        let mut candidates: BinaryHeap<core::cmp::Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
-        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        let Scratch { mut candidates, mut results } = core::mem::take(&mut self.scratch);
+        candidates.clear();
+        results.clear();
         candidates.push(core::cmp::Reverse(Near(d0, entry)));
         results.push(Near(d0, entry));
         while let Some(core::cmp::Reverse(c)) = candidates.pop() {
@@ -304,7 +316,10 @@ impl Graph {
             }
         }
         self.visited = visited;
-        results.into_sorted_vec()
+        let mut out: Vec<Near> = results.drain().collect();
+        out.sort_unstable();
+        self.scratch = Scratch { candidates, results };
+        out
     }
 
     /// Algorithm 4: keep a candidate only if it is closer to the base than to
@@ -323,12 +338,15 @@ impl Graph {
         kept
     }
 
-    fn normalized(&self, v: &[f32]) -> Vec<f32> {
-        let mut v = Vec::from(v);
+    /// `v` as stored: unit length for cosine, as given for L2.
+    fn normalized<'v>(&self, v: &'v [f32]) -> Cow<'v, [f32]> {
         if self.params.metric == Metric::Cosine {
-            elex_kernels::normalize(&mut v);
+            let mut owned = Vec::from(v);
+            elex_kernels::normalize(&mut owned);
+            Cow::Owned(owned)
+        } else {
+            Cow::Borrowed(v)
         }
-        v
     }
 
     pub fn check_vector(&self, id: u64, v: &[f32]) -> Result<(), GraphError> {

@@ -137,6 +137,40 @@ mod simd {
         (ab, aa, bb)
     }
 
+    /// `(dot(a, b), dot(b, b))` in one pass.
+    pub fn dot_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let z = f32x4_splat(0.0);
+        let (mut ab0, mut bb0, mut ab1, mut bb1) = (z, z, z, z);
+        let mut i = 0;
+        // SAFETY: loads stay below n.
+        unsafe {
+            while i + 8 <= n {
+                let (x0, y0) = (load(pa.add(i)), load(pb.add(i)));
+                let (x1, y1) = (load(pa.add(i + 4)), load(pb.add(i + 4)));
+                ab0 = f32x4_add(ab0, f32x4_mul(x0, y0));
+                bb0 = f32x4_add(bb0, f32x4_mul(y0, y0));
+                ab1 = f32x4_add(ab1, f32x4_mul(x1, y1));
+                bb1 = f32x4_add(bb1, f32x4_mul(y1, y1));
+                i += 8;
+            }
+            while i + 4 <= n {
+                let (x, y) = (load(pa.add(i)), load(pb.add(i)));
+                ab0 = f32x4_add(ab0, f32x4_mul(x, y));
+                bb0 = f32x4_add(bb0, f32x4_mul(y, y));
+                i += 4;
+            }
+        }
+        let (mut ab, mut bb) = (hsum(f32x4_add(ab0, ab1)), hsum(f32x4_add(bb0, bb1)));
+        while i < n {
+            ab += a[i] * b[i];
+            bb += b[i] * b[i];
+            i += 1;
+        }
+        (ab, bb)
+    }
+
     pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -225,6 +259,25 @@ mod portable {
             s_bb += y * y;
         }
         (s_ab, s_aa, s_bb)
+    }
+
+    /// `(dot(a, b), dot(b, b))` in one pass.
+    pub fn dot_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
+        let (mut ab, mut bb) = ([0.0f32; W], [0.0f32; W]);
+        let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for k in 0..W {
+                ab[k] += x[k] * y[k];
+                bb[k] += y[k] * y[k];
+            }
+        }
+        let (mut s_ab, mut s_bb) = (sum(ab), sum(bb));
+        for (x, y) in ra.iter().zip(rb) {
+            s_ab += x * y;
+            s_bb += y * y;
+        }
+        (s_ab, s_bb)
     }
 
     pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {

@@ -140,8 +140,20 @@ pub fn score_rows(
         return Err(KernelError::LengthMismatch { expected: dimension, found: query.len() });
     }
     let mut out = Vec::with_capacity(rows);
-    if dimension > 0 {
-        out.extend(matrix.chunks_exact(dimension).map(|row| score_unchecked(metric, query, row)));
+    if dimension == 0 {
+        return Ok(out);
+    }
+    match metric {
+        // The query's norm once, not once per row.
+        Metric::Cosine => {
+            let qn = libm_sqrt(lanes::dot(query, query));
+            out.extend(matrix.chunks_exact(dimension).map(|row| {
+                let (ab, bb) = lanes::dot_and_norm(query, row);
+                let denom = qn * libm_sqrt(bb);
+                if denom == 0.0 { 0.0 } else { ab / denom }
+            }));
+        }
+        _ => out.extend(matrix.chunks_exact(dimension).map(|row| score_unchecked(metric, query, row))),
     }
     Ok(out)
 }
