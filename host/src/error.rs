@@ -49,6 +49,15 @@ pub enum Error {
     #[error("{name}@{version} is published for world `{world}`; the host loads `{expected}`")]
     WrongWorld { name: String, version: String, world: String, expected: &'static str },
 
+    /// An agent is not in a state that allows the request (invalid lifecycle
+    /// transition, unknown agent, duplicate id, critical agent evicted).
+    #[error("agent {agent}: {detail}")]
+    Lifecycle { agent: String, detail: String },
+
+    /// The embedded database failed or has an unknown schema.
+    #[error("database {path}: {detail}")]
+    Storage { path: PathBuf, detail: String },
+
     /// The catalog data is malformed.
     #[error("catalog {source_name}, line {line}: {detail}")]
     Catalog { source_name: String, line: usize, detail: String },

@@ -34,8 +34,10 @@ pub mod error;
 mod host;
 mod instance;
 mod load;
+pub mod pool;
 pub mod router;
 mod services;
+pub mod snapshots;
 
 pub use bindings::{Action, AgentConfig, Query, Response};
 pub use catalog::{Catalog, Feature};

@@ -10,6 +10,7 @@
 //! | `panic` | panics | trap |
 //! | `huge` | builds a 256 MiB answer | memory budget |
 //! | `spam` | calls the host's `log` in a tight loop forever | time budget |
+//! | `sicken` | answers, but `health()` reports unhealthy from then on | recycling |
 //!
 //! Anything else gets a normal answer, so a recycled instance can be seen to
 //! work again.
@@ -35,6 +36,9 @@ use elex::agent::types::{
 use exports::elex::agent::agent::Guest;
 
 struct Hostile;
+
+/// Set by `sicken`; a new instance starts healthy.
+static SICK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 #[inline(never)]
 #[allow(unconditional_recursion)]
@@ -77,6 +81,10 @@ impl Guest for Hostile {
                 }
                 s
             }
+            "sicken" => {
+                SICK.store(true, core::sync::atomic::Ordering::Relaxed);
+                String::from("feeling unwell")
+            }
             "spam" => loop {
                 elex::host::log::log(elex::host::log::Level::Trace, "spam", &[]);
             },
@@ -114,9 +122,13 @@ impl Guest for Hostile {
     }
 
     fn health() -> HealthReport {
-        HealthReport {
-            status: HealthStatus::Healthy,
-            detail: String::from("hostile, but healthy until asked"),
+        if SICK.load(core::sync::atomic::Ordering::Relaxed) {
+            HealthReport { status: HealthStatus::Unhealthy, detail: String::from("sickened on request") }
+        } else {
+            HealthReport {
+                status: HealthStatus::Healthy,
+                detail: String::from("hostile, but healthy until asked"),
+            }
         }
     }
 }
