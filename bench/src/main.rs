@@ -216,23 +216,28 @@ fn libraries(out: &Path) -> Result<()> {
     });
     rows.push(Row::new("aggregate_500_counters", "us", w / 1e3, Some(n / 1e3)));
 
-    hnsw_rows(&engine, &mut rows)?;
+    hnsw_rows(&engine, &mut rows, Storage::Full)?;
+    hnsw_rows(&engine, &mut rows, Storage::Int8)?;
     write(out, "libraries", &rows)
 }
 
-fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>) -> Result<()> {
+fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>, storage: Storage) -> Result<()> {
     let sift = elex_tests::siftsmall()?;
     let d = sift.dim;
     let n = sift.base.len() / d;
     let (m, ef_c) = (16u32, 200u32);
-    let settings = format!("siftsmall, M={m}, ef_construction={ef_c}, squared L2");
+    let (prefix, native_storage) = match storage {
+        Storage::Full => ("hnsw", elex_ann::Storage::Full),
+        Storage::Int8 => ("hnsw_int8", elex_ann::Storage::Int8),
+    };
+    let settings = format!("siftsmall, M={m}, ef_construction={ef_c}, squared L2, {prefix} storage");
 
     // wasm: the first n-1000 in batches, then 1000 single inserts timed.
     let mut h = Hnsw::new(engine);
     let config = HnswConfig {
         dimension: d as u32,
         distance: Distance::SquaredL2,
-        storage: Storage::Full,
+        storage,
         m,
         ef_construction: ef_c,
         ef_search: 64,
@@ -257,12 +262,14 @@ fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>) -> Result<()> {
     let params = elex_ann::Params {
         dimension: d,
         metric: elex_ann::Metric::SquaredL2,
+        storage: native_storage,
         m: m as usize,
         ef_construction: ef_c as usize,
         ef_search: 64,
         seed: 7,
     };
     let mut g = elex_ann::Graph::new(params).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    g.reserve(n);
     let t = Instant::now();
     let mut native_inserts = Vec::new();
     for i in 0..n {
@@ -274,10 +281,13 @@ fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>) -> Result<()> {
     }
     let native_build = t.elapsed().as_secs_f64();
     rows.push(
-        Row::new("hnsw_build_siftsmall", "s", wasm_build, Some(native_build)).settings(settings.clone()),
+        Row::new(&format!("{prefix}_build_siftsmall"), "s", wasm_build, Some(native_build))
+            .settings(settings.clone()),
     );
     let (wi, ni) = (quantile(&mut inserts, 0.5), quantile(&mut native_inserts, 0.5));
-    rows.push(Row::new("hnsw_insert_at_10k_p50", "us", wi, Some(ni)).settings(settings.clone()));
+    rows.push(
+        Row::new(&format!("{prefix}_insert_at_10k_p50"), "us", wi, Some(ni)).settings(settings.clone()),
+    );
 
     const REPEAT: usize = 20;
     for ef in [16u32, 32, 64, 128] {
@@ -312,7 +322,7 @@ fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>) -> Result<()> {
         let s = format!("{settings}, ef={ef}, k=10");
         rows.push(
             Row::new(
-                &format!("hnsw_search_ef{ef}_p50"),
+                &format!("{prefix}_search_ef{ef}_p50"),
                 "us",
                 quantile(&mut lat, 0.5),
                 Some(quantile(&mut nlat, 0.5)),
@@ -322,7 +332,7 @@ fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>) -> Result<()> {
         );
         rows.push(
             Row::new(
-                &format!("hnsw_search_ef{ef}_p99"),
+                &format!("{prefix}_search_ef{ef}_p99"),
                 "us",
                 quantile(&mut lat, 0.99),
                 Some(quantile(&mut nlat, 0.99)),
@@ -332,12 +342,19 @@ fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>) -> Result<()> {
         );
         // For throughput, higher is better: the ratio is still wasm / native.
         rows.push(
-            Row::new(&format!("hnsw_search_ef{ef}_qps"), "q/s", qps, Some(nqps)).recall(recall).settings(s),
+            Row::new(&format!("{prefix}_search_ef{ef}_qps"), "q/s", qps, Some(nqps))
+                .recall(recall)
+                .settings(s),
         );
     }
     rows.push(
-        Row::new("hnsw_memory_siftsmall", "bytes", h.memory(ix) as f64, Some(g.memory_bytes() as f64))
-            .settings(settings),
+        Row::new(
+            &format!("{prefix}_memory_siftsmall"),
+            "bytes",
+            h.memory(ix) as f64,
+            Some(g.memory_bytes() as f64),
+        )
+        .settings(settings),
     );
     Ok(())
 }

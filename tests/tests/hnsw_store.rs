@@ -134,3 +134,26 @@ fn bad_input_is_refused_with_typed_errors() {
         flipped[i] ^= 0xff;
     }
 }
+
+#[test]
+fn int8_storage_keeps_recall_in_under_6_mb() {
+    let sift = elex_tests::siftsmall().expect("siftsmall data");
+    let mut h = Hnsw::new(&Engine::default());
+    let ix = h.create(&Config { storage: Storage::Int8, ..config(128, Distance::SquaredL2) }).unwrap();
+    let ids: Vec<u64> = (0..(sift.base.len() / sift.dim) as u64).collect();
+    h.insert_batch(ix, &ids, &sift.base).unwrap();
+    let found: Vec<Vec<u64>> = sift
+        .queries
+        .chunks(sift.dim)
+        .map(|q| h.search(ix, q, 10, 64).unwrap().into_iter().map(|(id, _)| id).collect())
+        .collect();
+    let recall = elex_tests::recall_at(10, &found, &sift.truth);
+    let memory = h.memory(ix);
+    eprintln!("int8 siftsmall: recall@10 {recall} at ef=64, index memory {memory} bytes");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+    assert!(memory <= 6_000_000, "{memory} bytes");
+    // Snapshots keep the storage kind.
+    let bytes = h.snapshot(ix);
+    let back = h.restore(&bytes).unwrap();
+    assert_eq!(h.search(back, &sift.queries[..sift.dim], 10, 64).unwrap().len(), 10);
+}

@@ -35,11 +35,22 @@ pub enum Metric {
     SquaredL2,
 }
 
+/// How vectors are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Storage {
+    /// 4 bytes per element.
+    Full,
+    /// One byte per element plus an (offset, scale) pair per vector; each
+    /// vector is quantized over its own min..max range.
+    Int8,
+}
+
 /// Validated index settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Params {
     pub dimension: usize,
     pub metric: Metric,
+    pub storage: Storage,
     pub m: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
@@ -92,8 +103,8 @@ pub struct Graph {
     pub params: Params,
     /// Node → external id.
     pub ids: Vec<u64>,
-    /// `len * dimension` floats.
-    pub vectors: Vec<f32>,
+    /// The vectors, `len * dimension` elements.
+    pub vectors: Vectors,
     /// Node → top layer.
     pub levels: Vec<u8>,
     /// Layer-0 links: node `n` owns `links0[n * (m0 + 1)..]`, first the
@@ -118,6 +129,13 @@ pub struct Graph {
 struct Scratch {
     candidates: BinaryHeap<core::cmp::Reverse<Near>>,
     results: BinaryHeap<Near>,
+}
+
+/// Vector storage.
+#[derive(Serialize, Deserialize)]
+pub enum Vectors {
+    Full(Vec<f32>),
+    Int8 { codes: Vec<u8>, ranges: Vec<(f32, f32)> },
 }
 
 /// Generation-stamped visited set: clearing is O(1).
@@ -174,10 +192,14 @@ impl Graph {
     pub fn new(params: Params) -> Result<Graph, GraphError> {
         params.check()?;
         let rng = params.seed ^ 0x2545_f491_4f6c_dd1d;
+        let vectors = match params.storage {
+            Storage::Full => Vectors::Full(Vec::new()),
+            Storage::Int8 => Vectors::Int8 { codes: Vec::new(), ranges: Vec::new() },
+        };
         Ok(Graph {
             params,
             ids: Vec::new(),
-            vectors: Vec::new(),
+            vectors,
             levels: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
@@ -208,24 +230,68 @@ impl Graph {
         self.index = self.ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
     }
 
-    #[inline]
-    fn vector(&self, n: u32) -> &[f32] {
+    /// Node `n`'s vector as f32 (decoded for int8 storage).
+    fn stored(&self, n: u32) -> Cow<'_, [f32]> {
         let d = self.params.dimension;
-        &self.vectors[n as usize * d..n as usize * d + d]
-    }
-
-    #[inline]
-    fn dist(&self, q: &[f32], n: u32) -> f32 {
-        let v = self.vector(n);
-        match self.params.metric {
-            Metric::Cosine => 1.0 - elex_kernels::score_unchecked(elex_kernels::Metric::Dot, q, v),
-            Metric::SquaredL2 => elex_kernels::score_unchecked(elex_kernels::Metric::SquaredL2, q, v),
+        let at = n as usize * d;
+        match &self.vectors {
+            Vectors::Full(v) => Cow::Borrowed(&v[at..at + d]),
+            Vectors::Int8 { codes, ranges } => {
+                let (offset, scale) = ranges[n as usize];
+                let q = elex_kernels::Quantized { codes: &codes[at..at + d], offset, scale };
+                let mut out = Vec::with_capacity(d);
+                q.decode(&mut out);
+                Cow::Owned(out)
+            }
         }
     }
 
     #[inline]
-    fn dist_nodes(&self, a: u32, b: u32) -> f32 {
-        self.dist(self.vector(a), b)
+    fn dist(&self, q: &[f32], n: u32) -> f32 {
+        let d = self.params.dimension;
+        let at = n as usize * d;
+        match &self.vectors {
+            Vectors::Full(v) => {
+                let v = &v[at..at + d];
+                match self.params.metric {
+                    Metric::Cosine => 1.0 - elex_kernels::score_unchecked(elex_kernels::Metric::Dot, q, v),
+                    Metric::SquaredL2 => elex_kernels::score_unchecked(elex_kernels::Metric::SquaredL2, q, v),
+                }
+            }
+            Vectors::Int8 { codes, ranges } => {
+                let (offset, scale) = ranges[n as usize];
+                let b = elex_kernels::Quantized { codes: &codes[at..at + d], offset, scale };
+                match self.params.metric {
+                    Metric::Cosine => 1.0 - elex_kernels::dot_quantized(q, b),
+                    Metric::SquaredL2 => elex_kernels::squared_l2_quantized(q, b),
+                }
+            }
+        }
+    }
+
+    fn push_vector(&mut self, v: &[f32]) {
+        match &mut self.vectors {
+            Vectors::Full(all) => all.extend_from_slice(v),
+            Vectors::Int8 { codes, ranges } => ranges.push(elex_kernels::Quantized::encode(v, codes)),
+        }
+    }
+
+    /// Makes room for `additional` more vectors without over-allocating.
+    pub fn reserve(&mut self, additional: usize) {
+        let d = self.params.dimension;
+        let stride = self.stride0();
+        match &mut self.vectors {
+            Vectors::Full(all) => all.reserve_exact(additional * d),
+            Vectors::Int8 { codes, ranges } => {
+                codes.reserve_exact(additional * d);
+                ranges.reserve_exact(additional);
+            }
+        }
+        self.ids.reserve_exact(additional);
+        self.levels.reserve_exact(additional);
+        self.links0.reserve_exact(additional * stride);
+        self.upper.reserve_exact(additional);
+        self.removed.reserve_exact(additional);
     }
 
     fn links(&self, n: u32, layer: usize) -> &[u32] {
@@ -330,7 +396,8 @@ impl Graph {
             if kept.len() >= max {
                 break;
             }
-            let diverse = kept.iter().all(|&k| self.dist_nodes(c.1, k) > c.0);
+            let cv = self.stored(c.1);
+            let diverse = kept.iter().all(|&k| self.dist(&cv, k) > c.0);
             if diverse {
                 kept.push(c.1);
             }
@@ -370,7 +437,7 @@ impl Graph {
         let level = self.random_level();
         self.ids.push(id);
         self.index.insert(id, node);
-        self.vectors.extend_from_slice(&v);
+        self.push_vector(&v);
         self.levels.push(level as u8);
         let stride = self.stride0();
         self.links0.resize(self.links0.len() + stride, 0);
@@ -399,11 +466,13 @@ impl Graph {
                 if list.len() < cap {
                     list.push(node);
                 } else {
+                    let nbv = self.stored(nb);
                     let mut cands: Vec<Near> = list
                         .iter()
                         .chain(core::iter::once(&node))
-                        .map(|&x| Near(self.dist_nodes(nb, x), x))
+                        .map(|&x| Near(self.dist(&nbv, x), x))
                         .collect();
+                    drop(nbv);
                     cands.sort_unstable();
                     list = self.select(&cands, cap);
                 }
@@ -457,7 +526,11 @@ impl Graph {
             .iter()
             .map(|u| u.capacity() * size_of::<Vec<u32>>() + u.iter().map(|l| l.capacity() * 4).sum::<usize>())
             .sum();
-        self.vectors.capacity() * 4
+        let vectors = match &self.vectors {
+            Vectors::Full(v) => v.capacity() * 4,
+            Vectors::Int8 { codes, ranges } => codes.capacity() + ranges.capacity() * 8,
+        };
+        vectors
             + self.links0.capacity() * 4
             + self.ids.capacity() * 8
             + self.levels.capacity()
@@ -475,8 +548,22 @@ impl Graph {
         if self.params.check().is_err() {
             return Err("settings out of range");
         }
-        if self.vectors.len() != n * d
-            || self.levels.len() != n
+        let vectors_ok = match &self.vectors {
+            Vectors::Full(v) => v.len() == n * d && v.iter().all(|x| x.is_finite()),
+            Vectors::Int8 { codes, ranges } => {
+                codes.len() == n * d
+                    && ranges.len() == n
+                    && ranges.iter().all(|(o, s)| o.is_finite() && s.is_finite())
+            }
+        };
+        let storage_ok = matches!(
+            (&self.vectors, self.params.storage),
+            (Vectors::Full(_), Storage::Full) | (Vectors::Int8 { .. }, Storage::Int8)
+        );
+        if !vectors_ok || !storage_ok {
+            return Err("vector storage does not match the settings, or holds non-finite values");
+        }
+        if self.levels.len() != n
             || self.upper.len() != n
             || self.removed.len() != n
             || self.links0.len() != n * self.stride0()
@@ -512,9 +599,6 @@ impl Graph {
                 }
             }
         }
-        if self.vectors.iter().any(|x| !x.is_finite()) {
-            return Err("non-finite vector element");
-        }
         let mut seen = HashMap::with_capacity(n);
         for id in &self.ids {
             if seen.insert(*id, ()).is_some() {
@@ -543,6 +627,7 @@ mod tests {
         let params = Params {
             dimension: d,
             metric: Metric::SquaredL2,
+            storage: Storage::Full,
             m: 12,
             ef_construction: 100,
             ef_search: 64,
@@ -576,6 +661,7 @@ mod tests {
         let params = Params {
             dimension: 1,
             metric: Metric::SquaredL2,
+            storage: Storage::Full,
             m: 16,
             ef_construction: 8,
             ef_search: 8,

@@ -49,16 +49,15 @@ impl Guest for Store {
 
 impl GuestIndex for HnswIndex {
     fn create(config: Config) -> Result<Index, HnswError> {
-        if config.storage == Storage::Int8 {
-            return Err(HnswError::NotImplemented(String::from(
-                "int8 storage is not implemented in this build; use `full`",
-            )));
-        }
         let params = Params {
             dimension: config.dimension as usize,
             metric: match config.distance {
                 Distance::Cosine => Metric::Cosine,
                 Distance::SquaredL2 => Metric::SquaredL2,
+            },
+            storage: match config.storage {
+                Storage::Full => elex_ann::Storage::Full,
+                Storage::Int8 => elex_ann::Storage::Int8,
             },
             m: config.m as usize,
             ef_construction: config.ef_construction as usize,
@@ -82,6 +81,7 @@ impl GuestIndex for HnswIndex {
                 found: vectors.len() as u32,
             }));
         }
+        g.reserve(ids.len());
         // Validate everything first: all-or-nothing.
         let mut seen = hashbrown::HashSet::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {

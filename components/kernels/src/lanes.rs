@@ -201,6 +201,69 @@ mod simd {
         s
     }
 
+    /// Loads 4 bytes at `p` as four f32 lanes.
+    #[inline(always)]
+    unsafe fn load_u8x4(p: *const u8) -> v128 {
+        // SAFETY: the caller guarantees 4 readable bytes.
+        let word = unsafe { core::ptr::read_unaligned(p as *const u32) };
+        let bytes = u32x4_splat(0);
+        let v = u32x4_replace_lane::<0>(bytes, word);
+        // u8x16 -> u16x8 -> u32x4 (low halves), then to f32.
+        f32x4_convert_u32x4(u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(v)))
+    }
+
+    pub fn squared_l2_q(a: &[f32], codes: &[u8], offset: f32, scale: f32) -> f32 {
+        let n = a.len().min(codes.len());
+        let (pa, pc) = (a.as_ptr(), codes.as_ptr());
+        let (o, s) = (f32x4_splat(offset), f32x4_splat(scale));
+        let mut acc = [f32x4_splat(0.0); 2];
+        let mut i = 0;
+        // SAFETY: loads stay below n.
+        unsafe {
+            while i + 8 <= n {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let o4 = i + 4 * k;
+                    let b = f32x4_add(o, f32x4_mul(s, load_u8x4(pc.add(o4))));
+                    let d = f32x4_sub(load(pa.add(o4)), b);
+                    *acc = f32x4_add(*acc, f32x4_mul(d, d));
+                }
+                i += 8;
+            }
+        }
+        let mut sum = hsum(f32x4_add(acc[0], acc[1]));
+        while i < n {
+            let d = a[i] - (offset + scale * codes[i] as f32);
+            sum += d * d;
+            i += 1;
+        }
+        sum
+    }
+
+    pub fn dot_q(a: &[f32], codes: &[u8], offset: f32, scale: f32) -> f32 {
+        let n = a.len().min(codes.len());
+        let (pa, pc) = (a.as_ptr(), codes.as_ptr());
+        let (o, s) = (f32x4_splat(offset), f32x4_splat(scale));
+        let mut acc = [f32x4_splat(0.0); 2];
+        let mut i = 0;
+        // SAFETY: loads stay below n.
+        unsafe {
+            while i + 8 <= n {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let o4 = i + 4 * k;
+                    let b = f32x4_add(o, f32x4_mul(s, load_u8x4(pc.add(o4))));
+                    *acc = f32x4_add(*acc, f32x4_mul(load(pa.add(o4)), b));
+                }
+                i += 8;
+            }
+        }
+        let mut sum = hsum(f32x4_add(acc[0], acc[1]));
+        while i < n {
+            sum += a[i] * (offset + scale * codes[i] as f32);
+            i += 1;
+        }
+        sum
+    }
+
     pub fn scale(v: &mut [f32], factor: f32) {
         let n = v.len();
         let p = v.as_mut_ptr();
@@ -291,6 +354,39 @@ mod portable {
             }
         }
         sum(acc) + ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum::<f32>()
+    }
+
+    pub fn squared_l2_q(a: &[f32], codes: &[u8], offset: f32, scale: f32) -> f32 {
+        let mut acc = [0.0f32; W];
+        let (ca, cb) = (a.chunks_exact(W), codes.chunks_exact(W));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, c) in ca.zip(cb) {
+            for k in 0..W {
+                let d = x[k] - (offset + scale * c[k] as f32);
+                acc[k] += d * d;
+            }
+        }
+        let tail: f32 = ra
+            .iter()
+            .zip(rb)
+            .map(|(x, c)| {
+                let d = x - (offset + scale * *c as f32);
+                d * d
+            })
+            .sum();
+        sum(acc) + tail
+    }
+
+    pub fn dot_q(a: &[f32], codes: &[u8], offset: f32, scale: f32) -> f32 {
+        let mut acc = [0.0f32; W];
+        let (ca, cb) = (a.chunks_exact(W), codes.chunks_exact(W));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, c) in ca.zip(cb) {
+            for k in 0..W {
+                acc[k] += x[k] * (offset + scale * c[k] as f32);
+            }
+        }
+        sum(acc) + ra.iter().zip(rb).map(|(x, c)| x * (offset + scale * *c as f32)).sum::<f32>()
     }
 
     pub fn scale(v: &mut [f32], factor: f32) {

@@ -264,6 +264,53 @@ pub fn q_update(
     Ok(out)
 }
 
+/// A vector stored as one byte per element: element `i` is
+/// `offset + scale * codes[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Quantized<'a> {
+    pub codes: &'a [u8],
+    pub offset: f32,
+    pub scale: f32,
+}
+
+impl Quantized<'_> {
+    /// Quantizes `v` with its own min/max range: returns (offset, scale) and
+    /// writes one code per element to `out`. A constant vector gets scale 0.
+    pub fn encode(v: &[f32], out: &mut Vec<u8>) -> (f32, f32) {
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &x in v {
+            lo = lo.min(x);
+            hi = hi.max(x);
+        }
+        if v.is_empty() {
+            return (0.0, 0.0);
+        }
+        let scale = (hi - lo) / 255.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        // Round to nearest: +0.5 then truncate (all values are >= 0 here).
+        out.extend(v.iter().map(|&x| (((x - lo) * inv) + 0.5).clamp(0.0, 255.0) as u8));
+        (lo, scale)
+    }
+
+    /// The element values as f32.
+    pub fn decode(&self, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(self.codes.iter().map(|&c| self.offset + self.scale * c as f32));
+    }
+}
+
+/// Squared L2 distance between `a` and a quantized vector (lengths checked by
+/// the caller).
+pub fn squared_l2_quantized(a: &[f32], b: Quantized<'_>) -> f32 {
+    lanes::squared_l2_q(a, b.codes, b.offset, b.scale)
+}
+
+/// Inner product of `a` and a quantized vector (lengths checked by the
+/// caller).
+pub fn dot_quantized(a: &[f32], b: Quantized<'_>) -> f32 {
+    lanes::dot_q(a, b.codes, b.offset, b.scale)
+}
+
 /// `sqrt` without `std` (`f32::sqrt` lives in `std`; the kernels are
 /// `no_std`): the wasm `f32x4.sqrt` instruction on one lane, or Newton steps.
 #[inline(always)]
