@@ -280,3 +280,56 @@ fn top_k_ranks_nan_last() {
     let order: Vec<u32> = hits.iter().map(|h| h.index).collect();
     assert_eq!(order, [2, 1, 0]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The kept `matrix` resource scores like the free functions and the
+    /// scalar reference.
+    #[test]
+    fn matrix_resource_matches_free_functions(
+        dim in prop_oneof![Just(1usize), Just(3), Just(16), Just(129)],
+        rows in 0usize..40,
+        extra in 0usize..10,
+        k in 0u32..8,
+        seed in any::<u64>(),
+    ) {
+        let mut x = seed | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; ((x >> 40) as f32 / (1u64 << 24) as f32) * 20.0 - 10.0 };
+        let query: Vec<f32> = (0..dim).map(|_| next()).collect();
+        let first: Vec<f32> = (0..dim * rows).map(|_| next()).collect();
+        let more: Vec<f32> = (0..dim * extra).map(|_| next()).collect();
+        let all: Vec<f32> = first.iter().chain(&more).copied().collect();
+        with(|kk, s| -> Result<(), TestCaseError> {
+            let m = kk.matrix().call_create(&mut *s, &first, dim as u32).unwrap().unwrap();
+            kk.matrix().call_append(&mut *s, m, &more).unwrap().unwrap();
+            prop_assert_eq!(kk.matrix().call_len(&mut *s, m).unwrap() as usize, rows + extra);
+            for metric in [Metric::Cosine, Metric::Dot, Metric::SquaredL2] {
+                let kept = kk.matrix().call_score(&mut *s, m, &query, metric).unwrap().unwrap();
+                prop_assert_eq!(kept.len(), rows + extra);
+                for (i, row) in all.chunks(dim).enumerate() {
+                    let want = match metric {
+                        Metric::Cosine => ref_cosine(&query, row),
+                        Metric::Dot => ref_dot(&query, row).0,
+                        Metric::SquaredL2 => ref_l2(&query, row).0,
+                    };
+                    prop_assert!((kept[i] as f64 - want).abs() <= 1e-4 * want.abs().max(1.0), "row {} {:?}: {} vs {}", i, metric, kept[i], want);
+                }
+                let top = kk.matrix().call_top_k(&mut *s, m, &query, k, metric).unwrap().unwrap();
+                prop_assert_eq!(top.len(), (k as usize).min(rows + extra));
+                prop_assert!(top.iter().all(|h| (h.score - kept[h.index as usize]).abs() <= 1e-6 * h.score.abs().max(1.0)));
+            }
+            let bad = kk.matrix().call_append(&mut *s, m, &vec![1.0; dim + 1]).unwrap();
+            if dim > 1 { prop_assert!(matches!(bad, Err(VectorError::BadShape(_)))); }
+            prop_assert!(matches!(kk.matrix().call_score(&mut *s, m, &vec![0.0; dim + 1], Metric::Dot).unwrap(), Err(VectorError::LengthMismatch(_))));
+            m.resource_drop(&mut *s).unwrap();
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn a_matrix_needs_a_dimension() {
+    let e = with(|k, s| k.matrix().call_create(s, &[], 0)).unwrap().unwrap_err();
+    assert!(matches!(e, VectorError::InvalidArgument(_)), "{e:?}");
+}

@@ -158,6 +158,65 @@ pub fn score_rows(
     Ok(out)
 }
 
+/// `sqrt(dot(row, row))` of every row.
+pub fn row_norms(matrix: &[f32], dimension: usize) -> Result<Vec<f32>, KernelError> {
+    rows_of(matrix, dimension)?;
+    if dimension == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(matrix.chunks_exact(dimension).map(|r| libm_sqrt(lanes::dot(r, r))).collect())
+}
+
+/// [`score_rows`] with the rows' norms given (from [`row_norms`]): cosine
+/// then costs one dot product per row. Agrees with [`score_rows`] to within
+/// rounding.
+pub fn score_rows_normed(
+    query: &[f32],
+    matrix: &[f32],
+    dimension: usize,
+    norms: &[f32],
+    metric: Metric,
+) -> Result<Vec<f32>, KernelError> {
+    let rows = rows_of(matrix, dimension)?;
+    if query.len() != dimension {
+        return Err(KernelError::LengthMismatch { expected: dimension, found: query.len() });
+    }
+    if norms.len() != rows {
+        return Err(KernelError::LengthMismatch { expected: rows, found: norms.len() });
+    }
+    if metric != Metric::Cosine || dimension == 0 {
+        return score_rows(query, matrix, dimension, metric);
+    }
+    let qn = libm_sqrt(lanes::dot(query, query));
+    Ok(matrix
+        .chunks_exact(dimension)
+        .zip(norms)
+        .map(|(row, &rn)| {
+            let denom = qn * rn;
+            if denom == 0.0 { 0.0 } else { lanes::dot(query, row) / denom }
+        })
+        .collect())
+}
+
+/// The `k` best of `scores` under `metric`, best first, as (index, score).
+pub fn top_k_of(scores: Vec<f32>, k: usize, metric: Metric) -> Result<Vec<(u32, f32)>, KernelError> {
+    if scores.len() > u32::MAX as usize {
+        return Err(KernelError::InvalidArgument("more than 2^32 rows"));
+    }
+    let mut ranked: Vec<(u32, f32)> = scores.into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect();
+    let k = k.min(ranked.len());
+    let order = rank(metric);
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    if k < ranked.len() {
+        ranked.select_nth_unstable_by(k - 1, &order);
+        ranked.truncate(k);
+    }
+    ranked.sort_unstable_by(&order);
+    Ok(ranked)
+}
+
 /// Orders (index, score) best first: NaN last, ties by index.
 fn rank(metric: Metric) -> impl Fn(&(u32, f32), &(u32, f32)) -> Ordering {
     let higher = metric.higher_is_closer();
@@ -183,22 +242,7 @@ pub fn top_k(
     k: usize,
     metric: Metric,
 ) -> Result<Vec<(u32, f32)>, KernelError> {
-    let scores = score_rows(query, matrix, dimension, metric)?;
-    if scores.len() > u32::MAX as usize {
-        return Err(KernelError::InvalidArgument("matrix has more than 2^32 rows"));
-    }
-    let mut ranked: Vec<(u32, f32)> = scores.into_iter().enumerate().map(|(i, s)| (i as u32, s)).collect();
-    let k = k.min(ranked.len());
-    let order = rank(metric);
-    if k == 0 {
-        return Ok(Vec::new());
-    }
-    if k < ranked.len() {
-        ranked.select_nth_unstable_by(k - 1, &order);
-        ranked.truncate(k);
-    }
-    ranked.sort_unstable_by(&order);
-    Ok(ranked)
+    top_k_of(score_rows(query, matrix, dimension, metric)?, k, metric)
 }
 
 /// Where a value lies relative to its range.

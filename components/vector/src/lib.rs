@@ -6,6 +6,7 @@ extern crate alloc;
 use elex_guest_rt as _;
 
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use elex_kernels as k;
 
 wit_bindgen::generate!({
@@ -15,7 +16,7 @@ wit_bindgen::generate!({
 });
 
 use exports::elex::vector::kernels::{
-    BadShape, Guest, LengthMismatch, Metric, RangeVerdict, Scored, Summary, VectorError,
+    BadShape, Guest, GuestMatrix, LengthMismatch, Matrix, Metric, RangeVerdict, Scored, Summary, VectorError,
 };
 
 struct Vector;
@@ -42,7 +43,55 @@ fn metric(m: Metric) -> k::Metric {
     }
 }
 
+/// The `matrix` resource: rows and their norms, kept in this instance.
+struct Rows {
+    dimension: usize,
+    data: RefCell<(Vec<f32>, Vec<f32>)>,
+}
+
+fn scored(hits: Vec<(u32, f32)>) -> Vec<Scored> {
+    hits.into_iter().map(|(index, score)| Scored { index, score }).collect()
+}
+
+impl GuestMatrix for Rows {
+    fn create(rows: Vec<f32>, dimension: u32) -> Result<Matrix, VectorError> {
+        if dimension == 0 {
+            return Err(VectorError::InvalidArgument("dimension must be at least 1".into()));
+        }
+        let norms = k::row_norms(&rows, dimension as usize).map_err(to_wit)?;
+        Ok(Matrix::new(Rows { dimension: dimension as usize, data: RefCell::new((rows, norms)) }))
+    }
+
+    fn append(&self, rows: Vec<f32>) -> Result<(), VectorError> {
+        let norms = k::row_norms(&rows, self.dimension).map_err(to_wit)?;
+        let mut data = self.data.borrow_mut();
+        data.0.extend_from_slice(&rows);
+        data.1.extend_from_slice(&norms);
+        Ok(())
+    }
+
+    fn len(&self) -> u32 {
+        self.data.borrow().1.len() as u32
+    }
+
+    fn dimension(&self) -> u32 {
+        self.dimension as u32
+    }
+
+    fn score(&self, query: Vec<f32>, m: Metric) -> Result<Vec<f32>, VectorError> {
+        let data = self.data.borrow();
+        k::score_rows_normed(&query, &data.0, self.dimension, &data.1, metric(m)).map_err(to_wit)
+    }
+
+    fn top_k(&self, query: Vec<f32>, count: u32, m: Metric) -> Result<Vec<Scored>, VectorError> {
+        let scores = self.score(query, m)?;
+        Ok(scored(k::top_k_of(scores, count as usize, metric(m)).map_err(to_wit)?))
+    }
+}
+
 impl Guest for Vector {
+    type Matrix = Rows;
+
     fn dot(a: Vec<f32>, b: Vec<f32>) -> Result<f32, VectorError> {
         k::dot(&a, &b).map_err(to_wit)
     }
