@@ -12,7 +12,8 @@ pub struct Budgets {
     pub table_elements: usize,
     /// CPU time one call may run before it is interrupted (epoch deadline).
     pub call_deadline: Duration,
-    /// Fuel per call, when fuel metering is on (`None`: off).
+    /// Fuel per call (`None`: no fuel budget). Needs `HostConfig::fuel`;
+    /// a breach ends the call with a `fuel` budget error.
     pub fuel_per_call: Option<u64>,
 }
 

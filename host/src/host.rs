@@ -35,6 +35,11 @@ pub struct Host {
 impl Host {
     /// A host with the given configuration.
     pub fn new(config: HostConfig) -> Result<Host> {
+        if config.budgets.fuel_per_call.is_some() && !config.fuel {
+            return Err(Error::Config(String::from(
+                "budgets.fuel_per_call is set but fuel metering is off: set HostConfig::fuel = true",
+            )));
+        }
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
         services::add_to_linker(&mut linker)?;

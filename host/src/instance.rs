@@ -150,12 +150,18 @@ impl AgentInstance {
     }
 }
 
-/// Sets the epoch deadline for the next guest entry from the budget.
+/// Sets the CPU budgets for the next guest entry: the epoch deadline, and
+/// the fuel allowance when fuel metering is on.
 fn arm_deadline(store: &mut Store<InstanceState>, tick: Duration) {
     let deadline = store.data().budgets.call_deadline;
     let ticks = deadline.as_nanos().div_ceil(tick.as_nanos().max(1)).max(1);
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
     store.epoch_deadline_trap();
+    if let Some(fuel) = store.data().budgets.fuel_per_call {
+        // Fails only when the engine meters no fuel, which `Host::new`
+        // refuses for a configuration with a fuel budget.
+        let _ = store.set_fuel(fuel);
+    }
 }
 
 /// Names the budget a failed call broke, or describes the trap.
@@ -167,8 +173,21 @@ fn classify(
     e: wasmtime::Error,
 ) -> Error {
     let state = store.data();
-    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-        return Error::timeout(agent, call, state.budgets.call_deadline, started.elapsed());
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            return Error::timeout(agent, call, state.budgets.call_deadline, started.elapsed());
+        }
+        Some(Trap::OutOfFuel) => {
+            let limit = state.budgets.fuel_per_call.unwrap_or(0);
+            return Error::Budget {
+                agent: agent.to_string(),
+                call,
+                budget: "fuel",
+                limit: format!("{limit} units"),
+                used: format!("{limit} units (all of it)"),
+            };
+        }
+        _ => {}
     }
     if let Some((requested, limit)) = state.memory.refused {
         return Error::Budget {

@@ -113,3 +113,30 @@ fn a_hundred_agents_keep_answering_during_attacks() {
         }
     });
 }
+
+#[test]
+fn fuel_budgets_stop_loops_too() {
+    let host = Host::new(HostConfig {
+        fuel: true,
+        budgets: Budgets {
+            fuel_per_call: Some(50_000_000),
+            call_deadline: Duration::from_secs(30),
+            ..Budgets::default()
+        },
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let mut agent = host.instantiate(&hostile, hostile_config()).unwrap();
+    assert_eq!(agent.handle(&host.query("hello")).unwrap().content, "ok: hello", "fuel is refilled per call");
+    let e = agent.handle(&host.query("loop")).unwrap_err();
+    assert!(matches!(e, Error::Budget { budget: "fuel", .. }), "{e}");
+    // A fuel budget without fuel metering is a configuration error.
+    let e = Host::new(HostConfig {
+        budgets: Budgets { fuel_per_call: Some(1), ..Budgets::default() },
+        ..HostConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(e, Error::Config(_)), "{e}");
+}
