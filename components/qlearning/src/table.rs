@@ -12,7 +12,7 @@ use crate::elex::vector::kernels;
 use crate::exports::elex::qlearning::engine::{
     Config, Exploration, GuestQTable, QError, QTable as QTableHandle, Stats, Transition,
 };
-use crate::snapshot::{self, Saved};
+use crate::snapshot;
 
 /// Exploration without the WIT wrapper.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -84,9 +84,13 @@ impl Settings {
 }
 
 /// The table's data. Row `s` of `q` and `visits` holds state `s`'s actions.
+/// Serialised as the snapshot body (see `snapshot.rs`); `index` is rebuilt
+/// from `names` on restore.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Inner {
     pub settings: Settings,
     /// State name → row.
+    #[serde(skip)]
     pub index: HashMap<String, u32>,
     /// Row → state name (for snapshots and stats).
     pub names: Vec<String>,
@@ -270,7 +274,7 @@ impl Inner {
         Ok(out)
     }
 
-    pub fn merge(&mut self, other: Saved, weight: f32) -> Result<(), QError> {
+    pub fn merge(&mut self, other: Inner, weight: f32) -> Result<(), QError> {
         if !(0.0..=1.0).contains(&weight) {
             return Err(QError::InvalidConfig(String::from("merge weight must be in [0, 1]")));
         }
@@ -411,8 +415,7 @@ impl GuestQTable for QTable {
     }
 
     fn restore(bytes: Vec<u8>) -> Result<QTableHandle, QError> {
-        let saved = snapshot::decode(&bytes)?;
-        Ok(QTableHandle::new(QTable::from_inner(saved.into_inner())))
+        Ok(QTableHandle::new(QTable::from_inner(snapshot::decode(&bytes)?)))
     }
 
     fn stats(&self) -> Stats {
