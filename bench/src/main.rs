@@ -237,9 +237,48 @@ fn libraries(out: &Path) -> Result<()> {
     });
     rows.push(Row::new("aggregate_500_counters", "us", w / 1e3, Some(n / 1e3)));
 
+    interruption_rows(&mut rows)?;
     hnsw_rows(&engine, &mut rows, Storage::Full)?;
     hnsw_rows(&engine, &mut rows, Storage::Int8)?;
     write(out, "libraries", &rows)
+}
+
+/// What epoch interruption and fuel metering cost on a compute-heavy call:
+/// scoring 1,000 kept rows of 128-d (about 30 us of simd128 work).
+fn interruption_rows(rows: &mut Vec<Row>) -> Result<()> {
+    let matrix = pseudo_random(128 * 1000, 11);
+    let query = pseudo_random(128, 12);
+    let time = |epoch: bool, fuel: bool| -> Result<f64> {
+        let mut c = Config::new();
+        c.wasm_component_model(true).concurrency_support(false).epoch_interruption(epoch).consume_fuel(fuel);
+        let engine = Engine::new(&c).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let mut v = Vector::new(&engine);
+        let (k, s) = v.split();
+        let m = k
+            .matrix()
+            .call_create(&mut *s, &matrix, 128)
+            .expect("no trap")
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(ns_per_iter(500, 9, || {
+            let (k, s) = v.split();
+            std::hint::black_box(k.matrix().call_score(s, m, &query, Metric::Dot).unwrap().unwrap());
+        }))
+    };
+    let base = time(false, false)?;
+    let epoch = time(true, false)?;
+    let fuel = time(false, true)?;
+    let note = |what: &str| {
+        format!("{what} vs neither, matrix.score of 1,000 x 128 (dot); baseline {:.1} us", base / 1e3)
+    };
+    rows.push(
+        Row::new("epoch_interruption_overhead", "%", (epoch / base - 1.0) * 100.0, None)
+            .settings(note("epoch checks")),
+    );
+    rows.push(
+        Row::new("fuel_metering_overhead", "%", (fuel / base - 1.0) * 100.0, None)
+            .settings(note("fuel metering")),
+    );
+    Ok(())
 }
 
 fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>, storage: Storage) -> Result<()> {

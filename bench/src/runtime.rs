@@ -139,5 +139,64 @@ pub fn run(out: &Path) -> Result<()> {
         Row::new("restart_agent_warm_slot_p50", "us", quantile(&mut restarts, 0.5), None)
             .settings(format!("drop + instantiate + init of {} into a freed pool slot", f.faj)),
     );
+    drop(agents);
+    drop(host);
+    instantiation_rows(&mut rows)?;
     crate::write(out, "runtime", &rows)
+}
+
+/// Instantiation alone: the `testing-hostile` fixture, whose `init` does
+/// nothing, so what is timed is instantiate + one trivial call.
+fn instantiation_rows(rows: &mut Vec<Row>) -> Result<()> {
+    let bytes = std::fs::read(elex_tests::component_path("testing-hostile"))?;
+    let config = |id: &str| elex_host::AgentConfig {
+        agent_id: id.to_string(),
+        name: id.to_string(),
+        settings: vec![],
+        document: String::new(),
+    };
+    for pooling in [true, false] {
+        let host = Host::new(HostConfig {
+            max_instances: 600,
+            max_memory_bytes: 16 << 20,
+            pooling,
+            ..HostConfig::default()
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+        let loaded = host.load_bytes("testing-hostile", &bytes).map_err(|e| anyhow!("{e}"))?;
+        let mut live = Vec::with_capacity(593);
+        let mut times = Vec::with_capacity(593);
+        let t = Instant::now();
+        for i in 0..593 {
+            let ts = Instant::now();
+            live.push(host.instantiate(&loaded, config(&format!("a{i}"))).map_err(|e| anyhow!("{e}"))?);
+            times.push(ts.elapsed().as_secs_f64() * 1e6);
+        }
+        let total = t.elapsed().as_secs_f64() * 1e3;
+        let kind = if pooling { "pooling" } else { "on_demand" };
+        let note = "instantiate + init of a minimal plugin (the testing-hostile fixture)";
+        rows.push(
+            Row::new(&format!("instantiate_{kind}_p50"), "us", quantile(&mut times, 0.5), None)
+                .settings(note),
+        );
+        rows.push(
+            Row::new(&format!("instantiate_{kind}_p99"), "us", quantile(&mut times, 0.99), None)
+                .settings(note),
+        );
+        rows.push(Row::new(&format!("instantiate_593_{kind}_total"), "ms", total, None).settings(note));
+        if pooling {
+            let mut again = Vec::new();
+            for i in 0..200 {
+                drop(live.pop());
+                let ts = Instant::now();
+                live.push(host.instantiate(&loaded, config(&format!("b{i}"))).map_err(|e| anyhow!("{e}"))?);
+                again.push(ts.elapsed().as_secs_f64() * 1e6);
+            }
+            rows.push(
+                Row::new("recycle_into_warm_pool_slot_p50", "us", quantile(&mut again, 0.5), None)
+                    .settings("drop one of 593 live instances, instantiate + init into its slot"),
+            );
+        }
+    }
+    Ok(())
 }

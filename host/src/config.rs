@@ -46,6 +46,8 @@ pub struct HostConfig {
     pub epoch_tick: Duration,
     /// Whether fuel metering is compiled in (needed for `Budgets::fuel_per_call`).
     pub fuel: bool,
+    /// Pooling instance allocator (true) or on-demand allocation (false).
+    pub pooling: bool,
     /// Default per-instance budgets.
     pub budgets: Budgets,
     /// Folder of precompiled artifacts (`None`: compile on every new host).
@@ -81,6 +83,7 @@ impl Default for HostConfig {
             max_memory_bytes: 64 << 20,
             epoch_tick: Duration::from_millis(1),
             fuel: false,
+            pooling: true,
             budgets: Budgets::default(),
             cache_dir: None,
             memory_cache_entries: 64,

@@ -43,7 +43,11 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
         .memory_reservation(config.max_memory_bytes)
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .allocation_strategy(if config.pooling {
+            InstanceAllocationStrategy::Pooling(pool)
+        } else {
+            InstanceAllocationStrategy::OnDemand
+        });
     Engine::new(&c).map_err(|e| Error::Config(format!("{e:#}")))
 }
 

@@ -22,11 +22,14 @@ use hnsw_bindings::exports::elex::hnsw::store::{Config as HnswConfig, HnswError}
 use qlearning_bindings::exports::elex::qlearning::engine::{Config as QConfig, QError, Stats, Transition};
 use vector_bindings::exports::elex::vector::kernels::Guest as Kernels;
 
-/// A store whose epoch deadline never fires, so the wrappers also work on
-/// engines with epoch interruption on (as the host's is).
+/// A store whose epoch deadline never fires and whose fuel never runs out,
+/// so the wrappers also work on engines with epoch interruption or fuel
+/// metering on.
 fn new_store(engine: &Engine) -> Store<()> {
     let mut store = Store::new(engine, ());
     store.set_epoch_deadline(u64::MAX);
+    // Fails only when the engine meters no fuel, where nothing is needed.
+    let _ = store.set_fuel(u64::MAX);
     store
 }
 
