@@ -15,6 +15,10 @@ pub struct Budgets {
     /// Fuel per call (`None`: no fuel budget). Needs `HostConfig::fuel`;
     /// a breach ends the call with a `fuel` budget error.
     pub fuel_per_call: Option<u64>,
+    /// Callers that may wait for a [`SharedAgent`](crate::SharedAgent) while
+    /// it runs a call (an instance runs one call at a time); more get
+    /// `Error::Busy` at once.
+    pub queue_depth: u32,
 }
 
 impl Default for Budgets {
@@ -24,6 +28,7 @@ impl Default for Budgets {
             table_elements: 10_000,
             call_deadline: Duration::from_millis(500),
             fuel_per_call: None,
+            queue_depth: 16,
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum Error {
     #[error("agent {agent}: call `{call}` exceeded its {budget} budget (limit {limit}, used {used})")]
     Budget { agent: String, call: &'static str, budget: &'static str, limit: String, used: String },
 
+    /// The agent already has as many callers waiting as its queue allows.
+    #[error("agent {agent} is busy: {queue_depth} callers are already waiting for it; retry later")]
+    Busy { agent: String, queue_depth: u32 },
+
     /// The guest trapped (a panic, `unreachable`, out-of-bounds access, …).
     /// The instance must be recycled before it is called again.
     #[error("agent {agent}: call `{call}` trapped: {detail}")]

@@ -79,6 +79,11 @@ impl AgentInstance {
         &self.store.data().memory
     }
 
+    /// The budgets this instance runs under.
+    pub fn budgets(&self) -> &Budgets {
+        &self.store.data().budgets
+    }
+
     /// Why the instance is unusable, if it is.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()

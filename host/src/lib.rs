@@ -37,6 +37,7 @@ mod load;
 pub mod pool;
 pub mod router;
 mod services;
+mod shared;
 pub mod snapshots;
 
 pub use bindings::{Action, AgentConfig, Query, Response};
@@ -47,3 +48,4 @@ pub use error::{Error, Result};
 pub use host::Host;
 pub use instance::{AgentInstance, InstanceState};
 pub use load::LoadedComponent;
+pub use shared::SharedAgent;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use elex_host::{AgentConfig, Budgets, Catalog, Error, Host, HostConfig, LoadedComponent};
+use elex_host::{AgentConfig, Budgets, Catalog, Error, Host, HostConfig, LoadedComponent, SharedAgent};
 use elex_tests::component_path;
 
 const DEADLINE: Duration = Duration::from_millis(200);
@@ -139,4 +139,40 @@ fn fuel_budgets_stop_loops_too() {
     .err()
     .unwrap();
     assert!(matches!(e, Error::Config(_)), "{e}");
+}
+
+#[test]
+fn callers_beyond_the_queue_get_busy_at_once() {
+    let host = Host::new(HostConfig {
+        budgets: Budgets { call_deadline: Duration::from_secs(2), queue_depth: 1, ..Budgets::default() },
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let agent = SharedAgent::new(host.instantiate(&hostile, hostile_config()).unwrap());
+    let until = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while agent.in_flight() < n {
+            assert!(Instant::now() < deadline, "callers did not arrive");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    std::thread::scope(|s| {
+        let (agent, host) = (&agent, &host);
+        // One caller runs (a loop, stopped at its deadline), one waits ...
+        let running = s.spawn(move || agent.call(|a| a.handle(&host.query("loop"))));
+        until(1);
+        let waiting = s.spawn(move || agent.call(|a| a.handle(&host.query("hello"))));
+        until(2);
+        // ... and the next is turned away at once.
+        let e = agent.call(|a| a.handle(&host.query("hello"))).unwrap_err();
+        assert!(matches!(e, Error::Busy { queue_depth: 1, .. }), "{e}");
+        assert_eq!(agent.in_flight(), 2, "a refused caller does not stay queued");
+        let first = running.join().unwrap().unwrap_err();
+        assert!(matches!(first, Error::Budget { budget: "time", .. }), "{first}");
+        // The waiter ran after it, on the instance the loop broke.
+        let second = waiting.join().unwrap().unwrap_err();
+        assert!(matches!(second, Error::Failed { .. }), "{second}");
+    });
+    assert_eq!(agent.in_flight(), 0);
 }

@@ -1,0 +1,72 @@
+//! [`SharedAgent`]: one agent instance callable from many threads, with a
+//! bounded queue.
+//!
+//! A store runs one call at a time, so an instance's concurrency is one
+//! call; further callers wait, at most `queue_depth` of them. A caller
+//! beyond that gets [`Error::Busy`] at once instead of joining an unbounded
+//! queue.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::{Error, Result};
+use crate::instance::AgentInstance;
+
+pub struct SharedAgent {
+    id: String,
+    instance: Mutex<AgentInstance>,
+    /// Callers inside `call`: the one running plus those waiting.
+    in_flight: AtomicU32,
+    queue_depth: u32,
+}
+
+/// Leaves `in_flight` on every exit path, panics included.
+struct Leave<'a>(&'a AtomicU32);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl SharedAgent {
+    /// Shares `instance` with the queue depth of its budgets.
+    pub fn new(instance: AgentInstance) -> SharedAgent {
+        let queue_depth = instance.budgets().queue_depth;
+        SharedAgent {
+            id: instance.id().to_string(),
+            instance: Mutex::new(instance),
+            in_flight: AtomicU32::new(0),
+            queue_depth,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Callers running or waiting now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` on the instance when it is free; `Error::Busy` when
+    /// `queue_depth` callers are already waiting.
+    pub fn call<T>(&self, f: impl FnOnce(&mut AgentInstance) -> Result<T>) -> Result<T> {
+        let ahead = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _leave = Leave(&self.in_flight);
+        // `ahead` counts the running caller and the waiting ones.
+        if ahead > self.queue_depth {
+            return Err(Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth });
+        }
+        // A panic inside `f` cannot leave the instance half-updated in a way
+        // the host trusts: a failed guest call marks it failed itself.
+        let mut instance = self.instance.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut instance)
+    }
+
+    /// The instance back, once no caller holds it.
+    pub fn into_inner(self) -> AgentInstance {
+        self.instance.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
