@@ -65,7 +65,12 @@ impl Composition {
         // Unknown packages are errors: every package must be given with `dep`.
         let root = self.wac.parent().unwrap_or(Path::new(".")).join("deps");
         let resolver = FileSystemPackageResolver::new(root, self.deps.clone(), true);
-        let packages = resolver.resolve(&keys).map_err(|e| self.wac_error(format!("{e}: {e:?}")))?;
+        let packages = resolver.resolve(&keys).map_err(|e| {
+            // The resolver's own message names the package; its source says
+            // what went wrong with the file.
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            self.wac_error(format!("{e}{cause}"))
+        })?;
         let resolution = document.resolve(packages).map_err(|e| self.wac_error(e))?;
         resolution
             .encode(EncodeOptions { define_components: true, validate: true, ..Default::default() })

@@ -74,6 +74,7 @@ impl Catalog {
     /// Parses JSON lines; `source_name` names the source in errors.
     pub fn parse(source_name: &str, text: &str) -> Result<Catalog> {
         let mut features = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -81,7 +82,7 @@ impl Catalog {
             let err =
                 |detail: String| Error::Catalog { source_name: source_name.to_string(), line: i + 1, detail };
             let e: Entry = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
-            if features.iter().any(|f: &Feature| f.faj == e.faj) {
+            if !seen.insert(e.faj.clone()) {
                 return Err(err(format!("duplicate FAJ code {}", e.faj)));
             }
             let counters = e

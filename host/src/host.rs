@@ -71,7 +71,7 @@ impl Host {
     /// messages. Compiled code is cached by digest (memory, and disk when
     /// `HostConfig::cache_dir` is set).
     pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
-        load::load(&self.engine, &self.linker, &self.cache, what, bytes)
+        load::load(&self.engine, &self.linker, &self.cache, what, bytes, load::digest_of(bytes))
     }
 
     /// Loads `spec` (`name@version-requirement`) from a registry: resolves the
@@ -103,7 +103,11 @@ impl Host {
                 expected,
             });
         }
-        self.load_bytes(&format!("{}@{}", entry.name, entry.version), &bytes)
+        // The store checked the bytes against this digest already: reuse it
+        // as the cache key instead of hashing them again.
+        let digest = entry.digest.strip_prefix("blake3:").unwrap_or(&entry.digest).to_string();
+        let what = format!("{}@{}", entry.name, entry.version);
+        load::load(&self.engine, &self.linker, &self.cache, &what, &bytes, digest)
     }
 
     /// A new instance of `component`, initialised with `config`.

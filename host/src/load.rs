@@ -63,19 +63,24 @@ fn interfaces_of(engine: &Engine, component: &Component) -> Interfaces {
     Interfaces { imports, exports }
 }
 
-/// Checks `bytes` against the `plugin` world, compiles (or takes from the
-/// cache) and links them.
+/// The blake3 digest of component bytes, lower-case hex: the cache key.
+pub(crate) fn digest_of(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Checks `bytes` (whose blake3 hex digest is `digest`) against the `plugin`
+/// world, compiles (or takes from the cache) and links them.
 pub(crate) fn load(
     engine: &Engine,
     linker: &Linker<InstanceState>,
     cache: &ComponentCache,
     what: &str,
     bytes: &[u8],
+    digest: String,
 ) -> Result<LoadedComponent> {
     let span = tracing::info_span!("load", component = what);
     let _enter = span.enter();
     let started = Instant::now();
-    let digest = blake3::hash(bytes).to_hex().to_string();
     let (component, origin, compile_time, interfaces) = match cache.get(engine, &digest) {
         Some((c, origin)) => {
             let interfaces = interfaces_of(engine, &c);
