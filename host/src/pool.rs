@@ -437,7 +437,8 @@ impl AgentPool {
             .collect();
         // Unhealthy (false) first, then oldest use.
         candidates.sort();
-        let target = self.limits.memory_bytes * 70 / 100;
+        // Divide first: a limit near u64::MAX must not overflow.
+        let target = self.limits.memory_bytes / 100 * 70;
         for (_, _, id) in candidates {
             if self.memory_used() < target {
                 break;
