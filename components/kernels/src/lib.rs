@@ -153,6 +153,7 @@ pub fn score_rows(
                 if denom == 0.0 { 0.0 } else { ab / denom }
             }));
         }
+        Metric::Dot => dots_of_rows(query, matrix, dimension, |_, d| out.push(d)),
         _ => out.extend(matrix.chunks_exact(dimension).map(|row| score_unchecked(metric, query, row))),
     }
     Ok(out)
@@ -188,14 +189,31 @@ pub fn score_rows_normed(
         return score_rows(query, matrix, dimension, metric);
     }
     let qn = libm_sqrt(lanes::dot(query, query));
-    Ok(matrix
-        .chunks_exact(dimension)
-        .zip(norms)
-        .map(|(row, &rn)| {
-            let denom = qn * rn;
-            if denom == 0.0 { 0.0 } else { lanes::dot(query, row) / denom }
-        })
-        .collect())
+    let mut out = Vec::with_capacity(rows);
+    dots_of_rows(query, matrix, dimension, |row, d| {
+        let denom = qn * norms[row];
+        out.push(if denom == 0.0 { 0.0 } else { d / denom });
+    });
+    Ok(out)
+}
+
+/// Calls `f(row, dot(query, row))` for every row in order, two rows per
+/// step ([`lanes::dot2`]).
+#[inline(always)]
+fn dots_of_rows(query: &[f32], matrix: &[f32], dimension: usize, mut f: impl FnMut(usize, f32)) {
+    let mut pairs = matrix.chunks_exact(2 * dimension);
+    let mut row = 0;
+    for pair in &mut pairs {
+        let (r0, r1) = pair.split_at(dimension);
+        let (d0, d1) = lanes::dot2(query, r0, r1);
+        f(row, d0);
+        f(row + 1, d1);
+        row += 2;
+    }
+    let last = pairs.remainder();
+    if !last.is_empty() {
+        f(row, lanes::dot(query, last));
+    }
 }
 
 /// The `k` best of `scores` under `metric`, best first, as (index, score).
