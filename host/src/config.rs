@@ -47,6 +47,10 @@ pub struct HostConfig {
     pub tables_per_instance: u32,
     /// Largest size any one linear memory may reach (the pooling slot size).
     pub max_memory_bytes: u64,
+    /// Bytes at the start of each freed pooling slot that are cleared with
+    /// memset and kept resident rather than returned to the kernel: faster
+    /// re-instantiation, at most this much RSS per idle slot.
+    pub keep_resident_bytes: usize,
     /// How often the epoch advances: the granularity of CPU deadlines.
     pub epoch_tick: Duration,
     /// Whether fuel metering is compiled in (needed for `Budgets::fuel_per_call`).
@@ -86,6 +90,7 @@ impl Default for HostConfig {
             memories_per_instance: 8,
             tables_per_instance: 16,
             max_memory_bytes: 64 << 20,
+            keep_resident_bytes: 64 << 10,
             epoch_tick: Duration::from_millis(1),
             fuel: false,
             pooling: true,

@@ -26,7 +26,12 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
             usize::try_from(config.max_memory_bytes)
                 .map_err(|_| Error::Config(String::from("max_memory_bytes does not fit in usize")))?,
         )
-        .table_elements(config.budgets.table_elements);
+        .table_elements(config.budgets.table_elements)
+        // A freed slot's first pages are reset with memset and stay
+        // resident instead of being returned to the kernel and faulted in
+        // again: re-instantiating a small agent into a warm slot is cheaper.
+        .linear_memory_keep_resident(config.keep_resident_bytes)
+        .table_keep_resident(config.keep_resident_bytes.min(64 << 10));
 
     let mut c = Config::new();
     c.wasm_component_model(true)

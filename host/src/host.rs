@@ -15,6 +15,7 @@ use crate::cache::ComponentCache;
 use crate::config::HostConfig;
 use crate::engine::{self, EpochTicker};
 use crate::error::{Error, Result};
+use crate::events::{Event, Events};
 use crate::instance::{AgentInstance, InstanceState};
 use crate::load::{self, LoadedComponent};
 use crate::services;
@@ -29,6 +30,7 @@ pub struct Host {
     next_query: AtomicU64,
     /// Index entries whose signature and trust were verified already.
     verified: Mutex<HashSet<String>>,
+    events: Events,
     _ticker: EpochTicker,
 }
 
@@ -52,6 +54,7 @@ impl Host {
             config,
             next_query: AtomicU64::new(1),
             verified: Mutex::new(HashSet::new()),
+            events: Events::new(1024),
             _ticker: ticker,
         })
     }
@@ -59,6 +62,27 @@ impl Host {
     /// The configuration the host was built with.
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// Receives every [`Event`] of this host and its pools from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The host's event channel (pools emit into it).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    fn loaded(&self, component: LoadedComponent) -> LoadedComponent {
+        self.events.emit(Event::ModuleLoaded {
+            what: component.what.clone(),
+            digest: component.digest.clone(),
+            size: component.size,
+            origin: component.origin,
+            millis: component.load_time.as_secs_f64() * 1e3,
+        });
+        component
     }
 
     /// Reads, checks, compiles and links a component file.
@@ -71,7 +95,8 @@ impl Host {
     /// messages. Compiled code is cached by digest (memory, and disk when
     /// `HostConfig::cache_dir` is set).
     pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
-        load::load(&self.engine, &self.linker, &self.cache, what, bytes, load::digest_of(bytes))
+        let digest = load::digest_of(bytes);
+        load::load(&self.engine, &self.linker, &self.cache, what, bytes, digest).map(|c| self.loaded(c))
     }
 
     /// Loads `spec` (`name@version-requirement`) from a registry: resolves the
@@ -107,7 +132,7 @@ impl Host {
         // as the cache key instead of hashing them again.
         let digest = entry.digest.strip_prefix("blake3:").unwrap_or(&entry.digest).to_string();
         let what = format!("{}@{}", entry.name, entry.version);
-        load::load(&self.engine, &self.linker, &self.cache, &what, &bytes, digest)
+        load::load(&self.engine, &self.linker, &self.cache, &what, &bytes, digest).map(|c| self.loaded(c))
     }
 
     /// A new instance of `component`, initialised with `config`.

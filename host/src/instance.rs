@@ -28,6 +28,8 @@ pub struct AgentInstance {
     plugin: Plugin,
     epoch_tick: Duration,
     failed: Option<String>,
+    /// Fuel consumed by all calls so far (0 unless fuel is metered).
+    fuel_used: u64,
 }
 
 impl std::fmt::Debug for AgentInstance {
@@ -64,7 +66,7 @@ impl AgentInstance {
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(&store, &config.agent_id, "instantiate", started, e))?;
-        let mut instance = AgentInstance { store, plugin, epoch_tick, failed: None };
+        let mut instance = AgentInstance { store, plugin, epoch_tick, failed: None, fuel_used: 0 };
         instance.call("init", |p, s| p.elex_agent_agent().call_init(s, &config))?;
         Ok(instance)
     }
@@ -82,6 +84,12 @@ impl AgentInstance {
     /// The budgets this instance runs under.
     pub fn budgets(&self) -> &Budgets {
         &self.store.data().budgets
+    }
+
+    /// Fuel consumed by this instance's calls so far (0 unless the host
+    /// meters fuel).
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
     }
 
     /// Why the instance is unusable, if it is.
@@ -104,7 +112,12 @@ impl AgentInstance {
         arm_deadline(&mut self.store, self.epoch_tick);
         self.store.data_mut().memory.refused = None;
         let started = Instant::now();
-        match f(&self.plugin, &mut self.store) {
+        let outcome = f(&self.plugin, &mut self.store);
+        if let Some(allowance) = self.store.data().budgets.fuel_per_call {
+            let left = self.store.get_fuel().unwrap_or(0);
+            self.fuel_used += allowance.saturating_sub(left);
+        }
+        match outcome {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 Err(Error::Agent { agent: self.id().to_string(), call, detail: describe_agent_error(&e) })

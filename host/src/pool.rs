@@ -24,14 +24,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
-
 use crate::bindings::{AgentConfig, HealthStatus, Query, Response};
 use crate::error::{Error, Result};
+pub use crate::events::{Event, EvictReason, Pressure};
 use crate::host::Host;
 use crate::instance::AgentInstance;
 use crate::load::LoadedComponent;
 use crate::snapshots::SnapshotStore;
+pub use crate::usage::Usage;
 
 /// Where an agent is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,37 +53,6 @@ pub enum Health {
     Unhealthy,
 }
 
-/// Memory pressure of the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Pressure {
-    Normal,
-    /// ≥ 70 %.
-    Elevated,
-    /// ≥ 85 %: agents are evicted.
-    High,
-    /// ≥ 95 %.
-    Critical,
-}
-
-/// Why an agent was evicted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictReason {
-    Idle,
-    MemoryPressure(Pressure),
-    Requested,
-}
-
-/// Domain events, also emitted as `tracing` events.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    AgentSpawned { agent: String, restored: bool },
-    AgentEvicted { agent: String, reason: EvictReason },
-    AgentRecycled { agent: String, restored: bool },
-    MemoryPressure { level: Pressure, used_bytes: u64, limit_bytes: u64 },
-    ExecutionFailed { agent: String, error: String },
-    HealthChecked { healthy: usize, degraded: usize, unhealthy: usize },
-}
-
 /// Limits of the pool.
 #[derive(Debug, Clone)]
 pub struct PoolLimits {
@@ -100,19 +69,6 @@ impl Default for PoolLimits {
     fn default() -> Self {
         PoolLimits { memory_bytes: 2 << 30, idle_timeout: Duration::from_secs(600), checkpoint_every: 50 }
     }
-}
-
-/// Use of one agent.
-#[derive(Debug, Clone, Default)]
-pub struct Usage {
-    pub calls: u64,
-    pub errors: u64,
-    /// Total time in calls.
-    pub busy: Duration,
-    pub memory_bytes: u64,
-    pub memory_peak_bytes: u64,
-    pub recycles: u64,
-    pub evictions: u64,
 }
 
 /// A snapshot of one agent's status.
@@ -146,25 +102,22 @@ pub struct AgentPool {
     snapshots: Option<SnapshotStore>,
     limits: PoolLimits,
     slots: HashMap<String, Slot>,
-    events: broadcast::Sender<Event>,
 }
 
 impl AgentPool {
     /// A pool over `host`; snapshots go to `snapshots` (`None`: kept in no
     /// database, so eviction is refused rather than lossy).
     pub fn new(host: Arc<Host>, snapshots: Option<SnapshotStore>, limits: PoolLimits) -> AgentPool {
-        let (events, _) = broadcast::channel(1024);
-        AgentPool { host, snapshots, limits, slots: HashMap::new(), events }
+        AgentPool { host, snapshots, limits, slots: HashMap::new() }
     }
 
-    /// Receives every [`Event`] from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Receives every [`Event`] of the pool's host from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.host.subscribe()
     }
 
     fn emit(&self, event: Event) {
-        tracing::info!(event = ?event, "agent pool");
-        let _ = self.events.send(event);
+        self.host.events().emit(event);
     }
 
     fn lifecycle(agent: &str, detail: impl Into<String>) -> Error {
@@ -205,6 +158,12 @@ impl AgentPool {
             return Err(Self::lifecycle(&id, "already in the pool (one live instance per agent id)"));
         }
         let (instance, restored) = self.start_instance(&component, &config)?;
+        // Use is cumulative across runs when the pool has a database.
+        let usage = match &self.snapshots {
+            Some(store) => store.usage(&id)?.unwrap_or_default(),
+            None => Usage::default(),
+        };
+        let usage = Usage { memory_bytes: instance.memory().used_bytes, ..usage };
         self.slots.insert(
             id.clone(),
             Slot {
@@ -216,7 +175,7 @@ impl AgentPool {
                 health_failures: 0,
                 critical,
                 last_used: Instant::now(),
-                usage: Usage::default(),
+                usage,
                 since_checkpoint: 0,
             },
         );
@@ -236,10 +195,20 @@ impl AgentPool {
         }
         let bytes = instance.snapshot()?;
         slot.since_checkpoint = 0;
+        let usage = slot.usage.clone();
         if let Some(store) = &self.snapshots {
-            store.put(id, &bytes)?;
+            store.put_with_usage(id, &bytes, &usage)?;
         }
         Ok(())
+    }
+
+    /// Writes every agent's usage to the database (one transaction), so
+    /// `elex agents stats` sees it; a no-op without a database.
+    pub fn save_usage(&self) -> Result<()> {
+        match &self.snapshots {
+            Some(store) => store.put_usage(self.slots.iter().map(|(id, s)| (id.as_str(), &s.usage))),
+            None => Ok(()),
+        }
     }
 
     /// Brings an evicted or failed agent back, restored from its snapshot.
@@ -278,10 +247,14 @@ impl AgentPool {
             return Err(Self::lifecycle(id, "running without an instance"));
         };
         let started = Instant::now();
+        let fuel_before = instance.fuel_used();
         let result = f(instance);
+        let took = started.elapsed();
         slot.last_used = Instant::now();
         slot.usage.calls += 1;
-        slot.usage.busy += started.elapsed();
+        slot.usage.busy += took;
+        slot.usage.latency.record(took);
+        slot.usage.fuel_used += instance.fuel_used() - fuel_before;
         slot.usage.memory_bytes = instance.memory().used_bytes;
         slot.usage.memory_peak_bytes = slot.usage.memory_peak_bytes.max(instance.memory().peak_bytes);
         slot.since_checkpoint += 1;

@@ -28,7 +28,7 @@ fn help_lists_every_command() {
     let out = elex(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["query", "inspect", "keygen", "sign", "verify", "index"] {
+    for cmd in ["query", "inspect", "keygen", "sign", "verify", "index", "agents"] {
         assert!(help.contains(cmd), "{help}");
     }
     assert!(help.contains("RUST_LOG"), "{help}");
@@ -199,4 +199,46 @@ fn query_refuses_bad_arguments_clearly() {
     let out = elex(&["query", "hello", "--component", cargo_toml, "--allow-unsigned"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn agents_stats_shows_use_across_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_elex"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run elex")
+    };
+    let out = run(&["agents", "stats"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no agent has run yet"), "{}", text(&out.stdout));
+    // Two runs at once: the second waits for the agents' database.
+    let a = std::thread::scope(|s| {
+        let first = s.spawn(|| run(&["query", "What is FAJ 121 3094?"]));
+        let second = run(&["query", "Which counters show the effect of FAJ 121 3094?"]);
+        (first.join().unwrap(), second)
+    });
+    for out in [&a.0, &a.1] {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = run(&["agents", "stats", "--agent", "faj1213094", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["agent"], "FAJ 121 3094");
+    assert_eq!(row["name"], "MIMO Sleep Mode");
+    assert_eq!(row["calls"], 2, "{row}");
+    assert_eq!(row["errors"], 0);
+    assert!(row["latency_p50_us"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(row["latency_p99_us"].as_f64().unwrap() >= row["latency_p50_us"].as_f64().unwrap());
+    assert!(row["memory_peak_bytes"].as_u64().unwrap() > 0);
+    let out = run(&["agents", "stats"]);
+    assert!(text(&out.stdout).contains("MIMO Sleep Mode"), "{}", text(&out.stdout));
+    let out = run(&["agents", "stats", "--agent", "FAJ 999 9999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no recorded use"), "{}", text(&out.stderr));
 }

@@ -179,3 +179,46 @@ fn idle_and_memory_pressure_evict_least_recently_used_never_critical() {
     assert!(idle.contains(&ids[1]) && !idle.contains(&ids[0]), "{idle:?}");
     assert_eq!(pool.status(&ids[0]).unwrap().state, State::Running);
 }
+
+#[test]
+fn usage_counts_calls_latency_and_fuel_across_runs_and_loads_are_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HostConfig {
+        fuel: true,
+        budgets: elex_host::Budgets { fuel_per_call: Some(5_000_000_000), ..elex_host::Budgets::default() },
+        ..HostConfig::default()
+    };
+    let host = Arc::new(Host::new(config).unwrap());
+    let mut events = host.subscribe();
+    let agent = Arc::new(host.load_file(&component_path("feature-agent.composed")).unwrap());
+    match events.try_recv().unwrap() {
+        Event::ModuleLoaded { digest, size, millis, .. } => {
+            assert_eq!((digest.as_str(), size), (agent.digest.as_str(), agent.size));
+            assert!(millis > 0.0);
+        }
+        other => panic!("expected ModuleLoaded, got {other:?}"),
+    }
+    let catalog = Catalog::embedded().unwrap();
+    let db = dir.path().join("agents.redb");
+    {
+        let mut pool =
+            AgentPool::new(host.clone(), Some(SnapshotStore::open(&db).unwrap()), PoolLimits::default());
+        pool.spawn(agent.clone(), catalog.by_faj(MSM).unwrap().agent_config(), false).unwrap();
+        for _ in 0..3 {
+            pool.handle(MSM, &host.query("Which parameters control MIMO Sleep Mode?")).unwrap();
+        }
+        let u = pool.status(MSM).unwrap().usage;
+        assert_eq!((u.calls, u.errors, u.latency.count()), (3, 0, 3));
+        assert!(u.fuel_used > 0, "fuel is metered: {u:?}");
+        assert!(u.latency.quantile(0.5).unwrap() <= u.latency.quantile(0.99).unwrap());
+        assert!(u.memory_peak_bytes > 0);
+        pool.save_usage().unwrap();
+    }
+    let stored = SnapshotStore::open(&db).unwrap().usage(MSM).unwrap().expect("stored");
+    assert_eq!(stored.calls, 3);
+    let mut pool =
+        AgentPool::new(host.clone(), Some(SnapshotStore::open(&db).unwrap()), PoolLimits::default());
+    pool.spawn(agent, catalog.by_faj(MSM).unwrap().agent_config(), false).unwrap();
+    pool.handle(MSM, &host.query("What is MIMO Sleep Mode?")).unwrap();
+    assert_eq!(pool.status(MSM).unwrap().usage.calls, 4, "use is cumulative across runs");
+}

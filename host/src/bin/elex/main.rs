@@ -1,5 +1,7 @@
 //! `elex`: the command-line front of `elex-host`. Every command is a thin
-//! layer over the library.
+//! layer over the library; one module per command group.
+
+mod agents;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,8 +9,11 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
+use elex_host::pool::{AgentPool, PoolLimits};
+use elex_host::snapshots::{self, SnapshotStore};
 use elex_host::{Catalog, Host, HostConfig, World, router};
 use elex_registry::{KeyPair, Policy, Registry};
+use std::sync::Arc;
 
 /// The registry name of the composed feature agent.
 const AGENT_COMPONENT: &str = "feature-agent@^0.1";
@@ -22,9 +27,10 @@ struct Cli {
     /// More log output on stderr (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
-    /// Folder for elex's data: the precompiled-component cache lives in
-    /// <DATA_DIR>/cache [default: $ELEX_DATA_DIR, else $XDG_DATA_HOME/elex,
-    /// else ~/.local/share/elex].
+    /// Folder for elex's data: the precompiled-component cache
+    /// (<DATA_DIR>/cache) and the agents' snapshots and usage
+    /// (<DATA_DIR>/agents.redb) [default: $ELEX_DATA_DIR, else
+    /// $XDG_DATA_HOME/elex, else ~/.local/share/elex].
     #[arg(long, global = true, value_name = "DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Registry folder (index/, blobs/, trust/) [default: $ELEX_REGISTRY,
@@ -45,7 +51,9 @@ enum Command {
     ///
     /// The agent is chosen from the text: a FAJ code, a feature name, a
     /// parameter or counter a feature owns, an acronym, or else the most
-    /// similar feature.
+    /// similar feature. The agent starts from what it learned in earlier runs
+    /// (its snapshot in <DATA_DIR>/agents.redb) and its state and usage are
+    /// stored there again afterwards.
     Query {
         /// The question.
         text: String,
@@ -81,6 +89,9 @@ enum Command {
     /// Work with the registry index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// What the agents have done: usage across runs.
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
     /// Print a component's imports and exports as WIT, or say why the file is
     /// not a component.
     Inspect {
@@ -146,8 +157,8 @@ fn default_registry() -> PathBuf {
 }
 
 /// Where and whom to trust, from the global options.
-struct Places {
-    data_dir: PathBuf,
+pub struct Places {
+    pub data_dir: PathBuf,
     registry: PathBuf,
     trust: Vec<PathBuf>,
 }
@@ -164,6 +175,15 @@ impl Places {
             policy = policy.merge(Policy::load(dir)?);
         }
         Ok(Registry::open(&self.registry, policy))
+    }
+
+    /// The agents' database (snapshots and usage).
+    pub fn agent_store(&self) -> anyhow::Result<SnapshotStore> {
+        let path = self.data_dir.join(snapshots::FILE_NAME);
+        // Another elex on the same data dir holds the file for the length of
+        // its command; wait for it rather than fail.
+        SnapshotStore::open_waiting(&path, std::time::Duration::from_secs(30))
+            .with_context(|| format!("opening the agents' database in {}", self.data_dir.display()))
     }
 
     fn host(&self) -> anyhow::Result<Host> {
@@ -210,7 +230,7 @@ fn query(
     };
     let feature = &catalog.features[index];
 
-    let host = places.host()?;
+    let host = Arc::new(places.host()?);
     let t0 = Instant::now();
     let (loaded, source) = match &component {
         Some(path) => {
@@ -231,12 +251,22 @@ fn query(
         }
     };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut pool = AgentPool::new(host.clone(), Some(places.agent_store()?), PoolLimits::default());
     let t1 = Instant::now();
-    let mut instance = host.instantiate(&loaded, feature.agent_config())?;
+    let agent_id = feature.faj.clone();
+    let loaded = Arc::new(loaded);
+    pool.spawn(loaded.clone(), feature.agent_config(), false)?;
     let start_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
-    let response = instance.handle(&host.query(text))?;
+    let answered = pool.handle(&agent_id, &host.query(text));
     let answer_ms = t2.elapsed().as_secs_f64() * 1e3;
+    // Keep what it learned and what it used, whether or not it answered.
+    let stored = match pool.stop(&agent_id) {
+        Ok(()) => Ok(()),
+        Err(_) => pool.save_usage(),
+    };
+    let response = answered?;
+    stored.context("storing the agent's state")?;
 
     if json {
         let out = serde_json::json!({
@@ -423,6 +453,7 @@ fn main() -> ExitCode {
         Command::Verify { spec } => verify(&places, &spec),
         Command::Index(command) => index(&places, command),
         Command::Inspect { file, world } => inspect(&file, world),
+        Command::Agents(command) => agents::run(&places, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,112 @@
+//! `elex agents …`: what the agents have done, from the agents' database.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use elex_host::Catalog;
+use elex_host::snapshots;
+use elex_host::usage::Usage;
+
+use crate::Places;
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Usage of every agent that has run, across runs: calls, errors,
+    /// latency p50/p99, fuel, memory peak, recycles and evictions.
+    Stats {
+        /// Only this agent (FAJ code, e.g. "FAJ 121 3094").
+        #[arg(long, value_name = "FAJ")]
+        agent: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(places: &Places, command: AgentsCommand) -> anyhow::Result<()> {
+    match command {
+        AgentsCommand::Stats { agent, json } => stats(places, agent, json),
+    }
+}
+
+fn micros(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e6)
+}
+
+fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<()> {
+    let path = places.data_dir.join(snapshots::FILE_NAME);
+    let mut rows: Vec<(String, Usage)> = if path.exists() {
+        places.agent_store()?.all_usage().with_context(|| format!("reading {}", path.display()))?
+    } else {
+        Vec::new()
+    };
+    if let Some(want) = &agent {
+        let code = elex_host::router::faj_codes(want).into_iter().next().unwrap_or_else(|| want.clone());
+        rows.retain(|(id, _)| *id == code);
+        if rows.is_empty() {
+            anyhow::bail!("agent {want:?} has no recorded use in {}", path.display());
+        }
+    }
+    let catalog = Catalog::embedded()?;
+    let name_of = |id: &str| catalog.by_faj(id).map(|f| f.name.clone()).unwrap_or_default();
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(id, u)| {
+                serde_json::json!({
+                    "agent": id,
+                    "name": name_of(id),
+                    "calls": u.calls,
+                    "errors": u.errors,
+                    "latency_p50_us": micros(u.latency.quantile(0.5)),
+                    "latency_p99_us": micros(u.latency.quantile(0.99)),
+                    "busy_ms": u.busy.as_secs_f64() * 1e3,
+                    "fuel_used": u.fuel_used,
+                    "memory_peak_bytes": u.memory_peak_bytes,
+                    "recycles": u.recycles,
+                    "evictions": u.evictions,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no agent has run yet with data dir {}", places.data_dir.display());
+        return Ok(());
+    }
+    let fmt_us =
+        |d: Option<Duration>| micros(d).map(|us| format!("{us:.0} µs")).unwrap_or_else(|| "-".into());
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "agent",
+        "name",
+        "calls",
+        "errors",
+        "p50",
+        "p99",
+        "fuel",
+        "memory peak",
+        "recycles",
+        "evictions",
+    ]);
+    for (id, u) in &rows {
+        table.add_row([
+            id.clone(),
+            name_of(id),
+            u.calls.to_string(),
+            u.errors.to_string(),
+            fmt_us(u.latency.quantile(0.5)),
+            fmt_us(u.latency.quantile(0.99)),
+            u.fuel_used.to_string(),
+            format!("{:.1} MiB", u.memory_peak_bytes as f64 / (1 << 20) as f64),
+            u.recycles.to_string(),
+            u.evictions.to_string(),
+        ]);
+    }
+    println!("{table}");
+    println!("p50/p99 are upper bucket edges (within 9 %); {} agents", rows.len());
+    Ok(())
+}

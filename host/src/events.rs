@@ -1,0 +1,96 @@
+//! Domain events: every one is a `tracing` event and goes to a broadcast
+//! channel an embedder subscribes to with [`Host::subscribe`](crate::Host::subscribe).
+//! A slow subscriber misses events (it sees `RecvError::Lagged`); it never
+//! slows the host down.
+
+use tokio::sync::broadcast;
+
+use crate::cache::Origin;
+
+/// Memory pressure of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pressure {
+    Normal,
+    /// ≥ 70 %.
+    Elevated,
+    /// ≥ 85 %: agents are evicted.
+    High,
+    /// ≥ 95 %.
+    Critical,
+}
+
+/// Why an agent was evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    Idle,
+    MemoryPressure(Pressure),
+    Requested,
+}
+
+/// What happened in the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A component was loaded: compiled, or found in the memory or disk cache.
+    ModuleLoaded {
+        what: String,
+        digest: String,
+        size: usize,
+        origin: Origin,
+        millis: f64,
+    },
+    AgentSpawned {
+        agent: String,
+        restored: bool,
+    },
+    AgentEvicted {
+        agent: String,
+        reason: EvictReason,
+    },
+    AgentRecycled {
+        agent: String,
+        restored: bool,
+    },
+    MemoryPressure {
+        level: Pressure,
+        used_bytes: u64,
+        limit_bytes: u64,
+    },
+    /// A call trapped or broke a budget; `error` names which.
+    ExecutionFailed {
+        agent: String,
+        error: String,
+    },
+    HealthChecked {
+        healthy: usize,
+        degraded: usize,
+        unhealthy: usize,
+    },
+}
+
+/// The sending side, shared by the host and its pools.
+#[derive(Clone)]
+pub struct Events {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Events {
+    /// A channel that keeps the last `capacity` events for slow subscribers.
+    pub fn new(capacity: usize) -> Events {
+        Events { sender: broadcast::channel(capacity.max(1)).0 }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    pub fn emit(&self, event: Event) {
+        match &event {
+            Event::ExecutionFailed { .. } | Event::MemoryPressure { .. } => {
+                tracing::warn!(event = ?event, "elex event")
+            }
+            _ => tracing::info!(event = ?event, "elex event"),
+        }
+        // No subscriber is not an error.
+        let _ = self.sender.send(event);
+    }
+}
