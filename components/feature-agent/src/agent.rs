@@ -183,12 +183,13 @@ impl Guest for FeatureAgent {
             .map_err(|e| AgentError::InvalidInput(format!("catalog entry is not valid JSON: {e}")))?;
         let snippets = feature.snippets();
         let mut embeddings = Vec::with_capacity(snippets.len() * elex_text::DIM);
+        let mut snippet_terms = Vec::with_capacity(snippets.len());
         for s in &snippets {
             // Questions name either the fact or what it says: embed both.
-            embeddings.extend_from_slice(&elex_text::embed(&format!("{} {}", s.source, s.text)));
+            let terms = elex_text::terms(&format!("{} {}", s.source, s.text));
+            embeddings.extend_from_slice(&elex_text::embed_terms(&terms));
+            snippet_terms.push(terms);
         }
-        let snippet_terms =
-            snippets.iter().map(|s| elex_text::terms(&format!("{} {}", s.source, s.text))).collect();
         let seed = seed_of(&config.agent_id);
         let (retrieval, how) = Retrieval::build(embeddings, seed).map_err(AgentError::Dependency)?;
         let q = new_q_table(seed)?;

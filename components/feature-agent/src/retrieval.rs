@@ -27,7 +27,7 @@ impl Retrieval {
             distance: Distance::Cosine,
             storage: Storage::Full,
             m: 8,
-            ef_construction: 64,
+            ef_construction: 16,
             ef_search: 32,
             seed,
         };

@@ -87,7 +87,7 @@ pub const STOPWORDS: &[&str] = &[
 pub fn terms(text: &str) -> Vec<String> {
     tokens(text)
         .into_iter()
-        .filter(|t| !STOPWORDS.contains(&t.as_str()))
+        .filter(|t| STOPWORDS.binary_search(&t.as_str()).is_err())
         .map(|mut t| {
             if t.len() > 3 && t.ends_with('s') && !t.ends_with("ss") && !t.bytes().all(|b| b.is_ascii_digit())
             {
@@ -106,17 +106,32 @@ fn add(v: &mut [f32; DIM], h: u64, weight: f32) {
 /// The 128-d unit-length embedding of `text` (all zeros for text without
 /// tokens).
 pub fn embed(text: &str) -> [f32; DIM] {
-    let toks = terms(text);
+    embed_terms(&terms(text))
+}
+
+/// [`embed`] of text whose [`terms`] are already known.
+pub fn embed_terms(toks: &[String]) -> [f32; DIM] {
     let mut v = [0.0f32; DIM];
     for (i, t) in toks.iter().enumerate() {
         add(&mut v, fnv1a(&[b"w", t.as_bytes()]), 1.0);
         if let Some(next) = toks.get(i + 1) {
             add(&mut v, fnv1a(&[b"b", t.as_bytes(), next.as_bytes()]), 0.7);
         }
-        let padded: Vec<u8> = [b'^'].into_iter().chain(t.bytes()).chain([b'$']).collect();
-        let grams = padded.len().saturating_sub(2).max(1) as f32;
-        for w in padded.windows(3) {
-            add(&mut v, fnv1a(&[b"c", w]), 0.4 / grams * 3.0);
+        // Character trigrams of "^token$", without building that string.
+        let b = t.as_bytes();
+        let n = b.len() + 2;
+        let at = |i: usize| {
+            if i == 0 {
+                b'^'
+            } else if i == n - 1 {
+                b'$'
+            } else {
+                b[i - 1]
+            }
+        };
+        let grams = n.saturating_sub(2).max(1) as f32;
+        for i in 0..n.saturating_sub(2) {
+            add(&mut v, fnv1a(&[b"c", &[at(i), at(i + 1), at(i + 2)]]), 0.4 / grams * 3.0);
         }
     }
     elex_kernels::normalize(&mut v);
@@ -133,6 +148,11 @@ mod tests {
         assert_eq!(tokens("pmMimoSleepTime"), ["pm", "mimo", "sleep", "time"]);
         assert_eq!(tokens("FAJ 121 3094"), ["faj", "121", "3094"]);
         assert_eq!(tokens("MIMOSleep x2"), ["mimo", "sleep", "x", "2"]);
+    }
+
+    #[test]
+    fn stopwords_are_sorted_for_binary_search() {
+        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
