@@ -1,0 +1,541 @@
+//! Reads: engrams, connections, contexts, bounded graph walks, and the
+//! integrity check of every index.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::postings;
+use crate::schema::*;
+use crate::write::term_counts;
+use crate::{
+    Actor, Connection, Context, ContextId, Engram, EngramData, EngramId, GraphError, MemoryGraph, QuotaUse,
+    Result,
+};
+
+/// The read-only tables of one read transaction, and who is reading.
+pub(crate) struct Reader<'g> {
+    pub graph: &'g MemoryGraph,
+    pub actor: Actor,
+    pub meta: ReadOnlyTable<&'static str, u64>,
+    pub engrams: ReadOnlyTable<u64, &'static [u8]>,
+    pub postings: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    pub doc_freq: ReadOnlyTable<&'static str, u64>,
+    pub meta_index: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
+    pub edges_out: ReadOnlyTable<(u64, u64, &'static str), &'static [u8]>,
+    pub edges_in: ReadOnlyTable<(u64, u64, &'static str), ()>,
+    pub contexts: ReadOnlyTable<u64, &'static [u8]>,
+    pub members: ReadOnlyTable<(u64, &'static str), ()>,
+    pub context_engrams: ReadOnlyTable<(u64, u64), ()>,
+    pub engram_contexts: ReadOnlyTable<(u64, u64), ()>,
+    /// Contexts the actor belongs to (empty for the operator, who sees all).
+    pub my_contexts: HashSet<u64>,
+}
+
+impl<'g> Reader<'g> {
+    pub fn new(graph: &'g MemoryGraph, actor: &Actor) -> Result<Reader<'g>> {
+        let e = |e: redb::TableError| graph.storage(e);
+        let tx: ReadTransaction = graph.db.begin_read().map_err(|x| graph.storage(x))?;
+        let memberships = tx.open_table(MEMBERSHIPS).map_err(e)?;
+        let mut my_contexts = HashSet::new();
+        if let Actor::Agent(a) = actor {
+            for row in
+                memberships.range((a.as_str(), 0)..=(a.as_str(), u64::MAX)).map_err(|x| graph.storage(x))?
+            {
+                my_contexts.insert(row.map_err(|x| graph.storage(x))?.0.value().1);
+            }
+        }
+        Ok(Reader {
+            graph,
+            actor: actor.clone(),
+            meta: tx.open_table(META).map_err(e)?,
+            engrams: tx.open_table(ENGRAMS).map_err(e)?,
+            postings: tx.open_table(POSTINGS).map_err(e)?,
+            doc_freq: tx.open_table(DOC_FREQ).map_err(e)?,
+            meta_index: tx.open_table(META_INDEX).map_err(e)?,
+            edges_out: tx.open_table(EDGES_OUT).map_err(e)?,
+            edges_in: tx.open_table(EDGES_IN).map_err(e)?,
+            contexts: tx.open_table(CONTEXTS).map_err(e)?,
+            members: tx.open_table(MEMBERS).map_err(e)?,
+            context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(e)?,
+            engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(e)?,
+            my_contexts,
+        })
+    }
+
+    pub fn storage(&self, e: impl std::fmt::Display) -> GraphError {
+        self.graph.storage(e)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<u64> {
+        Ok(self.meta.get(key).map_err(|e| self.storage(e))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    pub fn stored(&self, id: EngramId) -> Result<Option<StoredEngram>> {
+        match self.engrams.get(id).map_err(|e| self.storage(e))? {
+            None => Ok(None),
+            Some(v) => postcard::from_bytes(v.value())
+                .map(Some)
+                .map_err(|e| self.storage(format!("engram {id} is corrupt: {e}"))),
+        }
+    }
+
+    /// Whether the actor may see engram `id` owned by `owner`.
+    pub fn can_see(&self, id: EngramId, owner: &str) -> Result<bool> {
+        let Actor::Agent(a) = &self.actor else { return Ok(true) };
+        if owner == a {
+            return Ok(true);
+        }
+        if self.my_contexts.is_empty() {
+            return Ok(false);
+        }
+        for row in self.engram_contexts.range((id, 0)..=(id, u64::MAX)).map_err(|e| self.storage(e))? {
+            let c = row.map_err(|e| self.storage(e))?.0.value().1;
+            if self.my_contexts.contains(&c) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The engram, or `NotFound` / `Denied`.
+    pub fn visible(&self, id: EngramId) -> Result<StoredEngram> {
+        let e = self.stored(id)?.ok_or(GraphError::NotFound(id))?;
+        if self.can_see(id, &e.owner)? {
+            Ok(e)
+        } else {
+            Err(GraphError::Denied(format!(
+                "engram {id} belongs to {} and is in no context {} belongs to",
+                e.owner,
+                self.actor.name()
+            )))
+        }
+    }
+
+    /// Whether engram `id` exists and is visible (no error for either).
+    fn sees(&self, id: EngramId) -> Result<bool> {
+        match self.stored(id)? {
+            Some(e) => self.can_see(id, &e.owner),
+            None => Ok(false),
+        }
+    }
+
+    pub fn require_member(&self, context: ContextId) -> Result<()> {
+        if self.contexts.get(context).map_err(|e| self.storage(e))?.is_none() {
+            return Err(GraphError::NotFound(context));
+        }
+        match &self.actor {
+            Actor::Operator => Ok(()),
+            Actor::Agent(_) if self.my_contexts.contains(&context) => Ok(()),
+            Actor::Agent(a) => Err(GraphError::Denied(format!("{a} is not a member of context {context}"))),
+        }
+    }
+
+    fn check_limit(&self, what: &str, asked: u32, max: u32) -> Result<()> {
+        if asked > max {
+            return Err(GraphError::LimitExceeded(format!(
+                "{what} {asked} is above the host's limit of {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Neighbours of `id` along edges in both directions (relation filter).
+    fn adjacent(&self, id: EngramId, relation: Option<&str>, out: &mut Vec<EngramId>) -> Result<()> {
+        for row in
+            self.edges_out.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| self.storage(e))?
+        {
+            let (k, _) = row.map_err(|e| self.storage(e))?;
+            let (_, t, r) = k.value();
+            if relation.is_none_or(|want| want == r) {
+                out.push(t);
+            }
+        }
+        for row in
+            self.edges_in.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| self.storage(e))?
+        {
+            let (k, _) = row.map_err(|e| self.storage(e))?;
+            let (_, s, r) = k.value();
+            if relation.is_none_or(|want| want == r) {
+                out.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn successors(&self, id: EngramId, out: &mut Vec<EngramId>) -> Result<()> {
+        for row in
+            self.edges_out.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| self.storage(e))?
+        {
+            out.push(row.map_err(|e| self.storage(e))?.0.value().1);
+        }
+        Ok(())
+    }
+}
+
+fn engram_of(id: EngramId, e: StoredEngram) -> Engram {
+    Engram {
+        id,
+        owner: e.owner,
+        data: EngramData {
+            content: e.content,
+            source: e.source,
+            confidence: e.confidence,
+            metadata: e.metadata,
+        },
+        created_ms: e.created_ms,
+        updated_ms: e.updated_ms,
+    }
+}
+
+impl MemoryGraph {
+    /// The engram, if `actor` may see it.
+    pub fn get(&self, actor: &Actor, id: EngramId) -> Result<Engram> {
+        let r = Reader::new(self, actor)?;
+        Ok(engram_of(id, r.visible(id)?))
+    }
+
+    /// Edges leaving `id` whose targets `actor` may see.
+    pub fn connections(&self, actor: &Actor, id: EngramId) -> Result<Vec<Connection>> {
+        let r = Reader::new(self, actor)?;
+        r.visible(id)?;
+        let mut out = Vec::new();
+        for row in r.edges_out.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| r.storage(e))? {
+            let (k, v) = row.map_err(|e| r.storage(e))?;
+            let (source, target, relation) = k.value();
+            if !r.sees(target)? {
+                continue;
+            }
+            let edge: StoredEdge =
+                postcard::from_bytes(v.value()).map_err(|e| r.storage(format!("edge is corrupt: {e}")))?;
+            out.push(Connection {
+                source,
+                target,
+                relation: relation.to_string(),
+                weight: edge.weight,
+                metadata: edge.metadata,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A shortest directed path from `source` to `target` of at most
+    /// `max_depth` edges through engrams `actor` may see (both ends
+    /// included); `None` if there is none.
+    pub fn path(
+        &self,
+        actor: &Actor,
+        source: EngramId,
+        target: EngramId,
+        max_depth: u32,
+    ) -> Result<Option<Vec<EngramId>>> {
+        let r = Reader::new(self, actor)?;
+        r.check_limit("depth", max_depth, self.config.max_depth)?;
+        r.visible(source)?;
+        r.visible(target)?;
+        if source == target {
+            return Ok(Some(vec![source]));
+        }
+        let mut parent: HashMap<EngramId, EngramId> = HashMap::new();
+        let mut frontier = vec![source];
+        let mut seen: HashSet<EngramId> = HashSet::from([source]);
+        let mut next = Vec::new();
+        for _ in 0..max_depth {
+            let mut layer = Vec::new();
+            for &n in &frontier {
+                next.clear();
+                r.successors(n, &mut next)?;
+                for &m in &next {
+                    if !seen.insert(m) {
+                        continue;
+                    }
+                    if seen.len() > self.config.max_visited {
+                        return Err(GraphError::LimitExceeded(format!(
+                            "the path search visited more than {} engrams",
+                            self.config.max_visited
+                        )));
+                    }
+                    if !r.sees(m)? {
+                        continue;
+                    }
+                    parent.insert(m, n);
+                    if m == target {
+                        let mut path = vec![target];
+                        let mut at = target;
+                        while let Some(&p) = parent.get(&at) {
+                            path.push(p);
+                            at = p;
+                        }
+                        path.reverse();
+                        return Ok(Some(path));
+                    }
+                    layer.push(m);
+                }
+            }
+            if layer.is_empty() {
+                break;
+            }
+            frontier = layer;
+        }
+        Ok(None)
+    }
+
+    /// Engrams within `depth` edges of `id` (either direction; only
+    /// `relation` edges if given) that `actor` may see, nearest first, at
+    /// most `limit`; `id` itself is not included.
+    pub fn neighbourhood(
+        &self,
+        actor: &Actor,
+        id: EngramId,
+        depth: u32,
+        relation: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EngramId>> {
+        let r = Reader::new(self, actor)?;
+        r.check_limit("depth", depth, self.config.max_depth)?;
+        r.check_limit("limit", limit, self.config.max_results)?;
+        r.visible(id)?;
+        let mut out = Vec::new();
+        let mut seen: HashSet<EngramId> = HashSet::from([id]);
+        let mut queue = VecDeque::from([(id, 0u32)]);
+        let mut next = Vec::new();
+        while let Some((n, d)) = queue.pop_front() {
+            if d == depth {
+                continue;
+            }
+            next.clear();
+            r.adjacent(n, relation, &mut next)?;
+            for &m in &next {
+                if !seen.insert(m) {
+                    continue;
+                }
+                if seen.len() > self.config.max_visited {
+                    return Err(GraphError::LimitExceeded(format!(
+                        "the neighbourhood walk visited more than {} engrams",
+                        self.config.max_visited
+                    )));
+                }
+                if !r.sees(m)? {
+                    continue;
+                }
+                out.push(m);
+                if out.len() >= limit as usize {
+                    return Ok(out);
+                }
+                queue.push_back((m, d + 1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The engrams of a context, oldest first, at most `limit`.
+    pub fn context_engrams(&self, actor: &Actor, context: ContextId, limit: u32) -> Result<Vec<EngramId>> {
+        let r = Reader::new(self, actor)?;
+        r.check_limit("limit", limit, self.config.max_results)?;
+        r.require_member(context)?;
+        let mut out = Vec::new();
+        for row in r.context_engrams.range((context, 0)..=(context, u64::MAX)).map_err(|e| r.storage(e))? {
+            if out.len() >= limit as usize {
+                break;
+            }
+            out.push(row.map_err(|e| r.storage(e))?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// A context's name, creator, members and size.
+    pub fn context(&self, actor: &Actor, context: ContextId) -> Result<Context> {
+        let r = Reader::new(self, actor)?;
+        r.require_member(context)?;
+        let raw = r.contexts.get(context).map_err(|e| r.storage(e))?.ok_or(GraphError::NotFound(context))?;
+        let c: StoredContext =
+            postcard::from_bytes(raw.value()).map_err(|e| r.storage(format!("context is corrupt: {e}")))?;
+        let mut members = Vec::new();
+        for row in r.members.range((context, "")..=(context, "\u{10ffff}")).map_err(|e| r.storage(e))? {
+            members.push(row.map_err(|e| r.storage(e))?.0.value().1.to_string());
+        }
+        let mut engrams = 0;
+        for row in r.context_engrams.range((context, 0)..=(context, u64::MAX)).map_err(|e| r.storage(e))? {
+            row.map_err(|e| r.storage(e))?;
+            engrams += 1;
+        }
+        Ok(Context {
+            id: context,
+            name: c.name,
+            creator: c.creator,
+            created_ms: c.created_ms,
+            members,
+            engrams,
+        })
+    }
+
+    /// Every index checked against the engrams themselves; an empty list
+    /// means the database is consistent.
+    pub fn check_integrity(&self) -> Result<Vec<String>> {
+        let r = Reader::new(self, &Actor::Operator)?;
+        let se = |e: &dyn std::fmt::Display| r.storage(e);
+        let mut problems = Vec::new();
+        let mut postings_want: BTreeMap<String, Vec<postings::Posting>> = BTreeMap::new();
+        let mut meta_want: BTreeSet<(String, String, u64)> = BTreeSet::new();
+        let mut quota_want: BTreeMap<String, QuotaUse> = BTreeMap::new();
+        let mut owned_want: BTreeSet<(String, u64)> = BTreeSet::new();
+        let (mut count, mut total_terms, mut max_id) = (0u64, 0u64, 0u64);
+        for row in r.engrams.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            let id = k.value();
+            let e: StoredEngram = match postcard::from_bytes(v.value()) {
+                Ok(e) => e,
+                Err(err) => {
+                    problems.push(format!("engram {id} does not decode: {err}"));
+                    continue;
+                }
+            };
+            count += 1;
+            max_id = max_id.max(id);
+            let (counts, len) = term_counts(&e.content);
+            total_terms += len as u64;
+            for (t, tf) in counts {
+                postings_want.entry(t).or_default().push(postings::Posting { id, tf, len });
+            }
+            for (mk, mv) in &e.metadata {
+                meta_want.insert((mk.clone(), mv.clone(), id));
+            }
+            let q = quota_want.entry(e.owner.clone()).or_default();
+            q.engrams += 1;
+            q.bytes += e.bytes();
+            owned_want.insert((e.owner.clone(), id));
+        }
+        if r.meta("engram_count")? != count {
+            problems.push(format!("engram_count {} but {count} engrams", r.meta("engram_count")?));
+        }
+        if r.meta("total_terms")? != total_terms {
+            problems
+                .push(format!("total_terms {} but the engrams hold {total_terms}", r.meta("total_terms")?));
+        }
+        let next = self.next_engram.load(std::sync::atomic::Ordering::Relaxed);
+        if count > 0 && r.meta("next_engram")? <= max_id {
+            problems.push(format!(
+                "next_engram {} is not above the largest id {max_id} ({next} in memory)",
+                r.meta("next_engram")?
+            ));
+        }
+        // Postings and document frequencies.
+        let mut postings_have: BTreeMap<String, Vec<postings::Posting>> = BTreeMap::new();
+        for row in r.postings.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            let (term, first) = k.value();
+            match postings::decode(v.value()) {
+                Ok(block) if block.first().map(|p| p.id) == Some(first) => {
+                    postings_have.entry(term.to_string()).or_default().extend(block)
+                }
+                Ok(_) => problems.push(format!("posting block ({term}, {first}) is empty or mis-keyed")),
+                Err(e) => problems.push(format!("posting block ({term}, {first}): {e}")),
+            }
+        }
+        if postings_have != postings_want {
+            let diff = postings_want
+                .keys()
+                .chain(postings_have.keys())
+                .find(|t| postings_want.get(*t) != postings_have.get(*t))
+                .cloned()
+                .unwrap_or_default();
+            problems.push(format!("the inverted index disagrees with the engrams (first term: {diff:?})"));
+        }
+        for row in r.doc_freq.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            let want = postings_want.get(k.value()).map_or(0, |p| p.len() as u64);
+            if v.value() != want {
+                problems.push(format!(
+                    "doc_freq of {:?} is {} but {want} engrams hold it",
+                    k.value(),
+                    v.value()
+                ));
+            }
+        }
+        let df_terms = r.doc_freq.len().map_err(|e| se(&e))?;
+        if df_terms != postings_want.len() as u64 {
+            problems.push(format!("doc_freq has {df_terms} terms, the engrams {}", postings_want.len()));
+        }
+        // Metadata index, owners, quotas.
+        let mut meta_have = BTreeSet::new();
+        for row in r.meta_index.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            let (a, b, id) = k.value();
+            meta_have.insert((a.to_string(), b.to_string(), id));
+        }
+        if meta_have != meta_want {
+            problems.push(String::from("the metadata index disagrees with the engrams"));
+        }
+        let tx = self.db.begin_read().map_err(|e| se(&e))?;
+        let owned = tx.open_table(OWNED).map_err(|e| se(&e))?;
+        let mut owned_have = BTreeSet::new();
+        for row in owned.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            owned_have.insert((k.value().0.to_string(), k.value().1));
+        }
+        if owned_have != owned_want {
+            problems.push(String::from("the owner index disagrees with the engrams"));
+        }
+        let quota = tx.open_table(QUOTA).map_err(|e| se(&e))?;
+        let mut quota_have = BTreeMap::new();
+        for row in quota.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            quota_have.insert(k.value().to_string(), crate::decode_quota(v.value()));
+        }
+        if quota_have != quota_want {
+            problems.push(String::from("quota use disagrees with the engrams"));
+        }
+        // Edges mirror each other and join existing engrams.
+        let mut out_edges = BTreeSet::new();
+        for row in r.edges_out.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            let (s, t, rel) = k.value();
+            if r.stored(s)?.is_none() || r.stored(t)?.is_none() {
+                problems.push(format!("edge {s} -{rel}-> {t} joins a missing engram"));
+            }
+            out_edges.insert((s, t, rel.to_string()));
+        }
+        let mut in_edges = BTreeSet::new();
+        for row in r.edges_in.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            let (t, s, rel) = k.value();
+            in_edges.insert((s, t, rel.to_string()));
+        }
+        if in_edges != out_edges {
+            problems.push(String::from("incoming and outgoing edge tables disagree"));
+        }
+        // Context links and memberships mirror each other.
+        let mut ce = BTreeSet::new();
+        for row in r.context_engrams.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            let (c, id) = k.value();
+            if r.stored(id)?.is_none() || r.contexts.get(c).map_err(|e| se(&e))?.is_none() {
+                problems.push(format!("context {c} lists missing engram {id} (or is missing itself)"));
+            }
+            ce.insert((c, id));
+        }
+        let mut ec = BTreeSet::new();
+        for row in r.engram_contexts.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            ec.insert((k.value().1, k.value().0));
+        }
+        if ce != ec {
+            problems.push(String::from("context/engram link tables disagree"));
+        }
+        let memberships = tx.open_table(MEMBERSHIPS).map_err(|e| se(&e))?;
+        let mut m1 = BTreeSet::new();
+        for row in r.members.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            m1.insert((k.value().0, k.value().1.to_string()));
+        }
+        let mut m2 = BTreeSet::new();
+        for row in memberships.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            m2.insert((k.value().1, k.value().0.to_string()));
+        }
+        if m1 != m2 {
+            problems.push(String::from("member tables disagree"));
+        }
+        Ok(problems)
+    }
+}

@@ -1,0 +1,513 @@
+//! Writes: every change is an [`Op`]; [`MemoryGraph::apply`] runs a list of
+//! them in one redb write transaction, checking permissions, limits and
+//! quotas as it goes, and commits only if all succeed.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::postings::{self, MAX_TERM_BYTES, Posting};
+use crate::schema::*;
+use crate::{
+    Actor, Connection, ContextId, EngramData, EngramId, GraphError, MemoryGraph, QuotaUse, Result, now_ms,
+};
+
+/// One change to the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A new engram owned by the actor (id from
+    /// [`MemoryGraph::allocate_engram_id`]), optionally in a context.
+    Create {
+        id: EngramId,
+        data: EngramData,
+        context: Option<ContextId>,
+    },
+    /// Replaces content, source, confidence and metadata.
+    Update {
+        id: EngramId,
+        data: EngramData,
+    },
+    /// Deletes an engram with all its connections and context links.
+    Delete {
+        id: EngramId,
+    },
+    /// Adds or replaces the edge (source, target, relation).
+    Connect(Connection),
+    /// Removes the edge (source, target, relation).
+    Disconnect {
+        source: EngramId,
+        target: EngramId,
+        relation: String,
+    },
+    /// A new context (id from [`MemoryGraph::allocate_context_id`]) with
+    /// the actor as first member.
+    CreateContext {
+        id: ContextId,
+        name: String,
+    },
+    AddToContext {
+        context: ContextId,
+        id: EngramId,
+    },
+    AddMember {
+        context: ContextId,
+        agent: String,
+    },
+}
+
+/// The open tables of one write transaction.
+pub(crate) struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    engrams: Table<'t, u64, &'static [u8]>,
+    owned: Table<'t, (&'static str, u64), ()>,
+    quota: Table<'t, &'static str, &'static [u8]>,
+    postings: Table<'t, (&'static str, u64), &'static [u8]>,
+    doc_freq: Table<'t, &'static str, u64>,
+    meta_index: Table<'t, (&'static str, &'static str, u64), ()>,
+    edges_out: Table<'t, (u64, u64, &'static str), &'static [u8]>,
+    edges_in: Table<'t, (u64, u64, &'static str), ()>,
+    contexts: Table<'t, u64, &'static [u8]>,
+    members: Table<'t, (u64, &'static str), ()>,
+    memberships: Table<'t, (&'static str, u64), ()>,
+    context_engrams: Table<'t, (u64, u64), ()>,
+    engram_contexts: Table<'t, (u64, u64), ()>,
+}
+
+type S = String;
+
+fn st(e: impl std::fmt::Display) -> S {
+    e.to_string()
+}
+
+impl<'t> Tables<'t> {
+    fn open(tx: &'t WriteTransaction) -> Result<Tables<'t>, S> {
+        Ok(Tables {
+            meta: tx.open_table(META).map_err(st)?,
+            engrams: tx.open_table(ENGRAMS).map_err(st)?,
+            owned: tx.open_table(OWNED).map_err(st)?,
+            quota: tx.open_table(QUOTA).map_err(st)?,
+            postings: tx.open_table(POSTINGS).map_err(st)?,
+            doc_freq: tx.open_table(DOC_FREQ).map_err(st)?,
+            meta_index: tx.open_table(META_INDEX).map_err(st)?,
+            edges_out: tx.open_table(EDGES_OUT).map_err(st)?,
+            edges_in: tx.open_table(EDGES_IN).map_err(st)?,
+            contexts: tx.open_table(CONTEXTS).map_err(st)?,
+            members: tx.open_table(MEMBERS).map_err(st)?,
+            memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
+            context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(st)?,
+            engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(st)?,
+        })
+    }
+}
+
+/// Either a graph error (refuse the op) or a storage error.
+enum Fail {
+    Graph(GraphError),
+    Storage(S),
+}
+
+impl From<GraphError> for Fail {
+    fn from(e: GraphError) -> Fail {
+        Fail::Graph(e)
+    }
+}
+
+impl From<S> for Fail {
+    fn from(e: S) -> Fail {
+        Fail::Storage(e)
+    }
+}
+
+type R<T> = std::result::Result<T, Fail>;
+
+fn sf(e: impl std::fmt::Display) -> Fail {
+    Fail::Storage(e.to_string())
+}
+
+/// Terms of `content` with their frequencies, and the document length.
+pub(crate) fn term_counts(content: &str) -> (BTreeMap<String, u32>, u32) {
+    let terms = elex_text::terms(content);
+    let mut counts = BTreeMap::new();
+    let mut len = 0u32;
+    for t in terms {
+        if t.len() > MAX_TERM_BYTES {
+            continue;
+        }
+        len += 1;
+        *counts.entry(t).or_insert(0) += 1;
+    }
+    (counts, len)
+}
+
+fn check_data(graph: &MemoryGraph, data: &EngramData) -> Result<()> {
+    if !(0.0..=1.0).contains(&data.confidence) {
+        return Err(GraphError::Invalid(format!("confidence {} is not in [0, 1]", data.confidence)));
+    }
+    if data.content.trim().is_empty() {
+        return Err(GraphError::Invalid(String::from("content is empty")));
+    }
+    if data.content.len() > graph.config.max_content_bytes {
+        return Err(GraphError::Invalid(format!(
+            "content is {} bytes; the limit is {}",
+            data.content.len(),
+            graph.config.max_content_bytes
+        )));
+    }
+    if let Some((k, _)) = data.metadata.iter().find(|(k, _)| k.is_empty()) {
+        return Err(GraphError::Invalid(format!("metadata key {k:?} is empty")));
+    }
+    Ok(())
+}
+
+impl Tables<'_> {
+    fn meta_get(&self, key: &str) -> R<u64> {
+        Ok(self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn meta_add(&mut self, key: &str, delta: i64) -> R<()> {
+        let v = self.meta_get(key)?.saturating_add_signed(delta);
+        self.meta.insert(key, v).map_err(sf)?;
+        Ok(())
+    }
+
+    fn raise_next(&mut self, key: &str, id: u64) -> R<()> {
+        let next = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(1);
+        if id >= next {
+            self.meta.insert(key, id + 1).map_err(sf)?;
+        }
+        Ok(())
+    }
+
+    fn engram(&self, id: EngramId) -> R<Option<StoredEngram>> {
+        match self.engrams.get(id).map_err(sf)? {
+            None => Ok(None),
+            Some(v) => postcard::from_bytes(v.value())
+                .map(Some)
+                .map_err(|e| Fail::Storage(format!("engram {id} is corrupt: {e}"))),
+        }
+    }
+
+    fn is_member(&self, actor: &Actor, context: ContextId) -> R<bool> {
+        if self.contexts.get(context).map_err(sf)?.is_none() {
+            return Err(GraphError::NotFound(context).into());
+        }
+        Ok(match actor {
+            Actor::Operator => true,
+            Actor::Agent(a) => self.members.get((context, a.as_str())).map_err(sf)?.is_some(),
+        })
+    }
+
+    fn require_member(&self, actor: &Actor, context: ContextId) -> R<()> {
+        if self.is_member(actor, context)? {
+            Ok(())
+        } else {
+            Err(GraphError::Denied(format!("{} is not a member of context {context}", actor.name())).into())
+        }
+    }
+
+    /// The engram if `actor` may see (and so change) it.
+    fn visible(&self, actor: &Actor, id: EngramId) -> R<StoredEngram> {
+        let Some(e) = self.engram(id)? else {
+            return Err(GraphError::NotFound(id).into());
+        };
+        let Actor::Agent(a) = actor else { return Ok(e) };
+        if e.owner == *a {
+            return Ok(e);
+        }
+        for row in self.engram_contexts.range((id, 0)..=(id, u64::MAX)).map_err(sf)? {
+            let (k, _) = row.map_err(sf)?;
+            if self.members.get((k.value().1, a.as_str())).map_err(sf)?.is_some() {
+                return Ok(e);
+            }
+        }
+        Err(GraphError::Denied(format!(
+            "engram {id} belongs to {} and is in no context {a} belongs to",
+            e.owner
+        ))
+        .into())
+    }
+
+    fn quota_of(&self, owner: &str) -> R<QuotaUse> {
+        Ok(self
+            .quota
+            .get(owner)
+            .map_err(sf)?
+            .map(|v| postcard::from_bytes(v.value()).unwrap_or_default())
+            .unwrap_or_default())
+    }
+
+    fn set_quota(&mut self, owner: &str, q: QuotaUse) -> R<()> {
+        if q == QuotaUse::default() {
+            self.quota.remove(owner).map_err(sf)?;
+        } else {
+            self.quota.insert(owner, postcard::to_allocvec(&q).map_err(sf)?.as_slice()).map_err(sf)?;
+        }
+        Ok(())
+    }
+
+    fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
+        let (counts, len) = term_counts(&e.content);
+        for (term, tf) in &counts {
+            postings::insert(&mut self.postings, term, Posting { id, tf: *tf, len })?;
+            let df = self.doc_freq.get(term.as_str()).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
+            self.doc_freq.insert(term.as_str(), df + 1).map_err(sf)?;
+        }
+        self.meta_add("total_terms", len as i64)?;
+        for (k, v) in &e.metadata {
+            self.meta_index.insert((k.as_str(), v.as_str(), id), ()).map_err(sf)?;
+        }
+        Ok(())
+    }
+
+    fn unindex(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
+        let (counts, len) = term_counts(&e.content);
+        for term in counts.keys() {
+            if postings::remove(&mut self.postings, term, id)? {
+                let df = self.doc_freq.get(term.as_str()).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
+                if df <= 1 {
+                    self.doc_freq.remove(term.as_str()).map_err(sf)?;
+                } else {
+                    self.doc_freq.insert(term.as_str(), df - 1).map_err(sf)?;
+                }
+            }
+        }
+        self.meta_add("total_terms", -(len as i64))?;
+        for (k, v) in &e.metadata {
+            self.meta_index.remove((k.as_str(), v.as_str(), id)).map_err(sf)?;
+        }
+        Ok(())
+    }
+
+    fn put_engram(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
+        self.engrams.insert(id, postcard::to_allocvec(e).map_err(sf)?.as_slice()).map_err(sf)?;
+        Ok(())
+    }
+}
+
+fn quota_check(graph: &MemoryGraph, owner: &str, q: QuotaUse, is_agent: bool) -> Result<()> {
+    if !is_agent {
+        return Ok(());
+    }
+    let limit = graph.config.quota;
+    if q.engrams > limit.max_engrams {
+        return Err(GraphError::QuotaExceeded(format!(
+            "engrams of {owner}: limit {}, use would be {}",
+            limit.max_engrams, q.engrams
+        )));
+    }
+    if q.bytes > limit.max_bytes {
+        return Err(GraphError::QuotaExceeded(format!(
+            "bytes of {owner}: limit {}, use would be {}",
+            limit.max_bytes, q.bytes
+        )));
+    }
+    Ok(())
+}
+
+impl MemoryGraph {
+    /// Applies `ops` atomically as `actor`: all of them, or (on the first
+    /// refusal or storage failure) none. Returns, per op, whether it changed
+    /// something (for `Disconnect`: whether the edge existed).
+    pub fn apply(&self, actor: &Actor, ops: Vec<Op>) -> Result<Vec<bool>> {
+        if ops.len() > self.config.max_ops_per_transaction {
+            return Err(GraphError::LimitExceeded(format!(
+                "a transaction holds at most {} operations; this one has {}",
+                self.config.max_ops_per_transaction,
+                ops.len()
+            )));
+        }
+        let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
+        let outcome = {
+            let mut t = Tables::open(&tx).map_err(|e| self.storage(e))?;
+            let mut changed = Vec::with_capacity(ops.len());
+            let mut result = Ok(());
+            for op in ops {
+                match self.apply_one(&mut t, actor, op) {
+                    Ok(c) => changed.push(c),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            result.map(|()| changed)
+        };
+        match outcome {
+            Ok(changed) => {
+                tx.commit().map_err(|e| self.storage(e))?;
+                Ok(changed)
+            }
+            Err(fail) => {
+                // Dropping would abort too; say so explicitly.
+                let _ = tx.abort();
+                Err(match fail {
+                    Fail::Graph(e) => e,
+                    Fail::Storage(e) => self.storage(e),
+                })
+            }
+        }
+    }
+
+    fn apply_one(&self, t: &mut Tables<'_>, actor: &Actor, op: Op) -> R<bool> {
+        let is_agent = matches!(actor, Actor::Agent(_));
+        match op {
+            Op::Create { id, data, context } => {
+                check_data(self, &data)?;
+                if t.engrams.get(id).map_err(sf)?.is_some() {
+                    return Err(GraphError::Invalid(format!("engram id {id} is taken")).into());
+                }
+                if let Some(c) = context {
+                    t.require_member(actor, c)?;
+                }
+                let now = now_ms();
+                let owner = actor.name().to_string();
+                let e = StoredEngram {
+                    owner: owner.clone(),
+                    content: data.content,
+                    source: data.source,
+                    confidence: data.confidence,
+                    metadata: data.metadata,
+                    created_ms: now,
+                    updated_ms: now,
+                };
+                let mut q = t.quota_of(&owner)?;
+                q.engrams += 1;
+                q.bytes += e.bytes();
+                quota_check(self, &owner, q, is_agent)?;
+                t.set_quota(&owner, q)?;
+                t.put_engram(id, &e)?;
+                t.owned.insert((owner.as_str(), id), ()).map_err(sf)?;
+                t.index(id, &e)?;
+                if let Some(c) = context {
+                    t.context_engrams.insert((c, id), ()).map_err(sf)?;
+                    t.engram_contexts.insert((id, c), ()).map_err(sf)?;
+                }
+                t.meta_add("engram_count", 1)?;
+                t.raise_next("next_engram", id)?;
+                Ok(true)
+            }
+            Op::Update { id, data } => {
+                check_data(self, &data)?;
+                let old = t.visible(actor, id)?;
+                let new = StoredEngram {
+                    owner: old.owner.clone(),
+                    content: data.content,
+                    source: data.source,
+                    confidence: data.confidence,
+                    metadata: data.metadata,
+                    created_ms: old.created_ms,
+                    updated_ms: now_ms().max(old.created_ms),
+                };
+                let mut q = t.quota_of(&old.owner)?;
+                q.bytes = q.bytes.saturating_sub(old.bytes()) + new.bytes();
+                // The owner's quota, whoever edits.
+                quota_check(self, &old.owner, q, old.owner != "operator")?;
+                t.set_quota(&old.owner, q)?;
+                t.unindex(id, &old)?;
+                t.index(id, &new)?;
+                t.put_engram(id, &new)?;
+                Ok(true)
+            }
+            Op::Delete { id } => {
+                let old = t.visible(actor, id)?;
+                t.unindex(id, &old)?;
+                let out: Vec<(u64, String)> = t
+                    .edges_out
+                    .range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}"))
+                    .map_err(sf)?
+                    .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sf)?;
+                for (target, rel) in &out {
+                    t.edges_out.remove((id, *target, rel.as_str())).map_err(sf)?;
+                    t.edges_in.remove((*target, id, rel.as_str())).map_err(sf)?;
+                }
+                let inc: Vec<(u64, String)> = t
+                    .edges_in
+                    .range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}"))
+                    .map_err(sf)?
+                    .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sf)?;
+                for (source, rel) in &inc {
+                    t.edges_out.remove((*source, id, rel.as_str())).map_err(sf)?;
+                    t.edges_in.remove((id, *source, rel.as_str())).map_err(sf)?;
+                }
+                let ctxs: Vec<u64> = t
+                    .engram_contexts
+                    .range((id, 0)..=(id, u64::MAX))
+                    .map_err(sf)?
+                    .map(|r| r.map(|(k, _)| k.value().1))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sf)?;
+                for c in ctxs {
+                    t.engram_contexts.remove((id, c)).map_err(sf)?;
+                    t.context_engrams.remove((c, id)).map_err(sf)?;
+                }
+                let mut q = t.quota_of(&old.owner)?;
+                q.engrams = q.engrams.saturating_sub(1);
+                q.bytes = q.bytes.saturating_sub(old.bytes());
+                t.set_quota(&old.owner, q)?;
+                t.owned.remove((old.owner.as_str(), id)).map_err(sf)?;
+                t.engrams.remove(id).map_err(sf)?;
+                t.meta_add("engram_count", -1)?;
+                Ok(true)
+            }
+            Op::Connect(c) => {
+                if c.relation.is_empty() || c.relation.len() > 64 {
+                    return Err(GraphError::Invalid(String::from("relation must be 1 to 64 bytes")).into());
+                }
+                if !(0.0..=1.0).contains(&c.weight) {
+                    return Err(GraphError::Invalid(format!("weight {} is not in [0, 1]", c.weight)).into());
+                }
+                t.visible(actor, c.source)?;
+                t.visible(actor, c.target)?;
+                let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
+                t.edges_out
+                    .insert(
+                        (c.source, c.target, c.relation.as_str()),
+                        postcard::to_allocvec(&edge).map_err(sf)?.as_slice(),
+                    )
+                    .map_err(sf)?;
+                t.edges_in.insert((c.target, c.source, c.relation.as_str()), ()).map_err(sf)?;
+                Ok(true)
+            }
+            Op::Disconnect { source, target, relation } => {
+                t.visible(actor, source)?;
+                let existed = t.edges_out.remove((source, target, relation.as_str())).map_err(sf)?.is_some();
+                t.edges_in.remove((target, source, relation.as_str())).map_err(sf)?;
+                Ok(existed)
+            }
+            Op::CreateContext { id, name } => {
+                if name.trim().is_empty() {
+                    return Err(GraphError::Invalid(String::from("context name is empty")).into());
+                }
+                if t.contexts.get(id).map_err(sf)?.is_some() {
+                    return Err(GraphError::Invalid(format!("context id {id} is taken")).into());
+                }
+                let c = StoredContext { name, creator: actor.name().to_string(), created_ms: now_ms() };
+                t.contexts.insert(id, postcard::to_allocvec(&c).map_err(sf)?.as_slice()).map_err(sf)?;
+                t.members.insert((id, actor.name()), ()).map_err(sf)?;
+                t.memberships.insert((actor.name(), id), ()).map_err(sf)?;
+                t.raise_next("next_context", id)?;
+                Ok(true)
+            }
+            Op::AddToContext { context, id } => {
+                t.require_member(actor, context)?;
+                t.visible(actor, id)?;
+                let new = t.context_engrams.insert((context, id), ()).map_err(sf)?.is_none();
+                t.engram_contexts.insert((id, context), ()).map_err(sf)?;
+                Ok(new)
+            }
+            Op::AddMember { context, agent } => {
+                if agent.trim().is_empty() {
+                    return Err(GraphError::Invalid(String::from("agent id is empty")).into());
+                }
+                t.require_member(actor, context)?;
+                let new = t.members.insert((context, agent.as_str()), ()).map_err(sf)?.is_none();
+                t.memberships.insert((agent.as_str(), context), ()).map_err(sf)?;
+                Ok(new)
+            }
+        }
+    }
+}

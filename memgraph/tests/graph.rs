@@ -1,0 +1,327 @@
+//! The memory graph through its public API: engrams, search, connections,
+//! graph walks and their limits, contexts and permissions, atomic batches,
+//! quotas and the schema check.
+
+use elex_memgraph::*;
+
+fn data(content: &str) -> EngramData {
+    EngramData { content: content.into(), source: "test".into(), confidence: 0.8, metadata: vec![] }
+}
+
+fn with_meta(content: &str, meta: &[(&str, &str)]) -> EngramData {
+    EngramData {
+        metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..data(content)
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> MemoryGraph {
+    MemoryGraph::open(&dir.path().join(FILE_NAME), GraphConfig::default()).unwrap()
+}
+
+fn edge(source: u64, target: u64, relation: &str) -> Op {
+    Op::Connect(Connection { source, target, relation: relation.into(), weight: 0.5, metadata: vec![] })
+}
+
+fn text(q: &str, limit: u32) -> SearchQuery {
+    SearchQuery { text: Some(q.into()), limit, ..SearchQuery::default() }
+}
+
+#[test]
+fn engrams_are_created_read_updated_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let a = Actor::agent("a");
+    let id = g.create(&a, with_meta("MIMO sleep saves energy at night", &[("kind", "fact")]), None).unwrap();
+    let e = g.get(&a, id).unwrap();
+    assert_eq!((e.owner.as_str(), e.data.content.as_str()), ("a", "MIMO sleep saves energy at night"));
+    assert!(e.created_ms > 0 && e.updated_ms == e.created_ms);
+    g.apply(&a, vec![Op::Update { id, data: data("carrier aggregation raises throughput") }]).unwrap();
+    assert_eq!(g.get(&a, id).unwrap().data.content, "carrier aggregation raises throughput");
+    // The index follows the update.
+    assert!(g.search(&a, &text("sleep", 10)).unwrap().is_empty());
+    assert_eq!(g.search(&a, &text("throughput", 10)).unwrap()[0].id, id);
+    assert!(
+        g.search(
+            &a,
+            &SearchQuery { metadata: vec![("kind".into(), "fact".into())], limit: 5, ..Default::default() }
+        )
+        .unwrap()
+        .is_empty()
+    );
+    g.apply(&a, vec![Op::Delete { id }]).unwrap();
+    assert_eq!(g.get(&a, id), Err(GraphError::NotFound(id)));
+    assert_eq!(g.quota_use("a").unwrap(), QuotaUse::default());
+    assert!(g.check_integrity().unwrap().is_empty());
+    // Ids are never reused.
+    let next = g.create(&a, data("again"), None).unwrap();
+    assert!(next > id);
+}
+
+#[test]
+fn bad_data_is_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let a = Actor::agent("a");
+    let bad = EngramData { confidence: 1.5, ..data("x") };
+    assert!(matches!(g.create(&a, bad, None), Err(GraphError::Invalid(m)) if m.contains("confidence")));
+    assert!(matches!(g.create(&a, data("  "), None), Err(GraphError::Invalid(m)) if m.contains("empty")));
+    let nan = EngramData { confidence: f32::NAN, ..data("x") };
+    assert!(matches!(g.create(&a, nan, None), Err(GraphError::Invalid(_))));
+    let id = g.create(&a, data("one"), None).unwrap();
+    let loop_edge = Op::Connect(Connection {
+        source: id,
+        target: id,
+        relation: "".into(),
+        weight: 0.5,
+        metadata: vec![],
+    });
+    assert!(matches!(g.apply(&a, vec![loop_edge]), Err(GraphError::Invalid(m)) if m.contains("relation")));
+    assert!(matches!(
+        g.search(&a, &SearchQuery { limit: 3, ..Default::default() }),
+        Err(GraphError::Invalid(_))
+    ));
+    assert!(
+        matches!(g.search(&a, &text("the of and", 3)), Err(GraphError::Invalid(m)) if m.contains("searchable"))
+    );
+}
+
+#[test]
+fn text_search_needs_every_word_and_ranks_by_relevance() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let a = Actor::agent("a");
+    let strong = g.create(&a, data("sleep mode sleep mode saves energy"), None).unwrap();
+    let weak = g
+        .create(
+            &a,
+            data("sleep mode is one of many power features with long descriptions of everything"),
+            None,
+        )
+        .unwrap();
+    let other = g.create(&a, data("sleep timers for the scheduler"), None).unwrap();
+    let hits = g.search(&a, &text("Sleep modes", 10)).unwrap();
+    let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+    assert_eq!(ids, [strong, weak], "AND of words, plural folded, best first");
+    assert!(hits[0].score > hits[1].score);
+    assert_eq!(g.search(&a, &text("sleep", 10)).unwrap().len(), 3);
+    assert_eq!(g.search(&a, &text("sleep", 1)).unwrap().len(), 1);
+    assert!(g.search(&a, &text("unknownword", 10)).unwrap().is_empty());
+    let _ = other;
+    // Combined with metadata (AND).
+    let tagged = g.create(&a, with_meta("sleep mode tuning", &[("feature", "FAJ 121 3094")]), None).unwrap();
+    let q = SearchQuery {
+        text: Some("sleep".into()),
+        metadata: vec![("feature".into(), "FAJ 121 3094".into())],
+        limit: 10,
+        context: None,
+    };
+    assert_eq!(g.search(&a, &q).unwrap().iter().map(|h| h.id).collect::<Vec<_>>(), [tagged]);
+    let too_many = SearchQuery { limit: 1_000_000, ..q };
+    assert!(matches!(g.search(&a, &too_many), Err(GraphError::LimitExceeded(m)) if m.contains("1000")));
+}
+
+#[test]
+fn many_engrams_search_matches_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let op = Actor::Operator;
+    let words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"];
+    let mut ops = Vec::new();
+    let mut docs = Vec::new();
+    for i in 0..2_000u64 {
+        let text: Vec<&str> = (0..6).map(|k| words[((i * 7 + k * k * 3 + i / 5) % 8) as usize]).collect();
+        let content = text.join(" ");
+        let id = g.allocate_engram_id();
+        ops.push(Op::Create { id, data: data(&content), context: None });
+        docs.push((id, content));
+    }
+    g.apply(&op, ops).unwrap();
+    // Delete some in the middle of posting blocks.
+    let gone: Vec<Op> = docs.iter().step_by(7).map(|(id, _)| Op::Delete { id: *id }).collect();
+    g.apply(&op, gone).unwrap();
+    docs = docs.into_iter().enumerate().filter(|(i, _)| i % 7 != 0).map(|(_, d)| d).collect();
+    for q in ["alpha", "alpha beta", "omega kappa theta", "gamma delta sigma"] {
+        let want: Vec<u64> = docs
+            .iter()
+            .filter(|(_, c)| q.split(' ').all(|w| c.split(' ').any(|x| x == w)))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut got: Vec<u64> = g.search(&op, &text(q, 1000)).unwrap().iter().map(|h| h.id).collect();
+        got.sort();
+        let mut want = want;
+        want.truncate(1000);
+        assert_eq!(got.len(), want.len().min(1000), "{q}");
+        if want.len() <= 1000 {
+            assert_eq!(got, want, "{q}");
+        }
+    }
+    assert!(g.check_integrity().unwrap().is_empty(), "{:?}", g.check_integrity());
+}
+
+#[test]
+fn connections_paths_and_neighbourhoods_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let a = Actor::agent("a");
+    let ids: Vec<u64> = (0..6).map(|i| g.create(&a, data(&format!("node {i}")), None).unwrap()).collect();
+    // 0 -> 1 -> 2 -> 3 -> 4, and 0 -> 5 (other relation), 5 -> 4.
+    let mut ops: Vec<Op> = ids.windows(2).take(4).map(|w| edge(w[0], w[1], "supports")).collect();
+    ops.push(edge(ids[0], ids[5], "contradicts"));
+    ops.push(edge(ids[5], ids[4], "supports"));
+    g.apply(&a, ops).unwrap();
+    let c = g.connections(&a, ids[0]).unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(g.path(&a, ids[0], ids[4], 6).unwrap(), Some(vec![ids[0], ids[5], ids[4]]));
+    assert_eq!(g.path(&a, ids[0], ids[3], 2).unwrap(), None, "3 edges needed");
+    assert_eq!(g.path(&a, ids[4], ids[0], 6).unwrap(), None, "edges are directed");
+    assert!(
+        matches!(g.path(&a, ids[0], ids[4], 99), Err(GraphError::LimitExceeded(m)) if m.contains("depth 99"))
+    );
+    let n1 = g.neighbourhood(&a, ids[0], 1, None, 100).unwrap();
+    assert_eq!(n1.len(), 2);
+    let n2 = g.neighbourhood(&a, ids[0], 2, Some("supports"), 100).unwrap();
+    assert_eq!(n2, vec![ids[1], ids[2]]);
+    assert_eq!(g.neighbourhood(&a, ids[0], 3, None, 2).unwrap().len(), 2, "limit");
+    // Deleting an engram removes its connections both ways.
+    g.apply(&a, vec![Op::Delete { id: ids[5] }]).unwrap();
+    assert_eq!(g.connections(&a, ids[0]).unwrap().len(), 1);
+    assert_eq!(g.path(&a, ids[0], ids[4], 6).unwrap().unwrap().len(), 5);
+    assert_eq!(
+        g.apply(&a, vec![Op::Disconnect { source: ids[0], target: ids[1], relation: "supports".into() }])
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        g.apply(&a, vec![Op::Disconnect { source: ids[0], target: ids[1], relation: "supports".into() }])
+            .unwrap(),
+        [false]
+    );
+    assert!(g.check_integrity().unwrap().is_empty());
+}
+
+#[test]
+fn a_walk_over_a_huge_graph_is_stopped_at_the_visit_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GraphConfig { max_visited: 500, ..GraphConfig::default() };
+    let g = MemoryGraph::open(&dir.path().join(FILE_NAME), config).unwrap();
+    let op = Actor::Operator;
+    let hub = g.create(&op, data("hub"), None).unwrap();
+    let mut ops = Vec::new();
+    for i in 0..2_000 {
+        let id = g.allocate_engram_id();
+        ops.push(Op::Create { id, data: data(&format!("leaf {i}")), context: None });
+        ops.push(edge(hub, id, "has"));
+    }
+    g.apply(&op, ops).unwrap();
+    let e = g.neighbourhood(&op, hub, 2, None, 1000).unwrap_err();
+    assert!(matches!(&e, GraphError::LimitExceeded(m) if m.contains("500")), "{e}");
+    let far = g.create(&op, data("far"), None).unwrap();
+    assert!(matches!(g.path(&op, hub, far, 3), Err(GraphError::LimitExceeded(_))));
+}
+
+#[test]
+fn agents_see_only_their_own_engrams_and_their_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let (a, b, c) = (Actor::agent("a"), Actor::agent("b"), Actor::agent("c"));
+    let mine = g.create(&a, data("private note of a"), None).unwrap();
+    let e = g.get(&b, mine).unwrap_err();
+    assert!(matches!(&e, GraphError::Denied(m) if m.contains("belongs to a")), "{e}");
+    assert!(matches!(g.apply(&b, vec![Op::Delete { id: mine }]), Err(GraphError::Denied(_))));
+    assert!(g.search(&b, &text("private", 10)).unwrap().is_empty(), "search hides what b may not see");
+    let ctx = g.create_context(&a, "shared").unwrap();
+    assert!(
+        matches!(g.apply(&b, vec![Op::AddToContext { context: ctx, id: mine }]), Err(GraphError::Denied(m)) if m.contains("not a member"))
+    );
+    g.apply(
+        &a,
+        vec![Op::AddToContext { context: ctx, id: mine }, Op::AddMember { context: ctx, agent: "b".into() }],
+    )
+    .unwrap();
+    assert_eq!(g.get(&b, mine).unwrap().owner, "a");
+    assert_eq!(g.search(&b, &text("private", 10)).unwrap().len(), 1);
+    let theirs = g.create(&b, data("note by b in the context"), Some(ctx)).unwrap();
+    assert_eq!(g.context_engrams(&a, ctx, 10).unwrap(), vec![mine, theirs]);
+    assert!(matches!(g.context_engrams(&c, ctx, 10), Err(GraphError::Denied(_))));
+    assert!(matches!(g.create(&c, data("x"), Some(ctx)), Err(GraphError::Denied(_))));
+    assert!(matches!(g.context_engrams(&a, 999, 10), Err(GraphError::NotFound(999))));
+    // Connecting to something invisible is refused.
+    let cs = g.create(&c, data("c's own"), None).unwrap();
+    assert!(matches!(g.apply(&c, vec![edge(cs, mine, "cites")]), Err(GraphError::Denied(_))));
+    let info = g.context(&Actor::Operator, ctx).unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.members.clone(), info.engrams),
+        ("shared", vec!["a".to_string(), "b".to_string()], 2)
+    );
+    let scoped = SearchQuery { text: Some("note".into()), context: Some(ctx), limit: 10, metadata: vec![] };
+    assert_eq!(g.search(&b, &scoped).unwrap().len(), 2);
+    assert!(matches!(g.search(&c, &scoped), Err(GraphError::Denied(_))));
+}
+
+#[test]
+fn a_batch_applies_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let a = Actor::agent("a");
+    let keep = g.create(&a, data("kept"), None).unwrap();
+    let new = g.allocate_engram_id();
+    let ops = vec![
+        Op::Create { id: new, data: data("half written"), context: None },
+        edge(new, keep, "cites"),
+        Op::Update { id: 424242, data: data("missing") },
+    ];
+    assert_eq!(g.apply(&a, ops), Err(GraphError::NotFound(424242)));
+    assert_eq!(g.get(&a, new), Err(GraphError::NotFound(new)));
+    assert!(g.search(&a, &text("half", 10)).unwrap().is_empty());
+    assert_eq!(g.quota_use("a").unwrap().engrams, 1);
+    assert!(g.check_integrity().unwrap().is_empty());
+}
+
+#[test]
+fn quotas_stop_an_agent_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GraphConfig { quota: Quota { max_bytes: 100, max_engrams: 3 }, ..GraphConfig::default() };
+    let g = MemoryGraph::open(&dir.path().join(FILE_NAME), config).unwrap();
+    let a = Actor::agent("a");
+    for i in 0..3 {
+        g.create(&a, data(&format!("n{i}")), None).unwrap();
+    }
+    let e = g.create(&a, data("n3"), None).unwrap_err();
+    assert!(matches!(&e, GraphError::QuotaExceeded(m) if m.contains("engrams of a: limit 3")), "{e}");
+    let b = Actor::agent("b");
+    let e = g.create(&b, data(&"x".repeat(200)), None).unwrap_err();
+    assert!(matches!(&e, GraphError::QuotaExceeded(m) if m.contains("bytes of b: limit 100")), "{e}");
+    // The operator has no quota.
+    g.create(&Actor::Operator, data(&"y".repeat(500)), None).unwrap();
+}
+
+#[test]
+fn the_schema_version_is_checked_and_junk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        g.create(&Actor::Operator, data("persisted"), None).unwrap();
+    }
+    {
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        assert_eq!(g.len().unwrap(), 1);
+        let id = g.create(&Actor::Operator, data("second"), None).unwrap();
+        assert_eq!(id, 2, "ids continue after a reopen");
+    }
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .unwrap()
+            .insert("schema_version", 7)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let e = MemoryGraph::open(&path, GraphConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("schema version 7"), "{e}");
+    let junk = dir.path().join("junk.redb");
+    std::fs::write(&junk, vec![0x42; 4096]).unwrap();
+    assert!(matches!(MemoryGraph::open(&junk, GraphConfig::default()), Err(GraphError::Storage { .. })));
+}
