@@ -26,6 +26,7 @@ use elex_tests::guests::{Hnsw, Vector};
 use serde::Serialize;
 use wasmtime::{Config, Engine};
 
+mod memory;
 mod runtime;
 
 #[derive(Serialize)]
@@ -436,7 +437,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let suites: Vec<&str> = if args.is_empty() {
-        vec!["libraries", "runtime"]
+        vec!["libraries", "runtime", "memory"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -444,7 +445,8 @@ fn main() -> Result<()> {
         match suite {
             "libraries" => libraries(&out)?,
             "runtime" => runtime::run(&out)?,
-            other => anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime"),
+            "memory" => memory::run(&out)?,
+            other => anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime, memory"),
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! Search: text (all words, ranked by BM25 from the posting blocks alone),
 //! metadata key/values and context, combined with AND.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use crate::graph::Reader;
 use crate::postings::{self, Posting};
@@ -58,22 +60,43 @@ impl MemoryGraph {
             narrow(ids);
         }
 
-        let mut scored: Vec<(u64, f32)> = match text {
-            Some(text) => {
-                let (counts, _) = term_counts(text);
-                if counts.is_empty() {
-                    return Err(GraphError::Invalid(format!("{text:?} has no searchable words")));
-                }
-                rank_text(&r, counts.into_keys().collect(), filter.as_deref())?
-            }
-            None => filter.unwrap_or_default().into_iter().rev().map(|id| (id, f32::NAN)).collect(),
+        let limit = query.limit as usize;
+        let Some(text) = text else {
+            // Newest first; the score is the confidence.
+            let ids = filter.unwrap_or_default();
+            return self.visible_hits(&r, ids.into_iter().rev().map(|id| (id, f32::NAN)), limit);
         };
-        if text.is_some() {
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let (counts, _) = term_counts(text);
+        if counts.is_empty() {
+            return Err(GraphError::Invalid(format!("{text:?} has no searchable words")));
         }
+        let terms: Vec<String> = counts.into_keys().collect();
+        // First keep only the best few candidates (a bounded heap while the
+        // last term streams); rank everything only if the caller cannot see
+        // enough of those.
+        let head = limit.saturating_mul(4).max(64);
+        for keep in [Some(head), None] {
+            let (mut scored, truncated) = rank_text(&r, &terms, filter.as_deref(), keep)?;
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let hits = self.visible_hits(&r, scored.into_iter(), limit)?;
+            if hits.len() >= limit || !truncated {
+                return Ok(hits);
+            }
+        }
+        unreachable!("the second pass ranks every candidate")
+    }
+
+    /// The first `limit` of `ranked` the reader may see (at most
+    /// `max_visited` looked at); a NaN score is replaced by the confidence.
+    fn visible_hits(
+        &self,
+        r: &Reader<'_>,
+        ranked: impl Iterator<Item = (u64, f32)>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>> {
         let mut hits = Vec::new();
-        for (checked, (id, score)) in scored.into_iter().enumerate() {
-            if hits.len() >= query.limit as usize || checked >= self.config.max_visited {
+        for (id, score) in ranked.take(self.config.max_visited) {
+            if hits.len() >= limit {
                 break;
             }
             let Some(e) = r.stored(id)? else { continue };
@@ -83,6 +106,25 @@ impl MemoryGraph {
             hits.push(SearchHit { id, score: if score.is_nan() { e.confidence } else { score } });
         }
         Ok(hits)
+    }
+}
+
+/// A candidate ordered worst-first in a `BinaryHeap<Reverse<_>>`... i.e.
+/// better = greater: higher score, then smaller id.
+#[derive(PartialEq)]
+struct Ranked(f32, u64);
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
     }
 }
 
@@ -106,60 +148,156 @@ fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
 /// Terms are taken rarest first; once the candidates are few compared with
 /// a term's postings, that term is looked up per candidate instead of read
 /// whole.
-fn rank_text(r: &Reader<'_>, terms: Vec<String>, filter: Option<&[u64]>) -> Result<Vec<(u64, f32)>> {
+fn rank_text(
+    r: &Reader<'_>,
+    terms: &[String],
+    filter: Option<&[u64]>,
+    keep: Option<usize>,
+) -> Result<(Vec<(u64, f32)>, bool)> {
     let n = r.meta("engram_count")?.max(1) as f32;
     let avg_len = (r.meta("total_terms")? as f32 / n).max(1.0);
     let mut with_df = Vec::with_capacity(terms.len());
     for t in terms {
         let df = r.doc_freq.get(t.as_str()).map_err(|e| r.storage(e))?.map(|v| v.value()).unwrap_or(0);
         if df == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
-        with_df.push((df, t));
+        with_df.push((df, t.as_str()));
     }
     with_df.sort();
-    let bm25 = |p: &Posting, df: u64| {
-        let idf = (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
-        let tf = p.tf as f32;
-        idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * p.len as f32 / avg_len))
+    // BM25 with the term's idf computed once.
+    let norm_of = |tf: u32, len: u32| {
+        let tf = tf as f32;
+        tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len as f32 / avg_len))
     };
+    let norm = |p: &Posting| norm_of(p.tf, p.len);
+    let idf = |df: u64| (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
     let mut cands: Option<Vec<(u64, f32)>> = filter.map(|ids| ids.iter().map(|&id| (id, 0.0)).collect());
     let lookups_cheaper = |cands: usize, df: u64| (cands as u64).saturating_mul(16) < df;
-    for (df, term) in &with_df {
+    let se = |e: String| r.storage(e);
+    let last = with_df.len() - 1;
+    for (i, &(df, term)) in with_df.iter().enumerate() {
+        let w = idf(df);
+        if i == last
+            && let Some(k) = keep
+        {
+            // The last term: stream the survivors through a bounded heap.
+            let heap: RefCell<BinaryHeap<Reverse<Ranked>>> = RefCell::new(BinaryHeap::with_capacity(k + 1));
+            let mut seen = 0usize;
+            let mut skipped = false;
+            let mut offer = |id: u64, score: f32| {
+                seen += 1;
+                let candidate = Ranked(score, id);
+                let mut heap = heap.borrow_mut();
+                if heap.len() < k {
+                    heap.push(Reverse(candidate));
+                } else if heap.peek().is_some_and(|Reverse(worst)| candidate > *worst) {
+                    heap.pop();
+                    heap.push(Reverse(candidate));
+                }
+            };
+            // A block whose best possible score (its largest tf, shortest
+            // document, plus the best score carried in) cannot beat the
+            // k-th best so far is skipped undecoded.
+            let carried = cands.as_ref().map_or(0.0, |c| c.iter().map(|x| x.1).fold(0.0, f32::max));
+            let mut skip = |max_tf: u32, min_len: u32| {
+                let heap = heap.borrow();
+                let beaten = heap.len() >= k
+                    && heap
+                        .peek()
+                        .is_some_and(|Reverse(worst)| carried + w * norm_of(max_tf, min_len) < worst.0);
+                skipped |= beaten;
+                beaten
+            };
+            match cands {
+                Some(c) if lookups_cheaper(c.len(), df) => {
+                    for (id, s) in c {
+                        if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
+                            offer(id, s + w * norm(&p));
+                        }
+                    }
+                }
+                Some(c) => {
+                    let mut ci = 0;
+                    postings::for_each_block(&r.postings, term, &mut skip, |block| {
+                        for p in block {
+                            while ci < c.len() && c[ci].0 < p.id {
+                                ci += 1;
+                            }
+                            if ci == c.len() {
+                                return false;
+                            }
+                            if c[ci].0 == p.id {
+                                offer(p.id, c[ci].1 + w * norm(p));
+                            }
+                        }
+                        true
+                    })
+                    .map_err(se)?;
+                }
+                None => postings::for_each_block(&r.postings, term, &mut skip, |block| {
+                    block.iter().for_each(|p| offer(p.id, w * norm(p)));
+                    true
+                })
+                .map_err(se)?,
+            }
+            let out = heap.into_inner().into_iter().map(|Reverse(Ranked(s, id))| (id, s)).collect();
+            return Ok((out, seen > k || skipped));
+        }
         cands = Some(match cands {
-            Some(c) if lookups_cheaper(c.len(), *df) => {
+            Some(c) if lookups_cheaper(c.len(), df) => {
                 let mut next = Vec::with_capacity(c.len());
                 for (id, s) in c {
-                    if let Some(p) = postings::lookup(&r.postings, term, id).map_err(|e| r.storage(e))? {
-                        next.push((id, s + bm25(&p, *df)));
+                    if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
+                        next.push((id, s + w * norm(&p)));
                     }
                 }
                 next
             }
             Some(c) => {
-                let all = postings::read_all(&r.postings, term).map_err(|e| r.storage(e))?;
-                let (mut i, mut out) = (0, Vec::with_capacity(c.len().min(all.len())));
-                for (id, s) in c {
-                    while i < all.len() && all[i].id < id {
-                        i += 1;
-                    }
-                    if i < all.len() && all[i].id == id {
-                        out.push((id, s + bm25(&all[i], *df)));
-                    }
-                }
+                // Merge the candidates with the term's blocks as they stream.
+                let mut out = Vec::with_capacity(c.len().min(df as usize));
+                let mut ci = 0;
+                postings::for_each_block(
+                    &r.postings,
+                    term,
+                    |_, _| false,
+                    |block| {
+                        for p in block {
+                            while ci < c.len() && c[ci].0 < p.id {
+                                ci += 1;
+                            }
+                            if ci == c.len() {
+                                return false;
+                            }
+                            if c[ci].0 == p.id {
+                                out.push((p.id, c[ci].1 + w * norm(p)));
+                            }
+                        }
+                        true
+                    },
+                )
+                .map_err(se)?;
                 out
             }
-            None => postings::read_all(&r.postings, term)
-                .map_err(|e| r.storage(e))?
-                .iter()
-                .map(|p| (p.id, bm25(p, *df)))
-                .collect(),
+            None => {
+                let mut out = Vec::with_capacity(df as usize);
+                postings::for_each_block(
+                    &r.postings,
+                    term,
+                    |_, _| false,
+                    |block| {
+                        out.extend(block.iter().map(|p| (p.id, w * norm(p))));
+                        true
+                    },
+                )
+                .map_err(se)?;
+                out
+            }
         });
         if cands.as_ref().is_some_and(Vec::is_empty) {
             break;
         }
     }
-    let out = cands.unwrap_or_default();
-    debug_assert!(out.iter().map(|c| c.0).collect::<HashSet<_>>().len() == out.len());
-    Ok(out)
+    Ok((cands.unwrap_or_default(), false))
 }

@@ -71,6 +71,11 @@ pub(crate) struct Tables<'t> {
     memberships: Table<'t, (&'static str, u64), ()>,
     context_engrams: Table<'t, (u64, u64), ()>,
     engram_contexts: Table<'t, (u64, u64), ()>,
+    /// Index changes of this transaction, written by `flush` in one pass
+    /// per term.
+    postings_changes: BTreeMap<String, Vec<postings::Change>>,
+    meta_delta: BTreeMap<&'static str, i64>,
+    next_ids: BTreeMap<&'static str, u64>,
 }
 
 type S = String;
@@ -96,6 +101,9 @@ impl<'t> Tables<'t> {
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
             context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(st)?,
             engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(st)?,
+            postings_changes: BTreeMap::new(),
+            meta_delta: BTreeMap::new(),
+            next_ids: BTreeMap::new(),
         })
     }
 }
@@ -160,20 +168,39 @@ fn check_data(graph: &MemoryGraph, data: &EngramData) -> Result<()> {
 }
 
 impl Tables<'_> {
-    fn meta_get(&self, key: &str) -> R<u64> {
-        Ok(self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(0))
+    fn meta_add(&mut self, key: &'static str, delta: i64) {
+        *self.meta_delta.entry(key).or_insert(0) += delta;
     }
 
-    fn meta_add(&mut self, key: &str, delta: i64) -> R<()> {
-        let v = self.meta_get(key)?.saturating_add_signed(delta);
-        self.meta.insert(key, v).map_err(sf)?;
-        Ok(())
+    fn raise_next(&mut self, key: &'static str, id: u64) {
+        let n = self.next_ids.entry(key).or_insert(0);
+        *n = (*n).max(id + 1);
     }
 
-    fn raise_next(&mut self, key: &str, id: u64) -> R<()> {
-        let next = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(1);
-        if id >= next {
-            self.meta.insert(key, id + 1).map_err(sf)?;
+    /// Writes the accumulated index, document-frequency and counter changes.
+    fn flush(&mut self) -> R<()> {
+        for (term, mut changes) in std::mem::take(&mut self.postings_changes) {
+            let delta = postings::apply(&mut self.postings, &term, &mut changes)?;
+            if delta == 0 {
+                continue;
+            }
+            let df = self.doc_freq.get(term.as_str()).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
+            let df = df.saturating_add_signed(delta);
+            if df == 0 {
+                self.doc_freq.remove(term.as_str()).map_err(sf)?;
+            } else {
+                self.doc_freq.insert(term.as_str(), df).map_err(sf)?;
+            }
+        }
+        for (key, delta) in std::mem::take(&mut self.meta_delta) {
+            let v = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
+            self.meta.insert(key, v.saturating_add_signed(delta)).map_err(sf)?;
+        }
+        for (key, next) in std::mem::take(&mut self.next_ids) {
+            let v = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(1);
+            if next > v {
+                self.meta.insert(key, next).map_err(sf)?;
+            }
         }
         Ok(())
     }
@@ -247,12 +274,10 @@ impl Tables<'_> {
 
     fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
         let (counts, len) = term_counts(&e.content);
-        for (term, tf) in &counts {
-            postings::insert(&mut self.postings, term, Posting { id, tf: *tf, len })?;
-            let df = self.doc_freq.get(term.as_str()).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
-            self.doc_freq.insert(term.as_str(), df + 1).map_err(sf)?;
+        for (term, tf) in counts {
+            self.postings_changes.entry(term).or_default().push((id, Some(Posting { id, tf, len })));
         }
-        self.meta_add("total_terms", len as i64)?;
+        self.meta_add("total_terms", len as i64);
         for (k, v) in &e.metadata {
             self.meta_index.insert((k.as_str(), v.as_str(), id), ()).map_err(sf)?;
         }
@@ -261,17 +286,10 @@ impl Tables<'_> {
 
     fn unindex(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
         let (counts, len) = term_counts(&e.content);
-        for term in counts.keys() {
-            if postings::remove(&mut self.postings, term, id)? {
-                let df = self.doc_freq.get(term.as_str()).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
-                if df <= 1 {
-                    self.doc_freq.remove(term.as_str()).map_err(sf)?;
-                } else {
-                    self.doc_freq.insert(term.as_str(), df - 1).map_err(sf)?;
-                }
-            }
+        for term in counts.into_keys() {
+            self.postings_changes.entry(term).or_default().push((id, None));
         }
-        self.meta_add("total_terms", -(len as i64))?;
+        self.meta_add("total_terms", -(len as i64));
         for (k, v) in &e.metadata {
             self.meta_index.remove((k.as_str(), v.as_str(), id)).map_err(sf)?;
         }
@@ -330,7 +348,7 @@ impl MemoryGraph {
                     }
                 }
             }
-            result.map(|()| changed)
+            result.and_then(|()| t.flush()).map(|()| changed)
         };
         match outcome {
             Ok(changed) => {
@@ -382,8 +400,8 @@ impl MemoryGraph {
                     t.context_engrams.insert((c, id), ()).map_err(sf)?;
                     t.engram_contexts.insert((id, c), ()).map_err(sf)?;
                 }
-                t.meta_add("engram_count", 1)?;
-                t.raise_next("next_engram", id)?;
+                t.meta_add("engram_count", 1);
+                t.raise_next("next_engram", id);
                 Ok(true)
             }
             Op::Update { id, data } => {
@@ -450,7 +468,7 @@ impl MemoryGraph {
                 t.set_quota(&old.owner, q)?;
                 t.owned.remove((old.owner.as_str(), id)).map_err(sf)?;
                 t.engrams.remove(id).map_err(sf)?;
-                t.meta_add("engram_count", -1)?;
+                t.meta_add("engram_count", -1);
                 Ok(true)
             }
             Op::Connect(c) => {
@@ -489,7 +507,7 @@ impl MemoryGraph {
                 t.contexts.insert(id, postcard::to_allocvec(&c).map_err(sf)?.as_slice()).map_err(sf)?;
                 t.members.insert((id, actor.name()), ()).map_err(sf)?;
                 t.memberships.insert((actor.name(), id), ()).map_err(sf)?;
-                t.raise_next("next_context", id)?;
+                t.raise_next("next_context", id);
                 Ok(true)
             }
             Op::AddToContext { context, id } => {
