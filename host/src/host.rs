@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use elex_memgraph::MemoryGraph;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use elex_registry::Registry;
@@ -31,6 +33,7 @@ pub struct Host {
     /// Index entries whose signature and trust were verified already.
     verified: Mutex<HashSet<String>>,
     events: Events,
+    graph: Option<Arc<MemoryGraph>>,
     _ticker: EpochTicker,
 }
 
@@ -55,8 +58,21 @@ impl Host {
             next_query: AtomicU64::new(1),
             verified: Mutex::new(HashSet::new()),
             events: Events::new(1024),
+            graph: None,
             _ticker: ticker,
         })
+    }
+
+    /// The host with a memory graph: agents' `elex:host/memory-graph` calls
+    /// go to `graph` (without one they answer `unavailable`).
+    pub fn with_memory_graph(mut self, graph: Arc<MemoryGraph>) -> Host {
+        self.graph = Some(graph);
+        self
+    }
+
+    /// The memory graph agents use, if any.
+    pub fn memory_graph(&self) -> Option<&Arc<MemoryGraph>> {
+        self.graph.as_ref()
     }
 
     /// The configuration the host was built with.
@@ -143,6 +159,7 @@ impl Host {
             config,
             self.config.budgets.clone(),
             self.config.epoch_tick,
+            self.graph.clone(),
         )
     }
 

@@ -1,6 +1,9 @@
 //! One live agent instance: its own `Store`, budgets and bindings.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use elex_memgraph::MemoryGraph;
 
 use wasmtime::{Store, Trap};
 
@@ -18,6 +21,11 @@ pub struct InstanceState {
     pub(crate) agent_id: String,
     pub(crate) memory: MemoryBudget,
     pub(crate) budgets: Budgets,
+    /// The host's memory graph, if it has one.
+    pub(crate) graph: Option<Arc<MemoryGraph>>,
+    /// The memory-graph transaction open in the current call: its ops,
+    /// applied at `commit`.
+    pub(crate) transaction: Option<Vec<elex_memgraph::Op>>,
 }
 
 /// A live agent. Calls run on the caller's thread; each is held to the
@@ -50,6 +58,7 @@ impl AgentInstance {
         config: AgentConfig,
         budgets: Budgets,
         epoch_tick: Duration,
+        graph: Option<Arc<MemoryGraph>>,
     ) -> Result<AgentInstance> {
         let span = tracing::info_span!("instantiate", agent = %config.agent_id);
         let _enter = span.enter();
@@ -57,6 +66,8 @@ impl AgentInstance {
             agent_id: config.agent_id.clone(),
             memory: MemoryBudget::new(budgets.memory_bytes, budgets.table_elements),
             budgets,
+            graph,
+            transaction: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
@@ -113,6 +124,16 @@ impl AgentInstance {
         self.store.data_mut().memory.refused = None;
         let started = Instant::now();
         let outcome = f(&self.plugin, &mut self.store);
+        // A memory-graph transaction lives within one call: returning,
+        // trapping or breaking a budget with it open rolls it back.
+        if let Some(ops) = self.store.data_mut().transaction.take() {
+            tracing::warn!(
+                agent = %self.store.data().agent_id,
+                call,
+                operations = ops.len(),
+                "memory-graph transaction left open at the end of the call: rolled back"
+            );
+        }
         if let Some(allowance) = self.store.data().budgets.fuel_per_call {
             let left = self.store.get_fuel().unwrap_or(0);
             self.fuel_used += allowance.saturating_sub(left);

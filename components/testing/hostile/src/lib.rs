@@ -11,6 +11,11 @@
 //! | `huge` | builds a 256 MiB answer | memory budget |
 //! | `spam` | calls the host's `log` in a tight loop forever | time budget |
 //! | `sicken` | answers, but `health()` reports unhealthy from then on | recycling |
+//! | `graph-tx-trap <text>` | begins a memory-graph transaction, creates an engram, traps | roll the transaction back |
+//! | `graph-tx-open <text>` | begins a transaction, creates an engram, returns without commit | roll it back |
+//! | `graph-tx-commit <text>` | in one transaction: two engrams, an edge between them; commits | both, connected |
+//! | `graph-get <id>` | reads engram `<id>` | its content, or the error |
+//! | `graph-search <words>` | searches its visible engrams | the ids found |
 //!
 //! Anything else gets a normal answer, so a recycled instance can be seen to
 //! work again.
@@ -33,6 +38,7 @@ use elex::agent::types::{
     Action, AgentConfig, AgentError, CounterSample, HealthReport, HealthStatus, KpiValue, ParameterValue,
     Query, Response, Validation,
 };
+use elex::host::memory_graph::{self as graph_api, Connection, EngramData, GraphError, SearchQuery};
 use exports::elex::agent::agent::Guest;
 
 struct Hostile;
@@ -48,6 +54,60 @@ fn recurse(n: u64) -> u64 {
     let local = [n; 16];
     core::hint::black_box(&local);
     recurse(core::hint::black_box(n + 1)) + local[3]
+}
+
+fn engram(text: &str) -> EngramData {
+    EngramData {
+        content: String::from(text),
+        source: String::from("hostile"),
+        confidence: 0.5,
+        metadata: Vec::new(),
+    }
+}
+
+/// The memory-graph commands; errors are answered as text.
+fn graph(command: &str, arg: &str) -> String {
+    let result: Result<String, GraphError> = (|| match command {
+        "graph-tx-trap" => {
+            graph_api::begin()?;
+            graph_api::create(&engram(arg), None)?;
+            core::arch::wasm32::unreachable()
+        }
+        "graph-tx-open" => {
+            graph_api::begin()?;
+            let id = graph_api::create(&engram(arg), None)?;
+            Ok(alloc::format!("left open after creating {id}"))
+        }
+        "graph-tx-commit" => {
+            graph_api::begin()?;
+            let a = graph_api::create(&engram(arg), None)?;
+            let b = graph_api::create(&engram(&alloc::format!("{arg} (second)")), None)?;
+            graph_api::connect(&Connection {
+                source: a,
+                target: b,
+                relation: String::from("follows"),
+                weight: 1.0,
+                metadata: Vec::new(),
+            })?;
+            graph_api::commit()?;
+            Ok(alloc::format!("{a} {b}"))
+        }
+        "graph-get" => {
+            let id: u64 = arg.parse().map_err(|_| GraphError::Invalid(String::from("not an id")))?;
+            Ok(graph_api::get(id)?.content)
+        }
+        "graph-search" => {
+            let hits = graph_api::search(&SearchQuery {
+                text: Some(String::from(arg)),
+                metadata: Vec::new(),
+                context: None,
+                limit: 10,
+            })?;
+            Ok(hits.iter().map(|h| alloc::format!("{}", h.id)).collect::<Vec<_>>().join(" "))
+        }
+        other => Ok(alloc::format!("unknown graph command {other}")),
+    })();
+    result.unwrap_or_else(|e| alloc::format!("graph error: {e:?}"))
 }
 
 impl Guest for Hostile {
@@ -88,7 +148,10 @@ impl Guest for Hostile {
             "spam" => loop {
                 elex::host::log::log(elex::host::log::Level::Trace, "spam", &[]);
             },
-            other => alloc::format!("ok: {other}"),
+            other => match other.split_once(' ') {
+                Some((command, arg)) if command.starts_with("graph-") => graph(command, arg),
+                _ => alloc::format!("ok: {other}"),
+            },
         };
         Ok(Response {
             query_id: query.id,
