@@ -23,6 +23,30 @@ impl std::fmt::Display for Action {
     }
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Ok => "ok",
+            Verdict::BelowMinimum => "below-minimum",
+            Verdict::AboveMaximum => "above-maximum",
+            Verdict::UnknownParameter => "unknown-parameter",
+            Verdict::NoRange => "no-range",
+            Verdict::NotANumber => "not-a-number",
+        })
+    }
+}
+
+impl std::fmt::Display for KpiStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KpiStatus::Ok => "ok",
+            KpiStatus::Warning => "warning",
+            KpiStatus::Breach => "breach",
+            KpiStatus::NoData => "no-data",
+        })
+    }
+}
+
 /// A guest's own error as one line of text.
 pub fn describe_agent_error(e: &AgentError) -> String {
     match e {

@@ -58,6 +58,14 @@ pub enum Error {
     #[error("agent {agent}: {detail}")]
     Lifecycle { agent: String, detail: String },
 
+    /// A workflow file is malformed, names unknown steps or has a cycle.
+    #[error("workflow: {0}")]
+    Workflow(String),
+
+    /// The memory graph refused a call or failed.
+    #[error("memory graph: {0}")]
+    Graph(#[from] elex_memgraph::GraphError),
+
     /// The embedded database failed or has an unknown schema.
     #[error("database {path}: {detail}")]
     Storage { path: PathBuf, detail: String },

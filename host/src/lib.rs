@@ -41,6 +41,7 @@ mod services;
 mod shared;
 pub mod snapshots;
 pub mod usage;
+pub mod workflow;
 
 pub use bindings::{Action, AgentConfig, Query, Response};
 pub use catalog::{Catalog, Feature};

@@ -28,7 +28,9 @@ fn help_lists_every_command() {
     let out = elex(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["query", "inspect", "keygen", "sign", "verify", "index", "agents"] {
+    for cmd in
+        ["query", "inspect", "keygen", "sign", "verify", "index", "agents", "engram", "context", "workflow"]
+    {
         assert!(help.contains(cmd), "{help}");
     }
     assert!(help.contains("RUST_LOG"), "{help}");
@@ -241,4 +243,110 @@ fn agents_stats_shows_use_across_runs() {
     let out = run(&["agents", "stats", "--agent", "FAJ 999 9999"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no recorded use"), "{}", text(&out.stderr));
+}
+
+/// `elex` with its own data dir.
+fn elex_in(data: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_elex"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run elex")
+}
+
+#[test]
+fn engrams_and_contexts_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| elex_in(data.path(), args);
+    let out = run(&["engram", "add", "MIMO Sleep Mode saves energy at night", "--meta", "kind=fact"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let out = run(&["engram", "add", "Carrier aggregation raises throughput", "--as", "agent-x"]);
+    let other = text(&out.stdout).trim().to_string();
+    let out = run(&["engram", "search", "sleep energy", "--json"]);
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hits[0]["id"].to_string(), id);
+    let out = run(&["engram", "search", "--meta", "kind=fact", "--json"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0]["id"].to_string(), id);
+    // Permissions: agent-y may not read agent-x's engram until they share a context.
+    let out = run(&["engram", "get", &other, "--as", "agent-y"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("denied"), "{}", text(&out.stderr));
+    let ctx = text(&run(&["context", "create", "review", "--as", "agent-x"]).stdout).trim().to_string();
+    let out = run(&["context", "add", &ctx, "--engram", &other, "--agent", "agent-y", "--as", "agent-x"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["engram", "get", &other, "--as", "agent-y"]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("Carrier aggregation"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["context", "show", &ctx, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["members"], serde_json::json!(["agent-x", "agent-y"]));
+    assert_eq!(shown["engram_count"], 1);
+    // Bad input: a clear error, nothing stored.
+    let out = run(&["engram", "add", "x", "--confidence", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("confidence"), "{}", text(&out.stderr));
+    let out = run(&["engram", "add", "x", "--meta", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("key=value"), "{}", text(&out.stderr));
+    let out = run(&["context", "show", "999"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn workflows_store_each_step_and_refuse_cycles_before_running() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| elex_in(data.path(), args);
+    let ctx = text(&run(&["context", "create", "msm"]).stdout).trim().to_string();
+    let wf = data.path().join("review.yaml");
+    std::fs::write(
+        &wf,
+        "name: review\non_failure: continue\nsteps:\n\
+         - id: counters\n  agent: FAJ 121 3094\n  query: Which counters show the effect of MIMO Sleep Mode?\n\
+         - id: prereq\n  agent: FAJ 121 4219\n  query: What does it require?\n\
+         - id: check\n  agent: FAJ 121 3094\n  action: validate\n  params: {Bogus.thing: 1}\n  depends_on: [counters, prereq]\n",
+    )
+    .unwrap();
+    let out = run(&["workflow", "run", wf.to_str().unwrap(), "--context", &ctx, "--json"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["succeeded"], true);
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert!(steps[0]["answer"].as_str().unwrap().contains("pmMimoSleep"), "{report}");
+    assert!(steps[2]["answer"].as_str().unwrap().contains("unknown-parameter"), "{report}");
+    let check = steps[2]["engram"].to_string();
+    let out = run(&["engram", "get", &check, "--json"]);
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["owner"], "FAJ 121 3094");
+    assert_eq!(e["connections"].as_array().unwrap().len(), 2, "derived from both dependencies: {e}");
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run(&["context", "show", &ctx, "--json"]).stdout).unwrap();
+    assert_eq!(shown["engram_count"], 3);
+
+    // A cycle is refused before anything runs.
+    let cyclic = data.path().join("cyclic.json");
+    std::fs::write(
+        &cyclic,
+        r#"{"name":"c","steps":[{"id":"a","agent":"FAJ 121 3094","query":"x","depends_on":["b"]},
+            {"id":"b","agent":"FAJ 121 3094","query":"y","depends_on":["a"]}]}"#,
+    )
+    .unwrap();
+    let out = run(&["workflow", "run", cyclic.to_str().unwrap(), "--context", &ctx]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cycle: a -> b -> a"), "{}", text(&out.stderr));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run(&["context", "show", &ctx, "--json"]).stdout).unwrap();
+    assert_eq!(shown["engram_count"], 3, "nothing ran");
+    // An unknown agent, too.
+    std::fs::write(&cyclic, r#"{"name":"c","steps":[{"id":"a","agent":"FAJ 999 9999","query":"x"}]}"#)
+        .unwrap();
+    let out = run(&["workflow", "run", cyclic.to_str().unwrap(), "--context", &ctx]);
+    assert!(text(&out.stderr).contains("no feature agent"), "{}", text(&out.stderr));
 }

@@ -2,6 +2,8 @@
 //! layer over the library; one module per command group.
 
 mod agents;
+mod memory;
+mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,8 +30,9 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Folder for elex's data: the precompiled-component cache
-    /// (<DATA_DIR>/cache) and the agents' snapshots and usage
-    /// (<DATA_DIR>/agents.redb) [default: $ELEX_DATA_DIR, else
+    /// (<DATA_DIR>/cache), the agents' snapshots and usage
+    /// (<DATA_DIR>/agents.redb) and the memory graph
+    /// (<DATA_DIR>/memory.redb) [default: $ELEX_DATA_DIR, else
     /// $XDG_DATA_HOME/elex, else ~/.local/share/elex].
     #[arg(long, global = true, value_name = "DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -89,6 +92,15 @@ enum Command {
     /// Work with the registry index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Engrams in the memory graph (<DATA_DIR>/memory.redb).
+    #[command(subcommand)]
+    Engram(memory::EngramCommand),
+    /// Contexts: groups of agents and engrams in the memory graph.
+    #[command(subcommand)]
+    Context(memory::ContextCommand),
+    /// Run workflows of agent steps.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
     /// What the agents have done: usage across runs.
     #[command(subcommand)]
     Agents(agents::AgentsCommand),
@@ -232,24 +244,7 @@ fn query(
 
     let host = Arc::new(places.host()?);
     let t0 = Instant::now();
-    let (loaded, source) = match &component {
-        Some(path) => {
-            tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
-            eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
-            (host.load_file(path)?, path.display().to_string())
-        }
-        None => {
-            let registry = places.open()?;
-            let loaded = host.load_from_registry(&registry, AGENT_COMPONENT).map_err(|e| {
-                anyhow!(
-                    "{e}\n(registry {}; `cargo xtask build` publishes the components there)",
-                    places.registry.display()
-                )
-            })?;
-            let what = loaded.what.clone();
-            (loaded, what)
-        }
-    };
+    let (loaded, source) = load_agent_component(places, &host, component.as_deref())?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut pool = AgentPool::new(host.clone(), Some(places.agent_store()?), PoolLimits::default());
     let t1 = Instant::now();
@@ -300,6 +295,34 @@ fn query(
         println!("component   {source} ({} bytes, blake3 {})", loaded.size, &loaded.digest[..16]);
     }
     Ok(())
+}
+
+/// The feature-agent component: the registry's signed `feature-agent@^0.1`,
+/// or an unsigned file (loudly warned about; the caller checked
+/// --allow-unsigned). Returns it and where it came from.
+pub fn load_agent_component(
+    places: &Places,
+    host: &Host,
+    component: Option<&Path>,
+) -> anyhow::Result<(elex_host::LoadedComponent, String)> {
+    Ok(match component {
+        Some(path) => {
+            tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
+            eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
+            (host.load_file(path)?, path.display().to_string())
+        }
+        None => {
+            let registry = places.open()?;
+            let loaded = host.load_from_registry(&registry, AGENT_COMPONENT).map_err(|e| {
+                anyhow!(
+                    "{e}\n(registry {}; `cargo xtask build` publishes the components there)",
+                    places.registry.display()
+                )
+            })?;
+            let what = loaded.what.clone();
+            (loaded, what)
+        }
+    })
 }
 
 fn keygen(places: &Places, out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -454,6 +477,9 @@ fn main() -> ExitCode {
         Command::Index(command) => index(&places, command),
         Command::Inspect { file, world } => inspect(&file, world),
         Command::Agents(command) => agents::run(&places, command),
+        Command::Engram(command) => memory::engram(&places, command),
+        Command::Context(command) => memory::context(&places, command),
+        Command::Workflow(command) => workflow::run(&places, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
