@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::postings;
 use crate::schema::*;
@@ -20,7 +20,6 @@ pub(crate) struct Reader<'g> {
     pub meta: ReadOnlyTable<&'static str, u64>,
     pub engrams: ReadOnlyTable<u64, &'static [u8]>,
     pub postings: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
-    pub doc_freq: ReadOnlyTable<&'static str, u64>,
     pub meta_index: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
     pub edges_out: ReadOnlyTable<(u64, u64, &'static str), &'static [u8]>,
     pub edges_in: ReadOnlyTable<(u64, u64, &'static str), ()>,
@@ -51,7 +50,6 @@ impl<'g> Reader<'g> {
             meta: tx.open_table(META).map_err(e)?,
             engrams: tx.open_table(ENGRAMS).map_err(e)?,
             postings: tx.open_table(POSTINGS).map_err(e)?,
-            doc_freq: tx.open_table(DOC_FREQ).map_err(e)?,
             meta_index: tx.open_table(META_INDEX).map_err(e)?,
             edges_out: tx.open_table(EDGES_OUT).map_err(e)?,
             edges_in: tx.open_table(EDGES_IN).map_err(e)?,
@@ -441,20 +439,14 @@ impl MemoryGraph {
                 .unwrap_or_default();
             problems.push(format!("the inverted index disagrees with the engrams (first term: {diff:?})"));
         }
-        for row in r.doc_freq.iter().map_err(|e| se(&e))? {
-            let (k, v) = row.map_err(|e| se(&e))?;
-            let want = postings_want.get(k.value()).map_or(0, |p| p.len() as u64);
-            if v.value() != want {
+        for (term, want) in &postings_want {
+            let df = postings::doc_freq(&r.postings, term).map_err(|e| se(&e))?;
+            if df != want.len() as u64 {
                 problems.push(format!(
-                    "doc_freq of {:?} is {} but {want} engrams hold it",
-                    k.value(),
-                    v.value()
+                    "document frequency of {term:?} is {df} but {} engrams hold it",
+                    want.len()
                 ));
             }
-        }
-        let df_terms = r.doc_freq.len().map_err(|e| se(&e))?;
-        if df_terms != postings_want.len() as u64 {
-            problems.push(format!("doc_freq has {df_terms} terms, the engrams {}", postings_want.len()));
         }
         // Metadata index, owners, quotas.
         let mut meta_have = BTreeSet::new();

@@ -30,9 +30,11 @@ type Postings<'t> = Table<'t, (&'static str, u64), &'static [u8]>;
 
 /// A block is LEB128 varints: the count, the largest term frequency and the
 /// shortest document length in the block (so a ranked search can skip a
-/// block that cannot beat its current top k), then per posting the id's
-/// delta from the previous id, the term frequency and the document length.
-pub(crate) fn encode(block: &[Posting]) -> Vec<u8> {
+/// block that cannot beat its current top k), the term's document frequency
+/// (kept in the term's last block only; 0 in the others), then per posting
+/// the id's delta from the previous id, the term frequency and the document
+/// length.
+pub(crate) fn encode(block: &[Posting], df: u64) -> Vec<u8> {
     fn put(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push(v as u8 | 0x80);
@@ -45,6 +47,7 @@ pub(crate) fn encode(block: &[Posting]) -> Vec<u8> {
     // The block's bound: no posting has a higher tf or a shorter document.
     put(&mut out, block.iter().map(|p| p.tf).max().unwrap_or(0) as u64);
     put(&mut out, block.iter().map(|p| p.len).min().unwrap_or(0) as u64);
+    put(&mut out, df);
     let mut prev = 0;
     for p in block {
         put(&mut out, p.id - prev);
@@ -81,6 +84,7 @@ pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), St
     if n > 4 * BLOCK {
         return Err(format!("corrupt posting block: {n} entries"));
     }
+    varint(bytes, &mut at)?;
     varint(bytes, &mut at)?;
     varint(bytes, &mut at)?;
     out.reserve(n);
@@ -134,11 +138,52 @@ fn next_block(t: &Postings<'_>, term: &str, key: u64) -> Result<Option<u64>, Str
 pub type Change = (u64, Option<Posting>);
 
 /// Applies `changes` (in order; the last change of an id wins) to `term`'s
-/// postings, rewriting each touched block once. Returns the change in the
-/// term's document frequency.
+/// postings, rewriting each touched block once, and keeps the term's
+/// document frequency in its last block. Returns the change in document
+/// frequency.
+///
+/// The common case, postings of new engrams (ids above all the term's ids),
+/// costs one seek to the last block and one write per block written.
 pub(crate) fn apply(t: &mut Postings<'_>, term: &str, changes: &mut [Change]) -> Result<i64, String> {
     changes.sort_by_key(|c| c.0); // stable: order within an id is kept
-    let mut df = 0i64;
+    let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
+        Some(row) => {
+            let (k, v) = row.map_err(s)?;
+            Some((k.value().1, decode(v.value())?, header_df(v.value())?))
+        }
+        None => None,
+    };
+    let old_df = last.as_ref().map_or(0, |l| l.2);
+    // Appends only: merge into the last block.
+    let beyond = match &last {
+        Some((_, block, _)) => block.last().is_none_or(|p| changes[0].0 > p.id),
+        None => true,
+    };
+    if beyond {
+        let (key, mut block) = match last {
+            Some((k, b, _)) => (Some(k), b),
+            None => (None, Vec::new()),
+        };
+        let mut added = 0i64;
+        let mut c = 0;
+        while c < changes.len() {
+            let id = changes[c].0;
+            let mut end = c;
+            while end + 1 < changes.len() && changes[end + 1].0 == id {
+                end += 1;
+            }
+            if let Some(p) = changes[end].1 {
+                block.push(Posting { id, ..p });
+                added += 1;
+            }
+            c = end + 1;
+        }
+        if added > 0 {
+            write_run(t, term, key, &block, old_df.saturating_add_signed(added))?;
+        }
+        return Ok(added);
+    }
+    let mut delta = 0i64;
     let mut ci = 0;
     while ci < changes.len() {
         let (key, block) = match block_for(t, term, changes[ci].0)? {
@@ -171,42 +216,74 @@ pub(crate) fn apply(t: &mut Postings<'_>, term: &str, changes: &mut [Change]) ->
             match (existed, changes[last].1) {
                 (false, Some(p)) => {
                     out.push(Posting { id, ..p });
-                    df += 1;
+                    delta += 1;
                 }
                 (true, Some(p)) => out.push(Posting { id, ..p }),
-                (true, None) => df -= 1,
+                (true, None) => delta -= 1,
                 (false, None) => {}
             }
             c = last + 1;
         }
         out.extend_from_slice(&block[i..]);
-        // Inserting under the same key replaces the block; remove it only
-        // when its first id changes (or it empties).
-        if let Some(k) = key
-            && out.first().map(|p| p.id) != Some(k)
-        {
-            t.remove((term, k)).map_err(s)?;
-        }
-        for chunk in out.chunks(BLOCK) {
-            t.insert((term, chunk[0].id), encode(chunk).as_slice()).map_err(s)?;
-        }
+        write_run(t, term, key, &out, 0)?;
         ci = end;
     }
-    Ok(df)
+    // Record the new document frequency in whatever block is last now.
+    let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
+        Some(row) => {
+            let (k, v) = row.map_err(s)?;
+            Some((k.value().1, decode(v.value())?))
+        }
+        None => None,
+    };
+    if let Some((k, block)) = last {
+        t.insert((term, k), encode(&block, old_df.saturating_add_signed(delta)).as_slice()).map_err(s)?;
+    }
+    Ok(delta)
 }
 
-/// Every posting of `term`, by id.
-#[cfg(test)]
-pub(crate) fn read_all(
+/// Writes `postings` (sorted) in place of the block at `key` as blocks of
+/// at most [`BLOCK`]; the last of them carries `df`.
+fn write_run(
+    t: &mut Postings<'_>,
+    term: &str,
+    key: Option<u64>,
+    postings: &[Posting],
+    df: u64,
+) -> Result<(), String> {
+    // Inserting under the same key replaces the block; remove it only when
+    // its first id changes (or it empties).
+    if let Some(k) = key
+        && postings.first().map(|p| p.id) != Some(k)
+    {
+        t.remove((term, k)).map_err(s)?;
+    }
+    let chunks = postings.chunks(BLOCK).count();
+    for (i, chunk) in postings.chunks(BLOCK).enumerate() {
+        let df = if i + 1 == chunks { df } else { 0 };
+        t.insert((term, chunk[0].id), encode(chunk, df).as_slice()).map_err(s)?;
+    }
+    Ok(())
+}
+
+/// The document frequency recorded in a block's header.
+pub(crate) fn header_df(bytes: &[u8]) -> Result<u64, String> {
+    let mut at = 0;
+    for _ in 0..3 {
+        varint(bytes, &mut at)?;
+    }
+    Ok(varint(bytes, &mut at)?)
+}
+
+/// The number of engrams holding `term`: one seek to its last block.
+pub(crate) fn doc_freq(
     t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     term: &str,
-) -> Result<Vec<Posting>, String> {
-    let mut out = Vec::new();
-    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(s)? {
-        let (_, v) = row.map_err(s)?;
-        decode_into(v.value(), &mut out)?;
+) -> Result<u64, String> {
+    match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
+        Some(row) => header_df(row.map_err(s)?.1.value()),
+        None => Ok(0),
     }
-    Ok(out)
 }
 
 /// The largest tf and shortest length in a block, from its header.
@@ -241,6 +318,20 @@ pub(crate) fn for_each_block(
         }
     }
     Ok(())
+}
+
+/// Every posting of `term`, by id.
+#[cfg(test)]
+pub(crate) fn read_all(
+    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    term: &str,
+) -> Result<Vec<Posting>, String> {
+    let mut out = Vec::new();
+    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(s)? {
+        let (_, v) = row.map_err(s)?;
+        decode_into(v.value(), &mut out)?;
+    }
+    Ok(out)
 }
 
 /// `term`'s posting for `id`, if any: one range seek.
@@ -301,6 +392,12 @@ mod tests {
                 tx.commit().unwrap();
             }
             prop_assert_eq!(df, model.len() as i64);
+            {
+                let rx = db.begin_read().unwrap();
+                let t = rx.open_table(T).unwrap();
+                prop_assert_eq!(doc_freq(&t, "w").unwrap(), model.len() as u64);
+                prop_assert_eq!(doc_freq(&t, "v").unwrap(), 1);
+            }
             let rx = db.begin_read().unwrap();
             let t = rx.open_table(T).unwrap();
             let all = read_all(&t, "w").unwrap();
@@ -338,8 +435,9 @@ mod tests {
         }
         tx.commit().unwrap();
         assert!(decode(b"\xff\xff").is_err());
-        assert!(decode(b"\x02\x01\x01\x01\x01").is_err(), "truncated");
+        assert!(decode(b"\x02\x01\x01\x01\x01\x01").is_err(), "truncated");
         let block = [Posting { id: 3, tf: 2, len: 9 }, Posting { id: 300_000, tf: 1, len: 70_000 }];
-        assert_eq!(decode(&encode(&block)).unwrap(), block);
+        assert_eq!(decode(&encode(&block, 7)).unwrap(), block);
+        assert_eq!(header_df(&encode(&block, 7)).unwrap(), 7);
     }
 }

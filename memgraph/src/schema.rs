@@ -17,8 +17,6 @@ pub(crate) const OWNED: TableDefinition<(&str, u64), ()> = TableDefinition::new(
 pub(crate) const QUOTA: TableDefinition<&str, &[u8]> = TableDefinition::new("quota");
 /// (term, first id of block) → posting block (see `postings`).
 pub(crate) const POSTINGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("postings");
-/// term → number of engrams containing it.
-pub(crate) const DOC_FREQ: TableDefinition<&str, u64> = TableDefinition::new("doc_freq");
 /// (key, value, id).
 pub(crate) const META_INDEX: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("metadata_index");
 /// (source, target, relation) → postcard `StoredEdge`.
@@ -100,7 +98,6 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         OWNED,
         QUOTA,
         POSTINGS,
-        DOC_FREQ,
         META_INDEX,
         EDGES_OUT,
         EDGES_IN,

@@ -158,7 +158,7 @@ fn rank_text(
     let avg_len = (r.meta("total_terms")? as f32 / n).max(1.0);
     let mut with_df = Vec::with_capacity(terms.len());
     for t in terms {
-        let df = r.doc_freq.get(t.as_str()).map_err(|e| r.storage(e))?.map(|v| v.value()).unwrap_or(0);
+        let df = postings::doc_freq(&r.postings, t).map_err(|e| r.storage(e))?;
         if df == 0 {
             return Ok((Vec::new(), false));
         }

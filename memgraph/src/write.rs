@@ -62,7 +62,6 @@ pub(crate) struct Tables<'t> {
     owned: Table<'t, (&'static str, u64), ()>,
     quota: Table<'t, &'static str, &'static [u8]>,
     postings: Table<'t, (&'static str, u64), &'static [u8]>,
-    doc_freq: Table<'t, &'static str, u64>,
     meta_index: Table<'t, (&'static str, &'static str, u64), ()>,
     edges_out: Table<'t, (u64, u64, &'static str), &'static [u8]>,
     edges_in: Table<'t, (u64, u64, &'static str), ()>,
@@ -76,6 +75,8 @@ pub(crate) struct Tables<'t> {
     postings_changes: BTreeMap<String, Vec<postings::Change>>,
     meta_delta: BTreeMap<&'static str, i64>,
     next_ids: BTreeMap<&'static str, u64>,
+    /// Quota use of owners touched by this transaction, written by `flush`.
+    quotas: BTreeMap<String, QuotaUse>,
 }
 
 type S = String;
@@ -92,7 +93,6 @@ impl<'t> Tables<'t> {
             owned: tx.open_table(OWNED).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
             postings: tx.open_table(POSTINGS).map_err(st)?,
-            doc_freq: tx.open_table(DOC_FREQ).map_err(st)?,
             meta_index: tx.open_table(META_INDEX).map_err(st)?,
             edges_out: tx.open_table(EDGES_OUT).map_err(st)?,
             edges_in: tx.open_table(EDGES_IN).map_err(st)?,
@@ -104,6 +104,7 @@ impl<'t> Tables<'t> {
             postings_changes: BTreeMap::new(),
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
+            quotas: BTreeMap::new(),
         })
     }
 }
@@ -180,21 +181,20 @@ impl Tables<'_> {
     /// Writes the accumulated index, document-frequency and counter changes.
     fn flush(&mut self) -> R<()> {
         for (term, mut changes) in std::mem::take(&mut self.postings_changes) {
-            let delta = postings::apply(&mut self.postings, &term, &mut changes)?;
-            if delta == 0 {
-                continue;
-            }
-            let df = self.doc_freq.get(term.as_str()).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
-            let df = df.saturating_add_signed(delta);
-            if df == 0 {
-                self.doc_freq.remove(term.as_str()).map_err(sf)?;
-            } else {
-                self.doc_freq.insert(term.as_str(), df).map_err(sf)?;
-            }
+            postings::apply(&mut self.postings, &term, &mut changes)?;
         }
         for (key, delta) in std::mem::take(&mut self.meta_delta) {
             let v = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
             self.meta.insert(key, v.saturating_add_signed(delta)).map_err(sf)?;
+        }
+        for (owner, q) in std::mem::take(&mut self.quotas) {
+            if q == QuotaUse::default() {
+                self.quota.remove(owner.as_str()).map_err(sf)?;
+            } else {
+                self.quota
+                    .insert(owner.as_str(), postcard::to_allocvec(&q).map_err(sf)?.as_slice())
+                    .map_err(sf)?;
+            }
         }
         for (key, next) in std::mem::take(&mut self.next_ids) {
             let v = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(1);
@@ -233,28 +233,49 @@ impl Tables<'_> {
     }
 
     /// The engram if `actor` may see (and so change) it.
+    /// The engram if `actor` may see (and so change) it.
     fn visible(&self, actor: &Actor, id: EngramId) -> R<StoredEngram> {
         let Some(e) = self.engram(id)? else {
             return Err(GraphError::NotFound(id).into());
         };
-        let Actor::Agent(a) = actor else { return Ok(e) };
-        if e.owner == *a {
-            return Ok(e);
+        self.may_see(actor, id, &e.owner)?;
+        Ok(e)
+    }
+
+    /// `visible` without decoding more of the engram than its owner.
+    fn check_visible(&self, actor: &Actor, id: EngramId) -> R<()> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            owner: String,
+        }
+        let Some(v) = self.engrams.get(id).map_err(sf)? else {
+            return Err(GraphError::NotFound(id).into());
+        };
+        let o: Owner = postcard::from_bytes(v.value())
+            .map_err(|e| Fail::Storage(format!("engram {id} is corrupt: {e}")))?;
+        drop(v);
+        self.may_see(actor, id, &o.owner)
+    }
+
+    fn may_see(&self, actor: &Actor, id: EngramId, owner: &str) -> R<()> {
+        let Actor::Agent(a) = actor else { return Ok(()) };
+        if owner == a {
+            return Ok(());
         }
         for row in self.engram_contexts.range((id, 0)..=(id, u64::MAX)).map_err(sf)? {
             let (k, _) = row.map_err(sf)?;
             if self.members.get((k.value().1, a.as_str())).map_err(sf)?.is_some() {
-                return Ok(e);
+                return Ok(());
             }
         }
-        Err(GraphError::Denied(format!(
-            "engram {id} belongs to {} and is in no context {a} belongs to",
-            e.owner
-        ))
-        .into())
+        Err(GraphError::Denied(format!("engram {id} belongs to {owner} and is in no context {a} belongs to"))
+            .into())
     }
 
     fn quota_of(&self, owner: &str) -> R<QuotaUse> {
+        if let Some(q) = self.quotas.get(owner) {
+            return Ok(*q);
+        }
         Ok(self
             .quota
             .get(owner)
@@ -263,13 +284,8 @@ impl Tables<'_> {
             .unwrap_or_default())
     }
 
-    fn set_quota(&mut self, owner: &str, q: QuotaUse) -> R<()> {
-        if q == QuotaUse::default() {
-            self.quota.remove(owner).map_err(sf)?;
-        } else {
-            self.quota.insert(owner, postcard::to_allocvec(&q).map_err(sf)?.as_slice()).map_err(sf)?;
-        }
-        Ok(())
+    fn set_quota(&mut self, owner: &str, q: QuotaUse) {
+        self.quotas.insert(owner.to_string(), q);
     }
 
     fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
@@ -392,7 +408,7 @@ impl MemoryGraph {
                 q.engrams += 1;
                 q.bytes += e.bytes();
                 quota_check(self, &owner, q, is_agent)?;
-                t.set_quota(&owner, q)?;
+                t.set_quota(&owner, q);
                 t.put_engram(id, &e)?;
                 t.owned.insert((owner.as_str(), id), ()).map_err(sf)?;
                 t.index(id, &e)?;
@@ -420,7 +436,7 @@ impl MemoryGraph {
                 q.bytes = q.bytes.saturating_sub(old.bytes()) + new.bytes();
                 // The owner's quota, whoever edits.
                 quota_check(self, &old.owner, q, old.owner != "operator")?;
-                t.set_quota(&old.owner, q)?;
+                t.set_quota(&old.owner, q);
                 t.unindex(id, &old)?;
                 t.index(id, &new)?;
                 t.put_engram(id, &new)?;
@@ -465,7 +481,7 @@ impl MemoryGraph {
                 let mut q = t.quota_of(&old.owner)?;
                 q.engrams = q.engrams.saturating_sub(1);
                 q.bytes = q.bytes.saturating_sub(old.bytes());
-                t.set_quota(&old.owner, q)?;
+                t.set_quota(&old.owner, q);
                 t.owned.remove((old.owner.as_str(), id)).map_err(sf)?;
                 t.engrams.remove(id).map_err(sf)?;
                 t.meta_add("engram_count", -1);
@@ -478,8 +494,8 @@ impl MemoryGraph {
                 if !(0.0..=1.0).contains(&c.weight) {
                     return Err(GraphError::Invalid(format!("weight {} is not in [0, 1]", c.weight)).into());
                 }
-                t.visible(actor, c.source)?;
-                t.visible(actor, c.target)?;
+                t.check_visible(actor, c.source)?;
+                t.check_visible(actor, c.target)?;
                 let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
                 t.edges_out
                     .insert(
@@ -491,7 +507,7 @@ impl MemoryGraph {
                 Ok(true)
             }
             Op::Disconnect { source, target, relation } => {
-                t.visible(actor, source)?;
+                t.check_visible(actor, source)?;
                 let existed = t.edges_out.remove((source, target, relation.as_str())).map_err(sf)?.is_some();
                 t.edges_in.remove((target, source, relation.as_str())).map_err(sf)?;
                 Ok(existed)
@@ -512,7 +528,7 @@ impl MemoryGraph {
             }
             Op::AddToContext { context, id } => {
                 t.require_member(actor, context)?;
-                t.visible(actor, id)?;
+                t.check_visible(actor, id)?;
                 let new = t.context_engrams.insert((context, id), ()).map_err(sf)?.is_none();
                 t.engram_contexts.insert((id, context), ()).map_err(sf)?;
                 Ok(new)
