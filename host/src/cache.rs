@@ -88,12 +88,12 @@ impl ComponentCache {
 
     /// Remembers a freshly compiled component in memory and on disk.
     pub fn insert(&self, digest: &str, component: &Component) {
-        if let Some(path) = self.artifact_path(digest) {
-            if let Err(e) = write_artifact(component, &path) {
-                // The cache is an optimisation: a read-only or full disk
-                // costs speed, not correctness.
-                tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled artifact");
-            }
+        if let Some(path) = self.artifact_path(digest)
+            && let Err(e) = write_artifact(component, &path)
+        {
+            // The cache is an optimisation: a read-only or full disk
+            // costs speed, not correctness.
+            tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled artifact");
         }
         self.memory.insert(digest.to_string(), component.clone());
     }

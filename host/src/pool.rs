@@ -136,11 +136,11 @@ impl AgentPool {
     ) -> Result<(AgentInstance, bool)> {
         let mut instance = self.host.instantiate(component, config.clone())?;
         let mut restored = false;
-        if let Some(store) = &self.snapshots {
-            if let Some(bytes) = store.get(&config.agent_id)? {
-                instance.restore(&bytes)?;
-                restored = true;
-            }
+        if let Some(store) = &self.snapshots
+            && let Some(bytes) = store.get(&config.agent_id)?
+        {
+            instance.restore(&bytes)?;
+            restored = true;
         }
         Ok((instance, restored))
     }
@@ -321,11 +321,11 @@ impl AgentPool {
             return Err(Self::lifecycle(id, format!("cannot stop a {state:?} agent")));
         }
         self.slot(id)?.state = State::Stopping;
-        if self.snapshots.is_some() {
-            if let Err(e) = self.checkpoint(id) {
-                self.slot(id)?.state = state;
-                return Err(e);
-            }
+        if self.snapshots.is_some()
+            && let Err(e) = self.checkpoint(id)
+        {
+            self.slot(id)?.state = state;
+            return Err(e);
         }
         let slot = self.slot(id)?;
         slot.instance = None;

@@ -46,7 +46,7 @@ pub fn faj_codes(text: &str) -> Vec<String> {
         while j < bytes.len() && digits.len() < 7 {
             match bytes[j] {
                 b'0'..=b'9' => digits.push(bytes[j] as char),
-                b' ' | b'-' | b'_' if digits.len() == 0 || digits.len() == 3 => {}
+                b' ' | b'-' | b'_' if digits.is_empty() || digits.len() == 3 => {}
                 _ => break,
             }
             j += 1;

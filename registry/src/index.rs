@@ -147,10 +147,10 @@ impl Index {
         };
         for item in rd {
             let item = item.map_err(io(&self.dir))?;
-            if let Some(n) = item.file_name().to_str() {
-                if check_name(n).is_ok() {
-                    names.push(n.to_string());
-                }
+            if let Some(n) = item.file_name().to_str()
+                && check_name(n).is_ok()
+            {
+                names.push(n.to_string());
             }
         }
         names.sort();
