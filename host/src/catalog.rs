@@ -24,6 +24,13 @@ pub struct Feature {
     pub parameters: Vec<String>,
     /// PM counter names.
     pub counters: Vec<String>,
+    /// FAJ codes of features this one needs (some outside the catalog:
+    /// external prerequisites).
+    pub requires: Vec<String>,
+    /// FAJ codes of features that cannot be active together with this one.
+    pub conflicts: Vec<String>,
+    /// FAJ codes of features that interact with this one.
+    pub related: Vec<String>,
     /// The entry as JSON, given to the agent.
     pub document: String,
 }
@@ -40,6 +47,12 @@ struct Entry {
     parameters: Vec<NameOnly>,
     #[serde(default)]
     counters: Vec<serde_json::Value>,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    conflicts: Vec<String>,
+    #[serde(default)]
+    related: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +114,9 @@ impl Catalog {
                 category: e.category,
                 parameters: e.parameters.into_iter().map(|p| p.name).collect(),
                 counters,
+                requires: e.requires,
+                conflicts: e.conflicts,
+                related: e.related,
                 document: line.to_string(),
             });
         }

@@ -153,6 +153,16 @@ impl Host {
 
     /// A new instance of `component`, initialised with `config`.
     pub fn instantiate(&self, component: &LoadedComponent, config: AgentConfig) -> Result<AgentInstance> {
+        self.instantiate_linked(component, config, None)
+    }
+
+    /// An instance linked into a swarm (its routing calls reach the swarm).
+    pub(crate) fn instantiate_linked(
+        &self,
+        component: &LoadedComponent,
+        config: AgentConfig,
+        swarm: Option<std::sync::Weak<crate::swarm::Hub>>,
+    ) -> Result<AgentInstance> {
         AgentInstance::start(
             &self.engine,
             component,
@@ -160,6 +170,7 @@ impl Host {
             self.config.budgets.clone(),
             self.config.epoch_tick,
             self.graph.clone(),
+            swarm,
         )
     }
 

@@ -26,6 +26,14 @@ pub struct InstanceState {
     /// The memory-graph transaction open in the current call: its ops,
     /// applied at `commit`.
     pub(crate) transaction: Option<Vec<elex_memgraph::Op>>,
+    /// The swarm this instance is linked into (for `elex:host/routing`).
+    pub(crate) swarm: Option<std::sync::Weak<crate::swarm::Hub>>,
+    /// Agents on the current call chain, the root caller first, this agent
+    /// last (empty outside a swarm query).
+    pub(crate) chain: Vec<String>,
+    /// Consult hops made during the current call (and by the agents it
+    /// consulted).
+    pub(crate) trace: Vec<crate::swarm::Hop>,
 }
 
 /// A live agent. Calls run on the caller's thread; each is held to the
@@ -59,6 +67,7 @@ impl AgentInstance {
         budgets: Budgets,
         epoch_tick: Duration,
         graph: Option<Arc<MemoryGraph>>,
+        swarm: Option<std::sync::Weak<crate::swarm::Hub>>,
     ) -> Result<AgentInstance> {
         let span = tracing::info_span!("instantiate", agent = %config.agent_id);
         let _enter = span.enter();
@@ -68,6 +77,9 @@ impl AgentInstance {
             budgets,
             graph,
             transaction: None,
+            swarm,
+            chain: Vec::new(),
+            trace: Vec::new(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
@@ -80,6 +92,11 @@ impl AgentInstance {
         let mut instance = AgentInstance { store, plugin, epoch_tick, failed: None, fuel_used: 0 };
         instance.call("init", |p, s| p.elex_agent_agent().call_init(s, &config))?;
         Ok(instance)
+    }
+
+    /// The store's data (call chain and trace of swarm queries).
+    pub(crate) fn state_mut(&mut self) -> &mut InstanceState {
+        self.store.data_mut()
     }
 
     /// The agent id this instance serves.

@@ -40,6 +40,7 @@ pub mod router;
 mod services;
 mod shared;
 pub mod snapshots;
+pub mod swarm;
 pub mod usage;
 pub mod workflow;
 
@@ -53,3 +54,4 @@ pub use host::Host;
 pub use instance::{AgentInstance, InstanceState};
 pub use load::LoadedComponent;
 pub use shared::SharedAgent;
+pub use swarm::{Answer, Hop, Swarm, SwarmConfig};

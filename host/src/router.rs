@@ -60,8 +60,110 @@ pub fn faj_codes(text: &str) -> Vec<String> {
     out
 }
 
+/// A ranked candidate agent for a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Index in the catalog.
+    pub index: usize,
+    /// Higher is better; 1.0 for a strong signal.
+    pub score: f32,
+    pub reason: String,
+}
+
+/// The router of one catalog, with every feature's profile embedding
+/// computed once (name, acronym and category under `elex-text`'s 128-d
+/// embedding), so a query costs one embedding and a scan of 593 rows.
+pub struct Router {
+    catalog: std::sync::Arc<Catalog>,
+    profiles: Vec<[f32; elex_text::DIM]>,
+    by_faj: std::collections::HashMap<String, usize>,
+}
+
+impl Router {
+    pub fn new(catalog: std::sync::Arc<Catalog>) -> Router {
+        let profiles = catalog.features.iter().map(|f| elex_text::embed(&profile(f))).collect();
+        let by_faj = catalog.features.iter().enumerate().map(|(i, f)| (f.faj.clone(), i)).collect();
+        Router { catalog, profiles, by_faj }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The catalog index of a FAJ code.
+    pub fn index_of(&self, faj: &str) -> Option<usize> {
+        self.by_faj.get(faj).copied()
+    }
+
+    /// The agent for `text` and why (see the module docs).
+    pub fn choose(&self, text: &str) -> Option<(usize, Reason)> {
+        choose_with(&self.catalog, text, &|q, c| self.most_similar(q, c))
+    }
+
+    fn most_similar(
+        &self,
+        q: &[f32; elex_text::DIM],
+        candidates: &mut dyn Iterator<Item = usize>,
+    ) -> Option<(usize, f32)> {
+        candidates
+            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+    }
+
+    /// Up to `limit` candidates, best first: the chosen agent, then the
+    /// most similar others, then dependency peers (requires) of the chosen
+    /// one.
+    pub fn route(&self, text: &str, limit: usize) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = Vec::new();
+        let Some((first, reason)) = self.choose(text) else { return out };
+        let strong = !matches!(reason, Reason::Similarity(_));
+        let q = elex_text::embed(text);
+        let mut sims: Vec<(usize, f32)> = (0..self.profiles.len())
+            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
+            .collect();
+        sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let first_score = if strong { 1.0 } else { sims.iter().find(|s| s.0 == first).map_or(0.0, |s| s.1) };
+        out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
+        for code in &self.catalog.features[first].requires {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(i) = self.index_of(code).filter(|i| out.iter().all(|c| c.index != *i)) {
+                out.push(Candidate {
+                    index: i,
+                    score: first_score * 0.5,
+                    reason: format!("requires-peer of {}", self.catalog.features[first].faj),
+                });
+            }
+        }
+        for (i, s) in sims {
+            if out.len() >= limit {
+                break;
+            }
+            if out.iter().all(|c| c.index != i) {
+                out.push(Candidate { index: i, score: s, reason: format!("text similarity {s:.2}") });
+            }
+        }
+        out.truncate(limit);
+        out
+    }
+}
+
+fn profile(f: &crate::catalog::Feature) -> String {
+    format!("{} {} {}", f.name, f.acronym.as_deref().unwrap_or(""), f.category.as_deref().unwrap_or(""))
+}
+
 /// The index of the chosen feature and why; `None` for an empty catalog.
+/// Computes the profile embeddings on each call: build a [`Router`] to
+/// route many queries.
 pub fn choose(catalog: &Catalog, text: &str) -> Option<(usize, Reason)> {
+    choose_with(catalog, text, &|q, c| most_similar(catalog, q, c))
+}
+
+type Similar<'a> =
+    dyn Fn(&[f32; elex_text::DIM], &mut dyn Iterator<Item = usize>) -> Option<(usize, f32)> + 'a;
+
+fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Option<(usize, Reason)> {
     let features = &catalog.features;
     for code in faj_codes(text) {
         if let Some(i) = features.iter().position(|f| f.faj == code) {
@@ -93,7 +195,7 @@ pub fn choose(catalog: &Catalog, text: &str) -> Option<(usize, Reason)> {
             .collect();
         // A name shared by several features: the owner closest to the rest
         // of the text.
-        if let Some((i, _)) = most_similar(catalog, &q, owners.into_iter()) {
+        if let Some((i, _)) = most_similar(&q, &mut owners.into_iter()) {
             return Some((i, Reason::OwnedName((*w).to_string())));
         }
     }
@@ -109,7 +211,7 @@ pub fn choose(catalog: &Catalog, text: &str) -> Option<(usize, Reason)> {
     if let Some((i, f)) = acronym_hit {
         return Some((i, Reason::Acronym(f.acronym.clone().unwrap_or_default())));
     }
-    most_similar(catalog, &q, 0..features.len()).map(|(i, s)| (i, Reason::Similarity(s)))
+    most_similar(&q, &mut (0..features.len())).map(|(i, s)| (i, Reason::Similarity(s)))
 }
 
 /// Among `candidates`, the feature whose name, acronym and category embed
@@ -117,18 +219,11 @@ pub fn choose(catalog: &Catalog, text: &str) -> Option<(usize, Reason)> {
 fn most_similar(
     catalog: &Catalog,
     q: &[f32; elex_text::DIM],
-    candidates: impl Iterator<Item = usize>,
+    candidates: &mut dyn Iterator<Item = usize>,
 ) -> Option<(usize, f32)> {
     candidates
         .map(|i| {
-            let f = &catalog.features[i];
-            let profile = format!(
-                "{} {} {}",
-                f.name,
-                f.acronym.as_deref().unwrap_or(""),
-                f.category.as_deref().unwrap_or("")
-            );
-            let e = elex_text::embed(&profile);
+            let e = elex_text::embed(&profile(&catalog.features[i]));
             (i, q.iter().zip(e.iter()).map(|(a, b)| a * b).sum::<f32>())
         })
         .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
@@ -168,6 +263,26 @@ mod tests {
         assert_eq!(faj("How does MIMO Sleep Mode save energy?"), "FAJ 121 3094");
         let (_, reason) = choose(&c, "How does MIMO Sleep Mode save energy?").unwrap();
         assert_eq!(reason, Reason::Name);
+    }
+
+    #[test]
+    fn the_router_agrees_with_choose_and_ranks_peers() {
+        let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+        let r = Router::new(c.clone());
+        for text in [
+            "How does MIMO Sleep Mode save energy?",
+            "uplink interference in crowded cells",
+            "FAJ 121 4219 prerequisites",
+        ] {
+            assert_eq!(r.choose(text), choose(&c, text), "{text}");
+        }
+        let with_requires =
+            c.features.iter().position(|f| f.requires.iter().any(|q| c.by_faj(q).is_some())).unwrap();
+        let cands = r.route(&c.features[with_requires].faj, 5);
+        assert_eq!(cands[0].index, with_requires);
+        assert_eq!(cands[0].score, 1.0);
+        assert!(cands[1].reason.starts_with("requires-peer of"), "{cands:?}");
+        assert!(cands.len() == 5 && cands.windows(2).skip(2).all(|w| w[0].score >= w[1].score));
     }
 
     #[test]

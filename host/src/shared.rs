@@ -65,6 +65,34 @@ impl SharedAgent {
         f(&mut instance)
     }
 
+    /// Like [`SharedAgent::call`], but waits at most `wait` for the
+    /// instance: a consult between agents must not wait forever on an agent
+    /// that may itself be waiting on the caller.
+    pub fn call_within<T>(
+        &self,
+        wait: std::time::Duration,
+        f: impl FnOnce(&mut AgentInstance) -> Result<T>,
+    ) -> Result<T> {
+        let ahead = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _leave = Leave(&self.in_flight);
+        if ahead > self.queue_depth {
+            return Err(Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth });
+        }
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.instance.try_lock() {
+                Ok(mut instance) => return f(&mut instance),
+                Err(std::sync::TryLockError::Poisoned(p)) => return f(&mut p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth });
+                }
+            }
+        }
+    }
+
     /// The instance back, once no caller holds it.
     pub fn into_inner(self) -> AgentInstance {
         self.instance.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())

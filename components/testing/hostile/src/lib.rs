@@ -16,6 +16,8 @@
 //! | `graph-tx-commit <text>` | in one transaction: two engrams, an edge between them; commits | both, connected |
 //! | `graph-get <id>` | reads engram `<id>` | its content, or the error |
 //! | `graph-search <words>` | searches its visible engrams | the ids found |
+//! | `consult <agent>\|<text>` | asks `<agent>` `<text>` through `elex:host/routing` | the answer, or the routing error |
+//! | `peers` | lists its dependency peers | `relation:agent` pairs |
 //!
 //! Anything else gets a normal answer, so a recycled instance can be seen to
 //! work again.
@@ -148,6 +150,22 @@ impl Guest for Hostile {
             "spam" => loop {
                 elex::host::log::log(elex::host::log::Level::Trace, "spam", &[]);
             },
+            "peers" => match elex::host::routing::peers() {
+                Ok(peers) => peers
+                    .iter()
+                    .map(|p| alloc::format!("{:?}:{}", p.relation, p.agent_id))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => alloc::format!("routing error: {e:?}"),
+            },
+            other if other.starts_with("consult ") => {
+                let (agent, text) =
+                    other["consult ".len()..].split_once('|').unwrap_or((&other["consult ".len()..], ""));
+                match elex::host::routing::consult(agent, text) {
+                    Ok(r) => alloc::format!("consulted {agent}: {}", r.content),
+                    Err(e) => alloc::format!("routing error: {e:?}"),
+                }
+            }
             other => match other.split_once(' ') {
                 Some((command, arg)) if command.starts_with("graph-") => graph(command, arg),
                 _ => alloc::format!("ok: {other}"),
