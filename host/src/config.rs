@@ -66,6 +66,19 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// Sized for a swarm of `agents` feature agents plus headroom for
+    /// recycling: pooling slots for all, each linear memory at most 32 MiB
+    /// (a feature agent holds ~5 MiB), so the address space reserved stays
+    /// near `agents × memories × 32 MiB`.
+    pub fn for_swarm(agents: u32) -> HostConfig {
+        HostConfig {
+            max_instances: agents + agents / 8 + 16,
+            max_memory_bytes: 32 << 20,
+            budgets: Budgets { memory_bytes: 32 << 20, ..Budgets::default() },
+            ..HostConfig::default()
+        }
+    }
+
     /// The default folder for elex data: `$ELEX_DATA_DIR`, else
     /// `$XDG_DATA_HOME/elex`, else `~/.local/share/elex`, else `./.elex`.
     pub fn default_data_dir() -> PathBuf {

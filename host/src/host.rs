@@ -30,6 +30,8 @@ pub struct Host {
     cache: ComponentCache,
     config: HostConfig,
     next_query: AtomicU64,
+    /// Makes query ids unique across hosts and runs: the host's start time.
+    query_prefix: String,
     /// Index entries whose signature and trust were verified already.
     verified: Mutex<HashSet<String>>,
     events: Events,
@@ -56,6 +58,12 @@ impl Host {
             cache,
             config,
             next_query: AtomicU64::new(1),
+            query_prefix: {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                format!("{ms:x}")
+            },
             verified: Mutex::new(HashSet::new()),
             events: Events::new(1024),
             graph: None,
@@ -174,9 +182,10 @@ impl Host {
         )
     }
 
-    /// A query with a fresh host-unique id.
+    /// A query with a fresh id, unique across hosts and runs (`q<start
+    /// time>-<n>`).
     pub fn query(&self, text: &str) -> Query {
         let n = self.next_query.fetch_add(1, Ordering::Relaxed);
-        Query { id: format!("q{n}"), text: text.to_string(), context: None, depth: 0 }
+        Query { id: format!("q{}-{n}", self.query_prefix), text: text.to_string(), context: None, depth: 0 }
     }
 }

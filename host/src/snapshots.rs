@@ -19,6 +19,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_snapshots");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_usage");
+/// query id → the agent that answered it (for `elex feedback`).
+const QUERIES: TableDefinition<&str, &str> = TableDefinition::new("answered_queries");
 
 /// The database file's name in a data dir.
 pub const FILE_NAME: &str = "agents.redb";
@@ -72,6 +74,7 @@ impl SnapshotStore {
             }
             tx.open_table(SNAPSHOTS).map_err(|e| err(&e))?;
             tx.open_table(USAGE).map_err(|e| err(&e))?;
+            tx.open_table(QUERIES).map_err(|e| err(&e))?;
         }
         tx.commit().map_err(|e| err(&e))?;
         Ok(SnapshotStore { db, path: path.to_path_buf() })
@@ -134,6 +137,23 @@ impl SnapshotStore {
             }
         }
         Ok(out)
+    }
+
+    /// Remembers that `agent` answered `query_id`.
+    pub fn put_query(&self, query_id: &str, agent: &str) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
+            t.insert(query_id, agent).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The agent that answered `query_id`, if it is known.
+    pub fn query_agent(&self, query_id: &str) -> Result<Option<String>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
+        Ok(t.get(query_id).map_err(|e| self.err(e))?.map(|v| v.value().to_string()))
     }
 
     /// `agent`'s latest snapshot, if any.

@@ -28,9 +28,10 @@ fn help_lists_every_command() {
     let out = elex(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in
-        ["query", "inspect", "keygen", "sign", "verify", "index", "agents", "engram", "context", "workflow"]
-    {
+    for cmd in [
+        "query", "inspect", "keygen", "sign", "verify", "index", "agents", "engram", "context", "workflow",
+        "feedback",
+    ] {
         assert!(help.contains(cmd), "{help}");
     }
     assert!(help.contains("RUST_LOG"), "{help}");
@@ -349,4 +350,47 @@ fn workflows_store_each_step_and_refuse_cycles_before_running() {
         .unwrap();
     let out = run(&["workflow", "run", cyclic.to_str().unwrap(), "--context", &ctx]);
     assert!(text(&out.stderr).contains("no feature agent"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn feedback_reaches_the_agent_in_a_later_run_and_agents_are_listed() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| elex_in(data.path(), args);
+    let out = run(&["query", "What are the prerequisites of FAJ 121 4219?", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["agents_live"], 593);
+    let qid = first["query_id"].as_str().unwrap().to_string();
+    let out = run(&["feedback", &qid, "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("FAJ 121 4219"), "{}", text(&out.stdout));
+    // The next run's agent starts from what it learned.
+    let again: serde_json::Value = serde_json::from_slice(
+        &run(&["query", "What are the prerequisites of FAJ 121 4219?", "--json"]).stdout,
+    )
+    .unwrap();
+    assert!(again["q_value"].as_f64().unwrap() > first["q_value"].as_f64().unwrap(), "{first}\n{again}");
+    assert_ne!(again["query_id"], first["query_id"], "query ids are unique across runs");
+    // Bad feedback: clear errors.
+    let out = run(&["feedback", "q-unknown", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no answered query"), "{}", text(&out.stderr));
+    let out = run(&["feedback", &qid, "5"]);
+    assert!(text(&out.stderr).contains("outside -1..1"), "{}", text(&out.stderr));
+    let out = run(&["feedback", &qid, "-0.5"]);
+    assert_eq!(out.status.code(), Some(1), "a query is rewarded once");
+
+    let out = run(&["agents", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(),
+        593
+    );
+    let out = run(&["agents", "show", "faj1214219"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("UE Throughput-Aware IFLB") && shown.contains("requires    FAJ 121 3009"),
+        "{shown}"
+    );
+    assert!(shown.contains("learned     snapshot of"), "{shown}");
+    assert_eq!(run(&["agents", "show", "FAJ 999 9999"]).status.code(), Some(1));
 }

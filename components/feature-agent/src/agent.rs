@@ -177,6 +177,46 @@ impl Loaded {
 
 pub struct FeatureAgent;
 
+/// Asks a dependency peer (a prerequisite first, else a related feature)
+/// through the host: the peer's answer and its sources, or `None` when the
+/// host has no routing or no peer answers.
+fn consult_peer(question: &str) -> Option<(String, Vec<String>)> {
+    use crate::elex::host::routing::{self, Relation};
+    let peers = routing::peers().ok()?;
+    let peer = peers
+        .iter()
+        .find(|p| p.relation == Relation::Requires)
+        .or_else(|| peers.iter().find(|p| p.relation == Relation::Enhances))?;
+    let answer = routing::consult(&peer.agent_id, question).ok()?;
+    let relation = if peer.relation == Relation::Requires { "a prerequisite" } else { "a related feature" };
+    let mut sources = alloc::vec![format!("peer:{}", peer.agent_id)];
+    sources.extend(answer.sources);
+    Some((format!(" consulted {} ({relation}):\n{}", peer.agent_id, answer.content), sources))
+}
+
+/// Engrams of the shared memory graph that match the question (in the
+/// query's context, if it has one), or `None`.
+fn recall(query: &Query) -> Option<(String, Vec<String>)> {
+    use crate::elex::host::memory_graph::{self as graph, SearchQuery};
+    let hits = graph::search(&SearchQuery {
+        text: Some(query.text.clone()),
+        metadata: Vec::new(),
+        context: query.context,
+        limit: 3,
+    })
+    .ok()?;
+    let mut text = String::from(", from shared memory:");
+    let mut sources = Vec::new();
+    for h in hits {
+        if let Ok(e) = graph::get(h.id) {
+            text.push_str("\n- ");
+            text.push_str(&e.content);
+            sources.push(format!("engram:{}", e.id));
+        }
+    }
+    (!sources.is_empty()).then_some((text, sources))
+}
+
 impl Guest for FeatureAgent {
     fn init(config: AgentConfig) -> Result<(), AgentError> {
         let feature: Feature = serde_json::from_str(&config.document)
@@ -257,8 +297,14 @@ impl Guest for FeatureAgent {
 
             let mut action = ACTIONS.get(chosen as usize).copied().unwrap_or(Action::DirectAnswer);
             // Context and peers come from the host's memory graph and
-            // routing; in a host without them the agent answers itself.
-            if matches!(action, Action::ContextAnswer | Action::ConsultPeer) {
+            // routing; where the host has none (or they have nothing) the
+            // agent answers itself.
+            let borrowed = match action {
+                Action::ConsultPeer => consult_peer(&query.text),
+                Action::ContextAnswer => recall(&query),
+                _ => None,
+            };
+            if matches!(action, Action::ContextAnswer | Action::ConsultPeer) && borrowed.is_none() {
                 action = Action::DirectAnswer;
             }
             // Nothing to answer from: ask instead of inventing.
@@ -266,34 +312,39 @@ impl Guest for FeatureAgent {
                 action = Action::RequestClarification;
             }
             let title = a.feature.title();
-            let (content, sources) = match action {
-                Action::RequestClarification => (
-                    format!(
-                        "{title} knows {} parameters, {} counters and {} KPIs, but the question does not \
-                         clearly match them. Name a parameter, counter or behaviour of the feature.",
-                        a.feature.parameters.len(),
-                        a.feature.counters.len(),
-                        a.feature.kpis.len()
-                    ),
-                    Vec::new(),
-                ),
-                Action::Escalate => (
-                    format!(
-                        "{title}: this question is escalated to a RAN expert; feedback on past answers asked for it."
-                    ),
-                    Vec::new(),
-                ),
-                _ => {
-                    let mut text = title;
-                    let mut sources = Vec::new();
-                    for (row, _, _) in &relevant {
-                        let s = &a.snippets[*row];
-                        text.push_str("\n- ");
-                        text.push_str(&s.text);
-                        sources.push(s.source.clone());
-                    }
-                    (text, sources)
+            let (content, sources) = match (action, borrowed) {
+                (Action::ConsultPeer | Action::ContextAnswer, Some((text, sources))) => {
+                    (format!("{title}{text}"), sources)
                 }
+                _ => match action {
+                    Action::RequestClarification => (
+                        format!(
+                            "{title} knows {} parameters, {} counters and {} KPIs, but the question does not \
+                         clearly match them. Name a parameter, counter or behaviour of the feature.",
+                            a.feature.parameters.len(),
+                            a.feature.counters.len(),
+                            a.feature.kpis.len()
+                        ),
+                        Vec::new(),
+                    ),
+                    Action::Escalate => (
+                        format!(
+                            "{title}: this question is escalated to a RAN expert; feedback on past answers asked for it."
+                        ),
+                        Vec::new(),
+                    ),
+                    _ => {
+                        let mut text = title;
+                        let mut sources = Vec::new();
+                        for (row, _, _) in &relevant {
+                            let s = &a.snippets[*row];
+                            text.push_str("\n- ");
+                            text.push_str(&s.text);
+                            sources.push(s.source.clone());
+                        }
+                        (text, sources)
+                    }
+                },
             };
             let executed = ACTIONS.iter().position(|x| *x == action).unwrap_or(0) as u32;
             a.learned.answered(Answered {

@@ -13,6 +13,22 @@ use crate::Places;
 
 #[derive(Subcommand)]
 pub enum AgentsCommand {
+    /// Every feature agent of the catalog: FAJ code, name, acronym,
+    /// category, and how much it owns.
+    List {
+        /// Only agents of this category (case-insensitive substring).
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One agent: its feature's data, dependencies and what it has learned.
+    Show {
+        /// FAJ code, e.g. "FAJ 121 3094" or faj1213094.
+        faj: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Usage of every agent that has run, across runs: calls, errors,
     /// latency p50/p99, fuel, memory peak, recycles and evictions.
     Stats {
@@ -28,6 +44,8 @@ pub enum AgentsCommand {
 pub fn run(places: &Places, command: AgentsCommand) -> anyhow::Result<()> {
     match command {
         AgentsCommand::Stats { agent, json } => stats(places, agent, json),
+        AgentsCommand::List { category, json } => list(category, json),
+        AgentsCommand::Show { faj, json } => show(places, &faj, json),
     }
 }
 
@@ -108,5 +126,103 @@ fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<(
     }
     println!("{table}");
     println!("p50/p99 are upper bucket edges (within 9 %); {} agents", rows.len());
+    Ok(())
+}
+
+fn list(category: Option<String>, json: bool) -> anyhow::Result<()> {
+    let catalog = Catalog::embedded()?;
+    let want = category.map(|c| c.to_lowercase());
+    let features: Vec<_> = catalog
+        .features
+        .iter()
+        .filter(|f| {
+            want.as_ref()
+                .is_none_or(|w| f.category.as_deref().is_some_and(|c| c.to_lowercase().contains(w.as_str())))
+        })
+        .collect();
+    if json {
+        let out: Vec<_> = features
+            .iter()
+            .map(|f| {
+                serde_json::json!({"faj": f.faj, "name": f.name, "acronym": f.acronym, "category": f.category,
+                    "parameters": f.parameters.len(), "counters": f.counters.len(), "requires": f.requires})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["agent", "name", "acronym", "category", "params", "counters"]);
+    for f in &features {
+        table.add_row([
+            f.faj.clone(),
+            f.name.clone(),
+            f.acronym.clone().unwrap_or_default(),
+            f.category.clone().unwrap_or_default(),
+            f.parameters.len().to_string(),
+            f.counters.len().to_string(),
+        ]);
+    }
+    println!("{table}");
+    println!("{} agents", features.len());
+    Ok(())
+}
+
+fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
+    let catalog = Catalog::embedded()?;
+    let code = elex_host::router::faj_codes(faj).into_iter().next().unwrap_or_else(|| faj.to_string());
+    let f = catalog.by_faj(&code).with_context(|| format!("no feature agent {faj:?}"))?;
+    let path = places.data_dir.join(snapshots::FILE_NAME);
+    let (usage, learned) = if path.exists() {
+        let store = places.agent_store()?;
+        (store.usage(&f.faj)?, store.get(&f.faj)?.map(|b| b.len()))
+    } else {
+        (None, None)
+    };
+    let name_of = |code: &String| {
+        catalog.by_faj(code).map_or_else(|| format!("{code} (external)"), |g| format!("{code} {}", g.name))
+    };
+    if json {
+        let out = serde_json::json!({
+            "faj": f.faj, "name": f.name, "acronym": f.acronym, "category": f.category,
+            "requires": f.requires, "conflicts": f.conflicts, "related": f.related,
+            "parameters": f.parameters, "counters": f.counters,
+            "snapshot_bytes": learned,
+            "calls": usage.as_ref().map(|u| u.calls),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "agent       {}  {}{}",
+        f.faj,
+        f.name,
+        f.acronym.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
+    );
+    println!("category    {}", f.category.as_deref().unwrap_or("-"));
+    for (label, list) in [("requires", &f.requires), ("conflicts", &f.conflicts), ("related", &f.related)] {
+        if !list.is_empty() {
+            println!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "));
+        }
+    }
+    println!(
+        "parameters  {} (e.g. {})",
+        f.parameters.len(),
+        f.parameters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "counters    {} (e.g. {})",
+        f.counters.len(),
+        f.counters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+    );
+    match (learned, usage) {
+        (Some(bytes), Some(u)) => {
+            println!("learned     snapshot of {bytes} bytes; {} calls, {} errors", u.calls, u.errors)
+        }
+        (Some(bytes), None) => println!("learned     snapshot of {bytes} bytes"),
+        _ => println!("learned     nothing yet (no snapshot in {})", places.data_dir.display()),
+    }
     Ok(())
 }

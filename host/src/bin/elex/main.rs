@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use elex_host::pool::{AgentPool, PoolLimits};
 use elex_host::snapshots::{self, SnapshotStore};
-use elex_host::{Catalog, Host, HostConfig, World, router};
+use elex_host::{Catalog, Host, HostConfig, Swarm, SwarmConfig, World, router};
 use elex_registry::{KeyPair, Policy, Registry};
 use std::sync::Arc;
 
@@ -52,11 +52,13 @@ struct Cli {
 enum Command {
     /// Ask the feature agents a question and print the answer.
     ///
-    /// The agent is chosen from the text: a FAJ code, a feature name, a
-    /// parameter or counter a feature owns, an acronym, or else the most
-    /// similar feature. The agent starts from what it learned in earlier runs
-    /// (its snapshot in <DATA_DIR>/agents.redb) and its state and usage are
-    /// stored there again afterwards.
+    /// All 593 feature agents are started, linked (an agent may consult a
+    /// dependency peer; the consult trace is printed), each from what it
+    /// learned in earlier runs (<DATA_DIR>/agents.redb). The agent is chosen
+    /// from the text: a FAJ code, a feature name, a parameter or counter a
+    /// feature owns, an acronym, or else the most similar feature. The state
+    /// of the agents that took part is stored again afterwards, with the
+    /// query id for `elex feedback`.
     Query {
         /// The question.
         text: String,
@@ -74,6 +76,16 @@ enum Command {
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Reward (or punish) the answer to a query, by its query id (printed by
+    /// `elex query`): the agent that gave it learns from the reward, and
+    /// keeps what it learned in <DATA_DIR>/agents.redb.
+    Feedback {
+        /// The query id, e.g. q18c2f3a4b5-1.
+        query_id: String,
+        /// The reward, from -1 (wrong) to 1 (right).
+        #[arg(allow_negative_numbers = true)]
+        reward: f32,
     },
     /// Create an ed25519 signing key: the private key (permissions 0600) and
     /// its public key file <id>.pub.
@@ -199,7 +211,9 @@ impl Places {
     }
 
     fn host(&self) -> anyhow::Result<Host> {
-        let config = HostConfig { cache_dir: Some(self.data_dir.join("cache")), ..HostConfig::default() };
+        // Room for the whole swarm.
+        let config =
+            HostConfig { cache_dir: Some(self.data_dir.join("cache")), ..HostConfig::for_swarm(593) };
         Ok(Host::new(config)?)
     }
 }
@@ -224,8 +238,8 @@ fn query(
             ));
         }
     }
-    let catalog = Catalog::embedded()?;
-    let (index, reason) = match &agent {
+    let catalog = Arc::new(Catalog::embedded()?);
+    let chosen = match &agent {
         Some(faj) => {
             let code = router::faj_codes(faj).into_iter().next().unwrap_or_else(|| faj.clone());
             let i = catalog
@@ -233,52 +247,93 @@ fn query(
                 .iter()
                 .position(|f| f.faj == code)
                 .with_context(|| format!("no feature with FAJ code {faj:?}"))?;
-            (i, String::from("--agent"))
+            Some(i)
         }
-        None => {
-            let (i, r) = router::choose(&catalog, text).context("the catalog is empty")?;
-            (i, r.to_string())
-        }
+        None => None,
     };
-    let feature = &catalog.features[index];
-
-    let host = Arc::new(places.host()?);
+    let host = Arc::new(places.host()?.with_memory_graph(Arc::new(places.memory_graph()?)));
     let t0 = Instant::now();
     let (loaded, source) = load_agent_component(places, &host, component.as_deref())?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let mut pool = AgentPool::new(host.clone(), Some(places.agent_store()?), PoolLimits::default());
-    let t1 = Instant::now();
-    let agent_id = feature.faj.clone();
     let loaded = Arc::new(loaded);
-    pool.spawn(loaded.clone(), feature.agent_config(), false)?;
-    let start_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let t2 = Instant::now();
-    let answered = pool.handle(&agent_id, &host.query(text));
-    let answer_ms = t2.elapsed().as_secs_f64() * 1e3;
-    // Keep what it learned and what it used, whether or not it answered.
-    let stored = match pool.stop(&agent_id) {
-        Ok(()) => Ok(()),
-        Err(_) => pool.save_usage(),
-    };
-    let response = answered?;
-    stored.context("storing the agent's state")?;
+    let store = Arc::new(places.agent_store()?);
 
+    // Start every agent, restored from what it learned before.
+    let t1 = Instant::now();
+    let bar = std::sync::OnceLock::new();
+    let n = catalog.features.len() as u64;
+    let swarm = Swarm::start(
+        host,
+        loaded.clone(),
+        catalog.clone(),
+        Some(store.clone()),
+        SwarmConfig::default(),
+        |done| {
+            // Only when starting takes longer than a blink.
+            if t1.elapsed() > std::time::Duration::from_millis(150) {
+                let bar = bar.get_or_init(|| {
+                    let b = indicatif::ProgressBar::new(n);
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template("starting agents {bar:40} {pos}/{len}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    b
+                });
+                bar.set_position(done as u64);
+            }
+        },
+    )?;
+    if let Some(b) = bar.get() {
+        b.finish_and_clear();
+    }
+    let start_ms = t1.elapsed().as_secs_f64() * 1e3;
+
+    let answer = match chosen {
+        Some(i) => swarm.ask(i, text, router::Reason::FajCode).map(|mut a| {
+            a.reason = String::from("--agent");
+            a
+        }),
+        None => swarm.query(text),
+    }?;
+    let feature = &catalog.features[answer.agent];
+    let response = &answer.response;
+    // What the agents that took part learned, and who answered this query
+    // (for `elex feedback`), are kept.
+    let mut involved = vec![answer.agent];
+    involved.extend(answer.trace.iter().filter_map(|h| swarm.router().index_of(&h.to)));
+    involved.sort_unstable();
+    involved.dedup();
+    swarm.save(&store, involved.iter().copied()).context("storing the agents' state")?;
+    store.put_query(&response.query_id, &feature.faj)?;
+    let mut usage = store.usage(&feature.faj)?.unwrap_or_default();
+    usage.calls += 1;
+    usage.busy += answer.took;
+    usage.latency.record(answer.took);
+    let memory = swarm.agent(answer.agent).call(|a| Ok(a.memory().peak_bytes))?;
+    usage.memory_peak_bytes = usage.memory_peak_bytes.max(memory);
+    store.put_usage([(feature.faj.as_str(), &usage)])?;
+
+    let answer_ms = answer.took.as_secs_f64() * 1e3;
     if json {
         let out = serde_json::json!({
             "query_id": response.query_id,
-            "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": reason },
+            "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason },
             "action": response.action.to_string(),
             "content": response.content,
             "confidence": response.confidence,
             "q_value": response.q_value,
             "sources": response.sources,
-            "timing_ms": { "load": load_ms, "instantiate": start_ms, "answer": answer_ms },
+            "trace": answer.trace.iter().map(|h| serde_json::json!({
+                "from": h.from, "to": h.to, "depth": h.depth, "ms": h.millis, "outcome": h.outcome,
+            })).collect::<Vec<_>>(),
+            "timing_ms": { "load": load_ms, "start_agents": start_ms, "routing": answer.routing.as_secs_f64() * 1e3, "answer": answer_ms },
+            "agents_live": swarm.len(),
             "loaded_from": loaded.origin.to_string(),
             "component": { "source": source, "digest": loaded.digest, "size": loaded.size },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("agent       {}  {}  (chosen by {reason})", feature.faj, feature.name);
+        println!("agent       {}  {}  (chosen by {})", feature.faj, feature.name, answer.reason);
         println!("action      {}", response.action);
         println!("confidence  {:.2}    q-value {:.2}", response.confidence, response.q_value);
         println!("answer");
@@ -288,12 +343,47 @@ fn query(
         if !response.sources.is_empty() {
             println!("sources     {}", response.sources.join(", "));
         }
+        for h in &answer.trace {
+            println!(
+                "consult     {} -> {} (depth {}, {:.2} ms): {}",
+                h.from, h.to, h.depth, h.millis, h.outcome
+            );
+        }
         println!(
-            "timing      load {load_ms:.1} ms ({}), instantiate {start_ms:.2} ms, answer {answer_ms:.3} ms",
-            loaded.origin
+            "timing      load {load_ms:.1} ms ({}), {} agents started in {start_ms:.0} ms, routing {:.3} ms, answer {answer_ms:.3} ms",
+            loaded.origin,
+            swarm.len(),
+            answer.routing.as_secs_f64() * 1e3
+        );
+        println!(
+            "query id    {}   (elex feedback {} <reward in -1..1>)",
+            response.query_id, response.query_id
         );
         println!("component   {source} ({} bytes, blake3 {})", loaded.size, &loaded.digest[..16]);
     }
+    Ok(())
+}
+
+/// `elex feedback`: rewards the agent that answered a query (in this or an
+/// earlier run); what it learns is stored.
+fn feedback(places: &Places, query_id: &str, reward: f32) -> anyhow::Result<()> {
+    if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
+        return Err(anyhow!("reward {reward} is outside -1..1"));
+    }
+    let store = places.agent_store()?;
+    let faj = store
+        .query_agent(query_id)?
+        .with_context(|| format!("no answered query {query_id:?} in {}", places.data_dir.display()))?;
+    let catalog = Catalog::embedded()?;
+    let feature = catalog.by_faj(&faj).with_context(|| format!("agent {faj} is not in the catalog"))?;
+    let host = Arc::new(places.host()?);
+    let (loaded, _) = load_agent_component(places, &host, None)?;
+    let mut pool = AgentPool::new(host, Some(store), PoolLimits::default());
+    pool.spawn(Arc::new(loaded), feature.agent_config(), false)?;
+    let given = pool.feedback(&faj, query_id, reward);
+    pool.stop(&faj).context("storing the agent's state")?;
+    given.with_context(|| format!("agent {faj}"))?;
+    println!("{faj} ({}) rewarded {reward:+.2} for {query_id}", feature.name);
     Ok(())
 }
 
@@ -471,6 +561,7 @@ fn main() -> ExitCode {
         Command::Query { text, component, allow_unsigned, agent, json } => {
             query(&places, &text, component, allow_unsigned, agent, json)
         }
+        Command::Feedback { query_id, reward } => feedback(&places, &query_id, reward),
         Command::Keygen { out } => keygen(&places, out),
         Command::Sign(args) => publish(&places, args),
         Command::Verify { spec } => verify(&places, &spec),
