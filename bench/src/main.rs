@@ -28,6 +28,7 @@ use wasmtime::{Config, Engine};
 
 mod memory;
 mod runtime;
+mod swarm;
 
 #[derive(Serialize)]
 pub struct Row {
@@ -437,7 +438,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let suites: Vec<&str> = if args.is_empty() {
-        vec!["libraries", "runtime", "memory"]
+        vec!["libraries", "runtime", "memory", "swarm"]
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -446,7 +447,8 @@ fn main() -> Result<()> {
             "libraries" => libraries(&out)?,
             "runtime" => runtime::run(&out)?,
             "memory" => memory::run(&out)?,
-            other => anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime, memory"),
+            "swarm" => swarm::run(&out)?,
+            other => anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime, memory, swarm"),
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use elex_host::{Catalog, Host, HostConfig};
 
 use crate::{Row, ns_per_iter, quantile};
 
-fn rss_bytes() -> Option<f64> {
+pub fn rss_bytes() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

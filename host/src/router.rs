@@ -76,14 +76,58 @@ pub struct Candidate {
 pub struct Router {
     catalog: std::sync::Arc<Catalog>,
     profiles: Vec<[f32; elex_text::DIM]>,
-    by_faj: std::collections::HashMap<String, usize>,
+    by_faj: HashMap<String, usize>,
+    /// Feature names as normalised word sequences (see [`words_of`]).
+    by_name: HashMap<String, usize>,
+    longest_name: usize,
+    /// Owners of each parameter/counter name, and of each bare attribute
+    /// of six characters or more.
+    owners: HashMap<String, Vec<usize>>,
+    bare_owners: HashMap<String, Vec<usize>>,
+    by_acronym: HashMap<String, Vec<usize>>,
+}
+
+use std::collections::HashMap;
+
+/// Lower-case alphanumeric words of `text`, as the name index keys them.
+fn words_of(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 impl Router {
     pub fn new(catalog: std::sync::Arc<Catalog>) -> Router {
         let profiles = catalog.features.iter().map(|f| elex_text::embed(&profile(f))).collect();
         let by_faj = catalog.features.iter().enumerate().map(|(i, f)| (f.faj.clone(), i)).collect();
-        Router { catalog, profiles, by_faj }
+        let mut by_name = HashMap::new();
+        let mut longest_name = 0;
+        let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut bare_owners: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_acronym: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, f) in catalog.features.iter().enumerate() {
+            let words = words_of(&f.name);
+            longest_name = longest_name.max(words.len());
+            // A name two features share goes to the later one, as in `choose`.
+            by_name.insert(words.join(" "), i);
+            for n in f.parameters.iter().chain(&f.counters) {
+                let list = owners.entry(n.clone()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+                if let Some(attr) = n.rsplit('.').next().filter(|a| a.len() >= 6 && n.contains('.')) {
+                    let list = bare_owners.entry(attr.to_string()).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+            if let Some(a) = f.acronym.as_deref().filter(|a| a.len() >= 2) {
+                by_acronym.entry(a.to_string()).or_default().push(i);
+            }
+        }
+        Router { catalog, profiles, by_faj, by_name, longest_name, owners, bare_owners, by_acronym }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -95,9 +139,63 @@ impl Router {
         self.by_faj.get(faj).copied()
     }
 
-    /// The agent for `text` and why (see the module docs).
+    /// The agent for `text` and why (see the module docs): the same
+    /// signals as [`choose`], looked up in indexes instead of scanned.
     pub fn choose(&self, text: &str) -> Option<(usize, Reason)> {
-        choose_with(&self.catalog, text, &|q, c| self.most_similar(q, c))
+        let features = &self.catalog.features;
+        for code in faj_codes(text) {
+            if let Some(&i) = self.by_faj.get(&code) {
+                return Some((i, Reason::FajCode));
+            }
+        }
+        // The longest feature name in the text, on word boundaries.
+        let words = words_of(text);
+        let mut best: Option<usize> = None;
+        for start in 0..words.len() {
+            for len in 1..=self.longest_name.min(words.len() - start) {
+                if let Some(&i) = self.by_name.get(&words[start..start + len].join(" ")) {
+                    let better = best.is_none_or(|b| {
+                        let (lb, li) = (features[b].name.len(), features[i].name.len());
+                        li > lb || (li == lb && i > b)
+                    });
+                    if better {
+                        best = Some(i);
+                    }
+                }
+            }
+        }
+        if let Some(i) = best {
+            return Some((i, Reason::Name));
+        }
+        let raw_words: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+            .map(|w| w.trim_matches('.'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let q = elex_text::embed(text);
+        for w in &raw_words {
+            let owners = match self.owners.get(*w) {
+                Some(o) => Some(o),
+                None if !w.contains('.') && w.len() >= 6 => self.bare_owners.get(*w),
+                None => None,
+            };
+            if let Some(owners) = owners
+                && let Some((i, _)) = self.most_similar(&q, &mut owners.iter().copied())
+            {
+                return Some((i, Reason::OwnedName((*w).to_string())));
+            }
+        }
+        let text_tokens = elex_text::tokens(text);
+        let acronym_hit =
+            raw_words.iter().filter_map(|w| self.by_acronym.get(*w)).flatten().max_by_key(|&&i| {
+                let shared =
+                    elex_text::tokens(&features[i].name).iter().filter(|t| text_tokens.contains(t)).count();
+                (shared, std::cmp::Reverse(i))
+            });
+        if let Some(&i) = acronym_hit {
+            return Some((i, Reason::Acronym(features[i].acronym.clone().unwrap_or_default())));
+        }
+        self.most_similar(&q, &mut (0..features.len())).map(|(i, s)| (i, Reason::Similarity(s)))
     }
 
     fn most_similar(
@@ -269,11 +367,26 @@ mod tests {
     fn the_router_agrees_with_choose_and_ranks_peers() {
         let c = std::sync::Arc::new(Catalog::embedded().unwrap());
         let r = Router::new(c.clone());
-        for text in [
+        let mut texts: Vec<String> = [
             "How does MIMO Sleep Mode save energy?",
             "uplink interference in crowded cells",
             "FAJ 121 4219 prerequisites",
-        ] {
+        ]
+        .map(String::from)
+        .to_vec();
+        // Every kind of signal, for a quarter of the catalog.
+        for f in c.features.iter().step_by(4) {
+            texts.push(format!("What is {}?", f.name));
+            texts.push(format!("Which parameters control {}?", f.acronym.as_deref().unwrap_or("it")));
+            if let Some(p) = f.parameters.first() {
+                texts.push(format!("What should {p} be set to?"));
+                texts.push(format!("Tune {} now", p.rsplit('.').next().unwrap()));
+            }
+            if let Some(k) = f.counters.first() {
+                texts.push(format!("Why is {k} rising?"));
+            }
+        }
+        for text in &texts {
             assert_eq!(r.choose(text), choose(&c, text), "{text}");
         }
         let with_requires =

@@ -1,0 +1,111 @@
+//! The `swarm` suite: all 593 feature agents live and linked in one host.
+//! Cold start from the precompiled cache, query latency end to end (route +
+//! agent + any consult), throughput with 2 worker threads, RSS.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use elex_host::{Catalog, Host, HostConfig, Swarm, SwarmConfig};
+
+use crate::{Row, quantile};
+
+/// Questions of the kinds operators ask, by name, acronym, parameter or
+/// counter; deterministic (feature i, template i % 6).
+fn queries(catalog: &Catalog, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|k| {
+            let f = &catalog.features[(k * 7919) % catalog.features.len()];
+            let acronym = f.acronym.clone().unwrap_or_else(|| f.name.clone());
+            match k % 6 {
+                0 => format!("What is {}?", f.name),
+                1 => format!("Which counters show the effect of {}?", f.name),
+                2 => format!("Which parameters control {acronym} and what are their ranges?"),
+                3 => match f.parameters.first() {
+                    Some(p) => format!("What should {p} be set to?"),
+                    None => format!("When should {} be enabled?", f.name),
+                },
+                4 => format!("What does {} require?", f.name),
+                _ => match f.counters.first() {
+                    Some(c) => format!("Why is {c} increasing?"),
+                    None => format!("How do I troubleshoot {acronym}?"),
+                },
+            }
+        })
+        .collect()
+}
+
+pub fn run(out: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    let bytes = std::fs::read(elex_tests::component_path("feature-agent.composed"))?;
+    let cache = tempfile::tempdir()?;
+    let config = HostConfig { cache_dir: Some(cache.path().to_path_buf()), ..HostConfig::for_swarm(593) };
+    // Fill the disk cache, then start cold from it in a fresh host.
+    Host::new(config.clone())
+        .and_then(|h| h.load_bytes("feature-agent", &bytes))
+        .map_err(|e| anyhow!("{e}"))?;
+    let catalog = Arc::new(Catalog::embedded().map_err(|e| anyhow!("{e}"))?);
+    let rss_before = crate::runtime::rss_bytes();
+    let t = Instant::now();
+    let host = Arc::new(Host::new(config).map_err(|e| anyhow!("{e}"))?);
+    let loaded = Arc::new(host.load_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
+    let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
+        .map_err(|e| anyhow!("{e}"))?;
+    let cold = t.elapsed();
+    rows.push(Row::new("swarm_cold_start", "ms", cold.as_secs_f64() * 1e3, None).settings(format!(
+        "new host, load from the disk cache, instantiate + init 593 linked agents on {} threads",
+        SwarmConfig::default().start_threads
+    )));
+    if let (Some(before), Some(after)) = (rss_before, crate::runtime::rss_bytes()) {
+        rows.push(
+            Row::new("swarm_rss", "MB", after / 1e6, None)
+                .settings(format!("process RSS with 593 live agents; {:.1} MB before", before / 1e6)),
+        );
+    }
+
+    let qs = queries(&catalog, 3_000);
+    // Warm every agent once, then measure.
+    for q in &qs[..600] {
+        swarm.query(q).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut lat = Vec::with_capacity(qs.len());
+    let mut consults = 0;
+    for q in &qs {
+        let t = Instant::now();
+        let a = swarm.query(q).map_err(|e| anyhow!("{e}"))?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        consults += usize::from(!a.trace.is_empty());
+    }
+    let note =
+        format!("route + answer (+ consult in {consults} of {}), 6 kinds of operator question", qs.len());
+    rows.push(Row::new("swarm_query_p50", "us", quantile(&mut lat, 0.5), None).settings(note.clone()));
+    rows.push(Row::new("swarm_query_p99", "us", quantile(&mut lat, 0.99), None).settings(note));
+
+    // Throughput: 2 workers for 2 s.
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let secs = 2.0;
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let (swarm, qs, done, stop) = (&swarm, &qs, &done, &stop);
+            s.spawn(move || {
+                let mut k = w * 1_500;
+                while !stop.load(Ordering::Relaxed) {
+                    if swarm.query(&qs[k % qs.len()]).is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    k += 1;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    rows.push(
+        Row::new("swarm_throughput_2_threads", "q/s", done.load(Ordering::Relaxed) as f64 / secs, None)
+            .settings("2 worker threads, the same question mix, for 2 s"),
+    );
+    crate::write(out, "swarm", &rows)
+}
