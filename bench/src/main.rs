@@ -26,6 +26,7 @@ use elex_tests::guests::{Hnsw, Vector};
 use serde::Serialize;
 use wasmtime::{Config, Engine};
 
+mod eval;
 mod memory;
 mod runtime;
 mod swarm;
@@ -448,7 +449,10 @@ fn main() -> Result<()> {
             "runtime" => runtime::run(&out)?,
             "memory" => memory::run(&out)?,
             "swarm" => swarm::run(&out)?,
-            other => anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime, memory, swarm"),
+            "eval" => eval::run(&out)?,
+            other => {
+                anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval")
+            }
         }
     }
     Ok(())

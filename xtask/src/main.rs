@@ -56,6 +56,10 @@ fn main() -> Result<()> {
             build(&root)?;
             bench(&root, &args[1..])
         }
+        Some("eval") => {
+            build(&root)?;
+            bench(&root, &[String::from("eval")])
+        }
         Some("demo") => {
             build(&root)?;
             demo(&root, args.get(1).map(String::as_str).unwrap_or(DEMO_QUESTION))
@@ -73,6 +77,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   build           build, compose and check the wasm components into target/components/
   test [ARGS..]   build, then run every test (ARGS go to `cargo test` of the workspace)
+  eval            routing accuracy and learning of the swarm -> target/bench/eval.json
   demo [QUESTION] build, then ask the feature agents a question with `elex query`
   bench [SUITE..] build, then run the benchmarks (libraries, runtime); writes target/bench/<suite>.json";
 

@@ -103,6 +103,12 @@ fn topics_for(kind: &str) -> (&'static [Topic], bool) {
         "observability" => (&[Topic::Counter, Topic::Kpi], true),
         "configuration" => (&[Topic::Parameter], true),
         "general" => (&[Topic::Overview, Topic::Dependencies, Topic::Parameter], false),
+        // When to enable a feature: what it is, what it needs, what it
+        // excludes.
+        "activation" => (&[Topic::Overview, Topic::Dependencies], true),
+        // Troubleshooting starts from what shows the effect and what the
+        // feature depends on.
+        "troubleshoot" => (&[Topic::Counter, Topic::Kpi, Topic::Dependencies], true),
         _ => (&[], false),
     }
 }
@@ -258,17 +264,33 @@ impl Guest for FeatureAgent {
         with(|a| {
             let focus = a.focus(&query.text);
             let question_terms = elex_text::terms(&query.text);
-            let embedding = elex_text::embed(&focus);
+            // A question that says nothing beyond the feature's name ("What
+            // is MIMO Sleep Mode?") asks for the overview.
+            let about_the_feature = elex_text::terms(&focus).is_empty();
+            let embedding = elex_text::embed(if about_the_feature { &query.text } else { &focus });
             let nearest = a.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
             // Prefer the facts that answer this kind of question; fall back
             // to any fact when the feature has none of that topic.
             let kind = question_kind(&query.text);
-            let (wanted, topic_is_evidence) = topics_for(kind);
-            let on_topic: Vec<(usize, f32)> = nearest
+            let (wanted, topic_is_evidence) = if about_the_feature && kind == "general" {
+                (&[Topic::Overview][..], true)
+            } else {
+                topics_for(kind)
+            };
+            let mut on_topic: Vec<(usize, f32)> = nearest
                 .iter()
                 .filter(|(row, _)| wanted.is_empty() || wanted.contains(&a.snippets[*row].topic))
                 .copied()
                 .collect();
+            // The overview and dependency facts are few: when the question
+            // wants them and the search did not bring them, take them.
+            if on_topic.is_empty() && topic_is_evidence {
+                on_topic = (0..a.snippets.len())
+                    .filter(|&r| matches!(a.snippets[r].topic, Topic::Overview | Topic::Dependencies))
+                    .filter(|&r| wanted.contains(&a.snippets[r].topic))
+                    .map(|r| (r, MIN_RELEVANCE))
+                    .collect();
+            }
             let hits = if on_topic.is_empty() { nearest } else { on_topic };
             // Similar is not enough: a relevant fact is of the asked-for
             // topic or shares a word with the question (hashed embeddings
@@ -279,7 +301,10 @@ impl Guest for FeatureAgent {
                 .filter_map(|&(row, sim)| {
                     let shared = shared_terms(&question_terms, &a.snippet_terms[row]);
                     let on_topic = topic_is_evidence && wanted.contains(&a.snippets[row].topic);
-                    (sim >= MIN_RELEVANCE && (on_topic || shared > 0)).then_some((
+                    // A fact of the asked-for topic answers the question
+                    // however its wording compares; others must be similar
+                    // and share a word with it.
+                    (on_topic || (sim >= MIN_RELEVANCE && shared > 0)).then_some((
                         row,
                         sim,
                         sim + TERM_BONUS * shared as f32,
@@ -346,12 +371,10 @@ impl Guest for FeatureAgent {
                     }
                 },
             };
-            let executed = ACTIONS.iter().position(|x| *x == action).unwrap_or(0) as u32;
-            a.learned.answered(Answered {
-                query_id: query.id.clone(),
-                state: state.clone(),
-                action: executed,
-            });
+            // Feedback judges the policy's choice, even when the agent had
+            // to fall back (no peer answered, nothing in memory): otherwise a
+            // choice that cannot be carried out would never be unlearned.
+            a.learned.answered(Answered { query_id: query.id.clone(), state: state.clone(), action: chosen });
             log::log(
                 Level::Info,
                 "query handled",

@@ -1,0 +1,219 @@
+//! `cargo xtask eval`: routing accuracy and learning, written to
+//! `target/bench/eval.json` (same row format as the benches).
+//!
+//! Routing: questions of six kinds an operator asks (what a feature is, its
+//! prerequisites, the parameters that control it, the counters that show its
+//! effect, when to enable it, how to troubleshoot it), each phrased by the
+//! feature's name, by its acronym, and by a parameter or counter it owns
+//! only, for every feature; plus FAJ-code questions, which must all route
+//! right. The templates are fixed English phrasings chosen before looking at
+//! the router's scores; the parameter of a parameter-only question is the
+//! feature's most specific one (owned by the fewest features), as an
+//! operator would name the parameter they associate with the feature.
+//! Description-only questions are not generated: the catalog has no
+//! descriptions yet (they arrive with `cargo xtask catalog`).
+//!
+//! Learning: a simulated operator asks 20 linked agents (with dependency
+//! peers) 2,000 questions of the six kinds and rewards the action it wants
+//! for each kind (+1, else -0.5): a direct answer for what / parameters /
+//! counters / when-to-enable questions (a request for clarification when the
+//! feature has no parameters or counters to answer from), a consult of a
+//! dependency peer for prerequisites, an escalation for troubleshooting. The learning curve is
+//! the share of rewarded actions per 200 rounds; afterwards every (agent,
+//! kind) pair is asked once more without feedback.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use elex_host::router::Router;
+use elex_host::{Action, Catalog, Host, HostConfig, Swarm, SwarmConfig};
+
+use crate::Row;
+
+const KINDS: [&str; 6] = ["what", "prerequisites", "parameters", "counters", "enable", "troubleshoot"];
+
+fn question(kind: &str, subject: &str) -> String {
+    match kind {
+        "what" => format!("What is {subject} and what does it do?"),
+        "prerequisites" => format!("What are the prerequisites of {subject}?"),
+        "parameters" => format!("Which parameters control {subject} and what are their ranges?"),
+        "counters" => format!("Which counters or KPIs show the effect of {subject}?"),
+        "enable" => format!("When should I enable {subject}?"),
+        _ => format!("How do I troubleshoot {subject} when it does not work?"),
+    }
+}
+
+/// A question of `kind` naming only a parameter or counter.
+fn owned_question(kind: &str, name: &str) -> String {
+    match kind {
+        "what" => format!("What does {name} do?"),
+        "prerequisites" => format!("What must be in place before I change {name}?"),
+        "parameters" => format!("What range and default does {name} have?"),
+        "counters" => format!("What does {name} measure?"),
+        "enable" => format!("When should {name} be changed?"),
+        _ => format!("Why does {name} look wrong?"),
+    }
+}
+
+pub fn run(out: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    let catalog = Arc::new(Catalog::embedded().map_err(|e| anyhow!("{e}"))?);
+    routing_rows(&catalog, &mut rows);
+    learning_rows(&catalog, &mut rows)?;
+    crate::write(out, "eval", &rows)
+}
+
+fn routing_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) {
+    let router = Router::new(catalog.clone());
+    let mut owners: HashMap<&str, usize> = HashMap::new();
+    for f in &catalog.features {
+        for n in f.parameters.iter().chain(&f.counters) {
+            *owners.entry(n.as_str()).or_default() += 1;
+        }
+    }
+    // (phrasing, kind) -> (asked, top1, top5)
+    let mut tally: HashMap<(&str, &str), (usize, usize, usize)> = HashMap::new();
+    for (i, f) in catalog.features.iter().enumerate() {
+        let specific = |names: &[String]| names.iter().min_by_key(|n| (owners[n.as_str()], n.len())).cloned();
+        for kind in KINDS {
+            let mut asked = vec![("name", question(kind, &f.name))];
+            if let Some(a) = &f.acronym {
+                asked.push(("acronym", question(kind, a)));
+            }
+            let owned = if kind == "counters" { specific(&f.counters) } else { specific(&f.parameters) };
+            if let Some(n) = owned.or_else(|| specific(&f.counters)) {
+                asked.push(("owned name", owned_question(kind, &n)));
+            }
+            asked.push(("faj code", question(kind, &f.faj)));
+            for (phrasing, text) in asked {
+                let top5 = router.route(&text, 5);
+                let t = tally.entry((phrasing, kind)).or_default();
+                t.0 += 1;
+                t.1 += usize::from(top5.first().is_some_and(|c| c.index == i));
+                t.2 += usize::from(top5.iter().any(|c| c.index == i));
+            }
+        }
+    }
+    let mut overall = (0, 0, 0);
+    let mut keys: Vec<_> = tally.keys().copied().collect();
+    keys.sort();
+    for (phrasing, kind) in keys {
+        let (n, t1, t5) = tally[&(phrasing, kind)];
+        if phrasing != "faj code" {
+            overall = (overall.0 + n, overall.1 + t1, overall.2 + t5);
+        }
+        let name = format!("route_{}_{kind}", phrasing.replace(' ', "_"));
+        rows.push(
+            Row::new(&format!("{name}_top1"), "share", t1 as f64 / n as f64, None)
+                .settings(format!("{n} questions; top-5 {:.3}", t5 as f64 / n as f64)),
+        );
+    }
+    let faj: (usize, usize) =
+        tally.iter().filter(|(k, _)| k.0 == "faj code").fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
+    rows.push(
+        Row::new("route_faj_code_top1", "share", faj.1 as f64 / faj.0 as f64, None)
+            .settings(format!("{} questions", faj.0)),
+    );
+    rows.push(
+        Row::new("route_overall_top1", "share", overall.1 as f64 / overall.0 as f64, None).settings(format!(
+            "{} questions by name, acronym or owned name (targets: top-1 0.85)",
+            overall.0
+        )),
+    );
+    rows.push(
+        Row::new("route_overall_top5", "share", overall.2 as f64 / overall.0 as f64, None)
+            .settings(format!("{} questions (target 0.97)", overall.0)),
+    );
+}
+
+/// The action the simulated operator rewards: a consult of a dependency
+/// peer for prerequisites, an escalation for troubleshooting, else a direct
+/// answer, unless the feature has no facts of the asked kind (no counters or
+/// no parameters): then it wants the agent to ask back.
+fn wanted(kind: &str, f: &elex_host::Feature) -> Action {
+    match kind {
+        "prerequisites" => Action::ConsultPeer,
+        "troubleshoot" => Action::Escalate,
+        "counters" if f.counters.is_empty() => Action::RequestClarification,
+        "parameters" if f.parameters.is_empty() => Action::RequestClarification,
+        _ => Action::DirectAnswer,
+    }
+}
+
+fn learning_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
+    let bytes = std::fs::read(elex_tests::component_path("feature-agent.composed"))?;
+    let host = Arc::new(Host::new(HostConfig::for_swarm(593)).map_err(|e| anyhow!("{e}"))?);
+    let loaded = Arc::new(host.load_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
+    let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
+        .map_err(|e| anyhow!("{e}"))?;
+    // 20 agents that have a prerequisite in the catalog.
+    let agents: Vec<usize> = (0..catalog.features.len())
+        .filter(|&i| catalog.features[i].requires.iter().any(|r| swarm.router().index_of(r).is_some()))
+        .step_by(5)
+        .take(20)
+        .collect();
+    anyhow::ensure!(agents.len() == 20, "only {} agents with prerequisites", agents.len());
+    let mut seed = 0x5eed_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut curve = Vec::new();
+    let mut window = 0;
+    for round in 1..=2_000 {
+        let i = agents[(next() % agents.len() as u64) as usize];
+        let kind = KINDS[(next() % KINDS.len() as u64) as usize];
+        let answer = swarm
+            .ask(i, &question(kind, &catalog.features[i].name), elex_host::router::Reason::Name)
+            .map_err(|e| anyhow!("{e}"))?;
+        let right = answer.response.action == wanted(kind, &catalog.features[i]);
+        window += usize::from(right);
+        swarm
+            .feedback(i, &answer.response.query_id, if right { 1.0 } else { -0.5 })
+            .map_err(|e| anyhow!("{e}"))?;
+        if round % 200 == 0 {
+            curve.push(window as f64 / 200.0);
+            window = 0;
+        }
+    }
+    for (k, share) in curve.iter().enumerate() {
+        rows.push(
+            Row::new(&format!("learning_rounds_{}_{}", k * 200 + 1, (k + 1) * 200), "share", *share, None)
+                .settings("rewarded action chosen, per 200 feedback rounds"),
+        );
+    }
+    let (mut right, mut total) = (0, 0);
+    for kind in KINDS {
+        let mut done: HashMap<String, usize> = HashMap::new();
+        let mut kind_right = 0;
+        for &i in &agents {
+            let a = swarm
+                .ask(i, &question(kind, &catalog.features[i].name), elex_host::router::Reason::Name)
+                .map_err(|e| anyhow!("{e}"))?;
+            kind_right += usize::from(a.response.action == wanted(kind, &catalog.features[i]));
+            *done.entry(a.response.action.to_string()).or_default() += 1;
+        }
+        let mut done: Vec<_> = done.into_iter().collect();
+        done.sort();
+        rows.push(
+            Row::new(
+                &format!("learning_after_2000_rounds_{kind}"),
+                "share",
+                kind_right as f64 / agents.len() as f64,
+                None,
+            )
+            .settings(format!("actions taken {done:?}")),
+        );
+        right += kind_right;
+        total += agents.len();
+    }
+    rows.push(
+        Row::new("learning_after_2000_rounds", "share", right as f64 / total as f64, None)
+            .settings(format!("{total} (agent, kind) pairs asked once more without feedback (target 0.90)")),
+    );
+    Ok(())
+}
