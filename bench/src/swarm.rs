@@ -83,6 +83,47 @@ pub fn run(out: &Path) -> Result<()> {
     rows.push(Row::new("swarm_query_p50", "us", quantile(&mut lat, 0.5), None).settings(note.clone()));
     rows.push(Row::new("swarm_query_p99", "us", quantile(&mut lat, 0.99), None).settings(note));
 
+    // With a consult: agents that have a prerequisite in the catalog are
+    // taught (negative feedback otherwise) to consult it for prerequisite
+    // questions; then those questions are timed.
+    let with_peer: Vec<usize> = (0..catalog.features.len())
+        .filter(|&i| catalog.features[i].requires.iter().any(|r| swarm.router().index_of(r).is_some()))
+        .collect();
+    let ask = |i: usize| {
+        swarm.ask(
+            i,
+            &format!("What are the prerequisites of {}?", catalog.features[i].name),
+            elex_host::router::Reason::Name,
+        )
+    };
+    for &i in &with_peer {
+        for _ in 0..8 {
+            let a = ask(i).map_err(|e| anyhow!("{e}"))?;
+            if a.response.action == elex_host::Action::ConsultPeer {
+                swarm.feedback(i, &a.response.query_id, 1.0).map_err(|e| anyhow!("{e}"))?;
+                break;
+            }
+            swarm.feedback(i, &a.response.query_id, -0.5).map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    let mut lat = Vec::new();
+    let mut hops = 0;
+    for k in 0..1_000 {
+        let i = with_peer[k % with_peer.len()];
+        let t = Instant::now();
+        let a = ask(i).map_err(|e| anyhow!("{e}"))?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        hops += a.trace.len();
+    }
+    let note = format!(
+        "prerequisite questions to the {} agents with an in-catalog prerequisite, taught to consult it; {hops} hops in 1000 queries",
+        with_peer.len()
+    );
+    rows.push(
+        Row::new("swarm_query_with_consult_p50", "us", quantile(&mut lat, 0.5), None).settings(note.clone()),
+    );
+    rows.push(Row::new("swarm_query_with_consult_p99", "us", quantile(&mut lat, 0.99), None).settings(note));
+
     // Throughput: 2 workers for 2 s.
     let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
