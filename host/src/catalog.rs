@@ -1,16 +1,23 @@
 //! The feature catalog: the 593 RAN features agents are configured from.
 //!
-//! The default source is compiled in (`registry-index/ran-features/
-//! features.jsonl`, one JSON object per line); each line is also the
-//! document an agent's `init` receives.
+//! The default source is compiled in: `registry-index/catalog.jsonl`, made
+//! by `cargo xtask catalog` from the 593 real features (`registry-index/
+//! ran-features/features.jsonl`) plus generated, marked, parameter ranges,
+//! KPI formulas and descriptions; one JSON object per line. Each line is
+//! also the document an agent's `init` receives.
 
 use serde::Deserialize;
 
 use crate::bindings::AgentConfig;
 use crate::error::{Error, Result};
 
-/// The compiled-in feature data.
-pub const EMBEDDED_FEATURES: &str = include_str!("../../registry-index/ran-features/features.jsonl");
+/// The compiled-in catalog.
+pub const EMBEDDED_CATALOG: &str = include_str!("../../registry-index/catalog.jsonl");
+
+/// The real feature data the catalog is generated from (kept to check its
+/// checksum).
+#[cfg(test)]
+const EMBEDDED_FEATURES: &str = include_str!("../../registry-index/ran-features/features.jsonl");
 
 /// One feature: the fields the host routes on, plus the raw entry.
 #[derive(Debug, Clone)]
@@ -81,7 +88,7 @@ pub struct Catalog {
 impl Catalog {
     /// The compiled-in catalog.
     pub fn embedded() -> Result<Catalog> {
-        Catalog::parse("registry-index/ran-features/features.jsonl", EMBEDDED_FEATURES)
+        Catalog::parse("registry-index/catalog.jsonl", EMBEDDED_CATALOG)
     }
 
     /// Parses JSON lines; `source_name` names the source in errors.

@@ -11,6 +11,8 @@
 //! - `bench`: `build`, then the benchmarks (`bench/`), which write
 //!   `target/bench/<suite>.json`.
 
+mod catalog;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -56,6 +58,7 @@ fn main() -> Result<()> {
             build(&root)?;
             bench(&root, &args[1..])
         }
+        Some("catalog") => catalog(&root),
         Some("eval") => {
             build(&root)?;
             bench(&root, &[String::from("eval")])
@@ -77,6 +80,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   build           build, compose and check the wasm components into target/components/
   test [ARGS..]   build, then run every test (ARGS go to `cargo test` of the workspace)
+  catalog         regenerate registry-index/catalog.jsonl from the RAN feature data
   eval            routing accuracy and learning of the swarm -> target/bench/eval.json
   demo [QUESTION] build, then ask the feature agents a question with `elex query`
   bench [SUITE..] build, then run the benchmarks (libraries, runtime); writes target/bench/<suite>.json";
@@ -214,6 +218,20 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     run(&mut guest)?;
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))
+}
+
+/// Writes `registry-index/catalog.jsonl` from `../shared/data/ran-features`
+/// (or the repository's copy of it).
+fn catalog(root: &Path) -> Result<()> {
+    let shared = root.join("../shared/data/ran-features/features.jsonl");
+    let copy = root.join("registry-index/ran-features/features.jsonl");
+    let source = if shared.is_file() { shared } else { copy };
+    let text = std::fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
+    let out = catalog::generate(&text, &source.display().to_string())?;
+    let dest = root.join("registry-index/catalog.jsonl");
+    std::fs::write(&dest, &out).with_context(|| format!("writing {}", dest.display()))?;
+    println!("xtask: {} entries from {} -> {}", out.lines().count(), source.display(), dest.display());
+    Ok(())
 }
 
 fn bench(root: &Path, suites: &[String]) -> Result<()> {

@@ -464,21 +464,73 @@ impl Guest for FeatureAgent {
         })
     }
 
-    fn kpis(_samples: Vec<CounterSample>) -> Result<Vec<KpiValue>, AgentError> {
+    fn kpis(samples: Vec<CounterSample>) -> Result<Vec<KpiValue>, AgentError> {
         with(|a| {
-            // The catalog carries no KPI formulas yet, so no KPI can be
-            // computed: each is reported as lacking data rather than guessed.
-            Ok(a.feature
-                .kpis
-                .iter()
-                .map(|k| KpiValue {
+            // Each counter's samples are summed with the vector library's
+            // aggregation; a KPI is then computed from its formula (as the
+            // generated catalog writes them: `c` or `100 * a / (a + b)`).
+            // A KPI without a formula, or without samples of its counters,
+            // is reported as lacking data rather than guessed.
+            let total = |counter: &str| -> Result<Option<f64>, AgentError> {
+                let values: Vec<f32> =
+                    samples.iter().filter(|s| s.name == counter).map(|s| s.value as f32).collect();
+                if values.is_empty() {
+                    return Ok(None);
+                }
+                let ones = alloc::vec![1.0f32; values.len()];
+                let summary = kernels::aggregate(&values, &ones, 0.0)
+                    .map_err(|e| AgentError::Dependency(format!("elex:vector aggregate failed: {e:?}")))?;
+                Ok(Some(summary.sum))
+            };
+            let mut out = Vec::with_capacity(a.feature.kpis.len());
+            for k in &a.feature.kpis {
+                let no_data = |unit: &str, threshold: f64| KpiValue {
                     name: String::from(k.name()),
                     value: 0.0,
-                    unit: String::new(),
-                    threshold: 0.0,
+                    unit: String::from(unit),
+                    threshold,
                     status: KpiStatus::NoData,
-                })
-                .collect())
+                };
+                let crate::knowledge::Kpi::Object { formula: Some(f), unit, threshold, direction, .. } = k
+                else {
+                    out.push(no_data("", 0.0));
+                    continue;
+                };
+                let (unit, threshold) = (unit.as_deref().unwrap_or(""), threshold.unwrap_or(0.0));
+                let value = match f.strip_prefix("100 * ").and_then(|r| r.split_once(" / (")) {
+                    Some((num, rest)) => {
+                        let den = rest.trim_end_matches(')');
+                        let other = den.split(" + ").nth(1).unwrap_or("");
+                        match (total(num)?, total(other)?) {
+                            (Some(x), Some(y)) if x + y > 0.0 => Some(100.0 * x / (x + y)),
+                            _ => None,
+                        }
+                    }
+                    None if !f.contains(' ') => total(f)?,
+                    None => None,
+                };
+                let Some(value) = value else {
+                    out.push(no_data(unit, threshold));
+                    continue;
+                };
+                let lower_is_better = direction.as_deref() == Some("lower-is-better");
+                let margin = threshold.abs() * 0.05;
+                let status = match lower_is_better {
+                    false if value >= threshold => KpiStatus::Ok,
+                    false if value >= threshold - margin => KpiStatus::Warning,
+                    true if value <= threshold => KpiStatus::Ok,
+                    true if value <= threshold + margin => KpiStatus::Warning,
+                    _ => KpiStatus::Breach,
+                };
+                out.push(KpiValue {
+                    name: String::from(k.name()),
+                    value,
+                    unit: String::from(unit),
+                    threshold,
+                    status,
+                });
+            }
+            Ok(out)
         })
     }
 
