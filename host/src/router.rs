@@ -222,6 +222,27 @@ impl Router {
         sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let first_score = if strong { 1.0 } else { sims.iter().find(|s| s.0 == first).map_or(0.0, |s| s.1) };
         out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
+        // Other features with the same strong signal (a shared parameter or
+        // counter name, a shared acronym), most similar first.
+        let shared: Vec<usize> = match &reason {
+            Reason::OwnedName(w) => self
+                .owners
+                .get(w.as_str())
+                .or_else(|| self.bare_owners.get(w.as_str()))
+                .cloned()
+                .unwrap_or_default(),
+            Reason::Acronym(a) => self.by_acronym.get(a.as_str()).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut shared: Vec<(usize, f32)> = shared
+            .into_iter()
+            .filter(|&i| i != first)
+            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
+            .collect();
+        shared.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (i, _) in shared.into_iter().take(limit.saturating_sub(2)) {
+            out.push(Candidate { index: i, score: first_score * 0.75, reason: format!("also {reason}") });
+        }
         for code in &self.catalog.features[first].requires {
             if out.len() >= limit {
                 break;

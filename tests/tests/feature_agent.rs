@@ -15,13 +15,16 @@ fn validation_uses_the_catalog_ranges_and_kpis_follow_their_formulas() {
         .features
         .iter()
         .map(|f| serde_json::from_str::<serde_json::Value>(&f.document).unwrap())
-        .find(|v| v["kpis"].as_array().unwrap().iter().any(|k| k["formula"].as_str().unwrap().contains(" / (")))
+        .find(|v| {
+            v["kpis"].as_array().unwrap().iter().any(|k| k["formula"].as_str().unwrap().contains(" / ("))
+        })
         .expect("a KPI with a ratio formula");
     let faj = entry["faj"].as_str().unwrap();
     let mut a = host.instantiate(&agent, catalog.by_faj(faj).unwrap().agent_config()).unwrap();
 
     let p = &entry["parameters"][0];
-    let (name, min, max) = (p["name"].as_str().unwrap(), p["min"].as_f64().unwrap(), p["max"].as_f64().unwrap());
+    let (name, min, max) =
+        (p["name"].as_str().unwrap(), p["min"].as_f64().unwrap(), p["max"].as_f64().unwrap());
     let checks = a
         .validate(&[
             ParameterValue { name: name.into(), value: min - 1.0 },
@@ -31,9 +34,17 @@ fn validation_uses_the_catalog_ranges_and_kpis_follow_their_formulas() {
         ])
         .unwrap();
     let verdicts: Vec<Verdict> = checks.iter().map(|v| v.verdict).collect();
-    assert_eq!(verdicts, [Verdict::BelowMinimum, Verdict::Ok, Verdict::AboveMaximum, Verdict::UnknownParameter]);
+    assert_eq!(
+        verdicts,
+        [Verdict::BelowMinimum, Verdict::Ok, Verdict::AboveMaximum, Verdict::UnknownParameter]
+    );
 
-    let kpi = entry["kpis"].as_array().unwrap().iter().find(|k| k["formula"].as_str().unwrap().contains(" / (")).unwrap();
+    let kpi = entry["kpis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["formula"].as_str().unwrap().contains(" / ("))
+        .unwrap();
     let formula = kpi["formula"].as_str().unwrap();
     let num = formula.trim_start_matches("100 * ").split(" / (").next().unwrap().to_string();
     let other = formula.split(" + ").nth(1).unwrap().trim_end_matches(')').to_string();
@@ -48,7 +59,13 @@ fn validation_uses_the_catalog_ranges_and_kpis_follow_their_formulas() {
     assert_eq!(v.unit, "%");
     let threshold = kpi["threshold"].as_f64().unwrap();
     let want = if kpi["direction"] == "lower-is-better" {
-        if 60.0 <= threshold { KpiStatus::Ok } else if 60.0 <= threshold * 1.05 { KpiStatus::Warning } else { KpiStatus::Breach }
+        if 60.0 <= threshold {
+            KpiStatus::Ok
+        } else if 60.0 <= threshold * 1.05 {
+            KpiStatus::Warning
+        } else {
+            KpiStatus::Breach
+        }
     } else if 60.0 >= threshold {
         KpiStatus::Ok
     } else if 60.0 >= threshold * 0.95 {
