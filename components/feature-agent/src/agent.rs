@@ -53,12 +53,48 @@ fn action_name(a: Action) -> &'static str {
 struct Loaded {
     id: String,
     feature: Feature,
+    /// Built at the first question (see [`Knowledge::build`]): a swarm of
+    /// hundreds of agents starts without building what most of them may
+    /// never be asked.
+    knowledge: Option<Knowledge>,
+    seed: u64,
+    q: QTable,
+    learned: Learned,
+}
+
+/// The agent's facts and their search index.
+struct Knowledge {
     snippets: Vec<Snippet>,
     /// Each snippet's terms (`elex_text::terms` of its name and sentence).
     snippet_terms: Vec<Vec<String>>,
     retrieval: Retrieval,
-    q: QTable,
-    learned: Learned,
+}
+
+impl Knowledge {
+    /// Snippets from the catalog entry, their terms and embeddings, and the
+    /// HNSW index over the embeddings.
+    fn build(feature: &Feature, seed: u64) -> Result<Knowledge, AgentError> {
+        let snippets = feature.snippets();
+        let mut embeddings = Vec::with_capacity(snippets.len() * elex_text::DIM);
+        let mut snippet_terms = Vec::with_capacity(snippets.len());
+        for s in &snippets {
+            // Questions name either the fact or what it says: embed both.
+            let terms = elex_text::terms(&format!("{} {}", s.source, s.text));
+            embeddings.extend_from_slice(&elex_text::embed_terms(&terms));
+            snippet_terms.push(terms);
+        }
+        let (retrieval, how) = Retrieval::build(embeddings, seed).map_err(AgentError::Dependency)?;
+        log::log(
+            Level::Debug,
+            "knowledge built",
+            &[
+                ("faj".to_string(), feature.faj.clone()),
+                ("snippets".to_string(), snippets.len().to_string()),
+                ("retrieval".to_string(), how.to_string()),
+            ],
+        );
+        Ok(Knowledge { snippets, snippet_terms, retrieval })
+    }
 }
 
 /// Instance state. Component instances are single-threaded.
@@ -227,33 +263,13 @@ impl Guest for FeatureAgent {
     fn init(config: AgentConfig) -> Result<(), AgentError> {
         let feature: Feature = serde_json::from_str(&config.document)
             .map_err(|e| AgentError::InvalidInput(format!("catalog entry is not valid JSON: {e}")))?;
-        let snippets = feature.snippets();
-        let mut embeddings = Vec::with_capacity(snippets.len() * elex_text::DIM);
-        let mut snippet_terms = Vec::with_capacity(snippets.len());
-        for s in &snippets {
-            // Questions name either the fact or what it says: embed both.
-            let terms = elex_text::terms(&format!("{} {}", s.source, s.text));
-            embeddings.extend_from_slice(&elex_text::embed_terms(&terms));
-            snippet_terms.push(terms);
-        }
         let seed = seed_of(&config.agent_id);
-        let (retrieval, how) = Retrieval::build(embeddings, seed).map_err(AgentError::Dependency)?;
         let q = new_q_table(seed)?;
-        log::log(
-            Level::Debug,
-            "feature agent initialised",
-            &[
-                ("faj".to_string(), feature.faj.clone()),
-                ("snippets".to_string(), snippets.len().to_string()),
-                ("retrieval".to_string(), how.to_string()),
-            ],
-        );
         *STATE.0.borrow_mut() = Some(Loaded {
             id: config.agent_id,
             feature,
-            snippets,
-            snippet_terms,
-            retrieval,
+            knowledge: None,
+            seed,
             q,
             learned: Learned::default(),
         });
@@ -262,13 +278,17 @@ impl Guest for FeatureAgent {
 
     fn handle(query: Query) -> Result<Response, AgentError> {
         with(|a| {
+            if a.knowledge.is_none() {
+                a.knowledge = Some(Knowledge::build(&a.feature, a.seed)?);
+            }
+            let Some(k) = a.knowledge.as_ref() else { return Err(AgentError::NotInitialized) };
             let focus = a.focus(&query.text);
             let question_terms = elex_text::terms(&query.text);
             // A question that says nothing beyond the feature's name ("What
             // is MIMO Sleep Mode?") asks for the overview.
             let about_the_feature = elex_text::terms(&focus).is_empty();
             let embedding = elex_text::embed(if about_the_feature { &query.text } else { &focus });
-            let nearest = a.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
+            let nearest = k.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
             // Prefer the facts that answer this kind of question; fall back
             // to any fact when the feature has none of that topic.
             let kind = question_kind(&query.text);
@@ -279,15 +299,15 @@ impl Guest for FeatureAgent {
             };
             let mut on_topic: Vec<(usize, f32)> = nearest
                 .iter()
-                .filter(|(row, _)| wanted.is_empty() || wanted.contains(&a.snippets[*row].topic))
+                .filter(|(row, _)| wanted.is_empty() || wanted.contains(&k.snippets[*row].topic))
                 .copied()
                 .collect();
             // The overview and dependency facts are few: when the question
             // wants them and the search did not bring them, take them.
             if on_topic.is_empty() && topic_is_evidence {
-                on_topic = (0..a.snippets.len())
-                    .filter(|&r| matches!(a.snippets[r].topic, Topic::Overview | Topic::Dependencies))
-                    .filter(|&r| wanted.contains(&a.snippets[r].topic))
+                on_topic = (0..k.snippets.len())
+                    .filter(|&r| matches!(k.snippets[r].topic, Topic::Overview | Topic::Dependencies))
+                    .filter(|&r| wanted.contains(&k.snippets[r].topic))
                     .map(|r| (r, MIN_RELEVANCE))
                     .collect();
             }
@@ -299,8 +319,8 @@ impl Guest for FeatureAgent {
             let mut relevant: Vec<(usize, f32, f32)> = hits
                 .iter()
                 .filter_map(|&(row, sim)| {
-                    let shared = shared_terms(&question_terms, &a.snippet_terms[row]);
-                    let on_topic = topic_is_evidence && wanted.contains(&a.snippets[row].topic);
+                    let shared = shared_terms(&question_terms, &k.snippet_terms[row]);
+                    let on_topic = topic_is_evidence && wanted.contains(&k.snippets[row].topic);
                     // A fact of the asked-for topic answers the question
                     // however its wording compares; others must be similar
                     // and share a word with it.
@@ -362,7 +382,7 @@ impl Guest for FeatureAgent {
                         let mut text = title;
                         let mut sources = Vec::new();
                         for (row, _, _) in &relevant {
-                            let s = &a.snippets[*row];
+                            let s = &k.snippets[*row];
                             text.push_str("\n- ");
                             text.push_str(&s.text);
                             sources.push(s.source.clone());
