@@ -123,6 +123,18 @@ mod simd {
         let mut i = 0;
         // SAFETY: every load reads 4 floats at offset i + 4k < n.
         unsafe {
+            // 32 lanes per back-edge (two 16-lane steps, same order).
+            while i + 32 <= n {
+                for step in [i, i + 16] {
+                    for k in 0..4 {
+                        let o = step + 4 * k;
+                        let x = load(pq.add(o));
+                        a0[k] = f32x4_add(a0[k], f32x4_mul(x, load(p0.add(o))));
+                        a1[k] = f32x4_add(a1[k], f32x4_mul(x, load(p1.add(o))));
+                    }
+                }
+                i += 32;
+            }
             while i + 16 <= n {
                 for k in 0..4 {
                     let o = i + 4 * k;
