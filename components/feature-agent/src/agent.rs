@@ -219,6 +219,18 @@ impl Loaded {
 
 pub struct FeatureAgent;
 
+/// Interactions (questions answered plus feedback received) before an agent
+/// leaves its cold start.
+const COLD_START: u64 = 100;
+
+/// How far the agent trusts itself: 0.5 for a new agent, growing linearly
+/// with interactions to 1.0 at [`COLD_START`]. An answer's confidence is its
+/// relevance times this.
+fn experience(learned: &Learned) -> f32 {
+    let n = (learned.queries + learned.feedback).min(COLD_START);
+    0.5 + 0.5 * n as f32 / COLD_START as f32
+}
+
 /// Asks a dependency peer (a prerequisite first, else a related feature)
 /// through the host: the peer's answer and its sources, or `None` when the
 /// host has no routing or no peer answers.
@@ -410,7 +422,7 @@ impl Guest for FeatureAgent {
                 agent_id: a.id.clone(),
                 action,
                 content,
-                confidence: best.clamp(0.0, 1.0),
+                confidence: (best * experience(&a.learned)).clamp(0.0, 1.0),
                 q_value,
                 sources,
             })
@@ -574,8 +586,11 @@ impl Guest for FeatureAgent {
             Some(a) => HealthReport {
                 status: HealthStatus::Healthy,
                 detail: format!(
-                    "{} answered {} queries, {} rewarded",
-                    a.id, a.learned.queries, a.learned.feedback
+                    "{} answered {} queries, {} rewarded{}",
+                    a.id,
+                    a.learned.queries,
+                    a.learned.feedback,
+                    if a.learned.queries + a.learned.feedback < COLD_START { " (cold start)" } else { "" }
                 ),
             },
             None => HealthReport { status: HealthStatus::Unhealthy, detail: String::from("not initialised") },
