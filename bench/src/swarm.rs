@@ -53,6 +53,7 @@ pub fn run(out: &Path) -> Result<()> {
     let loaded = Arc::new(host.load_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
     let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
         .map_err(|e| anyhow!("{e}"))?;
+    swarm.attach_hnsw(&std::fs::read(elex_tests::component_path("hnsw"))?).map_err(|e| anyhow!("{e}"))?;
     let cold = t.elapsed();
     rows.push(Row::new("swarm_cold_start", "ms", cold.as_secs_f64() * 1e3, None).settings(format!(
         "new host, load from the disk cache, instantiate + init 593 linked agents on {} threads",

@@ -182,6 +182,31 @@ impl Host {
         )
     }
 
+    /// Compiles (or takes from the cache) an `elex:hnsw/library` component,
+    /// checked against that world, for [`crate::router::Router::attach_index`].
+    pub fn load_hnsw(&self, bytes: &[u8]) -> Result<wasmtime::component::Component> {
+        elex_wit::check_fit(bytes, elex_wit::World::Hnsw)
+            .map_err(|e| Error::Config(format!("not an elex:hnsw/library component: {e}")))?;
+        let digest = load::digest_of(bytes);
+        if let Some((c, _)) = self.cache.get(&self.engine, &digest) {
+            return Ok(c);
+        }
+        let c = wasmtime::component::Component::new(&self.engine, bytes)
+            .map_err(|e| Error::Config(format!("compiling the hnsw component: {e:#}")))?;
+        self.cache.insert(&digest, &c);
+        Ok(c)
+    }
+
+    /// The agents' profile embeddings in an instance of `hnsw`.
+    pub fn agent_index(
+        &self,
+        hnsw: &wasmtime::component::Component,
+        rows: &[f32],
+        dimension: usize,
+    ) -> Result<crate::agent_index::AgentIndex> {
+        crate::agent_index::AgentIndex::build(&self.engine, hnsw, rows, dimension)
+    }
+
     /// A query with a fresh id, unique across hosts and runs (`q<start
     /// time>-<n>`).
     pub fn query(&self, text: &str) -> Query {

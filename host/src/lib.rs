@@ -24,6 +24,7 @@
 //! (`src/load.rs`), budgets are `src/budget.rs` and `src/config.rs`, the host
 //! interfaces are `src/services/`, and query routing is [`router`].
 
+pub mod agent_index;
 pub mod bindings;
 pub mod budget;
 pub mod cache;

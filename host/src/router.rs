@@ -85,6 +85,9 @@ pub struct Router {
     owners: HashMap<String, Vec<usize>>,
     bare_owners: HashMap<String, Vec<usize>>,
     by_acronym: HashMap<String, Vec<usize>>,
+    /// The profile embeddings in an `hnsw` component instance, once
+    /// attached; until then similarity is an exact scan.
+    index: std::sync::OnceLock<std::sync::Mutex<crate::agent_index::AgentIndex>>,
 }
 
 use std::collections::HashMap;
@@ -127,7 +130,52 @@ impl Router {
                 by_acronym.entry(a.to_string()).or_default().push(i);
             }
         }
-        Router { catalog, profiles, by_faj, by_name, longest_name, owners, bare_owners, by_acronym }
+        Router {
+            catalog,
+            profiles,
+            by_faj,
+            by_name,
+            longest_name,
+            owners,
+            bare_owners,
+            by_acronym,
+            index: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The profile embeddings, row-major (for building an
+    /// [`AgentIndex`](crate::agent_index::AgentIndex)).
+    pub fn profile_rows(&self) -> Vec<f32> {
+        self.profiles.iter().flatten().copied().collect()
+    }
+
+    /// From now on, similarity over all agents is searched in `index` (an
+    /// HNSW in an `hnsw` component instance). A second call is ignored.
+    pub fn attach_index(&self, index: crate::agent_index::AgentIndex) {
+        let _ = self.index.set(std::sync::Mutex::new(index));
+    }
+
+    /// Whether similarity runs in an attached HNSW component.
+    pub fn has_index(&self) -> bool {
+        self.index.get().is_some()
+    }
+
+    /// The `k` agents most similar to `q`, best first: from the attached
+    /// index, else (or if it fails) an exact scan.
+    fn nearest(&self, q: &[f32; elex_text::DIM], k: usize) -> Vec<(usize, f32)> {
+        if let Some(index) = self.index.get() {
+            let found = index.lock().map_err(|_| ()).and_then(|mut i| i.search(q, k).map_err(|_| ()));
+            match found {
+                Ok(hits) => return hits,
+                Err(()) => tracing::warn!("the agent index failed; routing by exact scan"),
+            }
+        }
+        let mut sims: Vec<(usize, f32)> = (0..self.profiles.len())
+            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
+            .collect();
+        sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        sims.truncate(k);
+        sims
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -195,7 +243,7 @@ impl Router {
         if let Some(&i) = acronym_hit {
             return Some((i, Reason::Acronym(features[i].acronym.clone().unwrap_or_default())));
         }
-        self.most_similar(&q, &mut (0..features.len())).map(|(i, s)| (i, Reason::Similarity(s)))
+        self.nearest(&q, 1).first().map(|&(i, s)| (i, Reason::Similarity(s)))
     }
 
     fn most_similar(
@@ -216,11 +264,9 @@ impl Router {
         let Some((first, reason)) = self.choose(text) else { return out };
         let strong = !matches!(reason, Reason::Similarity(_));
         let q = elex_text::embed(text);
-        let mut sims: Vec<(usize, f32)> = (0..self.profiles.len())
-            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
-            .collect();
-        sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let first_score = if strong { 1.0 } else { sims.iter().find(|s| s.0 == first).map_or(0.0, |s| s.1) };
+        let sims = self.nearest(&q, limit + 8);
+        let dot = |i: usize| q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>();
+        let first_score = if strong { 1.0 } else { dot(first) };
         out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
         // Other features with the same strong signal (a shared parameter or
         // counter name, a shared acronym), most similar first.

@@ -153,6 +153,16 @@ impl Swarm {
         Ok(Swarm { hub })
     }
 
+    /// Moves the router's similarity search into an instance of the `hnsw`
+    /// component (`bytes`: an `elex:hnsw/library` component) holding every
+    /// agent's profile embedding.
+    pub fn attach_hnsw(&self, bytes: &[u8]) -> Result<()> {
+        let component = self.hub.host.load_hnsw(bytes)?;
+        let index = self.hub.host.agent_index(&component, &self.hub.router.profile_rows(), elex_text::DIM)?;
+        self.hub.router.attach_index(index);
+        Ok(())
+    }
+
     pub fn router(&self) -> &Router {
         &self.hub.router
     }

@@ -360,6 +360,7 @@ fn feedback_reaches_the_agent_in_a_later_run_and_agents_are_listed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(first["agents_live"], 593);
+    assert_eq!(first["similarity_search"], "hnsw@0.1.0 component");
     let qid = first["query_id"].as_str().unwrap().to_string();
     let out = run(&["feedback", &qid, "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -98,6 +98,30 @@ fn the_593_feature_agents_start_linked_and_answer_routed_queries() {
     .unwrap();
     assert_eq!(swarm.len(), 593);
     assert_eq!(started.into_inner(), 593);
+    // Similarity routing in an hnsw component instance agrees with the
+    // exact scan.
+    let exact = elex_host::router::Router::new(catalog.clone());
+    swarm.attach_hnsw(&std::fs::read(component_path("hnsw")).unwrap()).unwrap();
+    assert!(swarm.router().has_index());
+    for text in
+        ["uplink interference in crowded cells", "energy saving at night", "handover between frequencies"]
+    {
+        let (
+            Some((i, elex_host::router::Reason::Similarity(s))),
+            Some((j, elex_host::router::Reason::Similarity(t))),
+        ) = (swarm.router().choose(text), exact.choose(text))
+        else {
+            panic!("{text}: routed by similarity")
+        };
+        assert!(i == j && (s - t).abs() < 1e-5, "{text}: {i} {s} vs {j} {t}");
+        let (a, b) = (swarm.router().route(text, 5), exact.route(text, 5));
+        assert_eq!(
+            a.iter().map(|c| c.index).collect::<Vec<_>>(),
+            b.iter().map(|c| c.index).collect::<Vec<_>>(),
+            "{text}"
+        );
+    }
+    assert!(swarm.attach_hnsw(b"not a component").is_err());
     let a = swarm.query("Which counters show the effect of MIMO Sleep Mode?").unwrap();
     assert_eq!(catalog.features[a.agent].faj, "FAJ 121 3094");
     assert!(a.response.content.contains("pmMimoSleep"), "{}", a.response.content);

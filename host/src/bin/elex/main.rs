@@ -286,6 +286,22 @@ fn query(
     if let Some(b) = bar.get() {
         b.finish_and_clear();
     }
+    // Similarity routing runs in the signed hnsw component when the registry
+    // has it; else the router scans the 593 embeddings itself.
+    let router_kind =
+        match places.open().and_then(|r| Ok(r.fetch("hnsw", &semver::VersionReq::parse("^0.1")?)?)) {
+            Ok(f) => match swarm.attach_hnsw(&f.bytes) {
+                Ok(()) => format!("hnsw@{} component", f.entry.version),
+                Err(e) => {
+                    tracing::warn!(error = %e, "routing without the hnsw component");
+                    String::from("exact scan")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no signed hnsw component in the registry; routing by exact scan");
+                String::from("exact scan")
+            }
+        };
     let start_ms = t1.elapsed().as_secs_f64() * 1e3;
 
     let answer = match chosen {
@@ -328,6 +344,7 @@ fn query(
             })).collect::<Vec<_>>(),
             "timing_ms": { "load": load_ms, "start_agents": start_ms, "routing": answer.routing.as_secs_f64() * 1e3, "answer": answer_ms },
             "agents_live": swarm.len(),
+            "similarity_search": router_kind,
             "loaded_from": loaded.origin.to_string(),
             "component": { "source": source, "digest": loaded.digest, "size": loaded.size },
         });
