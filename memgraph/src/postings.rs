@@ -145,6 +145,9 @@ pub type Change = (u64, Option<Posting>);
 /// The common case, postings of new engrams (ids above all the term's ids),
 /// costs one seek to the last block and one write per block written.
 pub(crate) fn apply(t: &mut Postings<'_>, term: &str, changes: &mut [Change]) -> Result<i64, String> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
     changes.sort_by_key(|c| c.0); // stable: order within an id is kept
     let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
         Some(row) => {
