@@ -44,7 +44,7 @@ impl AgentIndex {
             distance: Distance::Cosine,
             storage: Storage::Full,
             m: 16,
-            ef_construction: 200,
+            ef_construction: 100,
             ef_search: 64,
             seed: 0x5eed,
         };
