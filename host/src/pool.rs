@@ -251,18 +251,16 @@ impl AgentPool {
         let result = f(instance);
         let took = started.elapsed();
         slot.last_used = Instant::now();
-        slot.usage.calls += 1;
-        slot.usage.busy += took;
-        slot.usage.latency.record(took);
-        slot.usage.fuel_used += instance.fuel_used() - fuel_before;
-        slot.usage.memory_bytes = instance.memory().used_bytes;
-        slot.usage.memory_peak_bytes = slot.usage.memory_peak_bytes.max(instance.memory().peak_bytes);
+        let memory = instance.memory();
+        slot.usage.record_call(
+            took,
+            result.is_err(),
+            instance.fuel_used() - fuel_before,
+            memory.used_bytes,
+            memory.peak_bytes,
+        );
         slot.since_checkpoint += 1;
-        let broken = instance.failure().is_some();
-        if result.is_err() {
-            slot.usage.errors += 1;
-        }
-        if broken {
+        if instance.failure().is_some() {
             slot.state = State::Failed;
             slot.instance = None;
             let error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default();

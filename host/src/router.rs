@@ -160,6 +160,11 @@ impl Router {
         self.index.get().is_some()
     }
 
+    /// Cosine similarity of `q` and agent `i`'s profile (both unit length).
+    fn similarity(&self, q: &[f32; elex_text::DIM], i: usize) -> f32 {
+        q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum()
+    }
+
     /// The `k` agents most similar to `q`, best first: from the attached
     /// index, else (or if it fails) an exact scan.
     fn nearest(&self, q: &[f32; elex_text::DIM], k: usize) -> Vec<(usize, f32)> {
@@ -170,9 +175,8 @@ impl Router {
                 Err(()) => tracing::warn!("the agent index failed; routing by exact scan"),
             }
         }
-        let mut sims: Vec<(usize, f32)> = (0..self.profiles.len())
-            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
-            .collect();
+        let mut sims: Vec<(usize, f32)> =
+            (0..self.profiles.len()).map(|i| (i, self.similarity(q, i))).collect();
         sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         sims.truncate(k);
         sims
@@ -251,9 +255,7 @@ impl Router {
         q: &[f32; elex_text::DIM],
         candidates: &mut dyn Iterator<Item = usize>,
     ) -> Option<(usize, f32)> {
-        candidates
-            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+        candidates.map(|i| (i, self.similarity(q, i))).max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
     }
 
     /// Up to `limit` candidates, best first: the chosen agent, then the
@@ -265,8 +267,7 @@ impl Router {
         let strong = !matches!(reason, Reason::Similarity(_));
         let q = elex_text::embed(text);
         let sims = self.nearest(&q, limit + 8);
-        let dot = |i: usize| q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>();
-        let first_score = if strong { 1.0 } else { dot(first) };
+        let first_score = if strong { 1.0 } else { self.similarity(&q, first) };
         out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
         // Other features with the same strong signal (a shared parameter or
         // counter name, a shared acronym), most similar first.
@@ -280,11 +281,8 @@ impl Router {
             Reason::Acronym(a) => self.by_acronym.get(a.as_str()).cloned().unwrap_or_default(),
             _ => Vec::new(),
         };
-        let mut shared: Vec<(usize, f32)> = shared
-            .into_iter()
-            .filter(|&i| i != first)
-            .map(|i| (i, q.iter().zip(self.profiles[i].iter()).map(|(a, b)| a * b).sum::<f32>()))
-            .collect();
+        let mut shared: Vec<(usize, f32)> =
+            shared.into_iter().filter(|&i| i != first).map(|i| (i, self.similarity(&q, i))).collect();
         shared.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         for (i, _) in shared.into_iter().take(limit.saturating_sub(2)) {
             out.push(Candidate { index: i, score: first_score * 0.75, reason: format!("also {reason}") });

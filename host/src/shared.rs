@@ -53,16 +53,7 @@ impl SharedAgent {
     /// Runs `f` on the instance when it is free; `Error::Busy` when
     /// `queue_depth` callers are already waiting.
     pub fn call<T>(&self, f: impl FnOnce(&mut AgentInstance) -> Result<T>) -> Result<T> {
-        let ahead = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _leave = Leave(&self.in_flight);
-        // `ahead` counts the running caller and the waiting ones.
-        if ahead > self.queue_depth {
-            return Err(Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth });
-        }
-        // A panic inside `f` cannot leave the instance half-updated in a way
-        // the host trusts: a failed guest call marks it failed itself.
-        let mut instance = self.instance.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut instance)
+        self.enter(None, f)
     }
 
     /// Like [`SharedAgent::call`], but waits at most `wait` for the
@@ -73,11 +64,29 @@ impl SharedAgent {
         wait: std::time::Duration,
         f: impl FnOnce(&mut AgentInstance) -> Result<T>,
     ) -> Result<T> {
+        self.enter(Some(wait), f)
+    }
+
+    /// Joins the queue (refused beyond `queue_depth`), then takes the
+    /// instance: blocking, or for at most `wait`.
+    fn enter<T>(
+        &self,
+        wait: Option<std::time::Duration>,
+        f: impl FnOnce(&mut AgentInstance) -> Result<T>,
+    ) -> Result<T> {
         let ahead = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.in_flight);
+        let busy = || Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth };
+        // `ahead` counts the running caller and the waiting ones.
         if ahead > self.queue_depth {
-            return Err(Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth });
+            return Err(busy());
         }
+        // A panic inside `f` cannot leave the instance half-updated in a way
+        // the host trusts: a failed guest call marks it failed itself.
+        let Some(wait) = wait else {
+            let mut instance = self.instance.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            return f(&mut instance);
+        };
         let deadline = std::time::Instant::now() + wait;
         loop {
             match self.instance.try_lock() {
@@ -86,9 +95,7 @@ impl SharedAgent {
                 Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_micros(50));
                 }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth });
-                }
+                Err(std::sync::TryLockError::WouldBlock) => return Err(busy()),
             }
         }
     }

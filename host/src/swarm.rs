@@ -184,8 +184,11 @@ impl Swarm {
     }
 
     /// The live agent at catalog index `i`.
-    pub fn agent(&self, i: usize) -> &SharedAgent {
-        &self.agents()[i]
+    pub fn agent(&self, i: usize) -> Result<&SharedAgent> {
+        self.agents().get(i).ok_or_else(|| Error::Lifecycle {
+            agent: format!("#{i}"),
+            detail: format!("no such agent: the swarm has {}", self.len()),
+        })
     }
 
     /// Routes `text` and asks the chosen agent.
@@ -206,8 +209,9 @@ impl Swarm {
     pub fn ask(&self, i: usize, text: &str, reason: Reason) -> Result<Answer> {
         let t = Instant::now();
         let query = self.hub.host.query(text);
-        let id = self.catalog().features[i].faj.clone();
-        let (response, trace) = self.agent(i).call(|a| {
+        let agent = self.agent(i)?;
+        let id = agent.id().to_string();
+        let (response, trace) = agent.call(|a| {
             let state = a.state_mut();
             state.chain = vec![id];
             state.trace.clear();
@@ -228,14 +232,15 @@ impl Swarm {
 
     /// Rewards agent `i`'s answer to `query_id`.
     pub fn feedback(&self, i: usize, query_id: &str, reward: f32) -> Result<()> {
-        self.agent(i).call(|a| a.feedback(query_id, reward))
+        self.agent(i)?.call(|a| a.feedback(query_id, reward))
     }
 
     /// Stores the snapshots of agents `which` (catalog indices).
     pub fn save(&self, store: &SnapshotStore, which: impl IntoIterator<Item = usize>) -> Result<()> {
         for i in which {
-            let bytes = self.agent(i).call(|a| a.snapshot())?;
-            store.put(&self.catalog().features[i].faj, &bytes)?;
+            let agent = self.agent(i)?;
+            let bytes = agent.call(|a| a.snapshot())?;
+            store.put(agent.id(), &bytes)?;
         }
         Ok(())
     }

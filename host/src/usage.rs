@@ -103,6 +103,25 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Counts one call that took `took`, consumed `fuel` and left the
+    /// instance holding `memory_bytes` (its peak so far `memory_peak_bytes`).
+    pub fn record_call(
+        &mut self,
+        took: Duration,
+        failed: bool,
+        fuel: u64,
+        memory_bytes: u64,
+        memory_peak_bytes: u64,
+    ) {
+        self.calls += 1;
+        self.errors += u64::from(failed);
+        self.busy += took;
+        self.latency.record(took);
+        self.fuel_used += fuel;
+        self.memory_bytes = memory_bytes;
+        self.memory_peak_bytes = self.memory_peak_bytes.max(memory_peak_bytes);
+    }
+
     /// Encodes for the database.
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("usage always encodes")

@@ -187,6 +187,28 @@ fn engram_of(id: EngramId, e: StoredEngram) -> Engram {
 }
 
 impl MemoryGraph {
+    /// Marks `m` visited by a graph walk: whether it is new and visible to
+    /// the reader; `limit-exceeded` once the walk has visited more than
+    /// `max_visited` engrams.
+    fn first_visible_visit(
+        &self,
+        r: &Reader<'_>,
+        seen: &mut HashSet<EngramId>,
+        m: EngramId,
+        walk: &str,
+    ) -> Result<bool> {
+        if !seen.insert(m) {
+            return Ok(false);
+        }
+        if seen.len() > self.config.max_visited {
+            return Err(GraphError::LimitExceeded(format!(
+                "{walk} visited more than {} engrams",
+                self.config.max_visited
+            )));
+        }
+        r.sees(m)
+    }
+
     /// The engram, if `actor` may see it.
     pub fn get(&self, actor: &Actor, id: EngramId) -> Result<Engram> {
         let r = Reader::new(self, actor)?;
@@ -244,16 +266,7 @@ impl MemoryGraph {
                 next.clear();
                 r.successors(n, &mut next)?;
                 for &m in &next {
-                    if !seen.insert(m) {
-                        continue;
-                    }
-                    if seen.len() > self.config.max_visited {
-                        return Err(GraphError::LimitExceeded(format!(
-                            "the path search visited more than {} engrams",
-                            self.config.max_visited
-                        )));
-                    }
-                    if !r.sees(m)? {
+                    if !self.first_visible_visit(&r, &mut seen, m, "the path search")? {
                         continue;
                     }
                     parent.insert(m, n);
@@ -294,6 +307,9 @@ impl MemoryGraph {
         r.check_limit("limit", limit, self.config.max_results)?;
         r.visible(id)?;
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let mut seen: HashSet<EngramId> = HashSet::from([id]);
         let mut queue = VecDeque::from([(id, 0u32)]);
         let mut next = Vec::new();
@@ -304,16 +320,7 @@ impl MemoryGraph {
             next.clear();
             r.adjacent(n, relation, &mut next)?;
             for &m in &next {
-                if !seen.insert(m) {
-                    continue;
-                }
-                if seen.len() > self.config.max_visited {
-                    return Err(GraphError::LimitExceeded(format!(
-                        "the neighbourhood walk visited more than {} engrams",
-                        self.config.max_visited
-                    )));
-                }
-                if !r.sees(m)? {
+                if !self.first_visible_visit(&r, &mut seen, m, "the neighbourhood walk")? {
                     continue;
                 }
                 out.push(m);

@@ -173,8 +173,6 @@ fn rank_text(
     let norm = |p: &Posting| norm_of(p.tf, p.len);
     let idf = |df: u64| (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
     let mut cands: Option<Vec<(u64, f32)>> = filter.map(|ids| ids.iter().map(|&id| (id, 0.0)).collect());
-    let lookups_cheaper = |cands: usize, df: u64| (cands as u64).saturating_mul(16) < df;
-    let se = |e: String| r.storage(e);
     let last = with_df.len() - 1;
     for (i, &(df, term)) in with_df.iter().enumerate() {
         let w = idf(df);
@@ -209,95 +207,76 @@ fn rank_text(
                 skipped |= beaten;
                 beaten
             };
-            match cands {
-                Some(c) if lookups_cheaper(c.len(), df) => {
-                    for (id, s) in c {
-                        if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
-                            offer(id, s + w * norm(&p));
-                        }
-                    }
-                }
-                Some(c) => {
-                    let mut ci = 0;
-                    postings::for_each_block(&r.postings, term, &mut skip, |block| {
-                        for p in block {
-                            while ci < c.len() && c[ci].0 < p.id {
-                                ci += 1;
-                            }
-                            if ci == c.len() {
-                                return false;
-                            }
-                            if c[ci].0 == p.id {
-                                offer(p.id, c[ci].1 + w * norm(p));
-                            }
-                        }
-                        true
-                    })
-                    .map_err(se)?;
-                }
-                None => postings::for_each_block(&r.postings, term, &mut skip, |block| {
-                    block.iter().for_each(|p| offer(p.id, w * norm(p)));
-                    true
-                })
-                .map_err(se)?,
-            }
+            score_term(r, term, cands.as_deref(), df, &mut skip, &mut |id, s| offer(id, s), &|p| {
+                w * norm(p)
+            })?;
             let out = heap.into_inner().into_iter().map(|Reverse(Ranked(s, id))| (id, s)).collect();
             return Ok((out, seen > k || skipped));
         }
-        cands = Some(match cands {
-            Some(c) if lookups_cheaper(c.len(), df) => {
-                let mut next = Vec::with_capacity(c.len());
-                for (id, s) in c {
-                    if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
-                        next.push((id, s + w * norm(&p)));
-                    }
-                }
-                next
-            }
-            Some(c) => {
-                // Merge the candidates with the term's blocks as they stream.
-                let mut out = Vec::with_capacity(c.len().min(df as usize));
-                let mut ci = 0;
-                postings::for_each_block(
-                    &r.postings,
-                    term,
-                    |_, _| false,
-                    |block| {
-                        for p in block {
-                            while ci < c.len() && c[ci].0 < p.id {
-                                ci += 1;
-                            }
-                            if ci == c.len() {
-                                return false;
-                            }
-                            if c[ci].0 == p.id {
-                                out.push((p.id, c[ci].1 + w * norm(p)));
-                            }
-                        }
-                        true
-                    },
-                )
-                .map_err(se)?;
-                out
-            }
-            None => {
-                let mut out = Vec::with_capacity(df as usize);
-                postings::for_each_block(
-                    &r.postings,
-                    term,
-                    |_, _| false,
-                    |block| {
-                        out.extend(block.iter().map(|p| (p.id, w * norm(p))));
-                        true
-                    },
-                )
-                .map_err(se)?;
-                out
-            }
-        });
+        let mut next = Vec::with_capacity(cands.as_ref().map_or(df as usize, |c| c.len().min(df as usize)));
+        score_term(
+            r,
+            term,
+            cands.as_deref(),
+            df,
+            &mut |_, _| false,
+            &mut |id, s| next.push((id, s)),
+            &|p| w * norm(p),
+        )?;
+        cands = Some(next);
         if cands.as_ref().is_some_and(Vec::is_empty) {
             break;
         }
     }
     Ok((cands.unwrap_or_default(), false))
+}
+
+/// Calls `emit(id, score)` for every engram holding `term` — among `cands`
+/// (with their scores so far added) if given, else all — with the term's
+/// contribution `weight(posting)`. Few candidates are looked up one by one;
+/// otherwise the term's blocks stream past the sorted candidates, skipping
+/// blocks for which `skip(max_tf, min_len)` says they cannot matter.
+fn score_term(
+    r: &Reader<'_>,
+    term: &str,
+    cands: Option<&[(u64, f32)]>,
+    df: u64,
+    skip: &mut dyn FnMut(u32, u32) -> bool,
+    emit: &mut dyn FnMut(u64, f32),
+    weight: &dyn Fn(&Posting) -> f32,
+) -> Result<()> {
+    let se = |e: String| r.storage(e);
+    match cands {
+        Some(c) if (c.len() as u64).saturating_mul(16) < df => {
+            for &(id, s) in c {
+                if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
+                    emit(id, s + weight(&p));
+                }
+            }
+        }
+        Some(c) => {
+            let mut ci = 0;
+            postings::for_each_block(&r.postings, term, skip, |block| {
+                for p in block {
+                    while ci < c.len() && c[ci].0 < p.id {
+                        ci += 1;
+                    }
+                    if ci == c.len() {
+                        return false;
+                    }
+                    if c[ci].0 == p.id {
+                        emit(p.id, c[ci].1 + weight(p));
+                    }
+                }
+                true
+            })
+            .map_err(se)?;
+        }
+        None => postings::for_each_block(&r.postings, term, skip, |block| {
+            block.iter().for_each(|p| emit(p.id, weight(p)));
+            true
+        })
+        .map_err(se)?,
+    }
+    Ok(())
 }

@@ -183,6 +183,7 @@ fn connections_paths_and_neighbourhoods_are_bounded() {
     let n2 = g.neighbourhood(&a, ids[0], 2, Some("supports"), 100).unwrap();
     assert_eq!(n2, vec![ids[1], ids[2]]);
     assert_eq!(g.neighbourhood(&a, ids[0], 3, None, 2).unwrap().len(), 2, "limit");
+    assert!(g.neighbourhood(&a, ids[0], 3, None, 0).unwrap().is_empty(), "limit 0");
     // Deleting an engram removes its connections both ways.
     g.apply(&a, vec![Op::Delete { id: ids[5] }]).unwrap();
     assert_eq!(g.connections(&a, ids[0]).unwrap().len(), 1);

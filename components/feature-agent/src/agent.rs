@@ -434,10 +434,13 @@ impl Guest for FeatureAgent {
             return Err(AgentError::InvalidInput(format!("reward {reward} is outside [-1, 1]")));
         }
         with(|a| {
-            let answered = a
-                .learned
-                .take(&query_id)
-                .ok_or_else(|| AgentError::InvalidInput(format!("no recent query with id {query_id:?}")))?;
+            let answered = a.learned.take(&query_id).ok_or_else(|| {
+                AgentError::InvalidInput(format!(
+                    "no recent query with id {query_id:?}: an answer takes one reward, and an agent \
+                         keeps only its last {} answers",
+                    crate::state::RECENT
+                ))
+            })?;
             a.q.update(&Transition {
                 state: answered.state,
                 action: answered.action,

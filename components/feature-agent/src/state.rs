@@ -16,7 +16,7 @@ const MAGIC: &[u8; 4] = b"EXAG";
 const VERSION: u16 = 3;
 const HEADER: usize = 4 + 2 + 8 + 8 + 8 + 4;
 /// How many recent queries accept feedback.
-const RECENT: usize = 256;
+pub const RECENT: usize = 256;
 
 /// A query this instance answered: what it saw and what it did.
 pub struct Answered {

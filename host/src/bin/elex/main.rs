@@ -322,11 +322,8 @@ fn query(
     swarm.save(&store, involved.iter().copied()).context("storing the agents' state")?;
     store.put_query(&response.query_id, &feature.faj)?;
     let mut usage = store.usage(&feature.faj)?.unwrap_or_default();
-    usage.calls += 1;
-    usage.busy += answer.took;
-    usage.latency.record(answer.took);
-    let memory = swarm.agent(answer.agent).call(|a| Ok(a.memory().peak_bytes))?;
-    usage.memory_peak_bytes = usage.memory_peak_bytes.max(memory);
+    let memory = swarm.agent(answer.agent)?.call(|a| Ok(a.memory().clone()))?;
+    usage.record_call(answer.took, false, 0, memory.used_bytes, memory.peak_bytes);
     store.put_usage([(feature.faj.as_str(), &usage)])?;
 
     let answer_ms = answer.took.as_secs_f64() * 1e3;
