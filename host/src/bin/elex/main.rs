@@ -185,11 +185,16 @@ pub struct Places {
     pub data_dir: PathBuf,
     registry: PathBuf,
     trust: Vec<PathBuf>,
+    /// The registry with its trust policy, read once per command.
+    opened: std::cell::OnceCell<Registry>,
 }
 
 impl Places {
     /// The registry with its own `trust/` policy (if any) and every --trust.
-    fn open(&self) -> anyhow::Result<Registry> {
+    fn open(&self) -> anyhow::Result<&Registry> {
+        if let Some(r) = self.opened.get() {
+            return Ok(r);
+        }
         let mut policy = Policy::default();
         let own = self.registry.join("trust");
         if own.join("policy.json").is_file() {
@@ -198,7 +203,7 @@ impl Places {
         for dir in &self.trust {
             policy = policy.merge(Policy::load(dir)?);
         }
-        Ok(Registry::open(&self.registry, policy))
+        Ok(self.opened.get_or_init(|| Registry::open(&self.registry, policy)))
     }
 
     /// The agents' database (snapshots and usage).
@@ -570,6 +575,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir.unwrap_or_else(HostConfig::default_data_dir),
         registry: cli.registry.unwrap_or_else(default_registry),
         trust: cli.trust,
+        opened: std::cell::OnceCell::new(),
     };
     let result = match cli.command {
         Command::Query { text, component, allow_unsigned, agent, json } => {
