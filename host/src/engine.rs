@@ -27,11 +27,13 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
                 .map_err(|_| Error::Config(String::from("max_memory_bytes does not fit in usize")))?,
         )
         .table_elements(config.budgets.table_elements)
-        // A freed slot's first pages are reset with memset and stay
-        // resident instead of being returned to the kernel and faulted in
-        // again: re-instantiating a small agent into a warm slot is cheaper.
+        // A freed slot's first pages are reset in place and stay resident
+        // instead of being returned to the kernel and faulted in again;
+        // with PAGEMAP_SCAN (Linux 6.7+) only the pages the guest dirtied
+        // are reset. See `HostConfig::keep_resident_bytes`.
         .linear_memory_keep_resident(config.keep_resident_bytes)
-        .table_keep_resident(config.keep_resident_bytes.min(64 << 10));
+        .table_keep_resident(config.keep_resident_bytes.min(64 << 10))
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut c = Config::new();
     c.wasm_component_model(true)

@@ -4,13 +4,118 @@
 //! their WIT world: Rust's `std` on `wasm32-wasip2` pulls in a dozen WASI
 //! interfaces (stdio, environment, exit, clocks) even when the code uses none
 //! of them. This crate supplies the two things `no_std` + `alloc` code needs:
-//! a global allocator (dlmalloc over `memory.grow`) and a panic handler that
+//! a global allocator (dlmalloc, first over the initial heap, then `memory.grow`) and a panic handler that
 //! traps, which the host reports as a guest trap and recovers from.
 #![no_std]
 
+/// The global allocator: dlmalloc over `memory.grow`, except that its first
+/// request is served from the zeroed space between the end of the static
+/// data (`__heap_base`) and the end of the initial linear memory (guests
+/// are linked with `--initial-heap`, see `components/.cargo/config.toml`).
+/// A small guest therefore never calls `memory.grow` while it is being
+/// instantiated and initialised, which saves the host a page-protection
+/// change (and its TLB shootdown) per instantiation and per recycle.
+#[cfg(target_arch = "wasm32")]
+mod heap {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::arch::wasm32;
+    use core::cell::UnsafeCell;
+    use core::ptr;
+
+    const PAGE: usize = 64 * 1024;
+
+    unsafe extern "C" {
+        static __heap_base: u8;
+    }
+
+    /// Where dlmalloc gets its memory.
+    pub struct Memory {
+        initial_chunk_taken: UnsafeCell<bool>,
+    }
+
+    // SAFETY: the components run on one thread (wasm32 without threads).
+    unsafe impl Send for Memory {}
+
+    unsafe impl dlmalloc::Allocator for Memory {
+        fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
+            // SAFETY: single-threaded; see `Send` above.
+            let taken = unsafe { &mut *self.initial_chunk_taken.get() };
+            if !*taken {
+                *taken = true;
+                let base = ptr::addr_of!(__heap_base) as usize;
+                let end = wasm32::memory_size(0) * PAGE;
+                if end > base && end - base >= size {
+                    return (base as *mut u8, end - base, 0);
+                }
+            }
+            let pages = size.div_ceil(PAGE);
+            let previous = wasm32::memory_grow(0, pages);
+            if previous == usize::MAX {
+                return (ptr::null_mut(), 0, 0);
+            }
+            ((previous * PAGE) as *mut u8, pages * PAGE, 0)
+        }
+
+        fn remap(&self, _ptr: *mut u8, _old: usize, _new: usize, _can_move: bool) -> *mut u8 {
+            ptr::null_mut()
+        }
+
+        fn free_part(&self, _ptr: *mut u8, _old: usize, _new: usize) -> bool {
+            false
+        }
+
+        fn free(&self, _ptr: *mut u8, _size: usize) -> bool {
+            false
+        }
+
+        fn can_release_part(&self, _flags: u32) -> bool {
+            false
+        }
+
+        fn allocates_zeros(&self) -> bool {
+            true
+        }
+
+        fn page_size(&self) -> usize {
+            PAGE
+        }
+    }
+
+    pub struct Heap(UnsafeCell<dlmalloc::Dlmalloc<Memory>>);
+
+    // SAFETY: the components run on one thread (wasm32 without threads).
+    unsafe impl Sync for Heap {}
+
+    impl Heap {
+        pub const fn new() -> Heap {
+            Heap(UnsafeCell::new(dlmalloc::Dlmalloc::new_with_allocator(Memory {
+                initial_chunk_taken: UnsafeCell::new(false),
+            })))
+        }
+    }
+
+    unsafe impl GlobalAlloc for Heap {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            unsafe { (*self.0.get()).malloc(layout.size(), layout.align()) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { (*self.0.get()).free(ptr, layout.size(), layout.align()) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            unsafe { (*self.0.get()).calloc(layout.size(), layout.align()) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            unsafe { (*self.0.get()).realloc(ptr, layout.size(), layout.align(), new_size) }
+        }
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: heap::Heap = heap::Heap::new();
 
 #[cfg(target_arch = "wasm32")]
 #[panic_handler]
