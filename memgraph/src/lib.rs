@@ -209,6 +209,8 @@ pub struct MemoryGraph {
     config: GraphConfig,
     next_engram: AtomicU64,
     next_context: AtomicU64,
+    /// Last posting blocks of recently written terms (see `TailCache`).
+    tails: std::sync::Mutex<postings::TailCache>,
 }
 
 impl std::fmt::Debug for MemoryGraph {
@@ -255,6 +257,7 @@ impl MemoryGraph {
             config,
             next_engram: AtomicU64::new(next_engram),
             next_context: AtomicU64::new(next_context),
+            tails: Default::default(),
         })
     }
 

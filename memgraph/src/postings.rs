@@ -58,15 +58,24 @@ pub(crate) fn encode(block: &[Posting], df: u64) -> Vec<u8> {
     out
 }
 
+/// One LEB128 varint at `at`: one-byte values (most of them) inline, the
+/// rest out of line.
 #[inline(always)]
 fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
-    let b = *bytes.get(*at).ok_or("corrupt posting block: truncated")?;
-    *at += 1;
-    if b < 0x80 {
-        return Ok(b as u64);
+    match bytes.get(*at) {
+        Some(&b) if b < 0x80 => {
+            *at += 1;
+            Ok(b as u64)
+        }
+        _ => varint_long(bytes, at),
     }
-    let mut v = (b & 0x7f) as u64;
-    for shift in (7..64).step_by(7) {
+}
+
+#[cold]
+#[inline(never)]
+fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
         let b = *bytes.get(*at).ok_or("corrupt posting block: truncated")?;
         *at += 1;
         v |= ((b & 0x7f) as u64) << shift;
@@ -144,17 +153,29 @@ pub type Change = (u64, Option<Posting>);
 ///
 /// The common case, postings of new engrams (ids above all the term's ids),
 /// costs one seek to the last block and one write per block written.
-pub(crate) fn apply(t: &mut Postings<'_>, term: &str, changes: &mut [Change]) -> Result<i64, String> {
+///
+/// `known_last` is the term's last block (key, encoded) if the caller knows
+/// it (see `TailCache`): it spares the seek. Also returns the term's last
+/// block after the change, when there is one.
+pub(crate) fn apply(
+    t: &mut Postings<'_>,
+    term: &str,
+    changes: &mut [Change],
+    known_last: Option<&Tail>,
+) -> Result<(i64, Option<Tail>), String> {
     if changes.is_empty() {
-        return Ok(0);
+        return Ok((0, None));
     }
     changes.sort_by_key(|c| c.0); // stable: order within an id is kept
-    let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
-        Some(row) => {
-            let (k, v) = row.map_err(s)?;
-            Some((k.value().1, decode(v.value())?, header_df(v.value())?))
-        }
-        None => None,
+    let last = match known_last {
+        Some((k, bytes)) => Some((*k, decode(bytes)?, header_df(bytes)?)),
+        None => match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
+            Some(row) => {
+                let (k, v) = row.map_err(s)?;
+                Some((k.value().1, decode(v.value())?, header_df(v.value())?))
+            }
+            None => None,
+        },
     };
     let old_df = last.as_ref().map_or(0, |l| l.2);
     // Appends only: merge into the last block.
@@ -181,10 +202,11 @@ pub(crate) fn apply(t: &mut Postings<'_>, term: &str, changes: &mut [Change]) ->
             }
             c = end + 1;
         }
-        if added > 0 {
-            write_run(t, term, key, &block, old_df.saturating_add_signed(added))?;
+        if added == 0 {
+            return Ok((0, None));
         }
-        return Ok(added);
+        let tail = write_run(t, term, key, &block, old_df.saturating_add_signed(added))?;
+        return Ok((added, tail));
     }
     let mut delta = 0i64;
     let mut ci = 0;
@@ -239,21 +261,69 @@ pub(crate) fn apply(t: &mut Postings<'_>, term: &str, changes: &mut [Change]) ->
         }
         None => None,
     };
-    if let Some((k, block)) = last {
-        t.insert((term, k), encode(&block, old_df.saturating_add_signed(delta)).as_slice()).map_err(s)?;
+    let Some((k, block)) = last else { return Ok((delta, None)) };
+    let bytes = encode(&block, old_df.saturating_add_signed(delta));
+    t.insert((term, k), bytes.as_slice()).map_err(s)?;
+    Ok((delta, Some((k, bytes))))
+}
+
+/// A term's last block: its key (first id) and its encoding.
+pub(crate) type Tail = (u64, Vec<u8>);
+
+/// The last block of recently written terms, kept by the graph so that
+/// appending new engrams' postings to a term needs no seek. Only what a
+/// committed transaction wrote goes in (redb lets one process and one writer
+/// at a time change the file, so nothing changes it behind the cache's
+/// back). Bounded in bytes; when full it starts over.
+#[derive(Default)]
+pub(crate) struct TailCache {
+    map: std::collections::HashMap<String, Tail>,
+    bytes: usize,
+}
+
+impl TailCache {
+    const MAX_BYTES: usize = 8 << 20;
+
+    pub(crate) fn get(&self, term: &str) -> Option<&Tail> {
+        self.map.get(term)
     }
-    Ok(delta)
+
+    /// Records what a committed transaction left as each term's last block
+    /// (`None`: not known, forget it).
+    pub(crate) fn update(&mut self, written: Vec<(String, Option<Tail>)>) {
+        let size = |term: &str, tail: &Tail| term.len() + tail.1.len() + 64;
+        for (term, tail) in written {
+            match tail {
+                Some(tail) => {
+                    let term_len = term.len();
+                    self.bytes += size(&term, &tail);
+                    if let Some(old) = self.map.insert(term, tail) {
+                        self.bytes -= term_len + old.1.len() + 64;
+                    }
+                }
+                None => {
+                    if let Some(old) = self.map.remove(&term) {
+                        self.bytes -= size(&term, &old);
+                    }
+                }
+            }
+        }
+        if self.bytes > Self::MAX_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+    }
 }
 
 /// Writes `postings` (sorted) in place of the block at `key` as blocks of
-/// at most [`BLOCK`]; the last of them carries `df`.
+/// at most [`BLOCK`]; the last of them carries `df` and is returned.
 fn write_run(
     t: &mut Postings<'_>,
     term: &str,
     key: Option<u64>,
     postings: &[Posting],
     df: u64,
-) -> Result<(), String> {
+) -> Result<Option<Tail>, String> {
     // Inserting under the same key replaces the block; remove it only when
     // its first id changes (or it empties).
     if let Some(k) = key
@@ -262,11 +332,14 @@ fn write_run(
         t.remove((term, k)).map_err(s)?;
     }
     let chunks = postings.chunks(BLOCK).count();
+    let mut tail = None;
     for (i, chunk) in postings.chunks(BLOCK).enumerate() {
         let df = if i + 1 == chunks { df } else { 0 };
-        t.insert((term, chunk[0].id), encode(chunk, df).as_slice()).map_err(s)?;
+        let bytes = encode(chunk, df);
+        t.insert((term, chunk[0].id), bytes.as_slice()).map_err(s)?;
+        tail = Some((chunk[0].id, bytes));
     }
-    Ok(())
+    Ok(tail)
 }
 
 /// The document frequency recorded in a block's header.
@@ -373,7 +446,10 @@ mod tests {
             let db = Database::create(dir.path().join("p.redb")).unwrap();
             let mut model: BTreeMap<u64, u32> = BTreeMap::new();
             let mut df = 0i64;
-            for batch in batches {
+            // The last block as `apply` reported it, passed back in on every
+            // other batch (as the write path's tail cache does).
+            let mut tail: Option<Tail> = None;
+            for (b, batch) in batches.into_iter().enumerate() {
                 let tx = db.begin_write().unwrap();
                 {
                     let mut t = tx.open_table(T).unwrap();
@@ -387,10 +463,22 @@ mod tests {
                             model.remove(&id);
                         }
                     }
-                    df += apply(&mut t, "w", &mut changes).unwrap();
+                    let known = if b % 2 == 1 { tail.as_ref() } else { None };
+                    let (delta, new_tail) = apply(&mut t, "w", &mut changes, known).unwrap();
+                    df += delta;
+                    let actual = t
+                        .range(("w", 0)..=("w", u64::MAX))
+                        .unwrap()
+                        .next_back()
+                        .map(|r| r.unwrap())
+                        .map(|(k, v)| (k.value().1, v.value().to_vec()));
+                    if new_tail.is_some() {
+                        prop_assert_eq!(&new_tail, &actual, "the reported last block is the stored one");
+                    }
+                    tail = actual;
                     // Neighbouring terms in key order are untouched.
-                    apply(&mut t, "v", &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))]).unwrap();
-                    apply(&mut t, "x", &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))]).unwrap();
+                    apply(&mut t, "v", &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))], None).unwrap();
+                    apply(&mut t, "x", &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))], None).unwrap();
                 }
                 tx.commit().unwrap();
             }
@@ -428,12 +516,12 @@ mod tests {
         {
             let mut t = tx.open_table(T).unwrap();
             for id in 1..=1000 {
-                apply(&mut t, "w", &mut [(id, Some(Posting { id, tf: 1, len: 3 }))]).unwrap();
+                apply(&mut t, "w", &mut [(id, Some(Posting { id, tf: 1, len: 3 }))], None).unwrap();
             }
             assert_eq!(t.len().unwrap(), 1000u64.div_ceil(BLOCK as u64));
             let mut batch: Vec<Change> =
                 (1001..=3000).map(|id| (id, Some(Posting { id, tf: 1, len: 3 }))).collect();
-            assert_eq!(apply(&mut t, "w", &mut batch).unwrap(), 2000);
+            assert_eq!(apply(&mut t, "w", &mut batch, None).unwrap().0, 2000);
             assert_eq!(t.len().unwrap(), 3000u64.div_ceil(BLOCK as u64));
         }
         tx.commit().unwrap();

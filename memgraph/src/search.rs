@@ -12,6 +12,10 @@ use crate::{GraphError, MemoryGraph, Result, SearchHit, SearchQuery};
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
+/// BM25's length normalisation is tabulated for tf below this ...
+const NORM_TF: usize = 8;
+/// ... and document lengths below this.
+const NORM_LEN: usize = 64;
 
 impl MemoryGraph {
     /// Engrams matching every criterion of `query` that `actor` may see,
@@ -70,7 +74,7 @@ impl MemoryGraph {
         if counts.is_empty() {
             return Err(GraphError::Invalid(format!("{text:?} has no searchable words")));
         }
-        let terms: Vec<String> = counts.into_keys().collect();
+        let terms: Vec<String> = counts.into_iter().map(|(t, _)| t).collect();
         // First keep only the best few candidates (a bounded heap while the
         // last term streams); rank everything only if the caller cannot see
         // enough of those.
@@ -170,7 +174,16 @@ fn rank_text(
         let tf = tf as f32;
         tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len as f32 / avg_len))
     };
-    let norm = |p: &Posting| norm_of(p.tf, p.len);
+    // The common (tf, length) pairs looked up rather than divided for.
+    let table: Vec<f32> =
+        (0..NORM_TF * NORM_LEN).map(|i| norm_of((i / NORM_LEN) as u32, (i % NORM_LEN) as u32)).collect();
+    let norm = |p: &Posting| {
+        if (p.tf as usize) < NORM_TF && (p.len as usize) < NORM_LEN {
+            table[p.tf as usize * NORM_LEN + p.len as usize]
+        } else {
+            norm_of(p.tf, p.len)
+        }
+    };
     let idf = |df: u64| (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
     let mut cands: Option<Vec<(u64, f32)>> = filter.map(|ids| ids.iter().map(|&id| (id, 0.0)).collect());
     let last = with_df.len() - 1;
@@ -183,8 +196,14 @@ fn rank_text(
             let heap: RefCell<BinaryHeap<Reverse<Ranked>>> = RefCell::new(BinaryHeap::with_capacity(k + 1));
             let mut seen = 0usize;
             let mut skipped = false;
+            // The k-th best score once the heap is full: anything below it
+            // is turned away without touching the heap.
+            let mut floor = f32::NEG_INFINITY;
             let mut offer = |id: u64, score: f32| {
                 seen += 1;
+                if score < floor {
+                    return;
+                }
                 let candidate = Ranked(score, id);
                 let mut heap = heap.borrow_mut();
                 if heap.len() < k {
@@ -192,6 +211,9 @@ fn rank_text(
                 } else if heap.peek().is_some_and(|Reverse(worst)| candidate > *worst) {
                     heap.pop();
                     heap.push(Reverse(candidate));
+                }
+                if heap.len() >= k {
+                    floor = heap.peek().map_or(floor, |Reverse(worst)| worst.0);
                 }
             };
             // A block whose best possible score (its largest tf, shortest
@@ -236,18 +258,20 @@ fn rank_text(
 /// contribution `weight(posting)`. Few candidates are looked up one by one;
 /// otherwise the term's blocks stream past the sorted candidates, skipping
 /// blocks for which `skip(max_tf, min_len)` says they cannot matter.
+///
+/// Generic rather than `dyn` so that the per-posting closures are inlined.
 fn score_term(
     r: &Reader<'_>,
     term: &str,
     cands: Option<&[(u64, f32)]>,
     df: u64,
-    skip: &mut dyn FnMut(u32, u32) -> bool,
-    emit: &mut dyn FnMut(u64, f32),
-    weight: &dyn Fn(&Posting) -> f32,
+    skip: &mut impl FnMut(u32, u32) -> bool,
+    emit: &mut impl FnMut(u64, f32),
+    weight: &impl Fn(&Posting) -> f32,
 ) -> Result<()> {
     let se = |e: String| r.storage(e);
     match cands {
-        Some(c) if (c.len() as u64).saturating_mul(16) < df => {
+        Some(c) if (c.len() as u64).saturating_mul(128) < df => {
             for &(id, s) in c {
                 if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
                     emit(id, s + weight(&p));

@@ -159,6 +159,91 @@ fn many_engrams_search_matches_a_scan() {
     assert!(g.check_integrity().unwrap().is_empty(), "{:?}", g.check_integrity());
 }
 
+/// The top 10 of a ranked search are the 10 best by BM25 (k1 1.2, b 0.75,
+/// idf ln(1 + (N - df + 0.5) / (df + 0.5))) computed from scratch, over a
+/// skewed vocabulary so that terms span many posting blocks and both the
+/// streaming and the per-candidate lookup paths run, in several batches
+/// (so the write path's cached last blocks are used) and after deletes.
+#[test]
+fn ranked_search_returns_the_best_by_bm25() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let op = Actor::Operator;
+    let vocab: Vec<String> =
+        (0..60).map(|i| format!("word{}", char::from(b'a' + (i % 26) as u8)).repeat(1 + i / 26)).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut docs: Vec<(u64, Vec<String>)> = Vec::new();
+    for _batch in 0..4 {
+        let mut ops = Vec::new();
+        for _ in 0..1_500 {
+            let n = 3 + (next() % 18) as usize;
+            // Skewed: the square of a uniform pick favours the first words.
+            let words: Vec<String> = (0..n)
+                .map(|_| {
+                    let u = (next() % 1000) as f64 / 1000.0;
+                    vocab[((u * u) * vocab.len() as f64) as usize].clone()
+                })
+                .collect();
+            let id = g.allocate_engram_id();
+            ops.push(Op::Create { id, data: data(&words.join(" ")), context: None });
+            docs.push((id, words));
+        }
+        g.apply(&op, ops).unwrap();
+    }
+    let gone: Vec<Op> = docs.iter().step_by(11).map(|(id, _)| Op::Delete { id: *id }).collect();
+    g.apply(&op, gone).unwrap();
+    docs = docs.into_iter().enumerate().filter(|(i, _)| i % 11 != 0).map(|(_, d)| d).collect();
+
+    let n = docs.len() as f32;
+    let avg = docs.iter().map(|(_, w)| w.len()).sum::<usize>() as f32 / n;
+    let mut df: std::collections::HashMap<&str, f32> = std::collections::HashMap::new();
+    for (_, w) in &docs {
+        let mut seen: Vec<&str> = w.iter().map(String::as_str).collect();
+        seen.sort();
+        seen.dedup();
+        seen.into_iter().for_each(|t| *df.entry(t).or_default() += 1.0);
+    }
+    let bm25 = |q: &[&str], words: &[String]| -> Option<f32> {
+        let mut score = 0.0;
+        for t in q {
+            let tf = words.iter().filter(|x| x == t).count() as f32;
+            if tf == 0.0 {
+                return None;
+            }
+            let idf = (1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)).ln();
+            score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * words.len() as f32 / avg));
+        }
+        Some(score)
+    };
+    let queries = [
+        vec![vocab[0].as_str()],
+        vec![vocab[0].as_str(), vocab[1].as_str()],
+        vec![vocab[0].as_str(), vocab[40].as_str()],
+        vec![vocab[3].as_str(), vocab[25].as_str(), vocab[55].as_str()],
+        vec![vocab[59].as_str()],
+    ];
+    for q in queries {
+        let mut want: Vec<(f32, u64)> =
+            docs.iter().filter_map(|(id, w)| bm25(&q, w).map(|s| (s, *id))).collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let got = g.search(&op, &text(&q.join(" "), 10)).unwrap();
+        assert_eq!(got.len(), want.len().min(10), "{q:?}");
+        for (i, hit) in got.iter().enumerate() {
+            // Same score as the reference (up to float summation order) ...
+            let (s, _) = want.iter().find(|w| w.1 == hit.id).expect("a hit holds every word");
+            assert!((s - hit.score).abs() < 1e-4, "{q:?}: {} scored {} vs {s}", hit.id, hit.score);
+            // ... and as good as the reference's i-th best.
+            assert!(hit.score >= want[i].0 - 1e-4, "{q:?}: hit {i} scores {} < {}", hit.score, want[i].0);
+        }
+    }
+}
+
 #[test]
 fn connections_paths_and_neighbourhoods_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
