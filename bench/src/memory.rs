@@ -12,6 +12,7 @@ use crate::{Row, quantile};
 
 const ENGRAMS: usize = 100_000;
 const BATCH: usize = 1_000;
+const BIG_BATCH: usize = 5_000;
 const VOCABULARY: usize = 20_000;
 
 /// SplitMix64: deterministic, so every run stores the same graph.
@@ -70,30 +71,36 @@ impl Words {
     }
 }
 
-pub fn run(out: &Path) -> Result<()> {
-    let mut rows = Vec::new();
-    let dir = tempfile::tempdir()?;
-    let g = MemoryGraph::open(&dir.path().join("memory.redb"), GraphConfig::default())
-        .map_err(|e| anyhow!("{e}"))?;
+/// A graph of [`ENGRAMS`] engrams inserted `batch` per transaction. The batches are generated first: the rate is the store's,
+/// not the text generator's.
+struct Filled {
+    graph: MemoryGraph,
+    ids: Vec<u64>,
+    contents: Vec<String>,
+    edges: usize,
+    /// How long the inserts took.
+    secs: f64,
+}
+
+fn fill(path: &Path, batch: usize) -> Result<Filled> {
+    let g = MemoryGraph::open(path, GraphConfig::default()).map_err(|e| anyhow!("{e}"))?;
     let actor = Actor::agent("bench");
     let mut rng = Rng(7);
     let words = Words::new(&mut rng);
     let mut contents = Vec::with_capacity(ENGRAMS);
     let mut ids = Vec::with_capacity(ENGRAMS);
     let mut edges = 0usize;
-    // The batches are generated first: the rate is the store's, not the
-    // text generator's.
-    let mut batches = Vec::with_capacity(ENGRAMS / BATCH);
-    for batch in 0..ENGRAMS / BATCH {
-        let mut ops = Vec::with_capacity(BATCH * 3);
-        for i in 0..BATCH {
+    let mut batches = Vec::with_capacity(ENGRAMS / batch);
+    for b in 0..ENGRAMS / batch {
+        let mut ops = Vec::with_capacity(batch * 3);
+        for i in 0..batch {
             let n = 8 + rng.below(17);
             let content: Vec<&str> = (0..n).map(|_| words.pick(&mut rng)).collect();
             let content = content.join(" ");
             let id = g.allocate_engram_id();
             let data = EngramData {
                 content: content.clone(),
-                source: format!("bench/{batch}"),
+                source: format!("bench/{b}"),
                 confidence: 0.5,
                 metadata: vec![("kind".into(), ["fact", "answer", "note"][i % 3].into())],
             };
@@ -121,11 +128,28 @@ pub fn run(out: &Path) -> Result<()> {
     for ops in batches {
         g.apply(&actor, ops).map_err(|e| anyhow!("{e}"))?;
     }
-    let secs = t.elapsed().as_secs_f64();
-    rows.push(Row::new("memgraph_insert_rate", "engrams/s", ENGRAMS as f64 / secs, None).settings(format!(
-        "{ENGRAMS} engrams of 8-24 Zipf words + {edges} connections, {BATCH} engrams per transaction, durable commits; {:.1} s",
-        secs
-    )));
+    Ok(Filled { graph: g, ids, contents, edges, secs: t.elapsed().as_secs_f64() })
+}
+
+pub fn run(out: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    let dir = tempfile::tempdir()?;
+    // Larger transactions amortise the commit (page writes and fsync).
+    let big_secs = fill(&dir.path().join("big-batches.redb"), BIG_BATCH)?.secs;
+    std::fs::remove_file(dir.path().join("big-batches.redb"))?;
+    let Filled { graph: g, ids, contents, edges, secs } = fill(&dir.path().join("memory.redb"), BATCH)?;
+    for (batch, secs) in [(BATCH, secs), (BIG_BATCH, big_secs)] {
+        let name = if batch == BATCH {
+            String::from("memgraph_insert_rate")
+        } else {
+            format!("memgraph_insert_rate_{batch}_per_tx")
+        };
+        rows.push(Row::new(&name, "engrams/s", ENGRAMS as f64 / secs, None).settings(format!(
+            "{ENGRAMS} engrams of 8-24 Zipf words + {edges} connections, {batch} engrams per transaction, durable commits; {secs:.1} s"
+        )));
+    }
+    let actor = Actor::agent("bench");
+    let mut rng = Rng(8);
     let size = std::fs::metadata(dir.path().join("memory.redb"))?.len();
     rows.push(
         Row::new("memgraph_file_size", "MB", size as f64 / 1e6, None).settings("after the 100K inserts"),

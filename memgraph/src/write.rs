@@ -3,6 +3,7 @@
 //! quotas as it goes, and commits only if all succeed.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -70,6 +71,9 @@ pub(crate) struct Tables<'t> {
     memberships: Table<'t, (&'static str, u64), ()>,
     context_engrams: Table<'t, (u64, u64), ()>,
     engram_contexts: Table<'t, (u64, u64), ()>,
+    /// Term counts of the batch's new texts, in op order, when a second
+    /// thread computes them (see `MemoryGraph::apply`).
+    counted: Option<Receiver<TermCounts>>,
     /// Index changes of this transaction, written by `flush` in one pass
     /// per term.
     postings_changes: BTreeMap<String, Vec<postings::Change>>,
@@ -101,6 +105,7 @@ impl<'t> Tables<'t> {
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
             context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(st)?,
             engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(st)?,
+            counted: None,
             postings_changes: BTreeMap::new(),
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
@@ -133,9 +138,15 @@ fn sf(e: impl std::fmt::Display) -> Fail {
     Fail::Storage(e.to_string())
 }
 
-/// Terms of `content` with their frequencies (sorted by term), and the
-/// document length.
-pub(crate) fn term_counts(content: &str) -> (Vec<(String, u32)>, u32) {
+/// Batches with at least this many new texts have them tokenised on a
+/// second thread.
+const PARALLEL_TOKENISE: usize = 64;
+
+/// Terms with their frequencies (sorted by term), and the document length.
+pub(crate) type TermCounts = (Vec<(String, u32)>, u32);
+
+/// The [`TermCounts`] of `content`.
+pub(crate) fn term_counts(content: &str) -> TermCounts {
     let mut terms = elex_text::terms(content);
     terms.retain(|t| t.len() <= MAX_TERM_BYTES);
     let len = terms.len() as u32;
@@ -300,7 +311,12 @@ impl Tables<'_> {
     }
 
     fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
-        let (counts, len) = term_counts(&e.content);
+        let (counts, len) = match &self.counted {
+            Some(counted) => {
+                counted.recv().map_err(|_| Fail::Storage(String::from("the tokenising thread stopped")))?
+            }
+            None => term_counts(&e.content),
+        };
         for (term, tf) in counts {
             self.postings_changes.entry(term).or_default().push((id, Some(Posting { id, tf, len })));
         }
@@ -362,8 +378,46 @@ impl MemoryGraph {
             )));
         }
         let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
+        let texts: Vec<String> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Create { data, .. } | Op::Update { data, .. } => Some(data.content.clone()),
+                _ => None,
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            // A large batch has its texts tokenised on a second thread, in
+            // op order, while this one writes.
+            let counted = (texts.len() >= PARALLEL_TOKENISE)
+                .then(|| {
+                    let (send, receive) = std::sync::mpsc::sync_channel(texts.len());
+                    std::thread::Builder::new()
+                        .name(String::from("elex-memgraph-terms"))
+                        .spawn_scoped(scope, move || {
+                            for text in texts {
+                                if send.send(term_counts(&text)).is_err() {
+                                    break; // the batch failed
+                                }
+                            }
+                        })
+                        .ok()
+                        .map(|_| receive)
+                })
+                .flatten();
+            self.apply_in(tx, actor, ops, counted)
+        })
+    }
+
+    fn apply_in(
+        &self,
+        tx: redb::WriteTransaction,
+        actor: &Actor,
+        ops: Vec<Op>,
+        counted: Option<Receiver<TermCounts>>,
+    ) -> Result<Vec<bool>> {
         let outcome = {
             let mut t = Tables::open(&tx).map_err(|e| self.storage(e))?;
+            t.counted = counted;
             let mut changed = Vec::with_capacity(ops.len());
             let mut result = Ok(());
             for op in ops {
