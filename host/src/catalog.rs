@@ -27,6 +27,8 @@ pub struct Feature {
     pub name: String,
     pub acronym: Option<String>,
     pub category: Option<String>,
+    /// Radio access technology as the source gives it (`LTE`, `NR`, ...).
+    pub access: Option<String>,
     /// Managed-object parameter names (`MoClass.attribute`).
     pub parameters: Vec<String>,
     /// PM counter names.
@@ -50,6 +52,8 @@ struct Entry {
     acronym: Option<String>,
     #[serde(default)]
     category: Option<String>,
+    #[serde(default)]
+    access: Option<String>,
     #[serde(default)]
     parameters: Vec<NameOnly>,
     #[serde(default)]
@@ -119,6 +123,7 @@ impl Catalog {
                 name: e.name,
                 acronym: e.acronym.filter(|a| !a.is_empty()),
                 category: e.category,
+                access: e.access,
                 parameters: e.parameters.into_iter().map(|p| p.name).collect(),
                 counters,
                 requires: e.requires,

@@ -6,8 +6,12 @@
 //! bare attribute; shared names go to the owner most similar to the text);
 //! an acronym (ties broken by how
 //! many of the feature's name words the text shares). Without any, the
-//! feature whose name, acronym and category are most similar to the text
-//! under the 128-d `elex-text` embedding.
+//! feature whose profile (name, acronym and category) is most similar to
+//! the text: the 32 nearest under the 128-d `elex-text` embedding of
+//! the text's profile words (question-kind words such as "counters" left
+//! out; in the attached HNSW index, else an exact scan), plus the features
+//! sharing a rare word with the text, reranked by the mean of the cosine
+//! and a TF-IDF word match (`Lexicon`).
 
 use crate::catalog::Catalog;
 
@@ -85,12 +89,185 @@ pub struct Router {
     owners: HashMap<String, Vec<usize>>,
     bare_owners: HashMap<String, Vec<usize>>,
     by_acronym: HashMap<String, Vec<usize>>,
+    vocabulary: Vocabulary,
+    lexicon: Lexicon,
     /// The profile embeddings in an `hnsw` component instance, once
     /// attached; until then similarity is an exact scan.
     index: std::sync::OnceLock<std::sync::Mutex<crate::agent_index::AgentIndex>>,
 }
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// The terms feature profiles are made of, and their five-letter stems.
+/// A query is embedded with only the terms that can match some profile: an
+/// operator's question words ("which", "counters", "troubleshoot", ...) are
+/// in no profile, and in a hashed embedding they would only add noise.
+struct Vocabulary {
+    terms: HashSet<String>,
+    stems: HashSet<String>,
+}
+
+const STEM: usize = 5;
+
+/// Words that name the kind of answer wanted (the question kinds agents
+/// answer: what a feature is, its prerequisites, parameters, counters and
+/// KPIs, when to enable it, how to troubleshoot it), as [`elex_text::terms`]
+/// folds them: they say what is asked, not about which feature, so the
+/// similarity stage ignores them (`Flexible Counters` is not what "which
+/// counters show ..." is about).
+const QUESTION_WORDS: &[&str] = &["counter", "enable", "kpi", "parameter", "prerequisite", "troubleshoot"];
+
+/// The terms of `text` the similarity stage looks at.
+fn query_terms(text: &str) -> Vec<String> {
+    let mut terms = elex_text::terms(text);
+    terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
+    terms
+}
+
+impl Vocabulary {
+    fn of(catalog: &Catalog) -> Vocabulary {
+        let mut v = Vocabulary { terms: HashSet::new(), stems: HashSet::new() };
+        for f in &catalog.features {
+            for t in elex_text::terms(&profile(f)) {
+                if t.len() >= STEM {
+                    v.stems.insert(t[..STEM].to_string());
+                }
+                v.terms.insert(t);
+            }
+        }
+        v
+    }
+
+    /// The embedding of `text`'s terms that are in the vocabulary (or share
+    /// a stem with one: `sleeping` for `sleep`); of all of them if none is.
+    fn embed(&self, text: &str) -> [f32; elex_text::DIM] {
+        let terms = query_terms(text);
+        let known: Vec<String> = terms
+            .iter()
+            .filter(|t| self.terms.contains(*t) || (t.len() >= STEM && self.stems.contains(&t[..STEM])))
+            .cloned()
+            .collect();
+        elex_text::embed_terms(if known.is_empty() { &terms } else { &known })
+    }
+}
+
+/// Similarity candidates reranked per query: the embedding's best this
+/// many.
+const POOL: usize = 32;
+
+/// The profile terms of every feature with their inverse document
+/// frequencies, for the lexical half of the similarity score: the cosine
+/// of the query's and a profile's binary TF-IDF vectors, where a query term
+/// matches a profile term equal to it or sharing its five-letter stem. It
+/// lets a word few features have (`vswr`, `ntp`) count for more than one
+/// most have (`lte`, `nr`), which the hashed embedding cannot do.
+struct Lexicon {
+    terms: Vec<Vec<String>>,
+    idf: HashMap<String, f32>,
+    norms: Vec<f32>,
+    /// The features whose profile has a term of each five-letter stem (or
+    /// each shorter term).
+    by_stem: HashMap<String, Vec<usize>>,
+    /// The largest idf of the terms of each five-letter stem.
+    stem_idf: HashMap<String, f32>,
+}
+
+/// A query term held by at most this many profiles brings those features
+/// into the similarity pool even when the embedding does not.
+const RARE: usize = 24;
+
+impl Lexicon {
+    fn of(catalog: &Catalog) -> Lexicon {
+        let terms: Vec<Vec<String>> = catalog
+            .features
+            .iter()
+            .map(|f| {
+                let mut t = elex_text::terms(&profile(f));
+                t.sort();
+                t.dedup();
+                t
+            })
+            .collect();
+        let mut df: HashMap<String, f32> = HashMap::new();
+        terms.iter().flatten().for_each(|t| *df.entry(t.clone()).or_default() += 1.0);
+        let n = terms.len() as f32;
+        let idf: HashMap<String, f32> = df.into_iter().map(|(t, d)| (t, (1.0 + n / d).ln())).collect();
+        let norms =
+            terms.iter().map(|ts| ts.iter().map(|t| idf[t] * idf[t]).sum::<f32>().sqrt().max(1e-6)).collect();
+        let mut by_stem: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, ts) in terms.iter().enumerate() {
+            for t in ts {
+                let list = by_stem.entry(t[..t.len().min(STEM)].to_string()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        let mut stem_idf: HashMap<String, f32> = HashMap::new();
+        for (t, w) in idf.iter().filter(|(t, _)| t.len() >= STEM) {
+            let e = stem_idf.entry(t[..STEM].to_string()).or_default();
+            *e = e.max(*w);
+        }
+        Lexicon { terms, idf, norms, by_stem, stem_idf }
+    }
+
+    /// Features that share a rare term (or its stem) with `text`.
+    fn rare_matches(&self, text: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = query_terms(text)
+            .iter()
+            .filter_map(|q| self.by_stem.get(&q[..q.len().min(STEM)]))
+            .filter(|list| list.len() <= RARE)
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn matches(q: &str, p: &str) -> bool {
+        q == p || (q.len() >= STEM && p.len() >= STEM && q[..STEM] == p[..STEM])
+    }
+
+    /// Lexical similarity of each candidate to `text`, in [0, 1].
+    fn scores(&self, text: &str, candidates: &[usize]) -> Vec<f32> {
+        let mut query = query_terms(text);
+        query.sort();
+        query.dedup();
+        // A query term's weight: its idf, or a stem-sharing term's.
+        let weight = |q: &str| {
+            self.idf.get(q).copied().unwrap_or_else(|| {
+                (q.len() >= STEM).then(|| self.stem_idf.get(&q[..STEM]).copied()).flatten().unwrap_or(0.0)
+            })
+        };
+        let q_norm = query.iter().map(|q| weight(q).powi(2)).sum::<f32>().sqrt();
+        if q_norm == 0.0 {
+            return vec![0.0; candidates.len()];
+        }
+        candidates
+            .iter()
+            .map(|&i| {
+                let shared: f32 = self.terms[i]
+                    .iter()
+                    .filter(|p| query.iter().any(|q| Lexicon::matches(q, p)))
+                    .map(|p| self.idf[p] * self.idf[p])
+                    .sum();
+                shared / (q_norm * self.norms[i])
+            })
+            .collect()
+    }
+
+    /// `pool` (feature, embedding cosine) reranked by the mean of the cosine
+    /// and the lexical similarity; best first, lowest index on ties.
+    fn rerank(&self, text: &str, pool: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
+        let ids: Vec<usize> = pool.iter().map(|p| p.0).collect();
+        let lexical = self.scores(text, &ids);
+        let mut out: Vec<(usize, f32)> =
+            pool.into_iter().zip(lexical).map(|((i, cos), lex)| (i, 0.5 * cos + 0.5 * lex)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+}
 
 /// Lower-case alphanumeric words of `text`, as the name index keys them.
 fn words_of(text: &str) -> Vec<String> {
@@ -131,6 +308,8 @@ impl Router {
             }
         }
         Router {
+            vocabulary: Vocabulary::of(&catalog),
+            lexicon: Lexicon::of(&catalog),
             catalog,
             profiles,
             by_faj,
@@ -182,6 +361,21 @@ impl Router {
         sims
     }
 
+    /// The `k` agents most similar to `text` (embedded as `q`), best
+    /// first: the embedding's nearest [`POOL`], reranked with the lexical
+    /// similarity (see [`Lexicon`]).
+    fn similar(&self, text: &str, q: &[f32; elex_text::DIM], k: usize) -> Vec<(usize, f32)> {
+        let mut pool = self.nearest(q, POOL.max(k));
+        for i in self.lexicon.rare_matches(text) {
+            if pool.iter().all(|p| p.0 != i) {
+                pool.push((i, self.similarity(q, i)));
+            }
+        }
+        let mut ranked = self.lexicon.rerank(text, pool);
+        ranked.truncate(k);
+        ranked
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -224,7 +418,7 @@ impl Router {
             .map(|w| w.trim_matches('.'))
             .filter(|w| !w.is_empty())
             .collect();
-        let q = elex_text::embed(text);
+        let q = self.vocabulary.embed(text);
         for w in &raw_words {
             let owners = match self.owners.get(*w) {
                 Some(o) => Some(o),
@@ -247,7 +441,7 @@ impl Router {
         if let Some(&i) = acronym_hit {
             return Some((i, Reason::Acronym(features[i].acronym.clone().unwrap_or_default())));
         }
-        self.nearest(&q, 1).first().map(|&(i, s)| (i, Reason::Similarity(s)))
+        self.similar(text, &q, 1).first().map(|&(i, s)| (i, Reason::Similarity(s)))
     }
 
     fn most_similar(
@@ -265,9 +459,14 @@ impl Router {
         let mut out: Vec<Candidate> = Vec::new();
         let Some((first, reason)) = self.choose(text) else { return out };
         let strong = !matches!(reason, Reason::Similarity(_));
-        let q = elex_text::embed(text);
-        let sims = self.nearest(&q, limit + 8);
-        let first_score = if strong { 1.0 } else { self.similarity(&q, first) };
+        let q = self.vocabulary.embed(text);
+        let sims = self.similar(text, &q, limit + 8);
+        let first_score = match (&reason, sims.iter().find(|s| s.0 == first)) {
+            (Reason::Similarity(s), _) => *s,
+            (_, _) if strong => 1.0,
+            (_, Some(s)) => s.1,
+            (_, None) => self.similarity(&q, first),
+        };
         out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
         // Other features with the same strong signal (a shared parameter or
         // counter name, a shared acronym), most similar first.
@@ -347,7 +546,7 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
         .map(|w| w.trim_matches('.'))
         .filter(|w| !w.is_empty())
         .collect();
-    let q = elex_text::embed(text);
+    let q = Vocabulary::of(catalog).embed(text);
     for w in &words {
         // `MoClass.attribute` matches exactly; a bare `attribute` (six
         // characters or more) matches the attribute part.
@@ -374,7 +573,17 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
     if let Some((i, f)) = acronym_hit {
         return Some((i, Reason::Acronym(f.acronym.clone().unwrap_or_default())));
     }
-    most_similar(&q, &mut (0..features.len())).map(|(i, s)| (i, Reason::Similarity(s)))
+    // The embedding's nearest POOL by an exact scan, reranked.
+    let mut pool: Vec<(usize, f32)> = (0..features.len())
+        .map(|i| (i, most_similar(&q, &mut std::iter::once(i)).map_or(0.0, |s| s.1)))
+        .collect();
+    let lexicon = Lexicon::of(catalog);
+    let rare = lexicon.rare_matches(text);
+    pool.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let (mut kept, rest): (Vec<_>, Vec<_>) = pool.into_iter().enumerate().partition(|(rank, _)| *rank < POOL);
+    kept.extend(rest.into_iter().filter(|(_, (i, _))| rare.contains(i)));
+    let pool = kept.into_iter().map(|(_, p)| p).collect();
+    lexicon.rerank(text, pool).first().map(|&(i, s)| (i, Reason::Similarity(s)))
 }
 
 /// Among `candidates`, the feature whose name, acronym and category embed
@@ -428,6 +637,32 @@ mod tests {
         assert_eq!(reason, Reason::Name);
     }
 
+    /// Questions that describe a feature without its name, acronym, a
+    /// parameter or a counter: rare words count for more than common ones
+    /// ("NR", "network"), and the words of the question kind ("counters")
+    /// do not pull in features named after them.
+    #[test]
+    fn descriptions_find_their_feature() {
+        let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+        let r = Router::new(c.clone());
+        let name = |t: &str| c.features[r.choose(t).unwrap().0].name.clone();
+        assert_eq!(
+            name("Which counters show whether antenna vswr works in my NR network?"),
+            "VSWR Antenna Supervision"
+        );
+        assert_eq!(
+            name("Which counters show whether over source clock ntp works in my NR network?"),
+            "Clock Source over NTP"
+        );
+        assert_eq!(
+            name("How do I troubleshoot rejection of interference by combining?"),
+            "Interference Rejection Combining"
+        );
+        let (_, reason) = r.choose("what does the antenna feature that lets mimo sleep do").unwrap();
+        assert!(matches!(reason, Reason::Similarity(_)), "{reason:?}");
+        assert_eq!(name("what does the antenna feature that lets mimo sleep do"), "MIMO Sleep Mode");
+    }
+
     #[test]
     fn the_router_agrees_with_choose_and_ranks_peers() {
         let c = std::sync::Arc::new(Catalog::embedded().unwrap());
@@ -450,6 +685,9 @@ mod tests {
             if let Some(k) = f.counters.first() {
                 texts.push(format!("Why is {k} rising?"));
             }
+            // A description: the name's words reversed, no name as a phrase.
+            let words: Vec<&str> = f.name.split(' ').rev().collect();
+            texts.push(format!("Which counters show whether {} works?", words.join(" ")));
         }
         for text in &texts {
             assert_eq!(r.choose(text), choose(&c, text), "{text}");
