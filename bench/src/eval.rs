@@ -123,7 +123,7 @@ fn described_words(f: &elex_host::Feature, kind: &str) -> String {
     let content: Vec<String> =
         elex_text::tokens(&f.name).into_iter().filter(|w| !GENERIC.contains(&w.as_str())).collect();
     let content = if content.is_empty() { elex_text::tokens(&f.name) } else { content };
-    let mut kept: Vec<String> = content.iter().filter(|_| roll() % 3 != 0).cloned().collect();
+    let mut kept: Vec<String> = content.iter().filter(|_| !roll().is_multiple_of(3)).cloned().collect();
     if kept.is_empty() {
         kept.push(content[(roll() % content.len() as u64) as usize].clone());
     }

@@ -151,7 +151,8 @@ fn libraries(out: &Path) -> Result<()> {
     ) -> wasmtime::Result<
         Result<f32, elex_tests::guests::vector_bindings::exports::elex::vector::kernels::VectorError>,
     >;
-    let singles: [(&str, Wasm, fn(&[f32], &[f32]) -> Result<f32, elex_kernels::KernelError>); 3] = [
+    type Native = fn(&[f32], &[f32]) -> Result<f32, elex_kernels::KernelError>;
+    let singles: [(&str, Wasm, Native); 3] = [
         ("cosine_128_call", |k, s, a, b| k.call_cosine(s, a, b), elex_kernels::cosine),
         ("dot_128_call", |k, s, a, b| k.call_dot(s, a, b), elex_kernels::dot),
         ("squared_l2_128_call", |k, s, a, b| k.call_squared_l2(s, a, b), elex_kernels::squared_l2),

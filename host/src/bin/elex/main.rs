@@ -422,7 +422,7 @@ pub fn load_agent_component(
         }
         None => {
             let registry = places.open()?;
-            let loaded = host.load_from_registry(&registry, AGENT_COMPONENT).map_err(|e| {
+            let loaded = host.load_from_registry(registry, AGENT_COMPONENT).map_err(|e| {
                 anyhow!(
                     "{e}\n(registry {}; `cargo xtask build` publishes the components there)",
                     places.registry.display()
