@@ -378,18 +378,20 @@ impl MemoryGraph {
             )));
         }
         let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
-        let texts: Vec<String> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Create { data, .. } | Op::Update { data, .. } => Some(data.content.clone()),
-                _ => None,
-            })
-            .collect();
+        let many = ops.iter().filter(|op| matches!(op, Op::Create { .. } | Op::Update { .. })).count()
+            >= PARALLEL_TOKENISE;
         std::thread::scope(|scope| {
             // A large batch has its texts tokenised on a second thread, in
             // op order, while this one writes.
-            let counted = (texts.len() >= PARALLEL_TOKENISE)
+            let counted = many
                 .then(|| {
+                    let texts: Vec<String> = ops
+                        .iter()
+                        .filter_map(|op| match op {
+                            Op::Create { data, .. } | Op::Update { data, .. } => Some(data.content.clone()),
+                            _ => None,
+                        })
+                        .collect();
                     let (send, receive) = std::sync::mpsc::sync_channel(texts.len());
                     std::thread::Builder::new()
                         .name(String::from("elex-memgraph-terms"))

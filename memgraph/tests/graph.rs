@@ -362,6 +362,26 @@ fn a_batch_applies_all_or_nothing() {
     assert!(g.search(&a, &text("half", 10)).unwrap().is_empty());
     assert_eq!(g.quota_use("a").unwrap().engrams, 1);
     assert!(g.check_integrity().unwrap().is_empty());
+
+    // A large batch (its texts tokenised on a second thread): a refusal
+    // half-way leaves nothing; updates in the batch index the new text.
+    let mut ops: Vec<Op> = (0..300)
+        .map(|i| Op::Create { id: g.allocate_engram_id(), data: data(&format!("bulk number{i}")), context: None })
+        .collect();
+    ops.insert(150, Op::Update { id: 424242, data: data("missing") });
+    assert_eq!(g.apply(&a, ops), Err(GraphError::NotFound(424242)));
+    assert!(g.search(&a, &text("bulk", 10)).unwrap().is_empty());
+    let ids: Vec<u64> = (0..300).map(|_| g.allocate_engram_id()).collect();
+    let mut ops: Vec<Op> =
+        ids.iter().map(|&id| Op::Create { id, data: data("bulk original"), context: None }).collect();
+    ops.push(Op::Update { id: ids[7], data: data("bulk rewritten") });
+    ops.extend(ids[100..200].iter().map(|&id| Op::Update { id, data: data("bulk again") }));
+    g.apply(&a, ops).unwrap();
+    let hits = g.search(&a, &text("rewritten", 10)).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [ids[7]]);
+    assert_eq!(g.search(&a, &text("original", 1000)).unwrap().len(), 199);
+    assert_eq!(g.search(&a, &text("again", 1000)).unwrap().len(), 100);
+    assert!(g.check_integrity().unwrap().is_empty());
 }
 
 #[test]

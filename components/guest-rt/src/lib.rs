@@ -28,9 +28,21 @@ mod heap {
         static __heap_base: u8;
     }
 
+    /// The zeroed space after the static data in the initial memory.
+    #[derive(Clone, Copy)]
+    enum InitialChunk {
+        /// Not looked at yet (nothing has been allocated).
+        Unknown,
+        Free {
+            base: usize,
+            len: usize,
+        },
+        Used,
+    }
+
     /// Where dlmalloc gets its memory.
     pub struct Memory {
-        initial_chunk_taken: UnsafeCell<bool>,
+        initial: UnsafeCell<InitialChunk>,
     }
 
     // SAFETY: the components run on one thread (wasm32 without threads).
@@ -39,14 +51,23 @@ mod heap {
     unsafe impl dlmalloc::Allocator for Memory {
         fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
             // SAFETY: single-threaded; see `Send` above.
-            let taken = unsafe { &mut *self.initial_chunk_taken.get() };
-            if !*taken {
-                *taken = true;
+            let initial = unsafe { &mut *self.initial.get() };
+            if let InitialChunk::Unknown = initial {
+                // The first request, so memory has not grown yet: its end
+                // is the end of the initial memory.
                 let base = ptr::addr_of!(__heap_base) as usize;
                 let end = wasm32::memory_size(0) * PAGE;
-                if end > base && end - base >= size {
-                    return (base as *mut u8, end - base, 0);
-                }
+                *initial = if end > base {
+                    InitialChunk::Free { base, len: end - base }
+                } else {
+                    InitialChunk::Used
+                };
+            }
+            if let InitialChunk::Free { base, len } = *initial
+                && len >= size
+            {
+                *initial = InitialChunk::Used;
+                return (base as *mut u8, len, 0);
             }
             let pages = size.div_ceil(PAGE);
             let previous = wasm32::memory_grow(0, pages);
@@ -89,7 +110,7 @@ mod heap {
     impl Heap {
         pub const fn new() -> Heap {
             Heap(UnsafeCell::new(dlmalloc::Dlmalloc::new_with_allocator(Memory {
-                initial_chunk_taken: UnsafeCell::new(false),
+                initial: UnsafeCell::new(InitialChunk::Unknown),
             })))
         }
     }
