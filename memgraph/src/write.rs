@@ -71,6 +71,11 @@ pub(crate) struct Tables<'t> {
     memberships: Table<'t, (&'static str, u64), ()>,
     context_engrams: Table<'t, (u64, u64), ()>,
     engram_contexts: Table<'t, (u64, u64), ()>,
+    /// Engrams this transaction created (and did not delete since): the
+    /// actor's own, so visible without a lookup.
+    created: std::collections::HashSet<EngramId>,
+    /// The committed `next_engram`: every stored engram's id is below it.
+    first_free_id: u64,
     /// Term counts of the batch's new texts, in op order, when a second
     /// thread computes them (see `MemoryGraph::apply`).
     counted: Option<Receiver<TermCounts>>,
@@ -91,8 +96,12 @@ fn st(e: impl std::fmt::Display) -> S {
 
 impl<'t> Tables<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Tables<'t>, S> {
+        let meta = tx.open_table(META).map_err(st)?;
+        let first_free_id = meta.get("next_engram").map_err(st)?.map_or(1, |v| v.value());
         Ok(Tables {
-            meta: tx.open_table(META).map_err(st)?,
+            created: std::collections::HashSet::new(),
+            first_free_id,
+            meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
             owned: tx.open_table(OWNED).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
@@ -261,6 +270,9 @@ impl Tables<'_> {
     /// `visible` without decoding more of the engram than its owner (and
     /// for an agent's own engram, without reading it at all).
     fn check_visible(&self, actor: &Actor, id: EngramId) -> R<()> {
+        if self.created.contains(&id) {
+            return Ok(());
+        }
         match actor {
             Actor::Operator if self.engrams.get(id).map_err(sf)?.is_some() => return Ok(()),
             Actor::Agent(a) if self.owned.get((a.as_str(), id)).map_err(sf)?.is_some() => return Ok(()),
@@ -458,7 +470,9 @@ impl MemoryGraph {
         match op {
             Op::Create { id, data, context } => {
                 check_data(self, &data)?;
-                if t.engrams.get(id).map_err(sf)?.is_some() {
+                let taken = t.created.contains(&id)
+                    || (id < t.first_free_id && t.engrams.get(id).map_err(sf)?.is_some());
+                if taken {
                     return Err(GraphError::Invalid(format!("engram id {id} is taken")).into());
                 }
                 if let Some(c) = context {
@@ -489,6 +503,7 @@ impl MemoryGraph {
                 }
                 t.meta_add("engram_count", 1);
                 t.raise_next("next_engram", id);
+                t.created.insert(id);
                 Ok(true)
             }
             Op::Update { id, data } => {
@@ -515,6 +530,7 @@ impl MemoryGraph {
             }
             Op::Delete { id } => {
                 let old = t.visible(actor, id)?;
+                t.created.remove(&id);
                 t.unindex(id, &old)?;
                 let out: Vec<(u64, String)> = t
                     .edges_out

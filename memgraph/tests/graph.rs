@@ -84,6 +84,25 @@ fn bad_data_is_refused_with_reasons() {
     assert!(
         matches!(g.search(&a, &text("the of and", 3)), Err(GraphError::Invalid(m)) if m.contains("searchable"))
     );
+    // An id in use is refused: stored, or created earlier in the batch;
+    // deleted earlier in the batch, it is free again.
+    let stored = g.create(&a, data("stored"), None).unwrap();
+    let taken = |r: Result<Vec<bool>>| matches!(r, Err(GraphError::Invalid(m)) if m.contains("is taken"));
+    assert!(taken(g.apply(&a, vec![Op::Create { id: stored, data: data("again"), context: None }])));
+    let fresh = g.allocate_engram_id();
+    let twice = vec![
+        Op::Create { id: fresh, data: data("one"), context: None },
+        Op::Create { id: fresh, data: data("two"), context: None },
+    ];
+    assert!(taken(g.apply(&a, twice)));
+    let recreated = vec![
+        Op::Create { id: fresh, data: data("one"), context: None },
+        Op::Delete { id: fresh },
+        Op::Create { id: fresh, data: data("two"), context: None },
+    ];
+    g.apply(&a, recreated).unwrap();
+    assert_eq!(g.get(&a, fresh).unwrap().data.content, "two");
+    assert!(g.check_integrity().unwrap().is_empty());
 }
 
 #[test]
@@ -366,7 +385,11 @@ fn a_batch_applies_all_or_nothing() {
     // A large batch (its texts tokenised on a second thread): a refusal
     // half-way leaves nothing; updates in the batch index the new text.
     let mut ops: Vec<Op> = (0..300)
-        .map(|i| Op::Create { id: g.allocate_engram_id(), data: data(&format!("bulk number{i}")), context: None })
+        .map(|i| Op::Create {
+            id: g.allocate_engram_id(),
+            data: data(&format!("bulk number{i}")),
+            context: None,
+        })
         .collect();
     ops.insert(150, Op::Update { id: 424242, data: data("missing") });
     assert_eq!(g.apply(&a, ops), Err(GraphError::NotFound(424242)));
