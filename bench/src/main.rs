@@ -14,6 +14,11 @@
 //! native kernels and HNSW) are compiled with opt-level 3; the wasm
 //! components are release builds.
 
+/// The allocator of the `elex` binary, so that the figures are what its
+/// users get (glibc's malloc made memory-graph inserts ~25 % slower).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

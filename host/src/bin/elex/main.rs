@@ -1,6 +1,10 @@
 //! `elex`: the command-line front of `elex-host`. Every command is a thin
 //! layer over the library; one module per command group.
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod agents;
 mod memory;
 mod workflow;
