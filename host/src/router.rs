@@ -89,23 +89,13 @@ pub struct Router {
     owners: HashMap<String, Vec<usize>>,
     bare_owners: HashMap<String, Vec<usize>>,
     by_acronym: HashMap<String, Vec<usize>>,
-    vocabulary: Vocabulary,
     lexicon: Lexicon,
     /// The profile embeddings in an `hnsw` component instance, once
     /// attached; until then similarity is an exact scan.
     index: std::sync::OnceLock<std::sync::Mutex<crate::agent_index::AgentIndex>>,
 }
 
-use std::collections::{HashMap, HashSet};
-
-/// The terms feature profiles are made of, and their five-letter stems.
-/// A query is embedded with only the terms that can match some profile: an
-/// operator's question words ("which", "counters", "troubleshoot", ...) are
-/// in no profile, and in a hashed embedding they would only add noise.
-struct Vocabulary {
-    terms: HashSet<String>,
-    stems: HashSet<String>,
-}
+use std::collections::HashMap;
 
 const STEM: usize = 5;
 
@@ -122,33 +112,6 @@ fn query_terms(text: &str) -> Vec<String> {
     let mut terms = elex_text::terms(text);
     terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
     terms
-}
-
-impl Vocabulary {
-    fn of(catalog: &Catalog) -> Vocabulary {
-        let mut v = Vocabulary { terms: HashSet::new(), stems: HashSet::new() };
-        for f in &catalog.features {
-            for t in elex_text::terms(&profile(f)) {
-                if t.len() >= STEM {
-                    v.stems.insert(t[..STEM].to_string());
-                }
-                v.terms.insert(t);
-            }
-        }
-        v
-    }
-
-    /// The embedding of `text`'s terms that are in the vocabulary (or share
-    /// a stem with one: `sleeping` for `sleep`); of all of them if none is.
-    fn embed(&self, text: &str) -> [f32; elex_text::DIM] {
-        let terms = query_terms(text);
-        let known: Vec<String> = terms
-            .iter()
-            .filter(|t| self.terms.contains(*t) || (t.len() >= STEM && self.stems.contains(&t[..STEM])))
-            .cloned()
-            .collect();
-        elex_text::embed_terms(if known.is_empty() { &terms } else { &known })
-    }
 }
 
 /// Similarity candidates reranked per query: the embedding's best this
@@ -223,6 +186,21 @@ impl Lexicon {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Whether some profile has the term `q` or a term of its stem.
+    fn knows(&self, q: &str) -> bool {
+        self.idf.contains_key(q) || (q.len() >= STEM && self.stem_idf.contains_key(&q[..STEM]))
+    }
+
+    /// The embedding of the terms of `text` some profile has (or a term of
+    /// their stem: `sleeping` for `sleep`); of all of them if none. An
+    /// operator's question words ("which", "show", ...) are in no profile,
+    /// and in a hashed embedding they would only add noise.
+    fn embed(&self, text: &str) -> [f32; elex_text::DIM] {
+        let terms = query_terms(text);
+        let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
+        elex_text::embed_terms(if known.is_empty() { &terms } else { &known })
     }
 
     fn matches(q: &str, p: &str) -> bool {
@@ -308,7 +286,6 @@ impl Router {
             }
         }
         Router {
-            vocabulary: Vocabulary::of(&catalog),
             lexicon: Lexicon::of(&catalog),
             catalog,
             profiles,
@@ -418,7 +395,7 @@ impl Router {
             .map(|w| w.trim_matches('.'))
             .filter(|w| !w.is_empty())
             .collect();
-        let q = self.vocabulary.embed(text);
+        let q = self.lexicon.embed(text);
         for w in &raw_words {
             let owners = match self.owners.get(*w) {
                 Some(o) => Some(o),
@@ -459,7 +436,7 @@ impl Router {
         let mut out: Vec<Candidate> = Vec::new();
         let Some((first, reason)) = self.choose(text) else { return out };
         let strong = !matches!(reason, Reason::Similarity(_));
-        let q = self.vocabulary.embed(text);
+        let q = self.lexicon.embed(text);
         let sims = self.similar(text, &q, limit + 8);
         let first_score = match (&reason, sims.iter().find(|s| s.0 == first)) {
             (Reason::Similarity(s), _) => *s,
@@ -546,7 +523,8 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
         .map(|w| w.trim_matches('.'))
         .filter(|w| !w.is_empty())
         .collect();
-    let q = Vocabulary::of(catalog).embed(text);
+    let lexicon = Lexicon::of(catalog);
+    let q = lexicon.embed(text);
     for w in &words {
         // `MoClass.attribute` matches exactly; a bare `attribute` (six
         // characters or more) matches the attribute part.
@@ -577,7 +555,6 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
     let mut pool: Vec<(usize, f32)> = (0..features.len())
         .map(|i| (i, most_similar(&q, &mut std::iter::once(i)).map_or(0.0, |s| s.1)))
         .collect();
-    let lexicon = Lexicon::of(catalog);
     let rare = lexicon.rare_matches(text);
     pool.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let (mut kept, rest): (Vec<_>, Vec<_>) = pool.into_iter().enumerate().partition(|(rank, _)| *rank < POOL);
