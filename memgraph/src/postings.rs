@@ -298,12 +298,12 @@ impl TailCache {
                     let term_len = term.len();
                     self.bytes += size(&term, &tail);
                     if let Some(old) = self.map.insert(term, tail) {
-                        self.bytes -= term_len + old.1.len() + 64;
+                        self.bytes = self.bytes.saturating_sub(term_len + old.1.len() + 64);
                     }
                 }
                 None => {
                     if let Some(old) = self.map.remove(&term) {
-                        self.bytes -= size(&term, &old);
+                        self.bytes = self.bytes.saturating_sub(size(&term, &old));
                     }
                 }
             }
@@ -506,6 +506,27 @@ mod tests {
             }
             prop_assert_eq!(read_all(&t, "v").unwrap().len(), 1);
         }
+    }
+
+    #[test]
+    fn the_tail_cache_counts_its_bytes_and_starts_over_when_full() {
+        let mut c = TailCache::default();
+        c.update(vec![
+            (String::from("a"), Some((1, vec![0; 10]))),
+            (String::from("b"), Some((2, vec![0; 20]))),
+        ]);
+        assert_eq!(c.get("a"), Some(&(1, vec![0; 10])));
+        c.update(vec![(String::from("a"), Some((5, vec![0; 30]))), (String::from("b"), None)]);
+        assert_eq!(c.get("a"), Some(&(5, vec![0; 30])));
+        assert_eq!(c.get("b"), None);
+        assert_eq!(c.bytes, 1 + 30 + 64);
+        c.update(vec![(String::from("a"), None)]);
+        assert_eq!(c.bytes, 0);
+        let big: Vec<(String, Option<Tail>)> = (0..(TailCache::MAX_BYTES / 1000 + 1))
+            .map(|i| (format!("t{i}"), Some((1, vec![0; 1000]))))
+            .collect();
+        c.update(big);
+        assert_eq!((c.bytes, c.get("t0")), (0, None), "over the bound it starts over");
     }
 
     #[test]
