@@ -247,6 +247,15 @@ impl Lexicon {
     }
 }
 
+/// The words of `text` as written that may be a parameter or counter name
+/// (`MoClass.attribute`, a bare attribute) or an acronym.
+fn name_words(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+        .map(|w| w.trim_matches('.'))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 /// Lower-case alphanumeric words of `text`, as the name index keys them.
 fn words_of(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
@@ -390,11 +399,7 @@ impl Router {
         if let Some(i) = best {
             return Some((i, Reason::Name));
         }
-        let raw_words: Vec<&str> = text
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-            .map(|w| w.trim_matches('.'))
-            .filter(|w| !w.is_empty())
-            .collect();
+        let raw_words = name_words(text);
         let q = self.lexicon.embed(text);
         for w in &raw_words {
             let owners = match self.owners.get(*w) {
@@ -518,11 +523,7 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
     if let Some((i, _)) = by_name {
         return Some((i, Reason::Name));
     }
-    let words: Vec<&str> = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-        .map(|w| w.trim_matches('.'))
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words = name_words(text);
     let lexicon = Lexicon::of(catalog);
     let q = lexicon.embed(text);
     for w in &words {
