@@ -107,11 +107,11 @@ const STEM: usize = 5;
 /// counters show ..." is about).
 const QUESTION_WORDS: &[&str] = &["counter", "enable", "kpi", "parameter", "prerequisite", "troubleshoot"];
 
-/// The terms of `text` the similarity stage looks at.
-fn query_terms(text: &str) -> Vec<String> {
-    let mut terms = elex_text::terms(text);
-    terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
-    terms
+/// What the similarity stage looks at in a text, computed once per query:
+/// its terms (question words left out) and their embedding.
+struct Query {
+    terms: Vec<String>,
+    embedding: [f32; elex_text::DIM],
 }
 
 /// Similarity candidates reranked per query: the embedding's best this
@@ -174,9 +174,10 @@ impl Lexicon {
         Lexicon { terms, idf, norms, by_stem, stem_idf }
     }
 
-    /// Features that share a rare term (or its stem) with `text`.
-    fn rare_matches(&self, text: &str) -> Vec<usize> {
-        let mut out: Vec<usize> = query_terms(text)
+    /// Features that share a rare term (or its stem) with the query.
+    fn rare_matches(&self, q: &Query) -> Vec<usize> {
+        let mut out: Vec<usize> = q
+            .terms
             .iter()
             .filter_map(|q| self.by_stem.get(&q[..q.len().min(STEM)]))
             .filter(|list| list.len() <= RARE)
@@ -193,23 +194,26 @@ impl Lexicon {
         self.idf.contains_key(q) || (q.len() >= STEM && self.stem_idf.contains_key(&q[..STEM]))
     }
 
-    /// The embedding of the terms of `text` some profile has (or a term of
-    /// their stem: `sleeping` for `sleep`); of all of them if none. An
-    /// operator's question words ("which", "show", ...) are in no profile,
-    /// and in a hashed embedding they would only add noise.
-    fn embed(&self, text: &str) -> [f32; elex_text::DIM] {
-        let terms = query_terms(text);
+    /// The [`Query`] of `text`: its terms without [`QUESTION_WORDS`], and
+    /// the embedding of those some profile has (or a term of their stem:
+    /// `sleeping` for `sleep`), of all of them if none. An operator's
+    /// question words ("which", "show", ...) are in no profile, and in a
+    /// hashed embedding they would only add noise.
+    fn query(&self, text: &str) -> Query {
+        let mut terms = elex_text::terms(text);
+        terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
         let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
-        elex_text::embed_terms(if known.is_empty() { &terms } else { &known })
+        let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
+        Query { terms, embedding }
     }
 
     fn matches(q: &str, p: &str) -> bool {
         q == p || (q.len() >= STEM && p.len() >= STEM && q[..STEM] == p[..STEM])
     }
 
-    /// Lexical similarity of each candidate to `text`, in [0, 1].
-    fn scores(&self, text: &str, candidates: &[usize]) -> Vec<f32> {
-        let mut query = query_terms(text);
+    /// Lexical similarity of each candidate to the query, in [0, 1].
+    fn scores(&self, q: &Query, candidates: &[usize]) -> Vec<f32> {
+        let mut query = q.terms.clone();
         query.sort();
         query.dedup();
         // A query term's weight: its idf, or a stem-sharing term's.
@@ -237,9 +241,9 @@ impl Lexicon {
 
     /// `pool` (feature, embedding cosine) reranked by the mean of the cosine
     /// and the lexical similarity; best first, lowest index on ties.
-    fn rerank(&self, text: &str, pool: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
+    fn rerank(&self, q: &Query, pool: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
         let ids: Vec<usize> = pool.iter().map(|p| p.0).collect();
-        let lexical = self.scores(text, &ids);
+        let lexical = self.scores(q, &ids);
         let mut out: Vec<(usize, f32)> =
             pool.into_iter().zip(lexical).map(|((i, cos), lex)| (i, 0.5 * cos + 0.5 * lex)).collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -347,17 +351,17 @@ impl Router {
         sims
     }
 
-    /// The `k` agents most similar to `text` (embedded as `q`), best
-    /// first: the embedding's nearest [`POOL`], reranked with the lexical
-    /// similarity (see [`Lexicon`]).
-    fn similar(&self, text: &str, q: &[f32; elex_text::DIM], k: usize) -> Vec<(usize, f32)> {
-        let mut pool = self.nearest(q, POOL.max(k));
-        for i in self.lexicon.rare_matches(text) {
+    /// The `k` agents most similar to the query, best first: the
+    /// embedding's nearest [`POOL`] and the features sharing a rare word
+    /// with it, reranked with the lexical similarity (see [`Lexicon`]).
+    fn similar(&self, q: &Query, k: usize) -> Vec<(usize, f32)> {
+        let mut pool = self.nearest(&q.embedding, POOL.max(k));
+        for i in self.lexicon.rare_matches(q) {
             if pool.iter().all(|p| p.0 != i) {
-                pool.push((i, self.similarity(q, i)));
+                pool.push((i, self.similarity(&q.embedding, i)));
             }
         }
-        let mut ranked = self.lexicon.rerank(text, pool);
+        let mut ranked = self.lexicon.rerank(q, pool);
         ranked.truncate(k);
         ranked
     }
@@ -374,6 +378,17 @@ impl Router {
     /// The agent for `text` and why (see the module docs): the same
     /// signals as [`choose`], looked up in indexes instead of scanned.
     pub fn choose(&self, text: &str) -> Option<(usize, Reason)> {
+        let query = std::cell::OnceCell::new();
+        self.strong_signal(text, &query).or_else(|| {
+            let q = query.get_or_init(|| self.lexicon.query(text));
+            self.similar(q, 1).first().map(|&(i, s)| (i, Reason::Similarity(s)))
+        })
+    }
+
+    /// A FAJ code, feature name, owned parameter or counter name, or
+    /// acronym in `text` (the query is computed only if an owned name needs
+    /// disambiguating).
+    fn strong_signal(&self, text: &str, query: &std::cell::OnceCell<Query>) -> Option<(usize, Reason)> {
         let features = &self.catalog.features;
         for code in faj_codes(text) {
             if let Some(&i) = self.by_faj.get(&code) {
@@ -400,7 +415,6 @@ impl Router {
             return Some((i, Reason::Name));
         }
         let raw_words = name_words(text);
-        let q = self.lexicon.embed(text);
         for w in &raw_words {
             let owners = match self.owners.get(*w) {
                 Some(o) => Some(o),
@@ -408,7 +422,10 @@ impl Router {
                 None => None,
             };
             if let Some(owners) = owners
-                && let Some((i, _)) = self.most_similar(&q, &mut owners.iter().copied())
+                && let Some((i, _)) = self.most_similar(
+                    &query.get_or_init(|| self.lexicon.query(text)).embedding,
+                    &mut owners.iter().copied(),
+                )
             {
                 return Some((i, Reason::OwnedName((*w).to_string())));
             }
@@ -420,10 +437,7 @@ impl Router {
                     elex_text::tokens(&features[i].name).iter().filter(|t| text_tokens.contains(t)).count();
                 (shared, std::cmp::Reverse(i))
             });
-        if let Some(&i) = acronym_hit {
-            return Some((i, Reason::Acronym(features[i].acronym.clone().unwrap_or_default())));
-        }
-        self.similar(text, &q, 1).first().map(|&(i, s)| (i, Reason::Similarity(s)))
+        acronym_hit.map(|&i| (i, Reason::Acronym(features[i].acronym.clone().unwrap_or_default())))
     }
 
     fn most_similar(
@@ -439,16 +453,17 @@ impl Router {
     /// one.
     pub fn route(&self, text: &str, limit: usize) -> Vec<Candidate> {
         let mut out: Vec<Candidate> = Vec::new();
-        let Some((first, reason)) = self.choose(text) else { return out };
-        let strong = !matches!(reason, Reason::Similarity(_));
-        let q = self.lexicon.embed(text);
-        let sims = self.similar(text, &q, limit + 8);
-        let first_score = match (&reason, sims.iter().find(|s| s.0 == first)) {
-            (Reason::Similarity(s), _) => *s,
-            (_, _) if strong => 1.0,
-            (_, Some(s)) => s.1,
-            (_, None) => self.similarity(&q, first),
+        let query = std::cell::OnceCell::new();
+        let strong = self.strong_signal(text, &query);
+        let q = query.get_or_init(|| self.lexicon.query(text));
+        let sims = self.similar(q, limit + 8);
+        let Some((first, reason)) = strong.or_else(|| sims.first().map(|&(i, s)| (i, Reason::Similarity(s))))
+        else {
+            return out;
         };
+        // 1.0 for a strong signal.
+        let first_score = if let Reason::Similarity(s) = reason { s } else { 1.0 };
+        let q = &q.embedding;
         out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
         // Other features with the same strong signal (a shared parameter or
         // counter name, a shared acronym), most similar first.
@@ -463,7 +478,7 @@ impl Router {
             _ => Vec::new(),
         };
         let mut shared: Vec<(usize, f32)> =
-            shared.into_iter().filter(|&i| i != first).map(|i| (i, self.similarity(&q, i))).collect();
+            shared.into_iter().filter(|&i| i != first).map(|i| (i, self.similarity(q, i))).collect();
         shared.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         for (i, _) in shared.into_iter().take(limit.saturating_sub(2)) {
             out.push(Candidate { index: i, score: first_score * 0.75, reason: format!("also {reason}") });
@@ -525,7 +540,8 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
     }
     let words = name_words(text);
     let lexicon = Lexicon::of(catalog);
-    let q = lexicon.embed(text);
+    let query = lexicon.query(text);
+    let q = query.embedding;
     for w in &words {
         // `MoClass.attribute` matches exactly; a bare `attribute` (six
         // characters or more) matches the attribute part.
@@ -556,12 +572,12 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
     let mut pool: Vec<(usize, f32)> = (0..features.len())
         .map(|i| (i, most_similar(&q, &mut std::iter::once(i)).map_or(0.0, |s| s.1)))
         .collect();
-    let rare = lexicon.rare_matches(text);
+    let rare = lexicon.rare_matches(&query);
     pool.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let (mut kept, rest): (Vec<_>, Vec<_>) = pool.into_iter().enumerate().partition(|(rank, _)| *rank < POOL);
     kept.extend(rest.into_iter().filter(|(_, (i, _))| rare.contains(i)));
     let pool = kept.into_iter().map(|(_, p)| p).collect();
-    lexicon.rerank(text, pool).first().map(|&(i, s)| (i, Reason::Similarity(s)))
+    lexicon.rerank(&query, pool).first().map(|&(i, s)| (i, Reason::Similarity(s)))
 }
 
 /// Among `candidates`, the feature whose name, acronym and category embed
