@@ -43,7 +43,7 @@ use anyhow::{Result, anyhow};
 use elex_host::router::Router;
 use elex_host::{Action, Catalog, Host, HostConfig, Swarm, SwarmConfig};
 
-use crate::Row;
+use crate::{Rng, Row};
 
 const KINDS: [&str; 6] = ["what", "prerequisites", "parameters", "counters", "enable", "troubleshoot"];
 
@@ -99,37 +99,20 @@ const GENERIC: &[&str] = &[
     "per",
 ];
 
-/// SplitMix64 of an FNV-1a hash of `parts`: the description generator's
-/// dice.
-fn dice(parts: &[&str]) -> impl FnMut() -> u64 + use<> {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for p in parts {
-        for b in p.bytes().chain([0x1f]) {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    move || {
-        h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = h;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Some of the words of the feature's name, shuffled (see the module docs).
 fn described_words(f: &elex_host::Feature, kind: &str) -> String {
-    let mut roll = dice(&[&f.faj, kind]);
+    let mut roll = Rng::seeded_by(&[&f.faj, kind]);
     let content: Vec<String> =
         elex_text::tokens(&f.name).into_iter().filter(|w| !GENERIC.contains(&w.as_str())).collect();
     let content = if content.is_empty() { elex_text::tokens(&f.name) } else { content };
-    let mut kept: Vec<String> = content.iter().filter(|_| !roll().is_multiple_of(3)).cloned().collect();
+    let mut kept: Vec<String> =
+        content.iter().filter(|_| !roll.next_u64().is_multiple_of(3)).cloned().collect();
     if kept.is_empty() {
-        kept.push(content[(roll() % content.len() as u64) as usize].clone());
+        kept.push(content[roll.below(content.len())].clone());
     }
     // Fisher-Yates.
     for i in (1..kept.len()).rev() {
-        kept.swap(i, (roll() % (i as u64 + 1)) as usize);
+        kept.swap(i, roll.below(i + 1));
     }
     kept.join(" ")
 }

@@ -81,6 +81,41 @@ pub fn ns_per_iter(iters: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// The `p`-quantile (0..=1) of sorted-in-place samples.
+/// SplitMix64: deterministic, so every run generates the same data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded by an FNV-1a hash of `parts` (a seed per item, e.g. per
+    /// feature and question kind).
+    pub fn seeded_by(parts: &[&str]) -> Rng {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for p in parts {
+            for b in p.bytes().chain([0x1f]) {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        Rng(h)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 pub fn quantile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     let i = ((samples.len() - 1) as f64 * p).round() as usize;

@@ -8,31 +8,12 @@ use std::time::Instant;
 use anyhow::{Result, anyhow};
 use elex_memgraph::{Actor, Connection, EngramData, GraphConfig, MemoryGraph, Op, SearchQuery};
 
-use crate::{Row, quantile};
+use crate::{Rng, Row, quantile};
 
 const ENGRAMS: usize = 100_000;
 const BATCH: usize = 1_000;
 const BIG_BATCH: usize = 5_000;
 const VOCABULARY: usize = 20_000;
-
-/// SplitMix64: deterministic, so every run stores the same graph.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// A Zipf(1) vocabulary of pronounceable pseudo-words: a few very common
 /// words and a long tail, like real text.
