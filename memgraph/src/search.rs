@@ -12,6 +12,9 @@ use crate::{GraphError, MemoryGraph, Result, SearchHit, SearchQuery};
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
+/// One candidate looked up in a term's blocks (a seek and a block decode)
+/// costs about as much as streaming this many of the term's postings.
+const LOOKUP_COST: u64 = 128;
 /// BM25's length normalisation is tabulated for tf below this ...
 const NORM_TF: usize = 8;
 /// ... and document lengths below this.
@@ -271,7 +274,7 @@ fn score_term(
 ) -> Result<()> {
     let se = |e: String| r.storage(e);
     match cands {
-        Some(c) if (c.len() as u64).saturating_mul(128) < df => {
+        Some(c) if (c.len() as u64).saturating_mul(LOOKUP_COST) < df => {
             for &(id, s) in c {
                 if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
                     emit(id, s + weight(&p));
