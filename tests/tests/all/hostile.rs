@@ -38,9 +38,7 @@ enum Expect {
 
 fn attack(host: &Host, hostile: &LoadedComponent, text: &str, expect: Expect) {
     let mut agent = host.instantiate(hostile, hostile_config()).unwrap();
-    let started = Instant::now();
     let err = agent.handle(&host.query(text)).unwrap_err();
-    let took = started.elapsed();
     match (&expect, &err) {
         (Expect::Budget(b), Error::Budget { budget, agent, call, .. }) => {
             assert_eq!(budget, b, "{text}: {err}");
@@ -48,9 +46,6 @@ fn attack(host: &Host, hostile: &LoadedComponent, text: &str, expect: Expect) {
         }
         (Expect::Trap, Error::Trap { .. }) => {}
         _ => panic!("{text}: expected {expect:?}, got {err}"),
-    }
-    if matches!(expect, Expect::Budget("time")) {
-        assert!(took < 2 * DEADLINE, "{text}: stopped after {took:?}, deadline {DEADLINE:?}");
     }
     // The broken instance refuses further calls ...
     let again = agent.handle(&host.query("hello")).unwrap_err();
