@@ -1,11 +1,12 @@
 //! Reads: engrams, connections, contexts, bounded graph walks, and the
-//! integrity check of every index.
+//! integrity check of every record and index.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::postings;
+use crate::record::{Corruption, Fault};
 use crate::schema::*;
 use crate::write::term_counts;
 use crate::{
@@ -65,6 +66,26 @@ impl<'g> Reader<'g> {
         self.graph.storage(e)
     }
 
+    pub fn fault(&self, f: Fault) -> GraphError {
+        self.graph.fault(f)
+    }
+
+    pub fn corrupt(&self, c: Corruption) -> GraphError {
+        self.graph.corrupt(c)
+    }
+
+    /// For the integrity check: a corrupt record goes on the list of
+    /// problems; any other failure stops the check.
+    fn note(&self, problems: &mut Vec<String>, f: Fault) -> Result<()> {
+        match f {
+            Fault::Corrupt(c) => {
+                problems.push(c.to_string());
+                Ok(())
+            }
+            Fault::Storage(e) => Err(self.storage(e)),
+        }
+    }
+
     pub fn meta(&self, key: &str) -> Result<u64> {
         Ok(self.meta.get(key).map_err(|e| self.storage(e))?.map(|v| v.value()).unwrap_or(0))
     }
@@ -72,10 +93,13 @@ impl<'g> Reader<'g> {
     pub fn stored(&self, id: EngramId) -> Result<Option<StoredEngram>> {
         match self.engrams.get(id).map_err(|e| self.storage(e))? {
             None => Ok(None),
-            Some(v) => postcard::from_bytes(v.value())
-                .map(Some)
-                .map_err(|e| self.storage(format!("engram {id} is corrupt: {e}"))),
+            Some(v) => StoredEngram::decode(id, v.value()).map(Some).map_err(|c| self.corrupt(c)),
         }
+    }
+
+    /// Whether engram `id` is stored (without reading it).
+    fn exists(&self, id: EngramId) -> Result<bool> {
+        Ok(self.engrams.get(id).map_err(|e| self.storage(e))?.is_some())
     }
 
     /// Whether the actor may see engram `id` owned by `owner`.
@@ -111,11 +135,13 @@ impl<'g> Reader<'g> {
     }
 
     /// Whether engram `id` exists and is visible (no error for either).
+    /// Reads only the owner (checksum checked all the same).
     fn sees(&self, id: EngramId) -> Result<bool> {
-        match self.stored(id)? {
-            Some(e) => self.can_see(id, &e.owner),
-            None => Ok(false),
-        }
+        let owner = match self.engrams.get(id).map_err(|e| self.storage(e))? {
+            Some(v) => StoredEngram::owner_of(id, v.value()).map_err(|c| self.corrupt(c))?,
+            None => return Ok(false),
+        };
+        self.can_see(id, &owner)
     }
 
     pub fn require_member(&self, context: ContextId) -> Result<()> {
@@ -226,8 +252,7 @@ impl MemoryGraph {
             if !r.sees(target)? {
                 continue;
             }
-            let edge: StoredEdge =
-                postcard::from_bytes(v.value()).map_err(|e| r.storage(format!("edge is corrupt: {e}")))?;
+            let edge = StoredEdge::decode((source, target, relation), v.value()).map_err(|c| r.corrupt(c))?;
             out.push(Connection {
                 source,
                 target,
@@ -353,8 +378,7 @@ impl MemoryGraph {
         let r = Reader::new(self, actor)?;
         r.require_member(context)?;
         let raw = r.contexts.get(context).map_err(|e| r.storage(e))?.ok_or(GraphError::NotFound(context))?;
-        let c: StoredContext =
-            postcard::from_bytes(raw.value()).map_err(|e| r.storage(format!("context is corrupt: {e}")))?;
+        let c = StoredContext::decode(context, raw.value()).map_err(|c| r.corrupt(c))?;
         let mut members = Vec::new();
         for row in r.members.range((context, "")..=(context, "\u{10ffff}")).map_err(|e| r.storage(e))? {
             members.push(row.map_err(|e| r.storage(e))?.0.value().1.to_string());
@@ -374,8 +398,11 @@ impl MemoryGraph {
         })
     }
 
-    /// Every index checked against the engrams themselves; an empty list
-    /// means the database is consistent.
+    /// Every record's checksum, and every index checked against the engrams
+    /// themselves; an empty list means the database is consistent. A
+    /// corrupt record is listed (table, key and why) and the check goes
+    /// on; index entries of engrams that do not decode are not compared
+    /// (nor, then, the totals over all engrams).
     pub fn check_integrity(&self) -> Result<Vec<String>> {
         let r = Reader::new(self, &Actor::Operator)?;
         let se = |e: &dyn std::fmt::Display| r.storage(e);
@@ -384,19 +411,22 @@ impl MemoryGraph {
         let mut meta_want: BTreeSet<(String, String, u64)> = BTreeSet::new();
         let mut quota_want: BTreeMap<String, QuotaUse> = BTreeMap::new();
         let mut owned_want: BTreeSet<(String, u64)> = BTreeSet::new();
+        // Engrams stored but not decodable: their index entries are unknown.
+        let mut corrupt_ids: BTreeSet<u64> = BTreeSet::new();
         let (mut count, mut total_terms, mut max_id) = (0u64, 0u64, 0u64);
         for row in r.engrams.iter().map_err(|e| se(&e))? {
             let (k, v) = row.map_err(|e| se(&e))?;
             let id = k.value();
-            let e: StoredEngram = match postcard::from_bytes(v.value()) {
+            count += 1;
+            max_id = max_id.max(id);
+            let e = match StoredEngram::decode(id, v.value()) {
                 Ok(e) => e,
-                Err(err) => {
-                    problems.push(format!("engram {id} does not decode: {err}"));
+                Err(c) => {
+                    r.note(&mut problems, c.into())?;
+                    corrupt_ids.insert(id);
                     continue;
                 }
             };
-            count += 1;
-            max_id = max_id.max(id);
             let (counts, len) = term_counts(&e.content);
             total_terms += len as u64;
             for (t, tf) in counts {
@@ -410,10 +440,11 @@ impl MemoryGraph {
             q.bytes += e.bytes();
             owned_want.insert((e.owner.clone(), id));
         }
+        let whole = corrupt_ids.is_empty();
         if r.meta("engram_count")? != count {
             problems.push(format!("engram_count {} but {count} engrams", r.meta("engram_count")?));
         }
-        if r.meta("total_terms")? != total_terms {
+        if whole && r.meta("total_terms")? != total_terms {
             problems
                 .push(format!("total_terms {} but the engrams hold {total_terms}", r.meta("total_terms")?));
         }
@@ -424,18 +455,35 @@ impl MemoryGraph {
                 r.meta("next_engram")?
             ));
         }
-        // Postings and document frequencies.
+        // Posting blocks, and each term's document frequency (in its last
+        // block) against the postings it holds.
         let mut postings_have: BTreeMap<String, Vec<postings::Posting>> = BTreeMap::new();
+        let mut df_have: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut corrupt_terms: BTreeSet<String> = BTreeSet::new();
         for row in r.postings.iter().map_err(|e| se(&e))? {
             let (k, v) = row.map_err(|e| se(&e))?;
             let (term, first) = k.value();
-            match postings::decode(v.value()) {
-                Ok(block) if block.first().map(|p| p.id) == Some(first) => {
-                    postings_have.entry(term.to_string()).or_default().extend(block)
+            match postings::read_block_df(term, first, v.value()) {
+                Ok((block, df)) if block.first().map(|p| p.id) == Some(first) => {
+                    let d = df_have.entry(term.to_string()).or_default();
+                    *d = (d.0 + block.len() as u64, df);
+                    postings_have
+                        .entry(term.to_string())
+                        .or_default()
+                        .extend(block.into_iter().filter(|p| !corrupt_ids.contains(&p.id)));
                 }
-                Ok(_) => problems.push(format!("posting block ({term}, {first}) is empty or mis-keyed")),
-                Err(e) => problems.push(format!("posting block ({term}, {first}): {e}")),
+                Ok(_) => problems.push(format!("posting block ({term:?}, {first}) is empty or mis-keyed")),
+                Err(f) => {
+                    r.note(&mut problems, f)?;
+                    corrupt_terms.insert(term.to_string());
+                }
             }
+        }
+        postings_have.retain(|_, p| !p.is_empty());
+        for t in &corrupt_terms {
+            postings_have.remove(t);
+            postings_want.remove(t);
+            df_have.remove(t);
         }
         if postings_have != postings_want {
             let diff = postings_want
@@ -446,13 +494,9 @@ impl MemoryGraph {
                 .unwrap_or_default();
             problems.push(format!("the inverted index disagrees with the engrams (first term: {diff:?})"));
         }
-        for (term, want) in &postings_want {
-            let df = postings::doc_freq(&r.postings, term).map_err(|e| se(&e))?;
-            if df != want.len() as u64 {
-                problems.push(format!(
-                    "document frequency of {term:?} is {df} but {} engrams hold it",
-                    want.len()
-                ));
+        for (term, (held, df)) in &df_have {
+            if df != held {
+                problems.push(format!("document frequency of {term:?} is {df} but {held} engrams hold it"));
             }
         }
         // Metadata index, owners, quotas.
@@ -460,7 +504,9 @@ impl MemoryGraph {
         for row in r.meta_index.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
             let (a, b, id) = k.value();
-            meta_have.insert((a.to_string(), b.to_string(), id));
+            if !corrupt_ids.contains(&id) {
+                meta_have.insert((a.to_string(), b.to_string(), id));
+            }
         }
         if meta_have != meta_want {
             problems.push(String::from("the metadata index disagrees with the engrams"));
@@ -470,26 +516,40 @@ impl MemoryGraph {
         let mut owned_have = BTreeSet::new();
         for row in owned.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
-            owned_have.insert((k.value().0.to_string(), k.value().1));
+            if !corrupt_ids.contains(&k.value().1) {
+                owned_have.insert((k.value().0.to_string(), k.value().1));
+            }
         }
         if owned_have != owned_want {
             problems.push(String::from("the owner index disagrees with the engrams"));
         }
         let quota = tx.open_table(QUOTA).map_err(|e| se(&e))?;
         let mut quota_have = BTreeMap::new();
+        let mut quota_whole = true;
         for row in quota.iter().map_err(|e| se(&e))? {
             let (k, v) = row.map_err(|e| se(&e))?;
-            quota_have.insert(k.value().to_string(), crate::decode_quota(v.value()));
+            match decode_quota(k.value(), v.value()) {
+                Ok(q) => {
+                    quota_have.insert(k.value().to_string(), q);
+                }
+                Err(c) => {
+                    r.note(&mut problems, c.into())?;
+                    quota_whole = false;
+                }
+            }
         }
-        if quota_have != quota_want {
+        if whole && quota_whole && quota_have != quota_want {
             problems.push(String::from("quota use disagrees with the engrams"));
         }
-        // Edges mirror each other and join existing engrams.
+        // Edges decode, mirror each other and join existing engrams.
         let mut out_edges = BTreeSet::new();
         for row in r.edges_out.iter().map_err(|e| se(&e))? {
-            let (k, _) = row.map_err(|e| se(&e))?;
+            let (k, v) = row.map_err(|e| se(&e))?;
             let (s, t, rel) = k.value();
-            if r.stored(s)?.is_none() || r.stored(t)?.is_none() {
+            if let Err(c) = StoredEdge::decode((s, t, rel), v.value()) {
+                r.note(&mut problems, c.into())?;
+            }
+            if !r.exists(s)? || !r.exists(t)? {
                 problems.push(format!("edge {s} -{rel}-> {t} joins a missing engram"));
             }
             out_edges.insert((s, t, rel.to_string()));
@@ -503,12 +563,18 @@ impl MemoryGraph {
         if in_edges != out_edges {
             problems.push(String::from("incoming and outgoing edge tables disagree"));
         }
-        // Context links and memberships mirror each other.
+        // Contexts decode; context links and memberships mirror each other.
+        for row in r.contexts.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            if let Err(c) = StoredContext::decode(k.value(), v.value()) {
+                r.note(&mut problems, c.into())?;
+            }
+        }
         let mut ce = BTreeSet::new();
         for row in r.context_engrams.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
             let (c, id) = k.value();
-            if r.stored(id)?.is_none() || r.contexts.get(c).map_err(|e| se(&e))?.is_none() {
+            if !r.exists(id)? || r.contexts.get(c).map_err(|e| se(&e))?.is_none() {
                 problems.push(format!("context {c} lists missing engram {id} (or is missing itself)"));
             }
             ce.insert((c, id));

@@ -8,6 +8,10 @@
 //! at any instant leaves a database whose indexes agree with its engrams
 //! ([`MemoryGraph::check_integrity`]).
 //!
+//! Every stored value carries a checksum of its table, key and bytes,
+//! checked on every read: a damaged record is [`GraphError::Corrupt`], never
+//! data, and the integrity check lists each one.
+//!
 //! Callers act as an [`Actor`]: an agent sees and changes its own engrams
 //! and those of the contexts it belongs to; anything else is
 //! [`GraphError::Denied`]. The operator (the CLI) sees everything.
@@ -26,6 +30,7 @@
 
 mod graph;
 pub mod postings;
+mod record;
 mod schema;
 mod search;
 mod write;
@@ -48,7 +53,8 @@ pub type EngramId = u64;
 pub type ContextId = u64;
 
 /// Why a memory-graph call failed. The first six mirror the WIT
-/// `graph-error`; `Storage` is a failure of the database itself.
+/// `graph-error`; `Storage` is a failure of the database itself, `Corrupt`
+/// a stored record that fails its checksum or does not decode.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GraphError {
     #[error("engram or context {0} not found (or not visible to the caller)")]
@@ -65,6 +71,10 @@ pub enum GraphError {
     NoTransaction,
     #[error("memory graph database {path}: {detail}")]
     Storage { path: PathBuf, detail: String },
+    /// The record under `key` (as the error shows it) in table `table`
+    /// fails its checksum or does not decode: the file was damaged.
+    #[error("memory graph database {path}: {table} record {key} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, table: &'static str, key: String, detail: String },
 }
 
 pub type Result<T, E = GraphError> = std::result::Result<T, E>;
@@ -273,6 +283,17 @@ impl MemoryGraph {
         GraphError::Storage { path: self.path.clone(), detail: e.to_string() }
     }
 
+    fn corrupt(&self, c: record::Corruption) -> GraphError {
+        GraphError::Corrupt { path: self.path.clone(), table: c.table, key: c.key, detail: c.detail }
+    }
+
+    fn fault(&self, f: record::Fault) -> GraphError {
+        match f {
+            record::Fault::Storage(e) => self.storage(e),
+            record::Fault::Corrupt(c) => self.corrupt(c),
+        }
+    }
+
     /// A fresh engram id (never reused, even if the op that takes it is
     /// rolled back).
     pub fn allocate_engram_id(&self) -> EngramId {
@@ -302,7 +323,10 @@ impl MemoryGraph {
     pub fn quota_use(&self, owner: &str) -> Result<QuotaUse> {
         let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(QUOTA).map_err(|e| self.storage(e))?;
-        Ok(t.get(owner).map_err(|e| self.storage(e))?.map(|v| decode_quota(v.value())).unwrap_or_default())
+        match t.get(owner).map_err(|e| self.storage(e))? {
+            Some(v) => decode_quota(owner, v.value()).map_err(|c| self.corrupt(c)),
+            None => Ok(QuotaUse::default()),
+        }
     }
 
     /// Number of engrams stored.
@@ -315,8 +339,4 @@ impl MemoryGraph {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
-}
-
-fn decode_quota(bytes: &[u8]) -> QuotaUse {
-    postcard::from_bytes(bytes).unwrap_or_default()
 }

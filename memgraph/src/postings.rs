@@ -7,9 +7,15 @@
 //! ever larger ids, so a batch of them fills the term's last block and adds
 //! new ones). A search reads a term's blocks in order, or for a few
 //! candidates looks each up with one range seek.
+//!
+//! Every stored block ends in its checksum (see `record`), checked whenever
+//! a block is read from the file — including blocks a ranked search skips
+//! by their header alone.
 
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
+
+use crate::record::{self, CHECKSUM_BYTES, Corruption, Fault, storage};
 
 /// Most postings in a block.
 pub const BLOCK: usize = 128;
@@ -33,7 +39,8 @@ type Postings<'t> = Table<'t, (&'static str, u64), &'static [u8]>;
 /// block that cannot beat its current top k), the term's document frequency
 /// (kept in the term's last block only; 0 in the others), then per posting
 /// the id's delta from the previous id, the term frequency and the document
-/// length.
+/// length. (The stored value is this followed by its checksum: see
+/// `seal_block`.)
 pub(crate) fn encode(block: &[Posting], df: u64) -> Vec<u8> {
     fn put(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
@@ -42,7 +49,7 @@ pub(crate) fn encode(block: &[Posting], df: u64) -> Vec<u8> {
         }
         out.push(v as u8);
     }
-    let mut out = Vec::with_capacity(4 + block.len() * 5);
+    let mut out = Vec::with_capacity(4 + block.len() * 5 + CHECKSUM_BYTES);
     put(&mut out, block.len() as u64);
     // The block's bound: no posting has a higher tf or a shorter document.
     put(&mut out, block.iter().map(|p| p.tf).max().unwrap_or(0) as u64);
@@ -86,7 +93,8 @@ fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
     Err("corrupt posting block: varint too long")
 }
 
-/// Appends the postings of an encoded block to `out`.
+/// Appends the postings of an encoded block (without its checksum) to
+/// `out`.
 pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), String> {
     let mut at = 0;
     let n = varint(bytes, &mut at)? as usize;
@@ -104,6 +112,9 @@ pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), St
         let len = u32::try_from(varint(bytes, &mut at)?).map_err(|_| "corrupt posting block: len")?;
         out.push(Posting { id, tf, len });
     }
+    if at != bytes.len() {
+        return Err(format!("corrupt posting block: {} bytes after its postings", bytes.len() - at));
+    }
     Ok(())
 }
 
@@ -113,31 +124,57 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Posting>, String> {
     Ok(out)
 }
 
-fn s(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// The stored value of a block: its encoding and checksum.
+pub(crate) fn seal_block(term: &str, first: u64, block: &[Posting], df: u64) -> Vec<u8> {
+    record::seal(record::Table::Postings, &(term, first), encode(block, df))
+}
+
+fn corrupt(term: &str, first: u64, detail: impl Into<String>) -> Fault {
+    Fault::Corrupt(Corruption::new(record::Table::Postings, &(term, first), detail))
+}
+
+/// The encoding of the block stored under (`term`, `first`), checksum
+/// checked.
+pub(crate) fn open_block<'v>(term: &str, first: u64, value: &'v [u8]) -> Result<&'v [u8], Fault> {
+    Ok(record::open(record::Table::Postings, &(term, first), value)?)
+}
+
+/// The postings of the block stored under (`term`, `first`).
+pub(crate) fn read_block(term: &str, first: u64, value: &[u8]) -> Result<Vec<Posting>, Fault> {
+    decode(open_block(term, first, value)?).map_err(|e| corrupt(term, first, e))
+}
+
+/// The postings of the block stored under (`term`, `first`) and the
+/// document frequency in its header.
+pub(crate) fn read_block_df(term: &str, first: u64, value: &[u8]) -> Result<(Vec<Posting>, u64), Fault> {
+    let block = open_block(term, first, value)?;
+    let bad = |e: String| corrupt(term, first, e);
+    Ok((decode(block).map_err(bad)?, header_df(block).map_err(bad)?))
 }
 
 /// The block that holds or would hold `id`: the last block starting at or
 /// before it, else the term's first block.
-fn block_for(t: &Postings<'_>, term: &str, id: u64) -> Result<Option<(u64, Vec<Posting>)>, String> {
-    if let Some(row) = t.range((term, 0)..=(term, id)).map_err(s)?.next_back() {
-        let (k, v) = row.map_err(s)?;
-        return Ok(Some((k.value().1, decode(v.value())?)));
+fn block_for(t: &Postings<'_>, term: &str, id: u64) -> Result<Option<(u64, Vec<Posting>)>, Fault> {
+    if let Some(row) = t.range((term, 0)..=(term, id)).map_err(storage)?.next_back() {
+        let (k, v) = row.map_err(storage)?;
+        let first = k.value().1;
+        return Ok(Some((first, read_block(term, first, v.value())?)));
     }
-    if let Some(row) = t.range((term, id)..=(term, u64::MAX)).map_err(s)?.next() {
-        let (k, v) = row.map_err(s)?;
-        return Ok(Some((k.value().1, decode(v.value())?)));
+    if let Some(row) = t.range((term, id)..=(term, u64::MAX)).map_err(storage)?.next() {
+        let (k, v) = row.map_err(storage)?;
+        let first = k.value().1;
+        return Ok(Some((first, read_block(term, first, v.value())?)));
     }
     Ok(None)
 }
 
 /// First id of the block after the one starting at `key`.
-fn next_block(t: &Postings<'_>, term: &str, key: u64) -> Result<Option<u64>, String> {
+fn next_block(t: &Postings<'_>, term: &str, key: u64) -> Result<Option<u64>, Fault> {
     if key == u64::MAX {
         return Ok(None);
     }
-    match t.range((term, key + 1)..=(term, u64::MAX)).map_err(s)?.next() {
-        Some(row) => Ok(Some(row.map_err(s)?.0.value().1)),
+    match t.range((term, key + 1)..=(term, u64::MAX)).map_err(storage)?.next() {
+        Some(row) => Ok(Some(row.map_err(storage)?.0.value().1)),
         None => Ok(None),
     }
 }
@@ -162,17 +199,24 @@ pub(crate) fn apply(
     term: &str,
     changes: &mut [Change],
     known_last: Option<&Tail>,
-) -> Result<(i64, Option<Tail>), String> {
+) -> Result<(i64, Option<Tail>), Fault> {
     if changes.is_empty() {
         return Ok((0, None));
     }
     changes.sort_by_key(|c| c.0); // stable: order within an id is kept
+    // A block and its document frequency; `payload` checked already.
+    let parse = |first: u64, payload: &[u8]| -> Result<(u64, Vec<Posting>, u64), Fault> {
+        let bad = |e: String| corrupt(term, first, e);
+        Ok((first, decode(payload).map_err(bad)?, header_df(payload).map_err(bad)?))
+    };
     let last = match known_last {
-        Some((k, bytes)) => Some((*k, decode(bytes)?, header_df(bytes)?)),
-        None => match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
+        // Sealed by this process and kept in memory: not read from the file.
+        Some((k, bytes)) => Some(parse(*k, record::payload_of(bytes))?),
+        None => match t.range((term, 0)..=(term, u64::MAX)).map_err(storage)?.next_back() {
             Some(row) => {
-                let (k, v) = row.map_err(s)?;
-                Some((k.value().1, decode(v.value())?, header_df(v.value())?))
+                let (k, v) = row.map_err(storage)?;
+                let first = k.value().1;
+                Some(parse(first, open_block(term, first, v.value())?)?)
             }
             None => None,
         },
@@ -254,20 +298,22 @@ pub(crate) fn apply(
         ci = end;
     }
     // Record the new document frequency in whatever block is last now.
-    let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
+    let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(storage)?.next_back() {
         Some(row) => {
-            let (k, v) = row.map_err(s)?;
-            Some((k.value().1, decode(v.value())?))
+            let (k, v) = row.map_err(storage)?;
+            let first = k.value().1;
+            Some((first, read_block(term, first, v.value())?))
         }
         None => None,
     };
     let Some((k, block)) = last else { return Ok((delta, None)) };
-    let bytes = encode(&block, old_df.saturating_add_signed(delta));
-    t.insert((term, k), bytes.as_slice()).map_err(s)?;
+    let bytes = seal_block(term, k, &block, old_df.saturating_add_signed(delta));
+    t.insert((term, k), bytes.as_slice()).map_err(storage)?;
     Ok((delta, Some((k, bytes))))
 }
 
-/// A term's last block: its key (first id) and its encoding.
+/// A term's last block: its key (first id) and its stored value (encoding
+/// and checksum).
 pub(crate) type Tail = (u64, Vec<u8>);
 
 /// The last block of recently written terms, kept by the graph so that
@@ -323,26 +369,27 @@ fn write_run(
     key: Option<u64>,
     postings: &[Posting],
     df: u64,
-) -> Result<Option<Tail>, String> {
+) -> Result<Option<Tail>, Fault> {
     // Inserting under the same key replaces the block; remove it only when
     // its first id changes (or it empties).
     if let Some(k) = key
         && postings.first().map(|p| p.id) != Some(k)
     {
-        t.remove((term, k)).map_err(s)?;
+        t.remove((term, k)).map_err(storage)?;
     }
     let chunks = postings.chunks(BLOCK).count();
     let mut tail = None;
     for (i, chunk) in postings.chunks(BLOCK).enumerate() {
         let df = if i + 1 == chunks { df } else { 0 };
-        let bytes = encode(chunk, df);
-        t.insert((term, chunk[0].id), bytes.as_slice()).map_err(s)?;
+        let bytes = seal_block(term, chunk[0].id, chunk, df);
+        t.insert((term, chunk[0].id), bytes.as_slice()).map_err(storage)?;
         tail = Some((chunk[0].id, bytes));
     }
     Ok(tail)
 }
 
-/// The document frequency recorded in a block's header.
+/// The document frequency recorded in a block's header (of its encoding,
+/// checksum checked or not needed).
 pub(crate) fn header_df(bytes: &[u8]) -> Result<u64, String> {
     let mut at = 0;
     for _ in 0..3 {
@@ -355,9 +402,13 @@ pub(crate) fn header_df(bytes: &[u8]) -> Result<u64, String> {
 pub(crate) fn doc_freq(
     t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     term: &str,
-) -> Result<u64, String> {
-    match t.range((term, 0)..=(term, u64::MAX)).map_err(s)?.next_back() {
-        Some(row) => header_df(row.map_err(s)?.1.value()),
+) -> Result<u64, Fault> {
+    match t.range((term, 0)..=(term, u64::MAX)).map_err(storage)?.next_back() {
+        Some(row) => {
+            let (k, v) = row.map_err(storage)?;
+            let first = k.value().1;
+            header_df(open_block(term, first, v.value())?).map_err(|e| corrupt(term, first, e))
+        }
         None => Ok(0),
     }
 }
@@ -379,16 +430,18 @@ pub(crate) fn for_each_block(
     term: &str,
     mut skip: impl FnMut(u32, u32) -> bool,
     mut f: impl FnMut(&[Posting]) -> bool,
-) -> Result<(), String> {
+) -> Result<(), Fault> {
     let mut buf = Vec::with_capacity(BLOCK);
-    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(s)? {
-        let (_, v) = row.map_err(s)?;
-        let (max_tf, min_len) = bound(v.value())?;
+    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let first = k.value().1;
+        let block = open_block(term, first, v.value())?;
+        let (max_tf, min_len) = bound(block).map_err(|e| corrupt(term, first, e))?;
         if skip(max_tf, min_len) {
             continue;
         }
         buf.clear();
-        decode_into(v.value(), &mut buf)?;
+        decode_into(block, &mut buf).map_err(|e| corrupt(term, first, e))?;
         if !f(&buf) {
             break;
         }
@@ -401,11 +454,11 @@ pub(crate) fn for_each_block(
 pub(crate) fn read_all(
     t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     term: &str,
-) -> Result<Vec<Posting>, String> {
+) -> Result<Vec<Posting>, Fault> {
     let mut out = Vec::new();
-    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(s)? {
-        let (_, v) = row.map_err(s)?;
-        decode_into(v.value(), &mut out)?;
+    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        out.extend(read_block(term, k.value().1, v.value())?);
     }
     Ok(out)
 }
@@ -415,12 +468,12 @@ pub(crate) fn lookup(
     t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     term: &str,
     id: u64,
-) -> Result<Option<Posting>, String> {
-    let Some(row) = t.range((term, 0)..=(term, id)).map_err(s)?.next_back() else {
+) -> Result<Option<Posting>, Fault> {
+    let Some(row) = t.range((term, 0)..=(term, id)).map_err(storage)?.next_back() else {
         return Ok(None);
     };
-    let (_, v) = row.map_err(s)?;
-    let block = decode(v.value())?;
+    let (k, v) = row.map_err(storage)?;
+    let block = read_block(term, k.value().1, v.value())?;
     Ok(block.binary_search_by_key(&id, |q| q.id).ok().map(|i| block[i]))
 }
 
@@ -496,7 +549,7 @@ mod tests {
             prop_assert_eq!(all.iter().map(|p| (p.id, p.tf)).collect::<Vec<_>>(), want);
             for row in t.range(("w", 0)..=("w", u64::MAX)).unwrap() {
                 let (k, v) = row.unwrap();
-                let block = decode(v.value()).unwrap();
+                let block = read_block("w", k.value().1, v.value()).unwrap();
                 prop_assert!(!block.is_empty() && block.len() <= BLOCK);
                 prop_assert_eq!(k.value().1, block[0].id);
                 prop_assert!(block.windows(2).all(|w| w[0].id < w[1].id));

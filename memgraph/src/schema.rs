@@ -1,10 +1,16 @@
 //! The tables of the database file. Keys are tuples so that every index is
-//! a range scan; values are postcard records.
+//! a range scan; byte values are postcard records (posting blocks: see
+//! `postings`), each followed by its checksum (see `record`).
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
-/// Version of the layout below. A file of another version is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+use crate::QuotaUse;
+use crate::record::{self, Corruption, Fault, RecordKey, Table};
+
+/// Version of the layout below. Version 2 added a checksum to every byte
+/// value; a version-1 file is migrated when opened (in one transaction), a
+/// file of any other version is refused.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
@@ -54,10 +60,39 @@ impl StoredEngram {
     }
 }
 
+impl StoredEngram {
+    pub fn decode(id: u64, value: &[u8]) -> Result<StoredEngram, Corruption> {
+        record::decode(Table::Engrams, &id, value)
+    }
+
+    pub fn encode(&self, id: u64) -> Result<Vec<u8>, Fault> {
+        record::encode(Table::Engrams, &id, self, self.bytes() as usize + self.owner.len() + 32)
+    }
+
+    /// Just the owner (the record's first field), checksum checked.
+    pub fn owner_of(id: u64, value: &[u8]) -> Result<String, Corruption> {
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            owner: String,
+        }
+        Ok(record::decode_prefix::<Owner, _>(Table::Engrams, &id, value)?.owner)
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredEdge {
     pub weight: f32,
     pub metadata: Vec<(String, String)>,
+}
+
+impl StoredEdge {
+    pub fn decode(key: (u64, u64, &str), value: &[u8]) -> Result<StoredEdge, Corruption> {
+        record::decode(Table::EdgesOut, &key, value)
+    }
+
+    pub fn encode(&self, key: (u64, u64, &str)) -> Result<Vec<u8>, Fault> {
+        record::encode(Table::EdgesOut, &key, self, 16)
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -65,6 +100,24 @@ pub(crate) struct StoredContext {
     pub name: String,
     pub creator: String,
     pub created_ms: u64,
+}
+
+impl StoredContext {
+    pub fn decode(id: u64, value: &[u8]) -> Result<StoredContext, Corruption> {
+        record::decode(Table::Contexts, &id, value)
+    }
+
+    pub fn encode(&self, id: u64) -> Result<Vec<u8>, Fault> {
+        record::encode(Table::Contexts, &id, self, self.name.len() + self.creator.len() + 16)
+    }
+}
+
+pub(crate) fn decode_quota(owner: &str, value: &[u8]) -> Result<QuotaUse, Corruption> {
+    record::decode(Table::Quota, owner, value)
+}
+
+pub(crate) fn encode_quota(owner: &str, q: &QuotaUse) -> Result<Vec<u8>, Fault> {
+    record::encode(Table::Quota, owner, q, 8)
 }
 
 /// Creates the tables of a new file or checks the version of an existing
@@ -79,9 +132,15 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
             }
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                seal_v1_values(&tx)
+                    .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+            }
             Some(other) => {
+                let by = if other > SCHEMA_VERSION { " (a newer elex wrote it)" } else { "" };
                 return Err(format!(
-                    "schema version {other}; this build reads memory-graph schema version {SCHEMA_VERSION}"
+                    "schema version {other}{by}; this build reads memory-graph schema version {SCHEMA_VERSION}"
                 ));
             }
         }
@@ -109,4 +168,288 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
     );
     tx.commit().map_err(|e| e.to_string())?;
     Ok(ids)
+}
+
+/// Version 1 → 2: every byte value gets its checksum. Runs inside the
+/// opening transaction, so a crash leaves the file at version 1, whole.
+/// A version-1 value that was already damaged is sealed as it is, and so is
+/// still reported when it fails to decode.
+fn seal_v1_values(tx: &WriteTransaction) -> Result<(), String> {
+    rewrite_values(tx, &|table, key, payload| record::seal(table, key, payload))
+}
+
+/// The new value of a record of a checksummed table, from its table, key and
+/// old value.
+pub(crate) type Rewrite<'f> = &'f dyn Fn(Table, &dyn RecordKey, Vec<u8>) -> Vec<u8>;
+
+/// Replaces every value of the checksummed tables by `f(table, key,
+/// value)`.
+pub(crate) fn rewrite_values(tx: &WriteTransaction, f: Rewrite<'_>) -> Result<(), String> {
+    fn all<K: redb::Key + 'static, O>(
+        t: &redb::Table<'_, K, &'static [u8]>,
+        own: impl Fn(K::SelfType<'_>) -> O,
+    ) -> Result<Vec<(O, Vec<u8>)>, String> {
+        t.iter()
+            .map_err(|e| e.to_string())?
+            .map(|r| r.map(|(k, v)| (own(k.value()), v.value().to_vec())).map_err(|e| e.to_string()))
+            .collect()
+    }
+    let e = |e: redb::Error| e.to_string();
+    let mut engrams = tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?;
+    for (id, v) in all(&engrams, |k| k)? {
+        engrams.insert(id, f(Table::Engrams, &id, v).as_slice()).map_err(|x| e(x.into()))?;
+    }
+    let mut contexts = tx.open_table(CONTEXTS).map_err(|x| e(x.into()))?;
+    for (id, v) in all(&contexts, |k| k)? {
+        contexts.insert(id, f(Table::Contexts, &id, v).as_slice()).map_err(|x| e(x.into()))?;
+    }
+    let mut quota = tx.open_table(QUOTA).map_err(|x| e(x.into()))?;
+    for (owner, v) in all(&quota, |k| k.to_string())? {
+        let owner = owner.as_str();
+        quota.insert(owner, f(Table::Quota, &owner, v).as_slice()).map_err(|x| e(x.into()))?;
+    }
+    let mut postings = tx.open_table(POSTINGS).map_err(|x| e(x.into()))?;
+    for ((term, first), v) in all(&postings, |(t, first)| (t.to_string(), first))? {
+        let key = (term.as_str(), first);
+        postings.insert(key, f(Table::Postings, &key, v).as_slice()).map_err(|x| e(x.into()))?;
+    }
+    let mut edges = tx.open_table(EDGES_OUT).map_err(|x| e(x.into()))?;
+    for ((s, t, rel), v) in all(&edges, |(s, t, rel)| (s, t, rel.to_string()))? {
+        let key = (s, t, rel.as_str());
+        edges.insert(key, f(Table::EdgesOut, &key, v).as_slice()).map_err(|x| e(x.into()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{CHECKSUM_BYTES, seal};
+    use crate::{
+        Actor, Connection, EngramData, GraphConfig, GraphError, MemoryGraph, Op, SearchQuery, postings,
+    };
+    use proptest::prelude::*;
+    use redb::{ReadableDatabase, TableHandle};
+
+    fn data(content: &str, meta: &[(&str, &str)]) -> EngramData {
+        EngramData {
+            content: content.into(),
+            source: "test".into(),
+            confidence: 0.5,
+            metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// A small graph with every kind of record: engrams of two owners,
+    /// metadata, a context, edges.
+    fn fill(g: &MemoryGraph) -> Vec<u64> {
+        let a = Actor::agent("a");
+        let c = g.create_context(&a, "review").unwrap();
+        let mut ids = Vec::new();
+        for (i, text) in
+            ["MIMO sleep saves energy", "sleep mode at night", "carrier aggregation", "energy counters"]
+                .iter()
+                .enumerate()
+        {
+            let who = if i % 2 == 0 { a.clone() } else { Actor::Operator };
+            let ctx = (i % 2 == 0).then_some(c);
+            ids.push(g.create(&who, data(text, &[("kind", "fact")]), ctx).unwrap());
+        }
+        let edge = |s, t| {
+            Op::Connect(Connection {
+                source: s,
+                target: t,
+                relation: "supports".into(),
+                weight: 0.5,
+                metadata: vec![("why".into(), "test".into())],
+            })
+        };
+        g.apply(&Actor::Operator, vec![edge(ids[0], ids[1]), edge(ids[1], ids[2])]).unwrap();
+        ids
+    }
+
+    #[test]
+    fn the_checksummed_tables_are_the_byte_valued_ones() {
+        let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names, [ENGRAMS.name(), QUOTA.name(), POSTINGS.name(), EDGES_OUT.name(), CONTEXTS.name()]);
+    }
+
+    /// A version-1 file (values without checksums) is migrated when opened:
+    /// everything reads back the same and the integrity check is clean.
+    #[test]
+    fn a_version_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::FILE_NAME);
+        let (ids, before, hits, conns, ctx) = {
+            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+            let ids = fill(&g);
+            let before: Vec<_> = ids.iter().map(|&id| g.get(&Actor::Operator, id).unwrap()).collect();
+            let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+            let hits = g.search(&Actor::Operator, &q).unwrap();
+            let conns = g.connections(&Actor::Operator, ids[0]).unwrap();
+            let ctx = g.context(&Actor::Operator, 1).unwrap();
+            (ids, before, hits, conns, ctx)
+        };
+        // Make it a version-1 file: strip every checksum.
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            rewrite_values(&tx, &|_, _, mut v| {
+                v.truncate(v.len() - CHECKSUM_BYTES);
+                v
+            })
+            .unwrap();
+            tx.open_table(META).unwrap().insert("schema_version", 1).unwrap();
+            tx.commit().unwrap();
+        }
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+        let after: Vec<_> = ids.iter().map(|&id| g.get(&Actor::Operator, id).unwrap()).collect();
+        assert_eq!(after, before);
+        let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+        assert_eq!(g.search(&Actor::Operator, &q).unwrap(), hits);
+        assert_eq!(g.connections(&Actor::Operator, ids[0]).unwrap(), conns);
+        assert_eq!(g.context(&Actor::Operator, 1).unwrap(), ctx);
+        assert_eq!(g.quota_use("a").unwrap().engrams, 2);
+        let v =
+            g.db.begin_read()
+                .unwrap()
+                .open_table(META)
+                .unwrap()
+                .get("schema_version")
+                .unwrap()
+                .unwrap()
+                .value();
+        assert_eq!(v, SCHEMA_VERSION);
+        // And it keeps working.
+        g.create(&Actor::agent("a"), data("after the migration", &[]), None).unwrap();
+        assert!(g.check_integrity().unwrap().is_empty());
+    }
+
+    /// Damage written straight into the tables (as a stray write would) is
+    /// a `Corrupt` error on every read path and a problem the integrity
+    /// check names; the rest of the graph reads on.
+    #[test]
+    fn corrupt_quota_postings_and_moved_values_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = MemoryGraph::open(&dir.path().join(crate::FILE_NAME), GraphConfig::default()).unwrap();
+        let ids = fill(&g);
+        fn corrupt_table<T: std::fmt::Debug>(r: Result<T, GraphError>) -> &'static str {
+            match r {
+                Err(GraphError::Corrupt { table, .. }) => table,
+                other => panic!("not a corrupt record: {other:?}"),
+            }
+        }
+        {
+            let tx = g.db.begin_write().unwrap();
+            {
+                // A flipped byte in agent a's quota use.
+                let mut quota = tx.open_table(QUOTA).unwrap();
+                let mut v = quota.get("a").unwrap().unwrap().value().to_vec();
+                v[0] ^= 0x01;
+                quota.insert("a", v.as_slice()).unwrap();
+                // A flipped byte in the (only) posting block of "carrier".
+                let mut postings = tx.open_table(POSTINGS).unwrap();
+                let key = ("carrier", ids[2]);
+                let mut v = postings.get(key).unwrap().unwrap().value().to_vec();
+                v[1] ^= 0x40;
+                postings.insert(key, v.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        assert_eq!(corrupt_table(g.quota_use("a")), "quota");
+        // The write path reads the quota: refused, nothing written.
+        assert_eq!(corrupt_table(g.create(&Actor::agent("a"), data("more", &[]), None)), "quota");
+        let q = |t: &str| SearchQuery { text: Some(t.into()), limit: 10, ..SearchQuery::default() };
+        assert_eq!(corrupt_table(g.search(&Actor::Operator, &q("carrier"))), "postings");
+        assert_eq!(g.search(&Actor::Operator, &q("night")).unwrap().len(), 1, "other terms read on");
+        let problems = g.check_integrity().unwrap();
+        assert!(
+            problems.iter().any(|p| p.starts_with("quota record \"a\" is corrupt: checksum")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("postings record (\"carrier\", {}) is corrupt", ids[2]))),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 2, "no knock-on reports: {problems:?}");
+
+        // An intact value moved under another key does not verify there.
+        {
+            let tx = g.db.begin_write().unwrap();
+            {
+                let mut engrams = tx.open_table(ENGRAMS).unwrap();
+                let v = engrams.get(ids[3]).unwrap().unwrap().value().to_vec();
+                engrams.insert(ids[1], v.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        match g.get(&Actor::Operator, ids[1]) {
+            Err(GraphError::Corrupt { table: "engrams", key, detail, .. }) => {
+                assert_eq!(key, ids[1].to_string());
+                assert!(detail.contains("checksum mismatch"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.get(&Actor::Operator, ids[3]).unwrap().data.content, "energy counters");
+        let problems = g.check_integrity().unwrap();
+        assert!(
+            problems.iter().any(|p| p.starts_with(&format!("engrams record {} is corrupt", ids[1]))),
+            "{problems:?}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// Random bytes stored as a value: every record decoder refuses them
+        /// (the checksum does not hold); with a valid checksum the payload
+        /// decoders see them and may accept or refuse, but never panic.
+        #[test]
+        fn random_values_are_refused_never_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            id in any::<u64>(),
+            name in "[a-z ]{1,12}",
+        ) {
+            let name = name.as_str();
+            prop_assert!(StoredEngram::decode(id, &bytes).is_err());
+            prop_assert!(StoredEngram::owner_of(id, &bytes).is_err());
+            prop_assert!(StoredContext::decode(id, &bytes).is_err());
+            prop_assert!(StoredEdge::decode((id, !id, name), &bytes).is_err());
+            prop_assert!(decode_quota(name, &bytes).is_err());
+            prop_assert!(postings::read_block(name, id, &bytes).is_err());
+            prop_assert!(postings::read_block_df(name, id, &bytes).is_err());
+
+            let _ = StoredEngram::decode(id, &seal(Table::Engrams, &id, bytes.clone()));
+            let _ = StoredEngram::owner_of(id, &seal(Table::Engrams, &id, bytes.clone()));
+            let _ = StoredContext::decode(id, &seal(Table::Contexts, &id, bytes.clone()));
+            let _ = StoredEdge::decode((id, !id, name), &seal(Table::EdgesOut, &(id, !id, name), bytes.clone()));
+            let _ = decode_quota(name, &seal(Table::Quota, name, bytes.clone()));
+            let _ = postings::read_block_df(name, id, &seal(Table::Postings, &(name, id), bytes.clone()));
+        }
+
+        /// A real engram record with any one byte changed is refused.
+        #[test]
+        fn a_changed_byte_of_an_engram_is_refused(
+            content in "\\PC{1,200}",
+            at in any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let e = StoredEngram {
+                owner: "agent".into(),
+                content,
+                source: "src".into(),
+                confidence: 0.25,
+                metadata: vec![("k".into(), "v".into())],
+                created_ms: 1,
+                updated_ms: 2,
+            };
+            let mut v = e.encode(9).map_err(|f| TestCaseError::fail(format!("{f:?}")))?;
+            prop_assert!(StoredEngram::decode(9, &v).is_ok());
+            let i = at.index(v.len());
+            v[i] ^= flip;
+            prop_assert!(StoredEngram::decode(9, &v).is_err());
+        }
+    }
 }

@@ -165,7 +165,7 @@ fn rank_text(
     let avg_len = (r.meta("total_terms")? as f32 / n).max(1.0);
     let mut with_df = Vec::with_capacity(terms.len());
     for t in terms {
-        let df = postings::doc_freq(&r.postings, t).map_err(|e| r.storage(e))?;
+        let df = postings::doc_freq(&r.postings, t).map_err(|f| r.fault(f))?;
         if df == 0 {
             return Ok((Vec::new(), false));
         }
@@ -272,7 +272,7 @@ fn score_term(
     emit: &mut impl FnMut(u64, f32),
     weight: &impl Fn(&Posting) -> f32,
 ) -> Result<()> {
-    let se = |e: String| r.storage(e);
+    let se = |f: crate::record::Fault| r.fault(f);
     match cands {
         Some(c) if (c.len() as u64).saturating_mul(LOOKUP_COST) < df => {
             for &(id, s) in c {

@@ -8,6 +8,7 @@ use std::sync::mpsc::Receiver;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::postings::{self, MAX_TERM_BYTES, Posting};
+use crate::record::{Corruption, Fault};
 use crate::schema::*;
 use crate::{
     Actor, Connection, ContextId, EngramData, EngramId, GraphError, MemoryGraph, QuotaUse, Result, now_ms,
@@ -123,10 +124,26 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// Either a graph error (refuse the op) or a storage error.
+/// A graph error (refuse the op), a storage error or a corrupt record.
 enum Fail {
     Graph(GraphError),
     Storage(S),
+    Corrupt(Corruption),
+}
+
+impl From<Fault> for Fail {
+    fn from(f: Fault) -> Fail {
+        match f {
+            Fault::Storage(e) => Fail::Storage(e),
+            Fault::Corrupt(c) => Fail::Corrupt(c),
+        }
+    }
+}
+
+impl From<Corruption> for Fail {
+    fn from(c: Corruption) -> Fail {
+        Fail::Corrupt(c)
+    }
 }
 
 impl From<GraphError> for Fail {
@@ -216,9 +233,7 @@ impl Tables<'_> {
             if q == QuotaUse::default() {
                 self.quota.remove(owner.as_str()).map_err(sf)?;
             } else {
-                self.quota
-                    .insert(owner.as_str(), postcard::to_allocvec(&q).map_err(sf)?.as_slice())
-                    .map_err(sf)?;
+                self.quota.insert(owner.as_str(), encode_quota(&owner, &q)?.as_slice()).map_err(sf)?;
             }
         }
         for (key, next) in std::mem::take(&mut self.next_ids) {
@@ -233,9 +248,7 @@ impl Tables<'_> {
     fn engram(&self, id: EngramId) -> R<Option<StoredEngram>> {
         match self.engrams.get(id).map_err(sf)? {
             None => Ok(None),
-            Some(v) => postcard::from_bytes(v.value())
-                .map(Some)
-                .map_err(|e| Fail::Storage(format!("engram {id} is corrupt: {e}"))),
+            Some(v) => Ok(Some(StoredEngram::decode(id, v.value())?)),
         }
     }
 
@@ -258,7 +271,6 @@ impl Tables<'_> {
     }
 
     /// The engram if `actor` may see (and so change) it.
-    /// The engram if `actor` may see (and so change) it.
     fn visible(&self, actor: &Actor, id: EngramId) -> R<StoredEngram> {
         let Some(e) = self.engram(id)? else {
             return Err(GraphError::NotFound(id).into());
@@ -278,17 +290,12 @@ impl Tables<'_> {
             Actor::Agent(a) if self.owned.get((a.as_str(), id)).map_err(sf)?.is_some() => return Ok(()),
             _ => {}
         }
-        #[derive(serde::Deserialize)]
-        struct Owner {
-            owner: String,
-        }
         let Some(v) = self.engrams.get(id).map_err(sf)? else {
             return Err(GraphError::NotFound(id).into());
         };
-        let o: Owner = postcard::from_bytes(v.value())
-            .map_err(|e| Fail::Storage(format!("engram {id} is corrupt: {e}")))?;
+        let owner = StoredEngram::owner_of(id, v.value())?;
         drop(v);
-        self.may_see(actor, id, &o.owner)
+        self.may_see(actor, id, &owner)
     }
 
     fn may_see(&self, actor: &Actor, id: EngramId, owner: &str) -> R<()> {
@@ -310,12 +317,10 @@ impl Tables<'_> {
         if let Some(q) = self.quotas.get(owner) {
             return Ok(*q);
         }
-        Ok(self
-            .quota
-            .get(owner)
-            .map_err(sf)?
-            .map(|v| postcard::from_bytes(v.value()).unwrap_or_default())
-            .unwrap_or_default())
+        match self.quota.get(owner).map_err(sf)? {
+            Some(v) => Ok(decode_quota(owner, v.value())?),
+            None => Ok(QuotaUse::default()),
+        }
     }
 
     fn set_quota(&mut self, owner: &str, q: QuotaUse) {
@@ -352,7 +357,7 @@ impl Tables<'_> {
     }
 
     fn put_engram(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
-        self.engrams.insert(id, postcard::to_allocvec(e).map_err(sf)?.as_slice()).map_err(sf)?;
+        self.engrams.insert(id, e.encode(id)?.as_slice()).map_err(sf)?;
         Ok(())
     }
 }
@@ -460,6 +465,7 @@ impl MemoryGraph {
                 Err(match fail {
                     Fail::Graph(e) => e,
                     Fail::Storage(e) => self.storage(e),
+                    Fail::Corrupt(c) => self.corrupt(c),
                 })
             }
         }
@@ -584,12 +590,8 @@ impl MemoryGraph {
                 t.check_visible(actor, c.source)?;
                 t.check_visible(actor, c.target)?;
                 let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
-                t.edges_out
-                    .insert(
-                        (c.source, c.target, c.relation.as_str()),
-                        postcard::to_allocvec(&edge).map_err(sf)?.as_slice(),
-                    )
-                    .map_err(sf)?;
+                let key = (c.source, c.target, c.relation.as_str());
+                t.edges_out.insert(key, edge.encode(key)?.as_slice()).map_err(sf)?;
                 t.edges_in.insert((c.target, c.source, c.relation.as_str()), ()).map_err(sf)?;
                 Ok(true)
             }
@@ -607,7 +609,7 @@ impl MemoryGraph {
                     return Err(GraphError::Invalid(format!("context id {id} is taken")).into());
                 }
                 let c = StoredContext { name, creator: actor.name().to_string(), created_ms: now_ms() };
-                t.contexts.insert(id, postcard::to_allocvec(&c).map_err(sf)?.as_slice()).map_err(sf)?;
+                t.contexts.insert(id, c.encode(id)?.as_slice()).map_err(sf)?;
                 t.members.insert((id, actor.name()), ()).map_err(sf)?;
                 t.memberships.insert((actor.name(), id), ()).map_err(sf)?;
                 t.raise_next("next_context", id);

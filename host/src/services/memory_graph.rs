@@ -23,7 +23,7 @@ fn convert(e: mg::GraphError) -> GraphError {
         mg::GraphError::LimitExceeded(m) => GraphError::LimitExceeded(m),
         mg::GraphError::Invalid(m) => GraphError::Invalid(m),
         mg::GraphError::NoTransaction => GraphError::NoTransaction,
-        e @ mg::GraphError::Storage { .. } => {
+        e @ (mg::GraphError::Storage { .. } | mg::GraphError::Corrupt { .. }) => {
             tracing::error!(error = %e, "memory graph storage failure");
             GraphError::Unavailable(e.to_string())
         }
