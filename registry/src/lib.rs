@@ -1,17 +1,27 @@
 //! The elex component registry.
 //!
+//! - [`files`]: bounded reads of regular files from folders others may write;
 //! - [`index`]: the text index, one file per component name and one JSON line
 //!   per version (format in `registry-index/README.md`);
 //! - [`store`]: component bytes in a content-addressed store
 //!   (`<store>/blobs/<blake3>.wasm`), checked on every read;
-//! - [`signing`]: ed25519 keys and the canonical signed message (domain
-//!   separator, name, version, world, digest);
+//! - [`signing`]: ed25519 keys, key ids ([`KeyId::parse`], the one parser of
+//!   key references from outside) and the canonical signed message (domain
+//!   separator, name, version, world, digest, size, budgets);
 //! - [`trust`]: which keys may sign which names, and revoked keys.
 //!
-//! [`Registry`] ties them together: `publish` signs and stores a component,
-//! `fetch` resolves `name@req`, reads the bytes and verifies digest and
-//! signature before returning anything.
+//! [`Registry`] ties them together: `publish` signs and stores a component
+//! (with a key the registry's policy trusts for the name), `fetch` resolves
+//! `name@req`, verifies the entry's signature and trust, and reads the bytes
+//! (bounded by the signed size, digest checked) before returning anything.
+//!
+//! Everything read from a registry or trust folder goes through
+//! [`files::read_regular`] with a bound: blobs by their entry's size (at most
+//! [`store::MAX_COMPONENT_BYTES`]), index files by
+//! [`index::MAX_INDEX_FILE_BYTES`], `policy.json` by
+//! [`trust::MAX_POLICY_BYTES`], key files by [`signing::MAX_KEY_FILE_BYTES`].
 
+pub mod files;
 pub mod index;
 pub mod signing;
 pub mod store;
@@ -19,8 +29,8 @@ pub mod trust;
 
 use std::path::{Path, PathBuf};
 
-pub use index::{Budgets, Entry, Index};
-pub use signing::{KeyPair, PublicKey};
+pub use index::{Budgets, Entry, Index, Scan};
+pub use signing::{KeyId, KeyPair, PublicKey};
 pub use store::BlobStore;
 pub use trust::Policy;
 
@@ -32,6 +42,19 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{file}, line {line}: {detail}")]
     IndexLine { file: PathBuf, line: usize, detail: String },
+    /// An index file that cannot be read (not a regular file, a link, too
+    /// large, not UTF-8, …); the other index files are not affected.
+    #[error("index file {file}: {source}")]
+    IndexFile { file: PathBuf, source: std::io::Error },
+    /// A trust policy file, or one of its entries (`trusted[2].key`,
+    /// `revoked[0]`, …), that is refused.
+    #[error("trust policy {file}{}: {detail}", entry_part(.entry))]
+    Policy { file: PathBuf, entry: String, detail: String },
+    /// The stored component cannot be read (not a regular file, a link, …).
+    #[error("{name}@{version}: the stored component {path}: {source}")]
+    Blob { name: String, version: String, path: PathBuf, source: std::io::Error },
+    #[error("{name}@{version}: the stored component is {found} bytes, the index says {expected}")]
+    SizeMismatch { name: String, version: String, expected: u64, found: u64 },
     #[error("no component {name} matches version {req} in the index{available}")]
     NotFound { name: String, req: String, available: String },
     #[error("{name}@{version}: the stored bytes have digest {found}, the index says {expected}")]
@@ -43,7 +66,7 @@ pub enum Error {
     #[error("{name}@{version}: signed by revoked key {key}")]
     RevokedKey { name: String, version: String, key: String },
     #[error(
-        "{name}@{version}: the signature by key {key} is not valid for this name, version, world and digest"
+        "{name}@{version}: the signature by key {key} is not valid for this name, version, world, digest, size and budgets"
     )]
     BadSignature { name: String, version: String, key: String },
     #[error("{name}@{version}: key {key} may not sign `{name}` (it may sign: {allowed})")]
@@ -52,6 +75,10 @@ pub enum Error {
     Exists { name: String, version: String, digest: String },
     #[error("invalid {what}: {detail}")]
     Invalid { what: String, detail: String },
+}
+
+fn entry_part(entry: &str) -> String {
+    if entry.is_empty() { String::new() } else { format!(", {entry}") }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -105,8 +132,28 @@ impl Registry {
 
     /// Signs `bytes` as `name@version` of `world` with `key`, stores them and
     /// adds the index entry. Publishing the same bytes again is a no-op;
-    /// other bytes under an existing version are refused.
+    /// other bytes under an existing version are refused. A key this
+    /// registry's policy would refuse for `name` (revoked, unknown, not
+    /// allowed for the name) is refused before anything is written: see
+    /// [`Registry::publish_untrusted`].
     pub fn publish(
+        &self,
+        name: &str,
+        version: &semver::Version,
+        world: &str,
+        bytes: &[u8],
+        key: &KeyPair,
+        budgets: Budgets,
+    ) -> Result<Entry> {
+        index::check_name(name)?;
+        self.policy.check_signer(&key.public().id(), name, version)?;
+        self.publish_untrusted(name, version, world, bytes, key, budgets)
+    }
+
+    /// [`Registry::publish`] without asking the trust policy: for publishing
+    /// with a key that a policy elsewhere trusts. Nothing loads the entry
+    /// until a policy trusts the key for the name.
+    pub fn publish_untrusted(
         &self,
         name: &str,
         version: &semver::Version,
@@ -128,8 +175,7 @@ impl Registry {
             });
         }
         self.store.put(bytes)?;
-        let message = signing::message(name, version, world, &digest);
-        let entry = Entry {
+        let mut entry = Entry {
             format: index::FORMAT,
             name: name.to_string(),
             version: version.clone(),
@@ -137,9 +183,10 @@ impl Registry {
             digest,
             size: bytes.len() as u64,
             signer: key.public().id(),
-            signature: hex(&key.sign(&message)),
+            signature: String::new(),
             budgets,
         };
+        entry.signature = hex(&key.sign(&entry.signed_message()));
         self.index.add(&entry)?;
         Ok(entry)
     }
@@ -149,13 +196,14 @@ impl Registry {
         self.policy.verify(entry)
     }
 
-    /// Resolves `name` at the highest version matching `req`, reads its bytes
-    /// (digest checked before anything else reads them) and verifies the
-    /// signature against the trust policy.
+    /// Resolves `name` at the highest version matching `req`, verifies the
+    /// entry's signature and trust (so the size that bounds the read is one
+    /// the signer stated), then reads its bytes: exactly `size` of them from
+    /// a regular file, digest checked before anything else reads them.
     pub fn fetch(&self, name: &str, req: &semver::VersionReq) -> Result<Fetched> {
         let entry = self.index.resolve(name, req)?;
-        let bytes = self.store.get(&entry)?;
         self.policy.verify(&entry)?;
+        let bytes = self.store.get(&entry)?;
         Ok(Fetched { entry, bytes })
     }
 }
@@ -195,5 +243,88 @@ mod tests {
         assert!(parse_spec("feature-agent").unwrap().1.matches(&semver::Version::new(9, 0, 0)));
         assert!(parse_spec("Bad Name@1").is_err());
         assert!(parse_spec("ok@not-a-version").is_err());
+    }
+
+    fn trusting(key: &KeyPair) -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut policy = Policy::default();
+        policy.trust(key.public(), vec![String::from("agent")]);
+        let r = Registry::open(dir.path(), policy);
+        (dir, r)
+    }
+
+    /// Rewrites the one line of `index/agent` with `f`.
+    fn tamper(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = dir.join("index/agent");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, format!("{v}\n")).unwrap();
+    }
+
+    #[test]
+    fn size_and_budgets_are_signed() {
+        let key = KeyPair::generate().unwrap();
+        let v = semver::Version::new(1, 0, 0);
+        let budgets =
+            Budgets { memory_bytes: Some(1 << 20), call_deadline_ms: Some(50), fuel_per_call: None };
+        type Tamper = fn(&mut serde_json::Value);
+        let tampers: [(&str, Tamper); 6] = [
+            ("size", |v| v["size"] = (v["size"].as_u64().unwrap() + 1).into()),
+            ("size", |v| v["size"] = 0.into()),
+            ("memory", |v| v["budgets"]["memory_bytes"] = (1u64 << 30).into()),
+            ("deadline", |v| v["budgets"]["call_deadline_ms"] = serde_json::Value::Null),
+            ("fuel", |v| v["budgets"]["fuel_per_call"] = 1_000_000_000u64.into()),
+            ("all", |v| v["budgets"] = serde_json::json!({})),
+        ];
+        for (what, f) in tampers {
+            let (dir, r) = trusting(&key);
+            let e = r.publish("agent", &v, "w:x/y@1.0.0", b"bytes", &key, budgets.clone()).unwrap();
+            assert_eq!(r.fetch("agent", &semver::VersionReq::STAR).unwrap().entry, e);
+            tamper(dir.path(), f);
+            let entry = r.index.resolve("agent", &semver::VersionReq::STAR).unwrap();
+            let err = r.verify_entry(&entry).unwrap_err();
+            assert!(matches!(err, Error::BadSignature { .. }), "{what}: {err}");
+            assert!(err.to_string().contains("size and budgets"), "{err}");
+            let err = r.fetch("agent", &semver::VersionReq::STAR).err().unwrap();
+            assert!(matches!(err, Error::BadSignature { .. }), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn publishing_asks_the_policy_first() {
+        let key = KeyPair::generate().unwrap();
+        let v = semver::Version::new(1, 0, 0);
+        let (dir, mut r) = trusting(&key);
+        let stranger = KeyPair::generate().unwrap();
+        let e = r.publish("agent", &v, "w", b"x", &stranger, Budgets::default()).unwrap_err();
+        assert!(matches!(e, Error::UnknownKey { .. }), "{e}");
+        let e = r.publish("other", &v, "w", b"x", &key, Budgets::default()).unwrap_err();
+        assert!(matches!(e, Error::KeyNotAllowed { .. }), "{e}");
+        r.policy.revoke(key.public().id());
+        let e = r.publish("agent", &v, "w", b"x", &key, Budgets::default()).unwrap_err();
+        assert!(matches!(e, Error::RevokedKey { .. }), "{e}");
+        // Nothing was written.
+        assert!(!dir.path().join("index").exists() && !dir.path().join("blobs").exists());
+        // Untrusted publishing writes the entry; fetching refuses it.
+        r.publish_untrusted("agent", &v, "w", b"x", &stranger, Budgets::default()).unwrap();
+        let e = r.fetch("agent", &semver::VersionReq::STAR).err().unwrap();
+        assert!(matches!(e, Error::UnknownKey { .. }), "{e}");
+    }
+
+    #[test]
+    fn policy_errors_name_file_and_entry() {
+        let e = Error::Policy {
+            file: PathBuf::from("t/policy.json"),
+            entry: String::from("revoked[1]"),
+            detail: String::from("x"),
+        };
+        assert_eq!(e.to_string(), "trust policy t/policy.json, revoked[1]: x");
+        let e = Error::Policy {
+            file: PathBuf::from("t/policy.json"),
+            entry: String::new(),
+            detail: String::from("x"),
+        };
+        assert_eq!(e.to_string(), "trust policy t/policy.json: x");
     }
 }

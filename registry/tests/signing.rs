@@ -89,16 +89,18 @@ fn a_signature_from_another_key_is_refused() {
     s.registry.publish("agent", &Version::new(1, 0, 0), WORLD, b"x", &s.key, Budgets::default()).unwrap();
     // Re-sign with an untrusted key: unknown signer.
     let other = KeyPair::generate().unwrap();
-    tamper(&s, |v| v["signer"] = other.public().id().into());
+    tamper(&s, |v| v["signer"] = other.public().id().to_string().into());
     assert!(matches!(s.registry.fetch("agent", &any()), Err(Error::UnknownKey { .. })));
     // The trusted key's id with a signature made by another key: bad signature.
     tamper(&s, |v| {
-        v["signer"] = s.key.public().id().into();
+        v["signer"] = s.key.public().id().to_string().into();
         let m = elex_registry::signing::message(
             "agent",
             &Version::new(1, 0, 0),
             WORLD,
             v["digest"].as_str().unwrap(),
+            1,
+            &Budgets::default(),
         );
         v["signature"] = other.sign(&m).iter().map(|b| format!("{b:02x}")).collect::<String>().into();
     });
@@ -109,14 +111,20 @@ fn a_signature_from_another_key_is_refused() {
 fn a_revoked_key_is_refused() {
     let mut s = setup();
     s.registry.publish("agent", &Version::new(1, 0, 0), WORLD, b"x", &s.key, Budgets::default()).unwrap();
-    s.registry.policy.revoke(&s.key.public().id());
+    s.registry.policy.revoke(s.key.public().id());
     assert!(matches!(s.registry.fetch("agent", &any()), Err(Error::RevokedKey { .. })));
 }
 
 #[test]
 fn a_key_may_sign_only_its_names() {
     let s = setup();
-    s.registry.publish("other", &Version::new(1, 0, 0), WORLD, b"x", &s.key, Budgets::default()).unwrap();
+    // Publishing refuses a key its own policy does not allow for the name ...
+    let e = s.registry.publish("other", &Version::new(1, 0, 0), WORLD, b"x", &s.key, Budgets::default());
+    assert!(matches!(e, Err(Error::KeyNotAllowed { .. })), "{e:?}");
+    // ... and fetching refuses such an entry published anyway.
+    s.registry
+        .publish_untrusted("other", &Version::new(1, 0, 0), WORLD, b"x", &s.key, Budgets::default())
+        .unwrap();
     let e = s.registry.fetch("other", &any()).err().unwrap();
     assert!(matches!(e, Error::KeyNotAllowed { .. }), "{e}");
     assert!(e.to_string().contains("agent*"), "{e}");
@@ -157,7 +165,7 @@ fn policies_save_load_and_merge() {
         s.registry.publish("agent", &Version::new(1, 0, 0), WORLD, b"x", &s.key, Budgets::default()).unwrap();
     loaded.verify(&e).unwrap();
     let mut revoking = Policy::default();
-    revoking.revoke(&s.key.public().id());
+    revoking.revoke(s.key.public().id());
     assert!(matches!(loaded.merge(revoking).verify(&e), Err(Error::RevokedKey { .. })));
     // A key file whose id does not match its name is refused.
     let keys = dir.path().join("keys");
