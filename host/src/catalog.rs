@@ -139,6 +139,21 @@ impl Catalog {
     pub fn by_faj(&self, faj: &str) -> Option<&Feature> {
         self.features.iter().find(|f| f.faj == faj)
     }
+
+    /// The catalog index of the feature an operator names, in any spelling
+    /// of its FAJ code (`FAJ 121 3094`, `FAJ-121-3094`, `faj1213094`).
+    pub fn index_of(&self, spec: &str) -> crate::Result<usize> {
+        let code =
+            crate::router::faj_codes(spec).into_iter().next().unwrap_or_else(|| spec.trim().to_string());
+        self.features.iter().position(|f| f.faj == code).ok_or_else(|| {
+            crate::Error::NoAgent(format!("{spec:?}: the catalog has no feature with that FAJ code"))
+        })
+    }
+
+    /// The feature an operator names, in any spelling of its FAJ code.
+    pub fn feature(&self, spec: &str) -> crate::Result<&Feature> {
+        self.index_of(spec).map(|i| &self.features[i])
+    }
 }
 
 #[cfg(test)]

@@ -74,8 +74,8 @@ pub enum Error {
     #[error("catalog {source_name}, line {line}: {detail}")]
     Catalog { source_name: String, line: usize, detail: String },
 
-    /// No agent matched a request.
-    #[error("no agent matches {0}")]
+    /// No agent has the id or name a request gave.
+    #[error("no agent {0}")]
     NoAgent(String),
 }
 

@@ -55,6 +55,13 @@ pub enum Event {
         used_bytes: u64,
         limit_bytes: u64,
     },
+    /// An agent's stored snapshot could not be read or restored: it was
+    /// moved aside and the agent started fresh.
+    SnapshotQuarantined {
+        agent: String,
+        component: String,
+        reason: String,
+    },
     /// A call trapped or broke a budget; `error` names which.
     ExecutionFailed {
         agent: String,
@@ -85,7 +92,9 @@ impl Events {
 
     pub fn emit(&self, event: Event) {
         match &event {
-            Event::ExecutionFailed { .. } | Event::MemoryPressure { .. } => {
+            Event::ExecutionFailed { .. }
+            | Event::MemoryPressure { .. }
+            | Event::SnapshotQuarantined { .. } => {
                 tracing::warn!(event = ?event, "elex event")
             }
             _ => tracing::info!(event = ?event, "elex event"),

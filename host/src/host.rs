@@ -30,10 +30,11 @@ pub struct Host {
     cache: ComponentCache,
     config: HostConfig,
     next_query: AtomicU64,
-    /// Makes query ids unique across hosts and runs: the host's start time.
+    /// Makes query ids unique across hosts, processes and runs: 64 random
+    /// bits drawn when the host starts.
     query_prefix: String,
     /// Index entries whose signature and trust were verified already.
-    verified: Mutex<HashSet<String>>,
+    verified: Mutex<HashSet<elex_registry::Entry>>,
     events: Events,
     graph: Option<Arc<MemoryGraph>>,
     _ticker: EpochTicker,
@@ -58,12 +59,7 @@ impl Host {
             cache,
             config,
             next_query: AtomicU64::new(1),
-            query_prefix: {
-                let ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                format!("{ms:x}")
-            },
+            query_prefix: random_prefix()?,
             verified: Mutex::new(HashSet::new()),
             events: Events::new(1024),
             graph: None,
@@ -120,7 +116,9 @@ impl Host {
     /// `HostConfig::cache_dir` is set).
     pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
         let digest = load::digest_of(bytes);
-        load::load(&self.engine, &self.linker, &self.cache, what, bytes, digest).map(|c| self.loaded(c))
+        let family = format!("unsigned-{}", &digest[..16]);
+        load::load(&self.engine, &self.linker, &self.cache, what, family, bytes, digest)
+            .map(|c| self.loaded(c))
     }
 
     /// Loads `spec` (`name@version-requirement`) from a registry: resolves the
@@ -131,18 +129,18 @@ impl Host {
     pub fn load_from_registry(&self, registry: &Registry, spec: &str) -> Result<LoadedComponent> {
         let (name, req) = elex_registry::parse_spec(spec)?;
         let entry = registry.index.resolve(&name, &req)?;
-        let bytes = registry.store.get(&entry)?;
-        let key = format!(
-            "{}@{} {} {} {} {}",
-            entry.name, entry.version, entry.world, entry.digest, entry.signer, entry.signature
-        );
-        let known = self.verified.lock().map(|v| v.contains(&key)).unwrap_or(false);
+        // The signature (over name, version, world, digest, size and
+        // budgets) is checked before the bytes are read, so the size that
+        // bounds the read is one the signer stated. An entry verified before
+        // (every field equal) is not verified again.
+        let known = self.verified.lock().map(|v| v.contains(&entry)).unwrap_or(false);
         if !known {
             registry.verify_entry(&entry)?;
             if let Ok(mut v) = self.verified.lock() {
-                v.insert(key);
+                v.insert(entry.clone());
             }
         }
+        let bytes = registry.store.get(&entry)?;
         let expected = elex_wit::World::Plugin.qualified_name();
         if entry.world != expected {
             return Err(Error::WrongWorld {
@@ -156,7 +154,8 @@ impl Host {
         // as the cache key instead of hashing them again.
         let digest = entry.digest.strip_prefix("blake3:").unwrap_or(&entry.digest).to_string();
         let what = format!("{}@{}", entry.name, entry.version);
-        load::load(&self.engine, &self.linker, &self.cache, &what, &bytes, digest).map(|c| self.loaded(c))
+        load::load(&self.engine, &self.linker, &self.cache, &what, entry.name.clone(), &bytes, digest)
+            .map(|c| self.loaded(c))
     }
 
     /// A new instance of `component`, initialised with `config`.
@@ -207,10 +206,17 @@ impl Host {
         crate::agent_index::AgentIndex::build(&self.engine, hnsw, rows, dimension)
     }
 
-    /// A query with a fresh id, unique across hosts and runs (`q<start
-    /// time>-<n>`).
+    /// A query with a fresh id, unique across hosts, processes and runs
+    /// (`q<16 random hex digits>-<n>`).
     pub fn query(&self, text: &str) -> Query {
         let n = self.next_query.fetch_add(1, Ordering::Relaxed);
         Query { id: format!("q{}-{n}", self.query_prefix), text: text.to_string(), context: None, depth: 0 }
     }
+}
+
+/// 64 random bits from the operating system, as 16 hex digits.
+fn random_prefix() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Config(format!("no random source for query ids: {e}")))?;
+    Ok(format!("{:016x}", u64::from_le_bytes(bytes)))
 }

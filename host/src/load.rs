@@ -24,6 +24,12 @@ pub struct LoadedComponent {
     pub what: String,
     /// blake3 digest of the bytes, lower-case hex.
     pub digest: String,
+    /// The component's identity for stored state: its registry name for a
+    /// signed component (so a new version keeps what the old one learned),
+    /// `unsigned-<digest prefix>` for bytes loaded without a signature.
+    /// Snapshots are keyed by agent and family: one component's state is
+    /// never restored into another.
+    pub family: String,
     /// Size of the component in bytes.
     pub size: usize,
     /// Where the compiled code came from.
@@ -42,6 +48,7 @@ impl std::fmt::Debug for LoadedComponent {
         f.debug_struct("LoadedComponent")
             .field("what", &self.what)
             .field("digest", &self.digest)
+            .field("family", &self.family)
             .field("size", &self.size)
             .field("origin", &self.origin)
             .field("load_time", &self.load_time)
@@ -49,8 +56,13 @@ impl std::fmt::Debug for LoadedComponent {
     }
 }
 
+/// Reads a component file: a regular file (a symlink is followed; a FIFO or
+/// device is refused without blocking) of at most
+/// [`MAX_COMPONENT_BYTES`](elex_registry::store::MAX_COMPONENT_BYTES).
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })
+    use elex_registry::files::{Links, read_regular};
+    read_regular(path, elex_registry::store::MAX_COMPONENT_BYTES, Links::Follow)
+        .map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })
 }
 
 /// Interface names from a compiled component's type.
@@ -75,6 +87,7 @@ pub(crate) fn load(
     linker: &Linker<InstanceState>,
     cache: &ComponentCache,
     what: &str,
+    family: String,
     bytes: &[u8],
     digest: String,
 ) -> Result<LoadedComponent> {
@@ -110,6 +123,7 @@ pub(crate) fn load(
     Ok(LoadedComponent {
         what: what.to_string(),
         digest,
+        family,
         size: bytes.len(),
         origin,
         compile_time,

@@ -134,15 +134,17 @@ impl AgentPool {
         component: &LoadedComponent,
         config: &AgentConfig,
     ) -> Result<(AgentInstance, bool)> {
-        let mut instance = self.host.instantiate(component, config.clone())?;
-        let mut restored = false;
-        if let Some(store) = &self.snapshots
-            && let Some(bytes) = store.get(&config.agent_id)?
-        {
-            instance.restore(&bytes)?;
-            restored = true;
+        let start = || self.host.instantiate(component, config.clone());
+        let Some(store) = &self.snapshots else { return Ok((start()?, false)) };
+        let (instance, restored) = store.start_restored(&component.family, &config.agent_id, start)?;
+        if let crate::snapshots::Restored::Quarantined { reason } = &restored {
+            self.emit(Event::SnapshotQuarantined {
+                agent: config.agent_id.clone(),
+                component: component.family.clone(),
+                reason: reason.clone(),
+            });
         }
-        Ok((instance, restored))
+        Ok((instance, restored.restored()))
     }
 
     /// Starts an agent. Its stored snapshot, if any, is restored: what it
@@ -196,8 +198,9 @@ impl AgentPool {
         let bytes = instance.snapshot()?;
         slot.since_checkpoint = 0;
         let usage = slot.usage.clone();
+        let family = slot.component.family.clone();
         if let Some(store) = &self.snapshots {
-            store.put_with_usage(id, &bytes, &usage)?;
+            store.put_with_usage(&family, id, &bytes, &usage)?;
         }
         Ok(())
     }

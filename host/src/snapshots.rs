@@ -1,31 +1,112 @@
 //! Agent state in the embedded database (redb, one file, `agents.redb` in the
 //! data dir): each agent's latest snapshot, so what it learned survives
-//! eviction, recycling and restarts, and its cumulative [`Usage`]. Every
-//! write is one committed transaction: a crash leaves the previous state or
-//! the new one, never half of either.
+//! eviction, recycling and restarts, its cumulative [`Usage`], and which
+//! agent answered each query (for feedback). Every write is one committed
+//! transaction: a crash leaves the previous state or the new one, never half
+//! of either.
+//!
+//! Snapshots are keyed by agent **and** component family
+//! ([`LoadedComponent::family`](crate::LoadedComponent::family)): the bytes
+//! one component wrote are never restored into another. Every stored value
+//! carries a checksum over its key and bytes, checked on every read, so a
+//! flipped byte or a value moved to another key is found, not trusted. A
+//! snapshot that cannot be read or restored is moved aside (quarantined,
+//! kept for inspection) and the agent starts fresh: one bad snapshot never
+//! stops an agent from starting.
 
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use crate::error::{Error, Result};
+use crate::instance::AgentInstance;
 use crate::usage::Usage;
 
-/// Schema version of the database file.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Schema version of the database file. Version 1 (snapshots keyed by agent
+/// alone, values without checksums) is migrated on open.
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_snapshots");
-const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_usage");
-/// query id → the agent that answered it (for `elex feedback`).
-const QUERIES: TableDefinition<&str, &str> = TableDefinition::new("answered_queries");
+/// `<family>/<agent>` → checked snapshot.
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots_v2");
+/// `<family>/<agent>/<unix ms>` → checked snapshot that failed to restore.
+const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantined_snapshots");
+/// agent → checked usage.
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage_v2");
+/// query id → checked `<family>/<agent>` that answered it.
+const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("queries_v2");
+
+/// Tables of schema version 1, migrated and dropped on open.
+const V1_SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_snapshots");
+const V1_USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_usage");
+const V1_QUERIES: TableDefinition<&str, &str> = TableDefinition::new("answered_queries");
+/// The component family every version-1 snapshot was written by.
+const V1_FAMILY: &str = "feature-agent";
 
 /// The database file's name in a data dir.
 pub const FILE_NAME: &str = "agents.redb";
 
-/// The snapshot table of one database file.
+/// Bytes of checksum in front of every stored value.
+const SUM: usize = 8;
+
+/// The checksum of a value stored under `key`: the first 8 bytes of
+/// blake3(table ‖ key ‖ bytes), so a value copied under another key or into
+/// another table fails too.
+fn checksum(table: &str, key: &str, bytes: &[u8]) -> [u8; SUM] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(table.len() as u32).to_le_bytes());
+    h.update(table.as_bytes());
+    h.update(&(key.len() as u32).to_le_bytes());
+    h.update(key.as_bytes());
+    h.update(bytes);
+    let mut out = [0; SUM];
+    out.copy_from_slice(&h.finalize().as_bytes()[..SUM]);
+    out
+}
+
+fn seal(table: &str, key: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SUM + bytes.len());
+    v.extend_from_slice(&checksum(table, key, bytes));
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// The bytes of a sealed value, if its checksum is right.
+fn open_sealed<'a>(table: &str, key: &str, value: &'a [u8]) -> Option<&'a [u8]> {
+    let (sum, bytes) = value.split_at_checked(SUM)?;
+    (sum == checksum(table, key, bytes)).then_some(bytes)
+}
+
+/// The key of `agent`'s snapshot by component `family`.
+fn snapshot_key(family: &str, agent: &str) -> String {
+    format!("{family}/{agent}")
+}
+
+/// What happened to an agent's stored state when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// It had none: it starts fresh.
+    Fresh,
+    /// Its snapshot was restored.
+    Restored,
+    /// Its snapshot was unreadable or refused by the component; it was moved
+    /// aside and the agent starts fresh.
+    Quarantined {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Restored {
+    /// Whether a snapshot was restored.
+    pub fn restored(&self) -> bool {
+        matches!(self, Restored::Restored)
+    }
+}
+
+/// The agents' database file.
 pub struct SnapshotStore {
     db: Database,
     path: PathBuf,
@@ -47,6 +128,11 @@ impl SnapshotStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_file()
+        {
+            return Err(err(&"not a regular file"));
+        }
         let deadline = Instant::now() + wait;
         let db = loop {
             match Database::create(path) {
@@ -62,7 +148,7 @@ impl SnapshotStore {
             let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
             let found = meta.get("schema_version").map_err(|e| err(&e))?.map(|v| v.value());
             match found {
-                None => {
+                None | Some(1) => {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| err(&e))?;
                 }
                 Some(SCHEMA_VERSION) => {}
@@ -73,9 +159,11 @@ impl SnapshotStore {
                 }
             }
             tx.open_table(SNAPSHOTS).map_err(|e| err(&e))?;
+            tx.open_table(QUARANTINE).map_err(|e| err(&e))?;
             tx.open_table(USAGE).map_err(|e| err(&e))?;
             tx.open_table(QUERIES).map_err(|e| err(&e))?;
         }
+        migrate_v1(&tx).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
         Ok(SnapshotStore { db, path: path.to_path_buf() })
     }
@@ -84,24 +172,35 @@ impl SnapshotStore {
         Error::Storage { path: self.path.clone(), detail: e.to_string() }
     }
 
-    /// Stores `bytes` as `agent`'s snapshot (replacing the previous one).
-    pub fn put(&self, agent: &str, bytes: &[u8]) -> Result<()> {
+    fn corrupt(&self, table: &str, key: &str) -> Error {
+        self.err(format!("the stored value of {key:?} in table {table} fails its checksum (corrupted)"))
+    }
+
+    /// Stores `bytes` as `agent`'s snapshot from component `family`
+    /// (replacing the previous one).
+    pub fn put(&self, family: &str, agent: &str, bytes: &[u8]) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-            t.insert(agent, bytes).map_err(|e| self.err(e))?;
+            let key = snapshot_key(family, agent);
+            t.insert(key.as_str(), seal(SNAPSHOTS.name(), &key, bytes).as_slice())
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Stores `agent`'s snapshot and usage together, in one transaction.
-    pub fn put_with_usage(&self, agent: &str, snapshot: &[u8], usage: &Usage) -> Result<()> {
+    /// Stores `agent`'s snapshot (from component `family`) and usage
+    /// together, in one transaction.
+    pub fn put_with_usage(&self, family: &str, agent: &str, snapshot: &[u8], usage: &Usage) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-            t.insert(agent, snapshot).map_err(|e| self.err(e))?;
+            let key = snapshot_key(family, agent);
+            t.insert(key.as_str(), seal(SNAPSHOTS.name(), &key, snapshot).as_slice())
+                .map_err(|e| self.err(e))?;
             let mut u = tx.open_table(USAGE).map_err(|e| self.err(e))?;
-            u.insert(agent, usage.to_bytes().as_slice()).map_err(|e| self.err(e))?;
+            u.insert(agent, seal(USAGE.name(), agent, &usage.to_bytes()).as_slice())
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -112,56 +211,231 @@ impl SnapshotStore {
         {
             let mut u = tx.open_table(USAGE).map_err(|e| self.err(e))?;
             for (agent, usage) in usage {
-                u.insert(agent, usage.to_bytes().as_slice()).map_err(|e| self.err(e))?;
+                u.insert(agent, seal(USAGE.name(), agent, &usage.to_bytes()).as_slice())
+                    .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// `agent`'s stored usage; `None` if none (or of an older layout).
+    /// `agent`'s stored usage; `None` if none. A corrupt record is an error.
     pub fn usage(&self, agent: &str) -> Result<Option<Usage>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(USAGE).map_err(|e| self.err(e))?;
-        Ok(t.get(agent).map_err(|e| self.err(e))?.and_then(|v| Usage::from_bytes(v.value())))
+        let Some(v) = t.get(agent).map_err(|e| self.err(e))? else { return Ok(None) };
+        let usage = open_sealed(USAGE.name(), agent, v.value()).and_then(Usage::from_bytes);
+        usage.map(Some).ok_or_else(|| self.corrupt(USAGE.name(), agent))
     }
 
-    /// Every agent's stored usage, sorted by agent id.
+    /// Every agent's stored usage, sorted by agent id. Corrupt records are
+    /// left out (and reported by [`SnapshotStore::check`]).
     pub fn all_usage(&self) -> Result<Vec<(String, Usage)>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(USAGE).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            if let Some(u) = Usage::from_bytes(v.value()) {
-                out.push((k.value().to_string(), u));
+            match open_sealed(USAGE.name(), k.value(), v.value()).and_then(Usage::from_bytes) {
+                Some(u) => out.push((k.value().to_string(), u)),
+                None => tracing::warn!(agent = k.value(), "skipping a corrupt usage record"),
             }
         }
         Ok(out)
     }
 
-    /// Remembers that `agent` answered `query_id`.
-    pub fn put_query(&self, query_id: &str, agent: &str) -> Result<()> {
+    /// Remembers that `agent` of component `family` answered `query_id`.
+    pub fn put_query(&self, query_id: &str, family: &str, agent: &str) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
-            t.insert(query_id, agent).map_err(|e| self.err(e))?;
+            let who = snapshot_key(family, agent);
+            t.insert(query_id, seal(QUERIES.name(), query_id, who.as_bytes()).as_slice())
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// The agent that answered `query_id`, if it is known.
-    pub fn query_agent(&self, query_id: &str) -> Result<Option<String>> {
+    /// The component family and agent that answered `query_id`, if known.
+    pub fn query_agent(&self, query_id: &str) -> Result<Option<(String, String)>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
-        Ok(t.get(query_id).map_err(|e| self.err(e))?.map(|v| v.value().to_string()))
+        let Some(v) = t.get(query_id).map_err(|e| self.err(e))? else { return Ok(None) };
+        let who = open_sealed(QUERIES.name(), query_id, v.value())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.split_once('/'))
+            .map(|(f, a)| (f.to_string(), a.to_string()));
+        who.map(Some).ok_or_else(|| self.corrupt(QUERIES.name(), query_id))
     }
 
-    /// `agent`'s latest snapshot, if any.
-    pub fn get(&self, agent: &str) -> Result<Option<Vec<u8>>> {
+    /// `agent`'s latest snapshot from component `family`, if any; a corrupt
+    /// record is an error.
+    pub fn get(&self, family: &str, agent: &str) -> Result<Option<Vec<u8>>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-        Ok(t.get(agent).map_err(|e| self.err(e))?.map(|v| v.value().to_vec()))
+        let key = snapshot_key(family, agent);
+        let Some(v) = t.get(key.as_str()).map_err(|e| self.err(e))? else { return Ok(None) };
+        match open_sealed(SNAPSHOTS.name(), &key, v.value()) {
+            Some(bytes) => Ok(Some(bytes.to_vec())),
+            None => Err(self.corrupt(SNAPSHOTS.name(), &key)),
+        }
     }
+
+    /// Moves `agent`'s snapshot from `family` aside (to the quarantine
+    /// table, under the time it was moved), so the agent starts fresh and
+    /// the bytes are kept for inspection.
+    pub fn quarantine(&self, family: &str, agent: &str) -> Result<()> {
+        let key = snapshot_key(family, agent);
+        let ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let aside = format!("{key}/{ms}");
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+            let old = t.remove(key.as_str()).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
+            if let Some(old) = old {
+                // Kept as found (its checksum may be what is wrong), resealed
+                // under its new key.
+                let mut q = tx.open_table(QUARANTINE).map_err(|e| self.err(e))?;
+                q.insert(aside.as_str(), seal(QUARANTINE.name(), &aside, &old).as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forgets what `agent` learned: removes its snapshots of every
+    /// component family (usage history is kept). Returns how many were
+    /// removed.
+    pub fn reset(&self, agent: &str) -> Result<usize> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let removed;
+        {
+            let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+            let keys: Vec<String> = t
+                .iter()
+                .map_err(|e| self.err(e))?
+                .filter_map(|row| row.ok().map(|(k, _)| k.value().to_string()))
+                .filter(|k| k.split_once('/').is_some_and(|(_, a)| a == agent))
+                .collect();
+            for k in &keys {
+                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+            }
+            removed = keys.len();
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    /// Every snapshot key (`<family>/<agent>`) stored, sorted.
+    pub fn snapshot_keys(&self) -> Result<Vec<String>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            out.push(row.map_err(|e| self.err(e))?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Checks every stored value against its checksum; returns one line per
+    /// corrupt record (empty when all are sound).
+    pub fn check(&self) -> Result<Vec<String>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut problems = Vec::new();
+        for def in [SNAPSHOTS, QUARANTINE, USAGE, QUERIES] {
+            let t = tx.open_table(def).map_err(|e| self.err(e))?;
+            for row in t.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let sound = match open_sealed(def.name(), k.value(), v.value()) {
+                    None => false,
+                    Some(bytes) if def.name() == USAGE.name() => Usage::from_bytes(bytes).is_some(),
+                    Some(_) => true,
+                };
+                if !sound {
+                    problems.push(format!("table {}: {:?} fails its checksum", def.name(), k.value()));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// An agent instance with its stored state: `start()` makes a fresh
+    /// instance, which is restored from the snapshot of `family`/`agent` if
+    /// there is one. A snapshot that fails its checksum or that the
+    /// component refuses (or traps on) is quarantined, and the agent starts
+    /// from a new fresh instance; the outcome says which happened.
+    pub fn start_restored(
+        &self,
+        family: &str,
+        agent: &str,
+        start: impl Fn() -> Result<AgentInstance>,
+    ) -> Result<(AgentInstance, Restored)> {
+        let mut instance = start()?;
+        let failure = match self.get(family, agent) {
+            Ok(None) => return Ok((instance, Restored::Fresh)),
+            Ok(Some(bytes)) => match instance.restore(&bytes) {
+                Ok(()) => return Ok((instance, Restored::Restored)),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(
+            agent,
+            component = family,
+            reason = %failure,
+            "the stored snapshot cannot be restored; it is kept aside and the agent starts fresh"
+        );
+        self.quarantine(family, agent)?;
+        // The failed restore may have left the instance half-updated or
+        // trapped: start again from a clean one.
+        instance = start()?;
+        Ok((instance, Restored::Quarantined { reason: failure }))
+    }
+}
+
+/// Moves the tables of schema version 1 into version 2 (sealed values,
+/// snapshots under the `feature-agent` family) and drops them.
+fn migrate_v1(tx: &redb::WriteTransaction) -> std::result::Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let names: Vec<String> = tx.list_tables().map_err(|x| e(&x))?.map(|t| t.name().to_string()).collect();
+    let has = |t: &str| names.iter().any(|n| n == t);
+    if has(V1_SNAPSHOTS.name()) {
+        let old = tx.open_table(V1_SNAPSHOTS).map_err(|x| e(&x))?;
+        let mut new = tx.open_table(SNAPSHOTS).map_err(|x| e(&x))?;
+        for row in old.iter().map_err(|x| e(&x))? {
+            let (k, v) = row.map_err(|x| e(&x))?;
+            let key = snapshot_key(V1_FAMILY, k.value());
+            new.insert(key.as_str(), seal(SNAPSHOTS.name(), &key, v.value()).as_slice())
+                .map_err(|x| e(&x))?;
+        }
+    }
+    if has(V1_USAGE.name()) {
+        let old = tx.open_table(V1_USAGE).map_err(|x| e(&x))?;
+        let mut new = tx.open_table(USAGE).map_err(|x| e(&x))?;
+        for row in old.iter().map_err(|x| e(&x))? {
+            let (k, v) = row.map_err(|x| e(&x))?;
+            new.insert(k.value(), seal(USAGE.name(), k.value(), v.value()).as_slice()).map_err(|x| e(&x))?;
+        }
+    }
+    if has(V1_QUERIES.name()) {
+        let old = tx.open_table(V1_QUERIES).map_err(|x| e(&x))?;
+        let mut new = tx.open_table(QUERIES).map_err(|x| e(&x))?;
+        for row in old.iter().map_err(|x| e(&x))? {
+            let (k, v) = row.map_err(|x| e(&x))?;
+            let who = snapshot_key(V1_FAMILY, v.value());
+            new.insert(k.value(), seal(QUERIES.name(), k.value(), who.as_bytes()).as_slice())
+                .map_err(|x| e(&x))?;
+        }
+    }
+    for t in [V1_SNAPSHOTS.name(), V1_USAGE.name()] {
+        if has(t) {
+            tx.delete_table(redb::TableDefinition::<&str, &[u8]>::new(t)).map_err(|x| e(&x))?;
+        }
+    }
+    if has(V1_QUERIES.name()) {
+        tx.delete_table(V1_QUERIES).map_err(|x| e(&x))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -174,17 +448,22 @@ mod tests {
         let path = dir.path().join("elex.redb");
         {
             let s = SnapshotStore::open(&path).unwrap();
-            assert_eq!(s.get("a").unwrap(), None);
-            s.put("a", b"one").unwrap();
-            s.put("a", b"two").unwrap();
+            assert_eq!(s.get("f", "a").unwrap(), None);
+            s.put("f", "a", b"one").unwrap();
+            s.put("f", "a", b"two").unwrap();
         }
         let s = SnapshotStore::open(&path).unwrap();
-        assert_eq!(s.get("a").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.get("f", "a").unwrap().as_deref(), Some(&b"two"[..]));
+        // Another component family never sees it.
+        assert_eq!(s.get("g", "a").unwrap(), None);
         let u = Usage { calls: 7, ..Usage::default() };
-        s.put_with_usage("b", b"three", &u).unwrap();
+        s.put_with_usage("f", "b", b"three", &u).unwrap();
         s.put_usage([("c", &u)]).unwrap();
         assert_eq!(s.usage("b").unwrap(), Some(u.clone()));
         assert_eq!(s.all_usage().unwrap().iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        s.put_query("q1", "f", "FAJ 1").unwrap();
+        assert_eq!(s.query_agent("q1").unwrap(), Some((String::from("f"), String::from("FAJ 1"))));
+        assert!(s.check().unwrap().is_empty());
         {
             let tx = s.db.begin_write().unwrap();
             tx.open_table(META).unwrap().insert("schema_version", 99).unwrap();
@@ -197,5 +476,77 @@ mod tests {
         let junk = dir.path().join("junk.redb");
         std::fs::write(&junk, b"this is not a redb file at all, just text").unwrap();
         assert!(SnapshotStore::open(&junk).is_err());
+    }
+
+    #[test]
+    fn flipped_or_moved_values_are_found_by_reads_and_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(&dir.path().join("a.redb")).unwrap();
+        s.put("f", "a", b"learned state").unwrap();
+        s.put_usage([("a", &Usage { calls: 3, ..Usage::default() })]).unwrap();
+        s.put_query("q1", "f", "a").unwrap();
+        // Flip one byte of every stored value, and copy a sound snapshot
+        // under another agent's key.
+        {
+            let tx = s.db.begin_write().unwrap();
+            for def in [SNAPSHOTS, USAGE, QUERIES] {
+                let mut t = tx.open_table(def).unwrap();
+                let rows: Vec<(String, Vec<u8>)> = t
+                    .iter()
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .map(|(k, v)| (k.value().to_string(), v.value().to_vec()))
+                    .collect();
+                for (k, mut v) in rows {
+                    if def.name() == SNAPSHOTS.name() {
+                        t.insert("f/b", v.as_slice()).unwrap();
+                    }
+                    let last = v.len() - 1;
+                    v[last] ^= 0x20;
+                    t.insert(k.as_str(), v.as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        assert!(s.get("f", "a").unwrap_err().to_string().contains("checksum"));
+        assert!(s.get("f", "b").is_err(), "a value moved to another key is refused");
+        assert!(s.usage("a").is_err());
+        assert!(s.query_agent("q1").is_err());
+        assert!(s.all_usage().unwrap().is_empty());
+        let problems = s.check().unwrap();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        // Quarantine moves it aside; reset forgets.
+        s.quarantine("f", "a").unwrap();
+        assert_eq!(s.get("f", "a").unwrap(), None);
+        assert_eq!(s.reset("b").unwrap(), 1);
+        assert_eq!(s.snapshot_keys().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META).unwrap().insert("schema_version", 1).unwrap();
+            tx.open_table(V1_SNAPSHOTS).unwrap().insert("FAJ 1", &b"state"[..]).unwrap();
+            let u = Usage { calls: 2, ..Usage::default() }.to_bytes();
+            tx.open_table(V1_USAGE).unwrap().insert("FAJ 1", u.as_slice()).unwrap();
+            tx.open_table(V1_QUERIES).unwrap().insert("q9", "FAJ 1").unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SnapshotStore::open(&path).unwrap();
+        assert_eq!(s.get(V1_FAMILY, "FAJ 1").unwrap().as_deref(), Some(&b"state"[..]));
+        assert_eq!(s.usage("FAJ 1").unwrap().unwrap().calls, 2);
+        assert_eq!(s.query_agent("q9").unwrap(), Some((V1_FAMILY.to_string(), String::from("FAJ 1"))));
+        assert!(s.check().unwrap().is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stored_values_of_any_bytes_never_panic_a_read(value in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = open_sealed("t", "k", &value).map(Usage::from_bytes);
+        }
     }
 }

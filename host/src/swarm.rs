@@ -12,7 +12,7 @@
 //! threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::bindings::{Query, Response};
@@ -23,6 +23,7 @@ use crate::load::LoadedComponent;
 use crate::router::{Reason, Router};
 use crate::shared::SharedAgent;
 use crate::snapshots::SnapshotStore;
+use crate::usage::Usage;
 
 /// One consult between agents.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +83,9 @@ pub(crate) struct Hub {
     pub(crate) config: SwarmConfig,
     /// For each agent, the agents that require it.
     pub(crate) required_by: Vec<Vec<usize>>,
+    /// Each agent's use since the last [`Swarm::save`]: every call, failed
+    /// ones and consults included.
+    usage: Vec<Mutex<Usage>>,
 }
 
 /// Every feature of a catalog, live and linked.
@@ -118,36 +122,55 @@ impl Swarm {
             agents: OnceLock::new(),
             config,
             required_by,
+            usage: (0..catalog.features.len()).map(|_| Mutex::new(Usage::default())).collect(),
         });
         let n = catalog.features.len();
         let next = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
+        // The first agent that cannot start stops the others: a component
+        // whose start traps or spins would fail (or time out) for every
+        // agent alike.
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let slots: Vec<OnceLock<Result<crate::instance::AgentInstance>>> =
             (0..n).map(|_| OnceLock::new()).collect();
         let threads = hub.config.start_threads.clamp(1, 64);
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
-                    loop {
+                    while !failed.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= n {
                             break;
                         }
-                        let _ = slots[i].set(hub.start_agent(&catalog.features[i]));
+                        let result = hub.start_agent(&catalog.features[i]);
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        let _ = slots[i].set(result);
                         progress(started.fetch_add(1, Ordering::Relaxed) + 1);
                     }
                 });
             }
         });
         let mut agents = Vec::with_capacity(n);
+        let mut first_error = None;
         for (i, slot) in slots.into_iter().enumerate() {
-            let instance = slot.into_inner().expect("every index was taken by a thread").map_err(|e| {
-                Error::Lifecycle {
-                    agent: catalog.features[i].faj.clone(),
-                    detail: format!("did not start: {e}"),
+            match slot.into_inner() {
+                Some(Ok(instance)) => agents.push(SharedAgent::new(instance)),
+                Some(Err(e)) => {
+                    first_error.get_or_insert(Error::Lifecycle {
+                        agent: catalog.features[i].faj.clone(),
+                        detail: format!(
+                            "did not start: {e}; stopped starting the swarm ({} of {n} agents were started)",
+                            agents.len()
+                        ),
+                    });
                 }
-            })?;
-            agents.push(SharedAgent::new(instance));
+                None => {}
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         let _ = hub.agents.set(agents);
         Ok(Swarm { hub })
@@ -210,14 +233,9 @@ impl Swarm {
         let t = Instant::now();
         let query = self.hub.host.query(text);
         let agent = self.agent(i)?;
-        let id = agent.id().to_string();
+        let chain = vec![agent.id().to_string()];
         let (response, trace) = agent.call(|a| {
-            let state = a.state_mut();
-            state.chain = vec![id];
-            state.trace.clear();
-            let r = a.handle(&query);
-            let trace = std::mem::take(&mut a.state_mut().trace);
-            self.hub.recycle_if_failed(i, a);
+            let (r, trace) = self.hub.handle(i, a, &query, chain);
             r.map(|r| (r, trace))
         })?;
         Ok(Answer {
@@ -235,14 +253,34 @@ impl Swarm {
         self.agent(i)?.call(|a| a.feedback(query_id, reward))
     }
 
-    /// Stores the snapshots of agents `which` (catalog indices).
+    /// The component family the agents' snapshots are stored under.
+    pub fn family(&self) -> &str {
+        &self.hub.component.family
+    }
+
+    /// Stores the snapshots of agents `which` (catalog indices), and the use
+    /// of every agent since the last save (added to what `store` holds).
     pub fn save(&self, store: &SnapshotStore, which: impl IntoIterator<Item = usize>) -> Result<()> {
         for i in which {
             let agent = self.agent(i)?;
             let bytes = agent.call(|a| a.snapshot())?;
-            store.put(agent.id(), &bytes)?;
+            store.put(&self.hub.component.family, agent.id(), &bytes)?;
         }
-        Ok(())
+        let mut rows = Vec::new();
+        for (i, delta) in self.hub.usage.iter().enumerate() {
+            let delta = std::mem::take(&mut *delta.lock().unwrap_or_else(|p| p.into_inner()));
+            if delta.calls == 0 && delta.recycles == 0 {
+                continue;
+            }
+            let id = self.agent(i)?.id().to_string();
+            let mut total = store.usage(&id).unwrap_or_else(|e| {
+                tracing::warn!(agent = %id, error = %e, "stored usage is unreadable; counting from zero");
+                None
+            });
+            total.get_or_insert_with(Usage::default).merge(&delta);
+            rows.push((id, total.unwrap_or_default()));
+        }
+        store.put_usage(rows.iter().map(|(id, u)| (id.as_str(), u)))
     }
 }
 
@@ -253,17 +291,53 @@ impl Hub {
         self: &Arc<Self>,
         feature: &crate::catalog::Feature,
     ) -> Result<crate::instance::AgentInstance> {
-        let mut instance = self.host.instantiate_linked(
-            &self.component,
-            feature.agent_config(),
-            Some(Arc::downgrade(self)),
-        )?;
-        if let Some(store) = &self.snapshots
-            && let Some(bytes) = store.get(&feature.faj)?
-        {
-            instance.restore(&bytes)?;
+        let start = || {
+            self.host.instantiate_linked(&self.component, feature.agent_config(), Some(Arc::downgrade(self)))
+        };
+        let Some(store) = &self.snapshots else { return start() };
+        let (instance, restored) = store.start_restored(&self.component.family, &feature.faj, start)?;
+        if let crate::snapshots::Restored::Quarantined { reason } = restored {
+            self.host.events().emit(crate::events::Event::SnapshotQuarantined {
+                agent: feature.faj.clone(),
+                component: self.component.family.clone(),
+                reason,
+            });
         }
         Ok(instance)
+    }
+
+    /// Runs `query` on agent `i`'s instance `a` (whose lock the caller
+    /// holds) as the end of call chain `chain`: counts the call in the
+    /// agent's usage, failed or not, and recycles the instance if it trapped
+    /// or broke a budget. Returns the answer and the consults it made.
+    fn handle(
+        self: &Arc<Self>,
+        i: usize,
+        a: &mut crate::instance::AgentInstance,
+        query: &Query,
+        chain: Vec<String>,
+    ) -> (Result<Response>, Vec<Hop>) {
+        let state = a.state_mut();
+        state.chain = chain;
+        state.trace.clear();
+        let fuel_before = a.fuel_used();
+        let started = Instant::now();
+        let r = a.handle(query);
+        let took = started.elapsed();
+        let trace = std::mem::take(&mut a.state_mut().trace);
+        {
+            let memory = a.memory();
+            let mut usage = self.usage[i].lock().unwrap_or_else(|p| p.into_inner());
+            usage.record_call(
+                took,
+                r.is_err(),
+                a.fuel_used().saturating_sub(fuel_before),
+                memory.used_bytes,
+                memory.peak_bytes,
+            );
+        }
+        self.recycle_if_failed(i, a);
+        (r, trace)
     }
 
     /// Replaces a trapped or budget-broken instance with a fresh one
@@ -277,6 +351,7 @@ impl Hub {
         match self.start_agent(feature) {
             Ok(fresh) => {
                 *instance = fresh;
+                self.usage[i].lock().unwrap_or_else(|p| p.into_inner()).recycles += 1;
                 self.host.events().emit(crate::events::Event::AgentRecycled {
                     agent: feature.faj.clone(),
                     restored: self.snapshots.is_some(),
@@ -320,15 +395,8 @@ impl Hub {
         };
         let mut callee_chain = chain.to_vec();
         callee_chain.push(to.to_string());
-        let result = agents[i].call_within(self.config.consult_wait, |a| {
-            let state = a.state_mut();
-            state.chain = callee_chain;
-            state.trace.clear();
-            let r = a.handle(&query);
-            let sub = std::mem::take(&mut a.state_mut().trace);
-            self.recycle_if_failed(i, a);
-            Ok((r, sub))
-        });
+        let result =
+            agents[i].call_within(self.config.consult_wait, |a| Ok(self.handle(i, a, &query, callee_chain)));
         let millis = started.elapsed().as_secs_f64() * 1e3;
         let hop = |outcome: String| Hop { from: from.clone(), to: to.to_string(), depth, millis, outcome };
         match result {

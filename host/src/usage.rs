@@ -122,6 +122,19 @@ impl Usage {
         self.memory_peak_bytes = self.memory_peak_bytes.max(memory_peak_bytes);
     }
 
+    /// Adds the use in `delta` (recorded after this) to this total.
+    pub fn merge(&mut self, delta: &Usage) {
+        self.calls += delta.calls;
+        self.errors += delta.errors;
+        self.fuel_used += delta.fuel_used;
+        self.busy += delta.busy;
+        self.memory_bytes = delta.memory_bytes;
+        self.memory_peak_bytes = self.memory_peak_bytes.max(delta.memory_peak_bytes);
+        self.recycles += delta.recycles;
+        self.evictions += delta.evictions;
+        self.latency.merge(&delta.latency);
+    }
+
     /// Encodes for the database.
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("usage always encodes")

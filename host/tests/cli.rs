@@ -192,11 +192,12 @@ fn query_refuses_bad_arguments_clearly() {
     let empty = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("empty-registry");
     let out = elex(&["query", "hello", "--registry", empty.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no component feature-agent matches"), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("empty-registry does not exist") && err.contains("cargo xtask build"), "{err}");
 
     let out = elex(&["query", "hello", "--agent", "FAJ 999 9999"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no feature with FAJ code"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no feature with that FAJ code"), "{}", text(&out.stderr));
 
     let cargo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let out = elex(&["query", "hello", "--component", cargo_toml, "--allow-unsigned"]);
@@ -394,4 +395,314 @@ fn feedback_reaches_the_agent_in_a_later_run_and_agents_are_listed() {
     );
     assert!(shown.contains("learned     snapshot of"), "{shown}");
     assert_eq!(run(&["agents", "show", "FAJ 999 9999"]).status.code(), Some(1));
+}
+
+// ---- Issue #12: the CLI at its edges, and its data dir under attack ----
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elex"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["agents", "list", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: read one line, then close the pipe. The JSON is far
+    // larger than a pipe's buffer, so elex is still writing.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "[");
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn blank_questions_missing_places_and_a_file_as_data_dir_are_named() {
+    let data = tempfile::tempdir().unwrap();
+    for blank in ["", "   ", "\n\t"] {
+        let out = elex_in(data.path(), &["query", blank]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("the question is empty"), "{}", text(&out.stderr));
+    }
+    let file = data.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for args in [&["engram", "search", "x"][..], &["agents", "stats"], &["query", "What is FAJ 121 3094?"]] {
+        let out = elex_in(&file, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("a-file is not a folder") && err.contains("--data-dir"), "{args:?}: {err}");
+    }
+}
+
+/// `elex` with its own data dir and the registry's hostile fixture as the
+/// agent component.
+fn hostile_query(data: &std::path::Path, question: &str, extra: &[&str]) -> Output {
+    let hostile = components().join("testing-hostile.wasm");
+    let mut args = vec!["query", question, "--component", hostile.to_str().unwrap(), "--allow-unsigned"];
+    args.extend_from_slice(extra);
+    elex_in(data, &args)
+}
+
+#[test]
+fn another_components_run_never_breaks_the_signed_agents_state() {
+    let data = tempfile::tempdir().unwrap();
+    let signed = |q: &str| elex_in(data.path(), &["query", q, "--json"]);
+    let out = signed("What is FAJ 121 3094?");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let qid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["query_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(elex_in(data.path(), &["feedback", &qid, "1"]).status.success());
+    // An unsigned component answers as the same feature and saves its state.
+    let out = hostile_query(data.path(), "hello", &["--agent", "FAJ 121 3094"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: hello"), "{}", text(&out.stdout));
+    // The signed agent still starts from its own state, every time.
+    for _ in 0..2 {
+        let out = signed("What is FAJ 121 3094?");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("cannot be restored"), "{}", text(&out.stderr));
+    }
+    let out = elex_in(data.path(), &["agents", "check"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // reset forgets both components' snapshots of that agent.
+    let out = elex_in(data.path(), &["agents", "reset", "faj1213094"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 snapshot(s) removed"), "{}", text(&out.stdout));
+    let out = elex_in(data.path(), &["agents", "show", "FAJ 121 3094"]);
+    assert!(text(&out.stdout).contains("learned     nothing yet"), "{}", text(&out.stdout));
+    assert_eq!(elex_in(data.path(), &["agents", "reset", "FAJ 999 9999"]).status.code(), Some(1));
+}
+
+#[test]
+fn failed_calls_count_in_stats_and_guest_text_is_escaped() {
+    let data = tempfile::tempdir().unwrap();
+    let agent = ["--agent", "FAJ 121 3094"];
+    let out = hostile_query(data.path(), "trap", &agent);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("trapped"), "{}", text(&out.stderr));
+    let out = hostile_query(data.path(), "loop", &agent);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("time budget"), "{}", text(&out.stderr));
+    let out = hostile_query(data.path(), "\x1b[2J\x1b]0;owned\x07title", &agent);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+    assert!(shown.contains("ok: \\u{1b}[2J\\u{1b}]0;owned\\u{7}title"), "{shown}");
+    let out = elex_in(data.path(), &["agents", "stats", "--agent", "FAJ 121 3094", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+    assert_eq!((row["calls"].as_u64(), row["errors"].as_u64()), (Some(3), Some(2)), "{row}");
+    assert_eq!(row["recycles"].as_u64(), Some(2), "{row}");
+
+    // Engram text too; --json stays exact.
+    let out = elex_in(data.path(), &["engram", "add", "red \x1b[31malert"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let shown = text(&elex_in(data.path(), &["engram", "get", &id]).stdout);
+    assert!(shown.contains("red \\u{1b}[31malert") && !shown.contains('\x1b'), "{shown:?}");
+    let json = elex_in(data.path(), &["engram", "get", &id, "--json"]).stdout;
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["content"], "red \x1b[31malert");
+}
+
+/// A registry in a fresh scratch folder whose own trust policy trusts a new
+/// key (from `elex keygen`) for every name; returns it and the key file.
+fn registry_with_trusted_key(name: &str) -> (PathBuf, PathBuf) {
+    let scratch = tempfile_dir(name);
+    let keys = scratch.join("keys");
+    let out = elex(&["keygen", "--out", keys.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .expect("a private key file");
+    let id = key.file_stem().unwrap().to_str().unwrap().to_string();
+    let registry = scratch.join("registry");
+    let trust = registry.join("trust");
+    std::fs::create_dir_all(trust.join("keys")).unwrap();
+    std::fs::copy(keys.join(format!("{id}.pub")), trust.join("keys").join(format!("{id}.pub"))).unwrap();
+    std::fs::write(
+        trust.join("policy.json"),
+        format!(r#"{{"format": 1, "trusted": [{{"key": "{id}", "names": ["*"]}}], "revoked": []}}"#),
+    )
+    .unwrap();
+    (registry, key)
+}
+
+fn sign_args<'a>(reg: &'a str, file: &'a str, name: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec!["--registry", reg, "sign", file, "--name", name, "--version", "0.1.0", "--key", key]
+}
+
+#[test]
+fn sign_refuses_a_key_the_registry_does_not_trust_unless_untrusted() {
+    let (registry, _) = registry_with_trusted_key("sign-untrusted");
+    let reg = registry.to_str().unwrap();
+    // Another key, which the registry's policy does not know.
+    let stranger_dir = tempfile_dir("sign-untrusted-stranger");
+    assert!(elex(&["keygen", "--out", stranger_dir.to_str().unwrap()]).status.success());
+    let stranger = std::fs::read_dir(&stranger_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .unwrap();
+    let composed = components().join("feature-agent.composed.wasm");
+    let args = sign_args(reg, composed.to_str().unwrap(), "feature-agent", stranger.to_str().unwrap());
+    let out = elex(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown key") && err.contains("--untrusted"), "{err}");
+    assert!(!registry.join("index/feature-agent").exists(), "nothing published");
+
+    let out = elex(&[&args[..], &["--untrusted"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning") && text(&out.stderr).contains("--untrusted"));
+    let out = elex(&["--registry", reg, "verify", "feature-agent"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown key"), "{}", text(&out.stderr));
+
+    let out = elex(&["sign", "--help"]);
+    assert!(text(&out.stdout).contains("--untrusted"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn index_verify_reports_each_bad_file_and_checks_the_others() {
+    let (registry, key) = registry_with_trusted_key("index-bad-files");
+    let reg = registry.to_str().unwrap();
+    let composed = components().join("feature-agent.composed.wasm");
+    let out = elex(&sign_args(reg, composed.to_str().unwrap(), "feature-agent", key.to_str().unwrap()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let index = registry.join("index");
+    std::fs::write(index.join("garbled"), b"\xff\xfe not UTF-8\n").unwrap();
+    std::fs::write(index.join("old"), "{\"format\":1}\n").unwrap();
+    #[cfg(unix)]
+    {
+        assert!(std::process::Command::new("mkfifo").arg(index.join("fifo")).status().unwrap().success());
+        std::os::unix::fs::symlink("/dev/zero", index.join("zero")).unwrap();
+    }
+    let out = elex(&["--registry", reg, "index", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("ok   feature-agent@0.1.0"), "{shown}");
+    assert!(shown.contains("garbled: is not UTF-8"), "{shown}");
+    assert!(shown.contains("index format 1") && shown.contains("re-sign"), "{shown}");
+    #[cfg(unix)]
+    {
+        assert!(shown.contains("fifo: is not a regular file (a FIFO)"), "{shown}");
+        assert!(shown.contains("zero: is a symbolic link"), "{shown}");
+    }
+    let out = elex(&["--registry", reg, "index", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("feature-agent"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("warning: skipped index file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn workflow_steps_on_one_agent_queue_for_it() {
+    // 40 independent steps on one agent: more than its queue (16) holds if
+    // they all called at once; they wait their turn and all succeed.
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| elex_in(data.path(), args);
+    let ctx = text(&run(&["context", "create", "many"]).stdout).trim().to_string();
+    let wf = data.path().join("many.json");
+    let steps: Vec<String> = (0..40)
+        .map(|i| {
+            // Spelled two ways: still one agent.
+            let agent = if i % 2 == 0 { "FAJ 121 3094" } else { "FAJ1213094" };
+            format!(r#"{{"id":"s{i}","agent":"{agent}","query":"What does MIMO Sleep Mode save? ({i})"}}"#)
+        })
+        .collect();
+    std::fs::write(&wf, format!(r#"{{"name":"many","steps":[{}]}}"#, steps.join(","))).unwrap();
+    let out = run(&["workflow", "run", wf.to_str().unwrap(), "--context", &ctx, "--json"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 40);
+    assert_eq!(steps.iter().filter(|s| s["status"] == "done").count(), 40, "{report}");
+    assert!(steps.iter().all(|s| s["agent"] == "FAJ 121 3094"), "{report}");
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run(&["context", "show", &ctx, "--json"]).stdout).unwrap();
+    assert_eq!(shown["engram_count"], 40);
+}
+
+#[test]
+fn workflow_files_over_the_limits_or_not_regular_are_refused_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let refused = |file: &std::path::Path| {
+        let out = elex_in(data.path(), &["workflow", "run", file.to_str().unwrap(), "--context", "1"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    // 100,000 nested `[`: refused by the pre-scan, before the YAML parser.
+    let deep = data.path().join("deep.yaml");
+    std::fs::write(&deep, "[".repeat(100_000)).unwrap();
+    let e = refused(&deep);
+    assert!(e.contains("nest") && e.contains("the limit is 32"), "{e}");
+    // A 1,001-step chain: one step over the limit.
+    let chain = data.path().join("chain.json");
+    let steps: Vec<String> = (0..1001)
+        .map(|i| {
+            let deps = if i == 0 { String::new() } else { format!(r#""s{}""#, i - 1) };
+            format!(r#"{{"id":"s{i}","agent":"FAJ 121 3094","query":"q","depends_on":[{deps}]}}"#)
+        })
+        .collect();
+    std::fs::write(&chain, format!(r#"{{"name":"chain","steps":[{}]}}"#, steps.join(","))).unwrap();
+    let e = refused(&chain);
+    assert!(e.contains("more than 1000 steps; the limit is 1000"), "{e}");
+    // Over the size limit.
+    let big = data.path().join("big.yaml");
+    std::fs::write(&big, format!("name: big\n#{}\n", "x".repeat(1 << 20))).unwrap();
+    let e = refused(&big);
+    assert!(e.contains("limit of 1048576 bytes"), "{e}");
+    #[cfg(unix)]
+    {
+        // A FIFO would block a plain read forever; a link to /dev/zero would
+        // be read without end.
+        let fifo = data.path().join("fifo.yaml");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = refused(&fifo);
+        assert!(e.contains("not a regular file (a FIFO)"), "{e}");
+        let zero = data.path().join("zero.yaml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = refused(&zero);
+        assert!(e.contains("not a regular file (a device)"), "{e}");
+    }
+}
+
+#[test]
+fn engram_check_finds_a_flipped_byte() {
+    let data = tempfile::tempdir().unwrap();
+    let out = elex_in(data.path(), &["engram", "add", "zqxjvk marker of a stored engram"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let out = elex_in(data.path(), &["engram", "check"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
+    // Flip one letter of the stored content (still valid UTF-8).
+    let file = data.path().join("memory.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let marker = b"zqxjvk";
+    let mut flipped = 0;
+    for i in 0..bytes.len().saturating_sub(marker.len()) {
+        if &bytes[i..i + marker.len()] == marker {
+            bytes[i] = b'Z';
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "the content is stored as written");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = elex_in(data.path(), &["engram", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("PROBLEM"), "{}", text(&out.stdout));
+    let out = elex_in(data.path(), &["engram", "get", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("corrupt"), "{}", text(&out.stderr));
 }

@@ -4,6 +4,7 @@
 
 mod cache;
 mod feature_agent;
+mod hardening;
 mod hnsw_store;
 mod hostile;
 mod lifecycle;

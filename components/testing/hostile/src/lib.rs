@@ -1,5 +1,7 @@
 //! A hostile `elex:platform/plugin` guest for the host's budget tests.
-//! `handle` misbehaves according to the query text:
+//! `init` spins forever when the agent's name contains `[spin-at-init]` (an
+//! agent that can never start). `handle` misbehaves according to the query
+//! text:
 //!
 //! | text | behaviour | the host must answer |
 //! |---|---|---|
@@ -113,7 +115,14 @@ fn graph(command: &str, arg: &str) -> String {
 }
 
 impl Guest for Hostile {
-    fn init(_config: AgentConfig) -> Result<(), AgentError> {
+    fn init(config: AgentConfig) -> Result<(), AgentError> {
+        // An agent that cannot start: its init spins.
+        if config.name.contains("[spin-at-init]") {
+            let mut i = 0u64;
+            loop {
+                i = core::hint::black_box(i.wrapping_add(1));
+            }
+        }
         Ok(())
     }
 

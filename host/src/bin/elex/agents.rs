@@ -10,6 +10,7 @@ use elex_host::snapshots;
 use elex_host::usage::Usage;
 
 use crate::Places;
+use crate::output::outln;
 
 #[derive(Subcommand)]
 pub enum AgentsCommand {
@@ -39,6 +40,16 @@ pub enum AgentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Forget what an agent has learned: removes its stored snapshots (of
+    /// every component); it starts fresh in the next run. Usage history is
+    /// kept.
+    Reset {
+        /// FAJ code, e.g. "FAJ 121 3094".
+        faj: String,
+    },
+    /// Check every record of the agents' database against its checksum;
+    /// exits 1 if any is corrupt.
+    Check,
 }
 
 pub fn run(places: &Places, command: AgentsCommand) -> anyhow::Result<()> {
@@ -46,6 +57,8 @@ pub fn run(places: &Places, command: AgentsCommand) -> anyhow::Result<()> {
         AgentsCommand::Stats { agent, json } => stats(places, agent, json),
         AgentsCommand::List { category, json } => list(category, json),
         AgentsCommand::Show { faj, json } => show(places, &faj, json),
+        AgentsCommand::Reset { faj } => reset(places, &faj),
+        AgentsCommand::Check => check(places),
     }
 }
 
@@ -54,7 +67,7 @@ fn micros(d: Option<Duration>) -> Option<f64> {
 }
 
 fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<()> {
-    let path = places.data_dir.join(snapshots::FILE_NAME);
+    let path = places.data_dir()?.join(snapshots::FILE_NAME);
     let mut rows: Vec<(String, Usage)> = if path.exists() {
         places.agent_store()?.all_usage().with_context(|| format!("reading {}", path.display()))?
     } else {
@@ -88,11 +101,11 @@ fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<(
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no agent has run yet with data dir {}", places.data_dir.display());
+        outln!("no agent has run yet with data dir {}", places.data_dir.display())?;
         return Ok(());
     }
     let fmt_us =
@@ -124,8 +137,8 @@ fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<(
             u.evictions.to_string(),
         ]);
     }
-    println!("{table}");
-    println!("p50/p99 are upper bucket edges (within 9 %); {} agents", rows.len());
+    outln!("{table}")?;
+    outln!("p50/p99 are upper bucket edges (within 9 %); {} agents", rows.len())?;
     Ok(())
 }
 
@@ -148,7 +161,7 @@ fn list(category: Option<String>, json: bool) -> anyhow::Result<()> {
                     "parameters": f.parameters.len(), "counters": f.counters.len(), "requires": f.requires})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
     let mut table = Table::new();
@@ -165,8 +178,8 @@ fn list(category: Option<String>, json: bool) -> anyhow::Result<()> {
             f.counters.len().to_string(),
         ]);
     }
-    println!("{table}");
-    println!("{} agents", features.len());
+    outln!("{table}")?;
+    outln!("{} agents", features.len())?;
     Ok(())
 }
 
@@ -174,10 +187,21 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
     let catalog = Catalog::embedded()?;
     let code = elex_host::router::faj_codes(faj).into_iter().next().unwrap_or_else(|| faj.to_string());
     let f = catalog.by_faj(&code).with_context(|| format!("no feature agent {faj:?}"))?;
-    let path = places.data_dir.join(snapshots::FILE_NAME);
+    let path = places.data_dir()?.join(snapshots::FILE_NAME);
     let (usage, learned) = if path.exists() {
         let store = places.agent_store()?;
-        (store.usage(&f.faj)?, store.get(&f.faj)?.map(|b| b.len()))
+        let learned: Vec<String> = store
+            .snapshot_keys()?
+            .into_iter()
+            .filter(|k| k.split_once('/').is_some_and(|(_, a)| a == f.faj))
+            .collect();
+        let bytes = learned
+            .iter()
+            .filter_map(|k| k.split_once('/'))
+            .filter_map(|(family, agent)| store.get(family, agent).ok().flatten())
+            .map(|b| b.len())
+            .sum::<usize>();
+        (store.usage(&f.faj)?, (!learned.is_empty()).then_some(bytes))
     } else {
         (None, None)
     };
@@ -192,37 +216,65 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
             "snapshot_bytes": learned,
             "calls": usage.as_ref().map(|u| u.calls),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "agent       {}  {}{}",
         f.faj,
         f.name,
         f.acronym.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
-    );
-    println!("category    {}", f.category.as_deref().unwrap_or("-"));
+    )?;
+    outln!("category    {}", f.category.as_deref().unwrap_or("-"))?;
     for (label, list) in [("requires", &f.requires), ("conflicts", &f.conflicts), ("related", &f.related)] {
         if !list.is_empty() {
-            println!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "));
+            outln!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "))?;
         }
     }
-    println!(
+    outln!(
         "parameters  {} (e.g. {})",
         f.parameters.len(),
         f.parameters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-    );
-    println!(
+    )?;
+    outln!(
         "counters    {} (e.g. {})",
         f.counters.len(),
         f.counters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-    );
+    )?;
     match (learned, usage) {
         (Some(bytes), Some(u)) => {
-            println!("learned     snapshot of {bytes} bytes; {} calls, {} errors", u.calls, u.errors)
+            outln!("learned     snapshot of {bytes} bytes; {} calls, {} errors", u.calls, u.errors)?
         }
-        (Some(bytes), None) => println!("learned     snapshot of {bytes} bytes"),
-        _ => println!("learned     nothing yet (no snapshot in {})", places.data_dir.display()),
+        (Some(bytes), None) => outln!("learned     snapshot of {bytes} bytes")?,
+        _ => outln!("learned     nothing yet (no snapshot in {})", places.data_dir.display())?,
     }
+    Ok(())
+}
+
+fn reset(places: &Places, faj: &str) -> anyhow::Result<()> {
+    let catalog = Catalog::embedded()?;
+    let f = catalog.feature(faj)?;
+    let removed = places.agent_store()?.reset(&f.faj)?;
+    if removed == 0 {
+        outln!("{} had learned nothing: no snapshot to remove", f.faj)?;
+    } else {
+        outln!("{} reset: {removed} snapshot(s) removed; it starts fresh in the next run", f.faj)?;
+    }
+    Ok(())
+}
+
+fn check(places: &Places) -> anyhow::Result<()> {
+    let problems = places.agent_store()?.check()?;
+    for p in &problems {
+        outln!("CORRUPT {p}")?;
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} corrupt record(s) in {}",
+            problems.len(),
+            places.data_dir.join(snapshots::FILE_NAME).display()
+        );
+    }
+    outln!("ok: every record of {} checks out", places.data_dir.join(snapshots::FILE_NAME).display())?;
     Ok(())
 }

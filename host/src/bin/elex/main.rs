@@ -7,7 +7,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod agents;
 mod memory;
+mod output;
 mod workflow;
+
+use output::{clean, outln};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,7 +88,7 @@ enum Command {
     /// `elex query`): the agent that gave it learns from the reward, and
     /// keeps what it learned in <DATA_DIR>/agents.redb.
     Feedback {
-        /// The query id, e.g. q18c2f3a4b5-1.
+        /// The query id, e.g. q3f9a0c2d71b4e856-1.
         query_id: String,
         /// The reward, from -1 (wrong) to 1 (right).
         #[arg(allow_negative_numbers = true)]
@@ -147,6 +150,13 @@ struct PublishArgs {
     /// World the component must fit [default: elex:platform/plugin].
     #[arg(long, value_name = "WORLD")]
     world: Option<String>,
+    /// Publish even if the registry's trust policy (its trust/ folder and
+    /// every --trust) does not accept the key for this name: unknown,
+    /// revoked, or not allowed to sign the name. Without it such a key is
+    /// refused; with it the entry is written with a warning on stderr, and
+    /// nothing loads it until a trust policy trusts the key for the name.
+    #[arg(long)]
+    untrusted: bool,
 }
 
 #[derive(Subcommand)]
@@ -199,9 +209,19 @@ impl Places {
         if let Some(r) = self.opened.get() {
             return Ok(r);
         }
+        if !self.registry.is_dir() {
+            return Err(anyhow!(
+                "the registry {} {}: `cargo xtask build` publishes the components there; or pass \
+                 --registry DIR (or set ELEX_REGISTRY)",
+                self.registry.display(),
+                if self.registry.exists() { "is not a folder" } else { "does not exist" }
+            ));
+        }
         let mut policy = Policy::default();
         let own = self.registry.join("trust");
-        if own.join("policy.json").is_file() {
+        // Loaded whenever it is there: a policy that cannot be read (a FIFO,
+        // say) is an error, never silently skipped with its revocations.
+        if own.join("policy.json").symlink_metadata().is_ok() {
             policy = policy.merge(Policy::load(&own)?);
         }
         for dir in &self.trust {
@@ -210,9 +230,28 @@ impl Places {
         Ok(self.opened.get_or_init(|| Registry::open(&self.registry, policy)))
     }
 
+    /// The data dir, created if missing; an error naming it when it cannot
+    /// be one.
+    pub fn data_dir(&self) -> anyhow::Result<&Path> {
+        let dir = &self.data_dir;
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(dir),
+            Ok(_) => Err(anyhow!(
+                "the data dir {} is not a folder: pass --data-dir DIR (or set ELEX_DATA_DIR) to a folder",
+                dir.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+                Ok(dir)
+            }
+            Err(e) => Err(anyhow!("the data dir {} cannot be used: {e}", dir.display())),
+        }
+    }
+
     /// The agents' database (snapshots and usage).
     pub fn agent_store(&self) -> anyhow::Result<SnapshotStore> {
-        let path = self.data_dir.join(snapshots::FILE_NAME);
+        let path = self.data_dir()?.join(snapshots::FILE_NAME);
         // Another elex on the same data dir holds the file for the length of
         // its command; wait for it rather than fail.
         SnapshotStore::open_waiting(&path, std::time::Duration::from_secs(30))
@@ -222,7 +261,7 @@ impl Places {
     fn host(&self) -> anyhow::Result<Host> {
         // Room for the whole swarm.
         let config =
-            HostConfig { cache_dir: Some(self.data_dir.join("cache")), ..HostConfig::for_swarm(593) };
+            HostConfig { cache_dir: Some(self.data_dir()?.join("cache")), ..HostConfig::for_swarm(593) };
         Ok(Host::new(config)?)
     }
 }
@@ -235,8 +274,13 @@ fn query(
     agent: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
+    if text.trim().is_empty() {
+        return Err(anyhow!(
+            "the question is empty: ask something, e.g. elex query \"What is FAJ 121 3094?\""
+        ));
+    }
     if let Some(path) = &component {
-        if !path.is_file() {
+        if !path.exists() {
             return Err(anyhow!("component {} not found", path.display()));
         }
         if !allow_unsigned {
@@ -248,18 +292,7 @@ fn query(
         }
     }
     let catalog = Arc::new(Catalog::embedded()?);
-    let chosen = match &agent {
-        Some(faj) => {
-            let code = router::faj_codes(faj).into_iter().next().unwrap_or_else(|| faj.clone());
-            let i = catalog
-                .features
-                .iter()
-                .position(|f| f.faj == code)
-                .with_context(|| format!("no feature with FAJ code {faj:?}"))?;
-            Some(i)
-        }
-        None => None,
-    };
+    let chosen = agent.as_deref().map(|faj| catalog.index_of(faj)).transpose()?;
     let host = Arc::new(places.host()?.with_memory_graph(Arc::new(places.memory_graph()?)));
     let t0 = Instant::now();
     let (loaded, source) = load_agent_component(places, &host, component.as_deref())?;
@@ -319,21 +352,21 @@ fn query(
             a
         }),
         None => swarm.query(text),
-    }?;
+    };
+    // What the agents that took part learned, their use (failed calls
+    // included), and who answered this query (for `elex feedback`) are kept.
+    let mut involved = Vec::new();
+    if let Ok(answer) = &answer {
+        involved.push(answer.agent);
+        involved.extend(answer.trace.iter().filter_map(|h| swarm.router().index_of(&h.to)));
+        involved.sort_unstable();
+        involved.dedup();
+    }
+    swarm.save(&store, involved.iter().copied()).context("storing the agents' state")?;
+    let answer = answer?;
     let feature = &catalog.features[answer.agent];
     let response = &answer.response;
-    // What the agents that took part learned, and who answered this query
-    // (for `elex feedback`), are kept.
-    let mut involved = vec![answer.agent];
-    involved.extend(answer.trace.iter().filter_map(|h| swarm.router().index_of(&h.to)));
-    involved.sort_unstable();
-    involved.dedup();
-    swarm.save(&store, involved.iter().copied()).context("storing the agents' state")?;
-    store.put_query(&response.query_id, &feature.faj)?;
-    let mut usage = store.usage(&feature.faj)?.unwrap_or_default();
-    let memory = swarm.agent(answer.agent)?.call(|a| Ok(a.memory().clone()))?;
-    usage.record_call(answer.took, false, 0, memory.used_bytes, memory.peak_bytes);
-    store.put_usage([(feature.faj.as_str(), &usage)])?;
+    store.put_query(&response.query_id, swarm.family(), &feature.faj)?;
 
     let answer_ms = answer.took.as_secs_f64() * 1e3;
     if json {
@@ -354,35 +387,40 @@ fn query(
             "loaded_from": loaded.origin.to_string(),
             "component": { "source": source, "digest": loaded.digest, "size": loaded.size },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        println!("agent       {}  {}  (chosen by {})", feature.faj, feature.name, answer.reason);
-        println!("action      {}", response.action);
-        println!("confidence  {:.2}    q-value {:.2}", response.confidence, response.q_value);
-        println!("answer");
+        outln!("agent       {}  {}  (chosen by {})", feature.faj, feature.name, answer.reason)?;
+        outln!("action      {}", response.action)?;
+        outln!("confidence  {:.2}    q-value {:.2}", response.confidence, response.q_value)?;
+        outln!("answer")?;
         for line in response.content.lines() {
-            println!("  {line}");
+            outln!("  {}", clean(line))?;
         }
         if !response.sources.is_empty() {
-            println!("sources     {}", response.sources.join(", "));
+            outln!("sources     {}", clean(&response.sources.join(", ")))?;
         }
         for h in &answer.trace {
-            println!(
+            outln!(
                 "consult     {} -> {} (depth {}, {:.2} ms): {}",
-                h.from, h.to, h.depth, h.millis, h.outcome
-            );
+                h.from,
+                h.to,
+                h.depth,
+                h.millis,
+                clean(&h.outcome)
+            )?;
         }
-        println!(
+        outln!(
             "timing      load {load_ms:.1} ms ({}), {} agents started in {start_ms:.0} ms, routing {:.3} ms, answer {answer_ms:.3} ms",
             loaded.origin,
             swarm.len(),
             answer.routing.as_secs_f64() * 1e3
-        );
-        println!(
+        )?;
+        outln!(
             "query id    {}   (elex feedback {} <reward in -1..1>)",
-            response.query_id, response.query_id
-        );
-        println!("component   {source} ({} bytes, blake3 {})", loaded.size, &loaded.digest[..16]);
+            response.query_id,
+            response.query_id
+        )?;
+        outln!("component   {source} ({} bytes, blake3 {})", loaded.size, &loaded.digest[..16])?;
     }
     Ok(())
 }
@@ -394,19 +432,26 @@ fn feedback(places: &Places, query_id: &str, reward: f32) -> anyhow::Result<()> 
         return Err(anyhow!("reward {reward} is outside -1..1"));
     }
     let store = places.agent_store()?;
-    let faj = store
+    let (family, faj) = store
         .query_agent(query_id)?
         .with_context(|| format!("no answered query {query_id:?} in {}", places.data_dir.display()))?;
     let catalog = Catalog::embedded()?;
     let feature = catalog.by_faj(&faj).with_context(|| format!("agent {faj} is not in the catalog"))?;
     let host = Arc::new(places.host()?);
     let (loaded, _) = load_agent_component(places, &host, None)?;
+    if loaded.family != family {
+        return Err(anyhow!(
+            "{query_id} was answered by component {family}, not by the registry's {}: its agent's \
+             state is not kept, so there is nothing to reward",
+            loaded.family
+        ));
+    }
     let mut pool = AgentPool::new(host, Some(store), PoolLimits::default());
     pool.spawn(Arc::new(loaded), feature.agent_config(), false)?;
     let given = pool.feedback(&faj, query_id, reward);
     pool.stop(&faj).context("storing the agent's state")?;
     given.with_context(|| format!("agent {faj}"))?;
-    println!("{faj} ({}) rewarded {reward:+.2} for {query_id}", feature.name);
+    outln!("{faj} ({}) rewarded {reward:+.2} for {query_id}", feature.name)?;
     Ok(())
 }
 
@@ -447,12 +492,12 @@ fn keygen(places: &Places, out: Option<PathBuf>) -> anyhow::Result<()> {
     key.write_private(&private)?;
     std::fs::write(&public, key.public().to_file_text())
         .with_context(|| format!("writing {}", public.display()))?;
-    println!("key id      {id}");
-    println!("private key {} (permissions 0600; keep it out of version control)", private.display());
-    println!("public key  {}", public.display());
-    println!(
+    outln!("key id      {id}")?;
+    outln!("private key {} (permissions 0600; keep it out of version control)", private.display())?;
+    outln!("public key  {}", public.display())?;
+    outln!(
         "trust it: copy {id}.pub into a policy's keys/ folder and add {{\"key\": \"{id}\", \"names\": [...]}} to its policy.json"
-    );
+    )?;
     Ok(())
 }
 
@@ -464,25 +509,47 @@ fn parse_world(name: Option<&str>) -> anyhow::Result<World> {
     })
 }
 
+/// `elex sign` / `elex index add`: checks the file fits the world, then
+/// signs and publishes it; a key the registry's trust policy does not accept
+/// for the name is refused unless --untrusted (then warned about).
 fn publish(places: &Places, args: PublishArgs) -> anyhow::Result<()> {
     let world = parse_world(args.world.as_deref())?;
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = read_component_file(&args.file)?;
     elex_wit::check_fit(&bytes, world).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     let key = KeyPair::read_private(&args.key)?;
     let registry = places.open()?;
-    let entry = registry.publish(
-        &args.name,
-        &args.version,
-        world.qualified_name(),
-        &bytes,
-        &key,
-        elex_registry::Budgets::default(),
-    )?;
-    println!(
+    elex_registry::index::check_name(&args.name)?;
+    let id = key.public().id();
+    let budgets = elex_registry::Budgets::default();
+    let (name, version, world) = (&args.name, &args.version, world.qualified_name());
+    let entry = match registry.policy.check_signer(&id, name, version) {
+        Ok(()) => registry.publish(name, version, world, &bytes, &key, budgets)?,
+        Err(why) if args.untrusted => {
+            eprintln!(
+                "warning: {why}\nwarning: publishing anyway (--untrusted): nothing loads {name}@{version} \
+                 until a trust policy trusts key {id} for {name}"
+            );
+            registry.publish_untrusted(name, version, world, &bytes, &key, budgets)?
+        }
+        Err(why) => {
+            return Err(anyhow!(
+                "{why}\nrefusing to publish with key {id}, which the trust policy of registry {} \
+                 does not accept for {name}: trust it in {} (or a --trust folder), or pass \
+                 --untrusted to publish anyway",
+                places.registry.display(),
+                places.registry.join("trust").display()
+            ));
+        }
+    };
+    outln!(
         "published {}@{} ({}, {} bytes) signed by {}",
-        entry.name, entry.version, entry.digest, entry.size, entry.signer
-    );
-    println!("index     {}", registry.index.dir().join(&entry.name).display());
+        entry.name,
+        entry.version,
+        entry.digest,
+        entry.size,
+        entry.signer
+    )?;
+    outln!("index     {}", registry.index.dir().join(&entry.name).display())?;
     Ok(())
 }
 
@@ -494,7 +561,7 @@ fn verify(places: &Places, spec: &str) -> anyhow::Result<()> {
     let world = parse_world(Some(&fetched.entry.world))?;
     elex_wit::check_fit(&fetched.bytes, world)
         .map_err(|e| anyhow!("{}@{}: {e}", fetched.entry.name, fetched.entry.version))?;
-    println!(
+    outln!(
         "ok  {}@{}  {}  {} bytes  signed by {}  fits {}  ({:.2} ms)",
         fetched.entry.name,
         fetched.entry.version,
@@ -503,56 +570,65 @@ fn verify(places: &Places, spec: &str) -> anyhow::Result<()> {
         fetched.entry.signer,
         fetched.entry.world,
         t.elapsed().as_secs_f64() * 1e3
-    );
+    )?;
     Ok(())
 }
 
+/// `elex index list` / `elex index verify`: every index file is read on its
+/// own; an unreadable file or a bad line is reported and the rest go on.
 fn index(places: &Places, command: IndexCommand) -> anyhow::Result<()> {
     let registry = places.open()?;
     match command {
         IndexCommand::Add(args) => publish(places, args),
         IndexCommand::List => {
-            println!(
+            let scan = registry.index.scan()?;
+            outln!(
                 "{:<20} {:<10} {:<36} {:>9}  {:<16} digest",
-                "name", "version", "world", "bytes", "signer"
-            );
-            for name in registry.index.names()? {
-                for e in registry.index.entries(&name)? {
-                    println!(
-                        "{:<20} {:<10} {:<36} {:>9}  {:<16} {}",
-                        e.name,
-                        e.version.to_string(),
-                        e.world,
-                        e.size,
-                        e.signer,
-                        e.digest
-                    );
-                }
+                "name",
+                "version",
+                "world",
+                "bytes",
+                "signer"
+            )?;
+            for e in &scan.entries {
+                outln!(
+                    "{:<20} {:<10} {:<36} {:>9}  {:<16} {}",
+                    e.name,
+                    e.version.to_string(),
+                    clean(&e.world),
+                    e.size,
+                    e.signer,
+                    e.digest
+                )?;
+            }
+            for problem in &scan.problems {
+                eprintln!("warning: skipped {}", clean(&problem.to_string()));
             }
             Ok(())
         }
         IndexCommand::Verify => {
+            let scan = registry.index.scan()?;
             let mut failures = 0;
-            for problem in registry.index.check()? {
-                println!("FAIL {problem}");
+            for problem in &scan.problems {
+                outln!("FAIL {}", clean(&problem.to_string()))?;
                 failures += 1;
             }
-            for name in registry.index.names()? {
-                for e in registry.index.entries(&name)? {
-                    let result = registry.store.get(&e).map(|_| ()).and_then(|()| registry.verify_entry(&e));
-                    match result {
-                        Ok(()) => println!("ok   {}@{}", e.name, e.version),
-                        Err(err) => {
-                            println!("FAIL {err}");
-                            failures += 1;
-                        }
+            for e in &scan.entries {
+                // The signature first: it covers the size that bounds the read.
+                let result = registry.verify_entry(e).and_then(|()| registry.store.get(e).map(|_| ()));
+                match result {
+                    Ok(()) => outln!("ok   {}@{}", e.name, e.version)?,
+                    Err(err) => {
+                        outln!("FAIL {}", clean(&err.to_string()))?;
+                        failures += 1;
                     }
                 }
             }
             if failures > 0 {
                 return Err(anyhow!(
-                    "{failures} index entr{} failed verification",
-                    if failures == 1 { "y" } else { "ies" }
+                    "{failures} index entr{} or file{} failed verification",
+                    if failures == 1 { "y" } else { "ies" },
+                    if failures == 1 { "" } else { "s" }
                 ));
             }
             Ok(())
@@ -560,10 +636,18 @@ fn index(places: &Places, command: IndexCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A component file named on the command line: a regular file (symlinks
+/// followed; FIFOs and devices refused) within the registry's size limit.
+fn read_component_file(file: &Path) -> anyhow::Result<Vec<u8>> {
+    use elex_registry::files::{Links, read_regular};
+    read_regular(file, elex_registry::store::MAX_COMPONENT_BYTES, Links::Follow)
+        .with_context(|| format!("cannot read {}", file.display()))
+}
+
 fn inspect(file: &Path, world: Option<String>) -> anyhow::Result<()> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = read_component_file(file)?;
     let wit = elex_wit::print_wit(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    print!("{wit}");
+    outln!("{}", wit.trim_end_matches('\n'))?;
     if let Some(name) = world {
         let w = parse_world(Some(&name))?;
         elex_wit::check_fit(&bytes, w).map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -598,6 +682,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `elex … | head -1`: the reader has what it wanted.
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

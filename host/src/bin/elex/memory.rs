@@ -9,6 +9,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use elex_memgraph::{Actor, EngramData, GraphConfig, MemoryGraph, Op, SearchQuery};
 
 use crate::Places;
+use crate::output::{clean, outln};
 
 /// Whom a command acts as.
 #[derive(Args, Clone)]
@@ -79,6 +80,9 @@ pub enum EngramCommand {
         #[command(flatten)]
         actor: As,
     },
+    /// Check the memory graph: every record against its checksum and every
+    /// index against the engrams; exits 1 if anything is wrong.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -116,14 +120,14 @@ pub enum ContextCommand {
 impl Places {
     /// The memory graph of the data dir; waits while another elex holds it.
     pub fn memory_graph(&self) -> anyhow::Result<MemoryGraph> {
-        let path = self.data_dir.join(elex_memgraph::FILE_NAME);
+        let path = self.data_dir()?.join(elex_memgraph::FILE_NAME);
         let config = GraphConfig { open_wait: Duration::from_secs(30), ..GraphConfig::default() };
         MemoryGraph::open(&path, config).map_err(|e| anyhow!("{e}"))
     }
 }
 
 fn preview(s: &str, n: usize) -> String {
-    let one_line = s.replace('\n', " ");
+    let one_line = clean(&s.replace('\n', " ")).into_owned();
     match one_line.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &one_line[..i]),
         None => one_line,
@@ -136,12 +140,12 @@ pub fn engram(places: &Places, command: EngramCommand) -> anyhow::Result<()> {
         EngramCommand::Add { content, source, confidence, metadata, context, actor } => {
             let data = EngramData { content, source, confidence, metadata };
             let id = graph.create(&actor.actor(), data, context)?;
-            println!("{id}");
+            outln!("{id}")?;
         }
         EngramCommand::Get { id, json, actor } => {
             let e = graph.get(&actor.actor(), id)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "id": e.id, "owner": e.owner, "content": e.data.content, "source": e.data.source,
@@ -150,21 +154,32 @@ pub fn engram(places: &Places, command: EngramCommand) -> anyhow::Result<()> {
                         "connections": graph.connections(&actor.actor(), id)?.iter().map(|c| serde_json::json!({
                             "target": c.target, "relation": c.relation, "weight": c.weight})).collect::<Vec<_>>(),
                     }))?
-                );
+                )?;
             } else {
-                println!("engram      {}  (owner {}, confidence {:.2})", e.id, e.owner, e.data.confidence);
-                println!("source      {}", e.data.source);
+                outln!("engram      {}  (owner {}, confidence {:.2})", e.id, e.owner, e.data.confidence)?;
+                outln!("source      {}", clean(&e.data.source))?;
                 for (k, v) in &e.data.metadata {
-                    println!("meta        {k} = {v}");
+                    outln!("meta        {} = {}", clean(k), clean(v))?;
                 }
                 for c in graph.connections(&actor.actor(), id)? {
-                    println!("connection  -{}-> {} (weight {:.2})", c.relation, c.target, c.weight);
+                    outln!("connection  -{}-> {} (weight {:.2})", c.relation, c.target, c.weight)?;
                 }
-                println!("content");
+                outln!("content")?;
                 for line in e.data.content.lines() {
-                    println!("  {line}");
+                    outln!("  {}", clean(line))?;
                 }
             }
+        }
+        EngramCommand::Check => {
+            let problems = graph.check_integrity()?;
+            for p in &problems {
+                outln!("PROBLEM {}", clean(p))?;
+            }
+            let path = places.data_dir.join(elex_memgraph::FILE_NAME);
+            if !problems.is_empty() {
+                anyhow::bail!("{} problem(s) in {}", problems.len(), path.display());
+            }
+            outln!("ok: every record and index of {} checks out", path.display())?;
         }
         EngramCommand::Search { text, metadata, context, limit, json, actor } => {
             let who = actor.actor();
@@ -176,9 +191,9 @@ pub fn engram(places: &Places, command: EngramCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|(score, e)| serde_json::json!({"id": e.id, "score": score, "owner": e.owner, "content": e.data.content}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                outln!("{}", serde_json::to_string_pretty(&out)?)?;
             } else if rows.is_empty() {
-                println!("no engram matches");
+                outln!("no engram matches")?;
             } else {
                 let mut table = Table::new();
                 table.load_preset(UTF8_FULL_CONDENSED).set_header(["id", "score", "owner", "content"]);
@@ -190,7 +205,7 @@ pub fn engram(places: &Places, command: EngramCommand) -> anyhow::Result<()> {
                         preview(&e.data.content, 70),
                     ]);
                 }
-                println!("{table}");
+                outln!("{table}")?;
             }
         }
     }
@@ -201,7 +216,7 @@ pub fn context(places: &Places, command: ContextCommand) -> anyhow::Result<()> {
     let graph = places.memory_graph()?;
     match command {
         ContextCommand::Create { name, actor } => {
-            println!("{}", graph.create_context(&actor.actor(), &name)?);
+            outln!("{}", graph.create_context(&actor.actor(), &name)?)?;
         }
         ContextCommand::Add { context, engrams, agents, actor } => {
             if engrams.is_empty() && agents.is_empty() {
@@ -229,18 +244,18 @@ pub fn context(places: &Places, command: ContextCommand) -> anyhow::Result<()> {
                         "id": e.id, "owner": e.owner, "content": e.data.content, "metadata": e.data.metadata,
                     })).collect::<Vec<_>>(),
                 });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                outln!("{}", serde_json::to_string_pretty(&out)?)?;
             } else {
-                println!("context   {}  {:?}  (created by {})", c.id, c.name, c.creator);
-                println!("members   {}", c.members.join(", "));
-                println!("engrams   {}", c.engrams);
+                outln!("context   {}  {:?}  (created by {})", c.id, c.name, clean(&c.creator))?;
+                outln!("members   {}", c.members.join(", "))?;
+                outln!("engrams   {}", c.engrams)?;
                 let mut table = Table::new();
                 table.load_preset(UTF8_FULL_CONDENSED).set_header(["id", "owner", "content"]);
                 for e in &engrams {
                     table.add_row([e.id.to_string(), e.owner.clone(), preview(&e.data.content, 80)]);
                 }
                 if !engrams.is_empty() {
-                    println!("{table}");
+                    outln!("{table}")?;
                 }
             }
         }

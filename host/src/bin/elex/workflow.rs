@@ -1,7 +1,7 @@
 //! `elex workflow run`: a workflow file's steps asked of the feature agents,
 //! each result stored as an engram of a context.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,17 +44,21 @@ pub fn run(places: &Places, command: WorkflowCommand) -> anyhow::Result<()> {
     if component.is_some() && !allow_unsigned {
         return Err(anyhow!("refusing an unsigned --component without --allow-unsigned"));
     }
-    // Everything is checked before anything runs.
-    let workflow = Workflow::load(&file)?;
+    // Everything is checked before anything runs: the file (a bounded
+    // regular file, within the workflow limits) and every step's agent.
+    let mut workflow = Workflow::load(&file)?;
     let catalog = Catalog::embedded()?;
+    let by_faj: HashMap<&str, usize> =
+        catalog.features.iter().enumerate().map(|(i, f)| (f.faj.as_str(), i)).collect();
     let mut agents: BTreeMap<String, usize> = BTreeMap::new();
-    for step in &workflow.steps {
+    for step in &mut workflow.steps {
         let code = router::faj_codes(&step.agent).into_iter().next().unwrap_or_else(|| step.agent.clone());
-        let i = catalog
-            .features
-            .iter()
-            .position(|f| f.faj == code)
+        let i = *by_faj
+            .get(code.as_str())
             .with_context(|| format!("step {:?}: no feature agent {:?}", step.id, step.agent))?;
+        // One spelling per agent: steps are grouped (and run one at a time)
+        // per agent, and each agent has one instance.
+        step.agent = catalog.features[i].faj.clone();
         agents.insert(step.agent.clone(), i);
     }
     let graph = Arc::new(places.memory_graph()?);
@@ -70,13 +74,15 @@ pub fn run(places: &Places, command: WorkflowCommand) -> anyhow::Result<()> {
     let mut shared: BTreeMap<String, SharedAgent> = BTreeMap::new();
     for (name, &i) in &agents {
         let feature = &catalog.features[i];
-        let mut instance = host.instantiate(&loaded, feature.agent_config())?;
-        if let Some(bytes) = store.get(&feature.faj)? {
-            instance.restore(&bytes)?;
-        }
+        let (instance, _) = store.start_restored(&loaded.family, &feature.faj, || {
+            host.instantiate(&loaded, feature.agent_config())
+        })?;
         shared.insert(name.clone(), SharedAgent::new(instance));
     }
 
+    // Steps run grouped by agent, one at a time per agent (see
+    // `Workflow::run`): however many steps a wave gives one agent, they queue
+    // here rather than overflow its bounded queue.
     let report = workflow.run(
         |step| {
             let agent = &shared[&step.agent];
@@ -160,7 +166,7 @@ pub fn run(places: &Places, command: WorkflowCommand) -> anyhow::Result<()> {
         let mut instance = agent.into_inner();
         let faj = &catalog.features[agents[&name]].faj;
         match instance.snapshot() {
-            Ok(bytes) => store.put(faj, &bytes)?,
+            Ok(bytes) => store.put(&loaded.family, faj, &bytes)?,
             Err(e) => eprintln!("warning: agent {faj}: its state was not saved: {e}"),
         }
     }
