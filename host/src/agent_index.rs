@@ -37,6 +37,11 @@ impl AgentIndex {
     ) -> Result<AgentIndex> {
         let mut store = Store::new(engine, ());
         store.set_epoch_deadline(DEADLINE_TICKS);
+        // The index is the host's own code path, bounded by the epoch
+        // deadline; when the engine meters fuel, it must not start with none
+        // (fails only when fuel metering is off, where there is nothing to
+        // set).
+        let _ = store.set_fuel(u64::MAX);
         let lib = bindings::Library::instantiate(&mut store, component, &Linker::new(engine))
             .map_err(|e| guest("instantiate", format!("{e:#}")))?;
         let config = Config {

@@ -21,6 +21,28 @@ pub struct Budgets {
     pub queue_depth: u32,
 }
 
+impl Budgets {
+    /// These budgets, tightened by what a signed registry entry asks for:
+    /// a component may ask for less memory, a shorter deadline or less fuel
+    /// than the host gives, never more. A fuel budget is applied only when
+    /// the engine meters fuel (`fuel_metering`).
+    pub fn tightened_by(&self, requested: &elex_registry::Budgets, fuel_metering: bool) -> Budgets {
+        let mut b = self.clone();
+        if let Some(m) = requested.memory_bytes {
+            b.memory_bytes = b.memory_bytes.min(m);
+        }
+        if let Some(ms) = requested.call_deadline_ms {
+            b.call_deadline = b.call_deadline.min(Duration::from_millis(ms));
+        }
+        if let Some(fuel) = requested.fuel_per_call
+            && fuel_metering
+        {
+            b.fuel_per_call = Some(b.fuel_per_call.map_or(fuel, |f| f.min(fuel)));
+        }
+        b
+    }
+}
+
 impl Default for Budgets {
     fn default() -> Self {
         Budgets {

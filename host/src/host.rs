@@ -154,8 +154,13 @@ impl Host {
         // as the cache key instead of hashing them again.
         let digest = entry.digest.strip_prefix("blake3:").unwrap_or(&entry.digest).to_string();
         let what = format!("{}@{}", entry.name, entry.version);
-        load::load(&self.engine, &self.linker, &self.cache, &what, entry.name.clone(), &bytes, digest)
-            .map(|c| self.loaded(c))
+        let mut loaded =
+            load::load(&self.engine, &self.linker, &self.cache, &what, entry.name.clone(), &bytes, digest)?;
+        if entry.budgets.fuel_per_call.is_some() && !self.config.fuel {
+            tracing::warn!(component = %what, "its entry asks for a fuel budget, but this host meters no fuel");
+        }
+        loaded.requested_budgets = entry.budgets;
+        Ok(self.loaded(loaded))
     }
 
     /// A new instance of `component`, initialised with `config`.
@@ -174,7 +179,7 @@ impl Host {
             &self.engine,
             component,
             config,
-            self.config.budgets.clone(),
+            self.config.budgets.tightened_by(&component.requested_budgets, self.config.fuel),
             self.config.epoch_tick,
             self.graph.clone(),
             swarm,

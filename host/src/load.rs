@@ -30,6 +30,10 @@ pub struct LoadedComponent {
     /// Snapshots are keyed by agent and family: one component's state is
     /// never restored into another.
     pub family: String,
+    /// The budgets the component's signed registry entry asks for (none for
+    /// an unsigned component); each instance runs under the host's budgets
+    /// tightened by these ([`Budgets::tightened_by`](crate::Budgets::tightened_by)).
+    pub requested_budgets: elex_registry::Budgets,
     /// Size of the component in bytes.
     pub size: usize,
     /// Where the compiled code came from.
@@ -124,6 +128,7 @@ pub(crate) fn load(
         what: what.to_string(),
         digest,
         family,
+        requested_budgets: elex_registry::Budgets::default(),
         size: bytes.len(),
         origin,
         compile_time,

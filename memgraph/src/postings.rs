@@ -2,7 +2,7 @@
 //! frequency, document length) sorted by id, in blocks of at most
 //! [`BLOCK`] entries keyed by (term, first id of the block).
 //!
-//! A transaction's changes to a term are applied together ([`apply`]):
+//! A transaction's changes to a term are applied together (`apply`):
 //! each block they touch is read, merged and rewritten once (new engrams get
 //! ever larger ids, so a batch of them fills the term's last block and adds
 //! new ones). A search reads a term's blocks in order, or for a few

@@ -5,8 +5,9 @@
 //!   components (release, simd128), compose the feature agent with its
 //!   libraries, check every result against its world, and write them to
 //!   `target/components/`.
-//! - `test`: `build`, then every test: the native workspace and the guest
-//!   crates' native unit tests.
+//! - `test`: `cargo fmt --check`, `build`, then every test (the native
+//!   workspace and the guest crates' native unit tests), then clippy and
+//!   rustdoc with warnings denied.
 //! - `demo`: `build`, then `elex query` on an example question.
 //! - `bench`: `build`, then the benchmarks (`bench/`), which write
 //!   `target/bench/<suite>.json`.
@@ -51,8 +52,13 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("build") => build(&root).map(|_| ()),
         Some("test") => {
+            ensure_components(&["rustfmt", "clippy"])?;
+            // Formatting first: it fails in a second, before any build.
+            run(cargo().current_dir(&root).args(["fmt", "--all", "--check"]))
+                .context("the code is not formatted: run `cargo fmt --all`")?;
             build(&root)?;
-            test(&root, &args[1..])
+            test(&root, &args[1..])?;
+            lint(&root)
         }
         Some("bench") => {
             build(&root)?;
@@ -79,7 +85,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   build           build, compose and check the wasm components into target/components/
-  test [ARGS..]   build, then run every test (ARGS go to `cargo test` of the workspace)
+  test [ARGS..]   check formatting, build, run every test (ARGS go to `cargo test` of the
+                  workspace), then clippy and rustdoc with warnings denied
   catalog         regenerate registry-index/catalog.jsonl from the RAN feature data
   eval            routing accuracy and learning of the swarm -> target/bench/eval.json
   demo [QUESTION] build, then ask the feature agents a question with `elex query`
@@ -111,6 +118,20 @@ fn ensure_guest_target() -> Result<()> {
     eprintln!("xtask: adding the {GUEST_TARGET} target with rustup");
     run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
         .with_context(|| format!("the {GUEST_TARGET} Rust target is missing and rustup could not add it"))
+}
+
+/// Adds the rustup components `names` (e.g. clippy) when cargo lacks them.
+fn ensure_components(names: &[&str]) -> Result<()> {
+    for name in names {
+        let sub = if *name == "rustfmt" { "fmt" } else { name };
+        let present = cargo().args([sub, "--version"]).output().is_ok_and(|o| o.status.success());
+        if !present {
+            eprintln!("xtask: adding the {name} component with rustup");
+            run(Command::new("rustup").args(["component", "add", name]))
+                .with_context(|| format!("the {name} component is missing and rustup could not add it"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds every component and the composition; returns the output folder.
@@ -218,6 +239,18 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     run(&mut guest)?;
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(extra))
+}
+
+/// The gates after the tests: clippy with warnings denied on every target,
+/// and the libraries' rustdoc with warnings (broken links, bad HTML) denied.
+fn lint(root: &Path) -> Result<()> {
+    run(cargo().current_dir(root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().current_dir(root).env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--workspace",
+        "--no-deps",
+        "--lib",
+    ]))
 }
 
 /// Writes `registry-index/catalog.jsonl` from `../shared/data/ran-features`

@@ -233,3 +233,59 @@ fn query_ids_are_unique_across_hosts_started_at_once() {
     });
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 16, "{ids:?}");
 }
+
+#[test]
+fn the_budgets_a_signed_entry_asks_for_are_enforced_and_capped_by_the_host() {
+    use elex_registry::{Budgets as Asked, KeyPair, Policy, Registry};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut policy = Policy::default();
+    policy.trust(key.public(), vec![String::from("*")]);
+    let registry = Registry::open(dir.path(), policy);
+    let bytes = std::fs::read(component_path("testing-hostile")).unwrap();
+    let world = elex_host::World::Plugin.qualified_name();
+    let v = |s: &str| semver::Version::parse(s).unwrap();
+    let tight = Asked { call_deadline_ms: Some(20), memory_bytes: Some(8 << 20), fuel_per_call: None };
+    registry.publish("tight", &v("0.1.0"), world, &bytes, &key, tight).unwrap();
+    let greedy = Asked { call_deadline_ms: Some(60_000), memory_bytes: Some(1 << 40), fuel_per_call: None };
+    registry.publish("greedy", &v("0.1.0"), world, &bytes, &key, greedy).unwrap();
+
+    let host = Host::new(HostConfig::default()).unwrap();
+    let config = || elex_host::AgentConfig {
+        agent_id: String::from("h"),
+        name: String::from("h"),
+        settings: vec![],
+        document: String::new(),
+    };
+    let limit_of = |spec: &str, text: &str| {
+        let loaded = host.load_from_registry(&registry, spec).unwrap();
+        let mut agent = host.instantiate(&loaded, config()).unwrap();
+        match agent.handle(&host.query(text)).unwrap_err() {
+            elex_host::Error::Budget { budget, limit, .. } => (budget, limit),
+            e => panic!("{spec} {text}: {e}"),
+        }
+    };
+    assert_eq!(limit_of("tight@0.1", "loop"), ("time", String::from("20 ms")));
+    let (budget, limit) = limit_of("tight@0.1", "bomb");
+    assert_eq!((budget, limit.as_str()), ("memory", "8388608 bytes"));
+    // Asking for more than the host gives gets the host's budgets.
+    let defaults = Budgets::default();
+    assert_eq!(limit_of("greedy@0.1", "loop").1, format!("{} ms", defaults.call_deadline.as_millis()));
+}
+
+#[test]
+fn with_fuel_metering_the_swarm_still_routes_through_the_hnsw_component() {
+    let host = Arc::new(
+        Host::new(HostConfig {
+            fuel: true,
+            budgets: Budgets { fuel_per_call: Some(500_000_000), ..Budgets::default() },
+            ..HostConfig::default()
+        })
+        .unwrap(),
+    );
+    let agent = Arc::new(host.load_file(&component_path("feature-agent.composed")).unwrap());
+    let swarm = Swarm::start(host, agent, first_features(8), None, SwarmConfig::default(), |_| {}).unwrap();
+    swarm.attach_hnsw(&std::fs::read(component_path("hnsw")).unwrap()).unwrap();
+    let answer = swarm.query("Which counters show the effect of MIMO Sleep Mode?").unwrap();
+    assert_eq!(swarm.catalog().features[answer.agent].faj, MSM);
+}
