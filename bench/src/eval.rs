@@ -231,7 +231,7 @@ fn wanted(kind: &str, f: &elex_host::Feature) -> Action {
 fn learning_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     let bytes = std::fs::read(elex_tests::component_path("feature-agent.composed"))?;
     let host = Arc::new(Host::new(HostConfig::for_swarm(593)).map_err(|e| anyhow!("{e}"))?);
-    let loaded = Arc::new(host.load_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
+    let loaded = Arc::new(host.load_unsigned_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
     let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
         .map_err(|e| anyhow!("{e}"))?;
     // 20 agents that have a prerequisite in the catalog.

@@ -32,7 +32,7 @@ pub fn run(out: &Path) -> Result<()> {
 
     // Compile: a host with an empty cache.
     let host = Host::new(config.clone()).map_err(|e| anyhow!("{e}"))?;
-    let loaded = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
+    let loaded = host.load_unsigned_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
     anyhow::ensure!(loaded.origin == Origin::Compiled, "expected a cold compile");
     rows.push(
         Row::new("compile_composed_agent", "ms", loaded.compile_time.as_secs_f64() * 1e3, None)
@@ -44,7 +44,7 @@ pub fn run(out: &Path) -> Result<()> {
     let mut loads = Vec::new();
     for _ in 0..10 {
         let host = Host::new(config.clone()).map_err(|e| anyhow!("{e}"))?;
-        let l = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
+        let l = host.load_unsigned_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
         anyhow::ensure!(l.origin == Origin::Disk, "expected a disk-cache hit, got {}", l.origin);
         loads.push(l.load_time.as_secs_f64() * 1e3);
     }
@@ -81,7 +81,7 @@ pub fn run(out: &Path) -> Result<()> {
 
     // 593 agents, one per feature, all live.
     let host = Host::new(config).map_err(|e| anyhow!("{e}"))?;
-    let loaded = host.load_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
+    let loaded = host.load_unsigned_bytes("feature-agent.composed", &bytes).map_err(|e| anyhow!("{e}"))?;
     let catalog = Catalog::embedded().map_err(|e| anyhow!("{e}"))?;
     let rss_before = rss_bytes();
     let mut starts = Vec::new();
@@ -163,7 +163,7 @@ fn instantiation_rows(rows: &mut Vec<Row>) -> Result<()> {
             ..HostConfig::default()
         })
         .map_err(|e| anyhow!("{e}"))?;
-        let loaded = host.load_bytes("testing-hostile", &bytes).map_err(|e| anyhow!("{e}"))?;
+        let loaded = host.load_unsigned_bytes("testing-hostile", &bytes).map_err(|e| anyhow!("{e}"))?;
         let mut live = Vec::with_capacity(593);
         let mut times = Vec::with_capacity(593);
         let t = Instant::now();

@@ -47,14 +47,14 @@ pub fn run(out: &Path) -> Result<()> {
     let hnsw = std::fs::read(elex_tests::component_path("hnsw"))?;
     {
         let warm = Host::new(config.clone()).map_err(|e| anyhow!("{e}"))?;
-        warm.load_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?;
+        warm.load_unsigned_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?;
         warm.load_hnsw(&hnsw).map_err(|e| anyhow!("{e}"))?;
     }
     let catalog = Arc::new(Catalog::embedded().map_err(|e| anyhow!("{e}"))?);
     let rss_before = crate::runtime::rss_bytes();
     let t = Instant::now();
     let host = Arc::new(Host::new(config).map_err(|e| anyhow!("{e}"))?);
-    let loaded = Arc::new(host.load_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
+    let loaded = Arc::new(host.load_unsigned_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
     let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
         .map_err(|e| anyhow!("{e}"))?;
     swarm.attach_hnsw(&hnsw).map_err(|e| anyhow!("{e}"))?;

@@ -105,16 +105,24 @@ impl Host {
         component
     }
 
-    /// Reads, checks, compiles and links a component file.
-    pub fn load_file(&self, path: &Path) -> Result<LoadedComponent> {
+    /// Reads, checks, compiles and links a component file **without any
+    /// signature check**: for development and tests. Production loads go
+    /// through [`Host::load_from_registry`], which verifies the signature
+    /// and trust first. The name is the opt-in: nothing unsigned loads by a
+    /// call that does not say so.
+    pub fn load_unsigned_file(&self, path: &Path) -> Result<LoadedComponent> {
         let bytes = load::read(path)?;
-        self.load_bytes(&path.display().to_string(), &bytes)
+        self.load_unsigned_bytes(&path.display().to_string(), &bytes)
     }
 
-    /// Checks, compiles and links component bytes; `what` names them in
+    /// Checks, compiles and links component bytes **without any signature
+    /// check** (see [`Host::load_unsigned_file`]); `what` names them in
     /// messages. Compiled code is cached by digest (memory, and disk when
-    /// `HostConfig::cache_dir` is set).
-    pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
+    /// `HostConfig::cache_dir` is set). The component's
+    /// [`family`](LoadedComponent::family) is `unsigned-<digest prefix>`,
+    /// so its stored state is its own.
+    pub fn load_unsigned_bytes(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent> {
+        tracing::info!(component = what, "loading an unsigned component");
         let digest = load::digest_of(bytes);
         let family = format!("unsigned-{}", &digest[..16]);
         load::load(&self.engine, &self.linker, &self.cache, what, family, bytes, digest)
@@ -125,7 +133,8 @@ impl Host {
     /// highest matching version, reads its bytes from the content-addressed
     /// store (digest checked first), verifies its ed25519 signature against
     /// the registry's trust policy (once per entry; the result is cached),
-    /// checks the declared world, then loads it like [`Host::load_bytes`].
+    /// checks the declared world, then loads it like [`Host::load_unsigned_bytes`]
+    /// (its family is the registry name; its entry's budgets apply).
     pub fn load_from_registry(&self, registry: &Registry, spec: &str) -> Result<LoadedComponent> {
         let (name, req) = elex_registry::parse_spec(spec)?;
         let entry = registry.index.resolve(&name, &req)?;

@@ -2,7 +2,7 @@
 //!
 //! A [`Host`] owns one wasmtime engine (component model, pooling allocator,
 //! epoch interruption) with the elex host interfaces linked. It loads
-//! components of the `elex:platform/plugin` world ([`Host::load_file`]),
+//! components of the `elex:platform/plugin` world ([`Host::load_unsigned_file`]),
 //! refusing anything that is not a component of that world with an error that
 //! says what was expected and what was found, and creates instances
 //! ([`Host::instantiate`]), each with its own store and budgets.
@@ -11,7 +11,8 @@
 //! use elex_host::{Catalog, Host, HostConfig};
 //! # fn main() -> elex_host::Result<()> {
 //! let host = Host::new(HostConfig::default())?;
-//! let agent = host.load_file("target/components/feature-agent.composed.wasm".as_ref())?;
+//! // A development build; signed components load with `Host::load_from_registry`.
+//! let agent = host.load_unsigned_file("target/components/feature-agent.composed.wasm".as_ref())?;
 //! let catalog = Catalog::embedded()?;
 //! let feature = catalog.by_faj("FAJ 121 3094").expect("in the catalog");
 //! let mut instance = host.instantiate(&agent, feature.agent_config())?;
@@ -20,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Where things live: the load path is [`load`](crate::Host::load_bytes)
+//! Where things live: the load path is [`load`](crate::Host::load_unsigned_bytes)
 //! (`src/load.rs`), budgets are `src/budget.rs` and `src/config.rs`, the host
 //! interfaces are `src/services/`, and query routing is [`router`].
 

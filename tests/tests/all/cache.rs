@@ -32,9 +32,9 @@ fn loads_from_memory_then_disk_and_recompiles_bad_artifacts() {
     let path = component_path("feature-agent.composed");
 
     let host = host_with(dir.path());
-    let first = host.load_file(&path).unwrap();
+    let first = host.load_unsigned_file(&path).unwrap();
     assert_eq!(first.origin, Origin::Compiled);
-    let again = host.load_file(&path).unwrap();
+    let again = host.load_unsigned_file(&path).unwrap();
     assert_eq!(again.origin, Origin::Memory);
     assert_eq!(again.interfaces, first.interfaces);
     let files = artifacts(dir.path());
@@ -43,7 +43,7 @@ fn loads_from_memory_then_disk_and_recompiles_bad_artifacts() {
 
     // A new host (a new process, in effect) reads the artifact.
     let host = host_with(dir.path());
-    let from_disk = host.load_file(&path).unwrap();
+    let from_disk = host.load_unsigned_file(&path).unwrap();
     assert_eq!(from_disk.origin, Origin::Disk);
     assert_eq!(from_disk.interfaces, first.interfaces);
     answers(&host, &from_disk);
@@ -54,7 +54,7 @@ fn loads_from_memory_then_disk_and_recompiles_bad_artifacts() {
     bytes[mid] ^= 0x01;
     std::fs::write(&files[0], &bytes).unwrap();
     let host = host_with(dir.path());
-    let rebuilt = host.load_file(&path).unwrap();
+    let rebuilt = host.load_unsigned_file(&path).unwrap();
     assert_eq!(rebuilt.origin, Origin::Compiled);
     answers(&host, &rebuilt);
 
@@ -62,7 +62,7 @@ fn loads_from_memory_then_disk_and_recompiles_bad_artifacts() {
     let good = std::fs::read(&files[0]).unwrap();
     std::fs::write(&files[0], &good[..good.len() / 3]).unwrap();
     let host = host_with(dir.path());
-    assert_eq!(host.load_file(&path).unwrap().origin, Origin::Compiled);
+    assert_eq!(host.load_unsigned_file(&path).unwrap().origin, Origin::Compiled);
     assert_eq!(std::fs::read(&files[0]).unwrap(), good, "the artifact is rewritten whole");
 
     // Garbage with a valid digest header still fails wasmtime's own checks.
@@ -71,14 +71,14 @@ fn loads_from_memory_then_disk_and_recompiles_bad_artifacts() {
     forged.extend_from_slice(&body);
     std::fs::write(&files[0], &forged).unwrap();
     let host = host_with(dir.path());
-    assert_eq!(host.load_file(&path).unwrap().origin, Origin::Compiled);
+    assert_eq!(host.load_unsigned_file(&path).unwrap().origin, Origin::Compiled);
 }
 
 #[test]
 fn a_bad_component_is_never_cached() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_with(dir.path());
-    assert!(host.load_file(&component_path("vector")).is_err());
+    assert!(host.load_unsigned_file(&component_path("vector")).is_err());
     assert!(artifacts(dir.path()).is_empty());
-    assert!(host.load_file(&component_path("vector")).is_err(), "still refused the second time");
+    assert!(host.load_unsigned_file(&component_path("vector")).is_err(), "still refused the second time");
 }

@@ -9,7 +9,7 @@ use elex_tests::component_path;
 #[test]
 fn validation_uses_the_catalog_ranges_and_kpis_follow_their_formulas() {
     let host = Host::new(HostConfig::default()).unwrap();
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let entry: serde_json::Value = catalog
         .features
@@ -84,7 +84,7 @@ fn validation_uses_the_catalog_ranges_and_kpis_follow_their_formulas() {
 #[test]
 fn confidence_grows_with_interactions_until_the_cold_start_ends() {
     let host = Host::new(HostConfig::default()).unwrap();
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let mut a = host.instantiate(&agent, catalog.by_faj("FAJ 121 3094").unwrap().agent_config()).unwrap();
     let ask = |a: &mut elex_host::AgentInstance| {

@@ -42,12 +42,12 @@ fn forged_swapped_and_hostile_artifacts_are_never_deserialised() {
     let hostile = component_path("testing-hostile");
     {
         let host = host_with_cache(&cache);
-        assert_eq!(host.load_file(&agent).unwrap().origin, Origin::Compiled);
-        assert_eq!(host.load_file(&hostile).unwrap().origin, Origin::Compiled);
+        assert_eq!(host.load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
+        assert_eq!(host.load_unsigned_file(&hostile).unwrap().origin, Origin::Compiled);
     }
     let host = host_with_cache(&cache);
-    let digest = host.load_file(&agent).unwrap().digest;
-    let hostile_digest = host_with_cache(&cache).load_file(&hostile).unwrap().digest;
+    let digest = host.load_unsigned_file(&agent).unwrap().digest;
+    let hostile_digest = host_with_cache(&cache).load_unsigned_file(&hostile).unwrap().digest;
     let target = artifact_of(&cache, &digest);
     let good = std::fs::read(&target).unwrap();
 
@@ -55,7 +55,7 @@ fn forged_swapped_and_hostile_artifacts_are_never_deserialised() {
     // agent's name: bound to another digest, so refused and recompiled.
     std::fs::copy(artifact_of(&cache, &hostile_digest), &target).unwrap();
     let host = host_with_cache(&cache);
-    let loaded = host.load_file(&agent).unwrap();
+    let loaded = host.load_unsigned_file(&agent).unwrap();
     assert_eq!(loaded.origin, Origin::Compiled, "a swapped artifact is never used");
     answers_as_feature_agent(&host, &loaded);
     assert_eq!(std::fs::read(&target).unwrap(), good, "rewritten from the verified component");
@@ -64,9 +64,9 @@ fn forged_swapped_and_hostile_artifacts_are_never_deserialised() {
     // component, another key), as an attacker without the key would make it.
     let other = tempfile::tempdir().unwrap();
     let other_cache = other.path().join("cache");
-    host_with_cache(&other_cache).load_file(&agent).unwrap();
+    host_with_cache(&other_cache).load_unsigned_file(&agent).unwrap();
     std::fs::copy(artifact_of(&other_cache, &digest), &target).unwrap();
-    assert_eq!(host_with_cache(&cache).load_file(&agent).unwrap().origin, Origin::Compiled);
+    assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
 
     // The old attack: a body with an unkeyed digest of itself, pointing code
     // at 0x414141414141. Refused before wasmtime sees it.
@@ -74,24 +74,24 @@ fn forged_swapped_and_hostile_artifacts_are_never_deserialised() {
     let mut forged = blake3::hash(&body).as_bytes().to_vec();
     forged.extend_from_slice(&body);
     std::fs::write(&target, &forged).unwrap();
-    assert_eq!(host_with_cache(&cache).load_file(&agent).unwrap().origin, Origin::Compiled);
+    assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
 
     // A FIFO (would block a reader forever) and a link to /dev/zero (would be
     // read without end) in its place: refused at once, recompiled.
     std::fs::remove_file(&target).unwrap();
     assert!(std::process::Command::new("mkfifo").arg(&target).status().unwrap().success());
-    assert_eq!(host_with_cache(&cache).load_file(&agent).unwrap().origin, Origin::Compiled);
+    assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
     std::fs::remove_file(&target).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &target).unwrap();
-    assert_eq!(host_with_cache(&cache).load_file(&agent).unwrap().origin, Origin::Compiled);
+    assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
     assert_eq!(std::fs::read(&target).unwrap(), good);
-    assert_eq!(host_with_cache(&cache).load_file(&agent).unwrap().origin, Origin::Disk);
+    assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Disk);
 
     // A key others can read is not used: the disk cache is off.
     let key = dir.path().join("cache.key");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert_eq!(host_with_cache(&cache).load_file(&agent).unwrap().origin, Origin::Compiled);
+    assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
 }
 
 /// A small catalog: the first `n` real features.
@@ -111,8 +111,8 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SnapshotStore::open(&dir.path().join("agents.redb")).unwrap());
     let host = Arc::new(Host::new(HostConfig::default()).unwrap());
-    let agent = Arc::new(host.load_file(&component_path("feature-agent.composed")).unwrap());
-    let hostile = Arc::new(host.load_file(&component_path("testing-hostile")).unwrap());
+    let agent = Arc::new(host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap());
+    let hostile = Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
     assert_ne!(agent.family, hostile.family);
     let catalog = first_features(4);
 
@@ -174,7 +174,7 @@ fn a_component_that_cannot_start_stops_the_swarm_at_the_first_failure() {
         ..HostConfig::default()
     };
     let host = Arc::new(Host::new(config).unwrap());
-    let hostile = Arc::new(host.load_file(&component_path("testing-hostile")).unwrap());
+    let hostile = Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
     let mut catalog = (*first_features(40)).clone();
     for f in &mut catalog.features {
         f.name.push_str(" [spin-at-init]");
@@ -196,7 +196,7 @@ fn failed_calls_and_consults_are_counted_in_usage() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SnapshotStore::open(&dir.path().join("agents.redb")).unwrap());
     let host = Arc::new(Host::new(HostConfig::default()).unwrap());
-    let hostile = Arc::new(host.load_file(&component_path("testing-hostile")).unwrap());
+    let hostile = Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
     let catalog = first_features(3);
     let (a, b) = (catalog.features[0].faj.clone(), catalog.features[1].faj.clone());
     let swarm =
@@ -283,9 +283,47 @@ fn with_fuel_metering_the_swarm_still_routes_through_the_hnsw_component() {
         })
         .unwrap(),
     );
-    let agent = Arc::new(host.load_file(&component_path("feature-agent.composed")).unwrap());
+    let agent = Arc::new(host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap());
     let swarm = Swarm::start(host, agent, first_features(8), None, SwarmConfig::default(), |_| {}).unwrap();
     swarm.attach_hnsw(&std::fs::read(component_path("hnsw")).unwrap()).unwrap();
     let answer = swarm.query("Which counters show the effect of MIMO Sleep Mode?").unwrap();
     assert_eq!(swarm.catalog().features[answer.agent].faj, MSM);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Whatever bytes a stored snapshot holds, restoring them into a feature
+    /// agent is an error or a success, never a trap that breaks the
+    /// instance, and the agent answers afterwards.
+    #[test]
+    fn any_snapshot_bytes_are_refused_or_restored_cleanly(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+        keep_magic in proptest::bool::ANY,
+    ) {
+        use std::sync::OnceLock;
+        static FIXTURE: OnceLock<(Host, elex_host::LoadedComponent, Vec<u8>)> = OnceLock::new();
+        let (host, agent, good) = FIXTURE.get_or_init(|| {
+            let host = Host::new(HostConfig::default()).unwrap();
+            let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
+            let config = Catalog::embedded().unwrap().by_faj(MSM).unwrap().agent_config();
+            let good = host.instantiate(&agent, config).unwrap().snapshot().unwrap();
+            (host, agent, good)
+        });
+        // Half the cases start like a real snapshot, to get past its header.
+        let mut input = bytes;
+        if keep_magic {
+            let n = good.len().min(16);
+            input.splice(0..0, good[..n].iter().copied());
+        }
+        let config = Catalog::embedded().unwrap().by_faj(MSM).unwrap().agent_config();
+        let mut instance = host.instantiate(agent, config).unwrap();
+        let restored = instance.restore(&input);
+        if let Err(e) = &restored {
+            proptest::prop_assert!(matches!(e, elex_host::Error::Agent { .. }), "{e}");
+        }
+        proptest::prop_assert!(instance.failure().is_none());
+        let answer = instance.handle(&host.query("What is MIMO Sleep Mode?")).unwrap();
+        proptest::prop_assert!(answer.content.contains("MIMO Sleep Mode"));
+    }
 }

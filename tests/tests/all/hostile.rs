@@ -59,7 +59,7 @@ fn attack(host: &Host, hostile: &LoadedComponent, text: &str, expect: Expect) {
 #[test]
 fn every_misbehaviour_is_stopped_with_the_right_error() {
     let host = host();
-    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     attack(&host, &hostile, "loop", Expect::Budget("time"));
     attack(&host, &hostile, "spam", Expect::Budget("time"));
     attack(&host, &hostile, "bomb", Expect::Budget("memory"));
@@ -72,8 +72,8 @@ fn every_misbehaviour_is_stopped_with_the_right_error() {
 #[test]
 fn a_hundred_agents_keep_answering_during_attacks() {
     let host = host();
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
-    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
+    let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let mut agents: Vec<_> = catalog
         .features
@@ -121,7 +121,7 @@ fn fuel_budgets_stop_loops_too() {
         ..HostConfig::default()
     })
     .unwrap();
-    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let mut agent = host.instantiate(&hostile, hostile_config()).unwrap();
     assert_eq!(agent.handle(&host.query("hello")).unwrap().content, "ok: hello", "fuel is refilled per call");
     let e = agent.handle(&host.query("loop")).unwrap_err();
@@ -143,7 +143,7 @@ fn callers_beyond_the_queue_get_busy_at_once() {
         ..HostConfig::default()
     })
     .unwrap();
-    let hostile = host.load_file(&component_path("testing-hostile")).unwrap();
+    let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let agent = SharedAgent::new(host.instantiate(&hostile, hostile_config()).unwrap());
     let until = |n: u32| {
         let deadline = Instant::now() + Duration::from_secs(5);

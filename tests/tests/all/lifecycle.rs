@@ -21,8 +21,8 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let host = Arc::new(Host::new(HostConfig::default()).unwrap());
-    let agent = Arc::new(host.load_file(&component_path("feature-agent.composed")).unwrap());
-    let hostile = Arc::new(host.load_file(&component_path("testing-hostile")).unwrap());
+    let agent = Arc::new(host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap());
+    let hostile = Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
     Fixture { dir, host, agent, hostile, catalog: Catalog::embedded().unwrap() }
 }
 
@@ -190,7 +190,7 @@ fn usage_counts_calls_latency_and_fuel_across_runs_and_loads_are_events() {
     };
     let host = Arc::new(Host::new(config).unwrap());
     let mut events = host.subscribe();
-    let agent = Arc::new(host.load_file(&component_path("feature-agent.composed")).unwrap());
+    let agent = Arc::new(host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap());
     match events.try_recv().unwrap() {
         Event::ModuleLoaded { digest, size, millis, .. } => {
             assert_eq!((digest.as_str(), size), (agent.digest.as_str(), agent.size));

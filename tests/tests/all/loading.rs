@@ -12,7 +12,7 @@ fn host() -> Host {
 #[test]
 fn composed_agent_answers_from_its_feature_data() {
     let host = host();
-    let agent = host.load_file(&component_path("feature-agent.composed")).expect("load");
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).expect("load");
     assert_eq!(agent.digest.len(), 64);
     let catalog = Catalog::embedded().unwrap();
     let feature = catalog.by_faj("FAJ 121 3094").unwrap();
@@ -45,7 +45,7 @@ fn composed_agent_answers_from_its_feature_data() {
 #[test]
 fn unrelated_question_asks_for_clarification() {
     let host = host();
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let mut instance = host.instantiate(&agent, catalog.features[0].agent_config()).unwrap();
     let r = instance.handle(&host.query("zzz qqq")).unwrap();
@@ -56,7 +56,7 @@ fn unrelated_question_asks_for_clarification() {
 #[test]
 fn snapshot_restores_into_a_fresh_instance() {
     let host = host();
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let config = catalog.by_faj("FAJ 121 3094").unwrap().agent_config();
     let mut a = host.instantiate(&agent, config.clone()).unwrap();
@@ -77,7 +77,7 @@ fn snapshot_restores_into_a_fresh_instance() {
 #[test]
 fn calls_before_init_data_is_valid_json_are_refused_cleanly() {
     let host = host();
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let mut config = Catalog::embedded().unwrap().features[0].agent_config();
     config.document = String::from("{not json");
     let e = host.instantiate(&agent, config).unwrap_err();
@@ -86,7 +86,7 @@ fn calls_before_init_data_is_valid_json_are_refused_cleanly() {
 
 #[test]
 fn refuses_a_file_that_is_not_wasm() {
-    let e = host().load_bytes("notes.txt", b"hello, I am text").unwrap_err();
+    let e = host().load_unsigned_bytes("notes.txt", b"hello, I am text").unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Unfit { source: FitError::NotWasm { .. }, .. }), "{msg}");
     assert!(msg.contains("notes.txt") && msg.contains("\\0asm"), "{msg}");
@@ -102,7 +102,7 @@ fn refuses_a_core_module() {
         0x07, 0x05, 0x01, 0x01, b'f', 0x00, 0x00, // export "f"
         0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code: empty body
     ];
-    let e = host().load_bytes("module.wasm", &module).unwrap_err();
+    let e = host().load_unsigned_bytes("module.wasm", &module).unwrap_err();
     assert!(matches!(e, Error::Unfit { source: FitError::CoreModule, .. }), "{e}");
     assert!(e.to_string().contains("not a component"), "{e}");
 }
@@ -110,14 +110,14 @@ fn refuses_a_core_module() {
 #[test]
 fn refuses_a_component_of_another_world() {
     // The vector library is a real component, of the wrong world.
-    let e = host().load_bytes("vector.wasm", &component("vector")).unwrap_err();
+    let e = host().load_unsigned_bytes("vector.wasm", &component("vector")).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Unfit { source: FitError::MissingExports { .. }, .. }), "{msg}");
     assert!(msg.contains("elex:agent/agent@0.1.0") && msg.contains("elex:vector/kernels@0.1.0"), "{msg}");
 
     // The uncomposed agent imports the libraries, which the host does not
     // provide.
-    let e = host().load_bytes("feature-agent.wasm", &component("feature-agent")).unwrap_err();
+    let e = host().load_unsigned_bytes("feature-agent.wasm", &component("feature-agent")).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Unfit { source: FitError::UnexpectedImports { .. }, .. }), "{msg}");
     assert!(msg.contains("elex:vector/kernels@0.1.0"), "{msg}");
@@ -126,7 +126,7 @@ fn refuses_a_component_of_another_world() {
 #[test]
 fn refuses_a_truncated_component() {
     let bytes = component("feature-agent.composed");
-    let e = host().load_bytes("cut.wasm", &bytes[..bytes.len() / 2]).unwrap_err();
+    let e = host().load_unsigned_bytes("cut.wasm", &bytes[..bytes.len() / 2]).unwrap_err();
     assert!(matches!(e, Error::Unfit { source: FitError::Malformed(_), .. }), "{e}");
 }
 

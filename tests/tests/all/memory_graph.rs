@@ -22,7 +22,7 @@ fn agents_write_atomically_and_half_done_transactions_vanish() {
     let dir = tempfile::tempdir().unwrap();
     let graph = Arc::new(MemoryGraph::open(&dir.path().join("memory.redb"), GraphConfig::default()).unwrap());
     let host = Host::new(HostConfig::default()).unwrap().with_memory_graph(graph.clone());
-    let fixture = host.load_file(&component_path("testing-hostile")).unwrap();
+    let fixture = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let mut a = host.instantiate(&fixture, config("agent-a")).unwrap();
     let ask = |i: &mut elex_host::AgentInstance, q: &str| i.handle(&host.query(q)).map(|r| r.content);
 
@@ -56,7 +56,7 @@ fn agents_write_atomically_and_half_done_transactions_vanish() {
 #[test]
 fn without_a_graph_agents_are_told_it_is_unavailable() {
     let host = Host::new(HostConfig::default()).unwrap();
-    let fixture = host.load_file(&component_path("testing-hostile")).unwrap();
+    let fixture = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let mut a = host.instantiate(&fixture, config("a")).unwrap();
     let reply = a.handle(&host.query("graph-get 1")).unwrap().content;
     assert!(reply.contains("Unavailable"), "{reply}");

@@ -25,7 +25,7 @@ fn chain_catalog() -> Arc<Catalog> {
 
 fn fixture_swarm() -> (Arc<Host>, Swarm) {
     let host = Arc::new(Host::new(HostConfig::default()).unwrap());
-    let fixture = host.load_file(&component_path("testing-hostile")).unwrap();
+    let fixture = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let swarm =
         Swarm::start(host.clone(), Arc::new(fixture), chain_catalog(), None, SwarmConfig::default(), |_| {})
             .unwrap();
@@ -77,7 +77,7 @@ fn a_consult_into_a_failing_agent_is_an_error_not_a_crash() {
 #[test]
 fn an_agent_alone_is_told_routing_is_unavailable() {
     let host = Host::new(HostConfig::default()).unwrap();
-    let fixture = host.load_file(&component_path("testing-hostile")).unwrap();
+    let fixture = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
     let mut alone = host.instantiate(&fixture, chain_catalog().features[0].agent_config()).unwrap();
     let r = alone.handle(&host.query(&format!("consult {B}|hi"))).unwrap();
     assert!(r.content.contains("Unavailable"), "{}", r.content);
@@ -89,7 +89,7 @@ fn the_593_feature_agents_start_linked_and_answer_routed_queries() {
         Host::new(HostConfig { max_instances: 700, max_memory_bytes: 16 << 20, ..HostConfig::default() })
             .unwrap(),
     );
-    let agent = host.load_file(&component_path("feature-agent.composed")).unwrap();
+    let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let started = std::sync::atomic::AtomicUsize::new(0);
     let swarm = Swarm::start(host, Arc::new(agent), catalog.clone(), None, SwarmConfig::default(), |n| {

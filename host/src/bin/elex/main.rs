@@ -467,7 +467,7 @@ pub fn load_agent_component(
         Some(path) => {
             tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
             eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
-            (host.load_file(path)?, path.display().to_string())
+            (host.load_unsigned_file(path)?, path.display().to_string())
         }
         None => {
             let registry = places.open()?;
