@@ -1,8 +1,7 @@
 //! [`Host`]: the embedding API's entry point.
 
-use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use elex_memgraph::MemoryGraph;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,8 +32,6 @@ pub struct Host {
     /// Makes query ids unique across hosts, processes and runs: 64 random
     /// bits drawn when the host starts.
     query_prefix: String,
-    /// Index entries whose signature and trust were verified already.
-    verified: Mutex<HashSet<elex_registry::Entry>>,
     events: Events,
     graph: Option<Arc<MemoryGraph>>,
     _ticker: EpochTicker,
@@ -60,7 +57,6 @@ impl Host {
             config,
             next_query: AtomicU64::new(1),
             query_prefix: random_prefix()?,
-            verified: Mutex::new(HashSet::new()),
             events: Events::new(1024),
             graph: None,
             _ticker: ticker,
@@ -130,25 +126,19 @@ impl Host {
     }
 
     /// Loads `spec` (`name@version-requirement`) from a registry: resolves the
-    /// highest matching version, reads its bytes from the content-addressed
-    /// store (digest checked first), verifies its ed25519 signature against
-    /// the registry's trust policy (once per entry; the result is cached),
-    /// checks the declared world, then loads it like [`Host::load_unsigned_bytes`]
+    /// highest matching version, verifies its ed25519 signature against the
+    /// registry's trust policy, reads its bytes from the content-addressed
+    /// store (size and digest checked before anything parses them), checks
+    /// the declared world, then loads it like [`Host::load_unsigned_bytes`]
     /// (its family is the registry name; its entry's budgets apply).
     pub fn load_from_registry(&self, registry: &Registry, spec: &str) -> Result<LoadedComponent> {
         let (name, req) = elex_registry::parse_spec(spec)?;
         let entry = registry.index.resolve(&name, &req)?;
         // The signature (over name, version, world, digest, size and
-        // budgets) is checked before the bytes are read, so the size that
-        // bounds the read is one the signer stated. An entry verified before
-        // (every field equal) is not verified again.
-        let known = self.verified.lock().map(|v| v.contains(&entry)).unwrap_or(false);
-        if !known {
-            registry.verify_entry(&entry)?;
-            if let Ok(mut v) = self.verified.lock() {
-                v.insert(entry.clone());
-            }
-        }
+        // budgets) is checked against this registry's policy on every load
+        // (one ed25519 verification, ~50 µs), before the bytes are read, so
+        // the size that bounds the read is one the signer stated.
+        registry.verify_entry(&entry)?;
         let bytes = registry.store.get(&entry)?;
         let expected = elex_wit::World::Plugin.qualified_name();
         if entry.world != expected {

@@ -158,19 +158,19 @@ impl Swarm {
             match slot.into_inner() {
                 Some(Ok(instance)) => agents.push(SharedAgent::new(instance)),
                 Some(Err(e)) => {
-                    first_error.get_or_insert(Error::Lifecycle {
-                        agent: catalog.features[i].faj.clone(),
-                        detail: format!(
-                            "did not start: {e}; stopped starting the swarm ({} of {n} agents were started)",
-                            agents.len()
-                        ),
-                    });
+                    first_error.get_or_insert((i, e));
                 }
                 None => {}
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        if let Some((i, e)) = first_error {
+            return Err(Error::Lifecycle {
+                agent: catalog.features[i].faj.clone(),
+                detail: format!(
+                    "did not start: {e}; stopped starting the swarm ({} of {n} agents had started)",
+                    agents.len()
+                ),
+            });
         }
         let _ = hub.agents.set(agents);
         Ok(Swarm { hub })
@@ -273,12 +273,15 @@ impl Swarm {
                 continue;
             }
             let id = self.agent(i)?.id().to_string();
-            let mut total = store.usage(&id).unwrap_or_else(|e| {
-                tracing::warn!(agent = %id, error = %e, "stored usage is unreadable; counting from zero");
-                None
-            });
-            total.get_or_insert_with(Usage::default).merge(&delta);
-            rows.push((id, total.unwrap_or_default()));
+            let mut total = store
+                .usage(&id)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(agent = %id, error = %e, "stored usage is unreadable; counting from zero");
+                    None
+                })
+                .unwrap_or_default();
+            total.merge(&delta);
+            rows.push((id, total));
         }
         store.put_usage(rows.iter().map(|(id, u)| (id.as_str(), u)))
     }

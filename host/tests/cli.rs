@@ -71,31 +71,14 @@ fn inspect_explains_what_is_wrong() {
 
 #[test]
 fn keygen_sign_verify_round_trip() {
-    let scratch = tempfile_dir("sign");
-    let keys = scratch.join("keys");
-    let registry = scratch.join("registry");
-    let out = elex(&["keygen", "--out", keys.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let key = std::fs::read_dir(&keys)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "key"))
-        .expect("a private key file");
+    let (registry, key) = registry_with_trusted_key("sign");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     }
     let id = key.file_stem().unwrap().to_str().unwrap().to_string();
-    // Trust the new key for every name, in the registry's own policy.
     let trust = registry.join("trust");
-    std::fs::create_dir_all(trust.join("keys")).unwrap();
-    std::fs::copy(keys.join(format!("{id}.pub")), trust.join("keys").join(format!("{id}.pub"))).unwrap();
-    std::fs::write(
-        trust.join("policy.json"),
-        format!(r#"{{"format": 1, "trusted": [{{"key": "{id}", "names": ["*"]}}], "revoked": []}}"#),
-    )
-    .unwrap();
     let reg = registry.to_str().unwrap();
     let composed = components().join("feature-agent.composed.wasm");
     let args = [
