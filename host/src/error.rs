@@ -74,6 +74,15 @@ pub enum Error {
     #[error("catalog {source_name}, line {line}: {detail}")]
     Catalog { source_name: String, line: usize, detail: String },
 
+    /// A question was empty or blank.
+    #[error("the question is empty: ask something, e.g. \"What is FAJ 121 3094?\"")]
+    NoQuestion,
+
+    /// Feedback could not be given: unknown query, reward out of range,
+    /// answered by another component.
+    #[error("feedback: {0}")]
+    Feedback(String),
+
     /// No agent has the id or name a request gave.
     #[error("no agent {0}")]
     NoAgent(String),

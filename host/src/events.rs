@@ -38,6 +38,11 @@ pub enum Event {
         origin: Origin,
         millis: f64,
     },
+    /// A swarm's agents are all live (`millis`: the time it took).
+    SwarmStarted {
+        agents: usize,
+        millis: f64,
+    },
     AgentSpawned {
         agent: String,
         restored: bool,

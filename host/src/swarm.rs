@@ -347,10 +347,12 @@ impl Hub {
     /// (restored from the stored snapshot, if any). Called with the agent's
     /// lock held.
     fn recycle_if_failed(self: &Arc<Self>, i: usize, instance: &mut crate::instance::AgentInstance) {
-        if instance.failure().is_none() {
-            return;
-        }
+        let Some(reason) = instance.failure() else { return };
         let feature = &self.router.catalog().features[i];
+        self.host.events().emit(crate::events::Event::ExecutionFailed {
+            agent: feature.faj.clone(),
+            error: reason.to_string(),
+        });
         match self.start_agent(feature) {
             Ok(fresh) => {
                 *instance = fresh;

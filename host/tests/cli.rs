@@ -689,3 +689,20 @@ fn engram_check_finds_a_flipped_byte() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("corrupt"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_embedding_example_runs() {
+    // `cargo test` builds the examples beside the test binaries.
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../debug/examples/embed");
+    assert!(exe.is_file(), "{} is built by `cargo test`", exe.display());
+    let data = tempfile::tempdir().unwrap();
+    let registry = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/registry");
+    let out = Command::new(&exe).arg(data.path()).arg(&registry).env_remove("RUST_LOG").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("FAJ 121 3094 (MIMO Sleep Mode) answered q"), "{shown}");
+    assert!(
+        shown.contains("rewarded FAJ 121 3094") && shown.contains("usage of FAJ 121 3094: 1 calls, 0 errors"),
+        "{shown}"
+    );
+}

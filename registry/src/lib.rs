@@ -75,6 +75,12 @@ pub enum Error {
     Exists { name: String, version: String, digest: String },
     #[error("invalid {what}: {detail}")]
     Invalid { what: String, detail: String },
+    #[error(
+        "the registry {path} {}: `cargo xtask build` publishes the components there; or pass \
+         --registry DIR (or set ELEX_REGISTRY)",
+        if *exists { "is not a folder" } else { "does not exist" }
+    )]
+    NoRegistry { path: PathBuf, exists: bool },
 }
 
 fn entry_part(entry: &str) -> String {
@@ -128,6 +134,26 @@ impl Registry {
     /// The registry in `root` (`root/index`, `root/blobs`), trusting `policy`.
     pub fn open(root: &Path, policy: Policy) -> Registry {
         Registry { index: Index::new(root.join("index")), store: BlobStore::new(root.join("blobs")), policy }
+    }
+
+    /// The registry folder `root`, trusting its own policy (`root/trust`,
+    /// when it has one) merged with the policy folders `extra_trust`. A
+    /// policy file that is there but cannot be read is an error, never
+    /// skipped with its revocations; a missing `root` is
+    /// [`Error::NoRegistry`].
+    pub fn open_trusting(root: &Path, extra_trust: &[PathBuf]) -> Result<Registry> {
+        if !root.is_dir() {
+            return Err(Error::NoRegistry { path: root.to_path_buf(), exists: root.exists() });
+        }
+        let mut policy = Policy::default();
+        let own = root.join("trust");
+        if own.join("policy.json").symlink_metadata().is_ok() {
+            policy = policy.merge(Policy::load(&own)?);
+        }
+        for dir in extra_trust {
+            policy = policy.merge(Policy::load(dir)?);
+        }
+        Ok(Registry::open(root, policy))
     }
 
     /// Signs `bytes` as `name@version` of `world` with `key`, stores them and

@@ -199,6 +199,7 @@ fn failed_calls_and_consults_are_counted_in_usage() {
     let hostile = Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
     let catalog = first_features(3);
     let (a, b) = (catalog.features[0].faj.clone(), catalog.features[1].faj.clone());
+    let mut events = host.subscribe();
     let swarm =
         Swarm::start(host, hostile, catalog, Some(store.clone()), SwarmConfig::default(), |_| {}).unwrap();
     let ask = |text: &str| swarm.ask(0, text, elex_host::router::Reason::FajCode);
@@ -211,6 +212,15 @@ fn failed_calls_and_consults_are_counted_in_usage() {
     let ub = store.usage(&b).unwrap().unwrap();
     assert_eq!((ua.calls, ua.errors, ua.recycles), (3, 1, 1));
     assert_eq!((ub.calls, ub.errors, ub.recycles), (1, 1, 1), "the failed consult counts for its callee");
+    // Each failure and recycle is an event an embedder sees.
+    let seen: Vec<Event> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    for agent in [&a, &b] {
+        let failed =
+            seen.iter().filter(|e| matches!(e, Event::ExecutionFailed { agent: x, .. } if x == agent));
+        let recycled =
+            seen.iter().filter(|e| matches!(e, Event::AgentRecycled { agent: x, .. } if x == agent));
+        assert_eq!((failed.count(), recycled.count()), (1, 1), "{agent}: {seen:?}");
+    }
     // Saving again adds only what happened since.
     assert!(ask("hello").is_ok());
     swarm.save(&store, []).unwrap();

@@ -18,14 +18,11 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
-use elex_host::pool::{AgentPool, PoolLimits};
 use elex_host::snapshots::{self, SnapshotStore};
-use elex_host::{Catalog, Host, HostConfig, Swarm, SwarmConfig, World, router};
-use elex_registry::{KeyPair, Policy, Registry};
-use std::sync::Arc;
+use elex_host::{Catalog, Host, HostConfig, Runtime, World};
+use elex_registry::{KeyPair, Registry};
 
-/// The registry name of the composed feature agent.
-const AGENT_COMPONENT: &str = "feature-agent@^0.1";
+use elex_host::runtime::AGENT_COMPONENT;
 
 #[derive(Parser)]
 #[command(name = "elex", version, about = "elex: a WebAssembly component host for RAN feature agents")]
@@ -209,25 +206,8 @@ impl Places {
         if let Some(r) = self.opened.get() {
             return Ok(r);
         }
-        if !self.registry.is_dir() {
-            return Err(anyhow!(
-                "the registry {} {}: `cargo xtask build` publishes the components there; or pass \
-                 --registry DIR (or set ELEX_REGISTRY)",
-                self.registry.display(),
-                if self.registry.exists() { "is not a folder" } else { "does not exist" }
-            ));
-        }
-        let mut policy = Policy::default();
-        let own = self.registry.join("trust");
-        // Loaded whenever it is there: a policy that cannot be read (a FIFO,
-        // say) is an error, never silently skipped with its revocations.
-        if own.join("policy.json").symlink_metadata().is_ok() {
-            policy = policy.merge(Policy::load(&own)?);
-        }
-        for dir in &self.trust {
-            policy = policy.merge(Policy::load(dir)?);
-        }
-        Ok(self.opened.get_or_init(|| Registry::open(&self.registry, policy)))
+        let registry = Registry::open_trusting(&self.registry, &self.trust)?;
+        Ok(self.opened.get_or_init(|| registry))
     }
 
     /// The data dir, created if missing; an error naming it when it cannot
@@ -266,6 +246,40 @@ impl Places {
     }
 }
 
+/// The runtime over the data dir and registry of the global options; with
+/// `component`, that (unsigned) file is every feature's agent. A progress
+/// bar appears when starting takes longer than a blink.
+fn runtime(places: &Places, component: Option<&Path>) -> anyhow::Result<Runtime> {
+    let mut builder = Runtime::builder(places.data_dir()?).registry(&places.registry);
+    for dir in &places.trust {
+        builder = builder.trust(dir);
+    }
+    if let Some(path) = component {
+        tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
+        eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
+        builder = builder.unsigned_agent(path);
+    }
+    let started = Instant::now();
+    let bar = std::sync::OnceLock::new();
+    let runtime = builder.start_with_progress(|done, total| {
+        if started.elapsed() > std::time::Duration::from_millis(150) {
+            let bar = bar.get_or_init(|| {
+                let b = indicatif::ProgressBar::new(total as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("starting agents {bar:40} {pos}/{len}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            });
+            bar.set_position(done as u64);
+        }
+    });
+    if let Some(b) = bar.get() {
+        b.finish_and_clear();
+    }
+    Ok(runtime?)
+}
+
 fn query(
     places: &Places,
     text: &str,
@@ -274,11 +288,6 @@ fn query(
     agent: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    if text.trim().is_empty() {
-        return Err(anyhow!(
-            "the question is empty: ask something, e.g. elex query \"What is FAJ 121 3094?\""
-        ));
-    }
     if let Some(path) = &component {
         if !path.exists() {
             return Err(anyhow!("component {} not found", path.display()));
@@ -291,83 +300,26 @@ fn query(
             ));
         }
     }
-    let catalog = Arc::new(Catalog::embedded()?);
-    let chosen = agent.as_deref().map(|faj| catalog.index_of(faj)).transpose()?;
-    let host = Arc::new(places.host()?.with_memory_graph(Arc::new(places.memory_graph()?)));
-    let t0 = Instant::now();
-    let (loaded, source) = load_agent_component(places, &host, component.as_deref())?;
-    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let loaded = Arc::new(loaded);
-    let store = Arc::new(places.agent_store()?);
-
-    // Start every agent, restored from what it learned before.
-    let t1 = Instant::now();
-    let bar = std::sync::OnceLock::new();
-    let n = catalog.features.len() as u64;
-    let swarm = Swarm::start(
-        host,
-        loaded.clone(),
-        catalog.clone(),
-        Some(store.clone()),
-        SwarmConfig::default(),
-        |done| {
-            // Only when starting takes longer than a blink.
-            if t1.elapsed() > std::time::Duration::from_millis(150) {
-                let bar = bar.get_or_init(|| {
-                    let b = indicatif::ProgressBar::new(n);
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template("starting agents {bar:40} {pos}/{len}")
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    b
-                });
-                bar.set_position(done as u64);
-            }
-        },
-    )?;
-    if let Some(b) = bar.get() {
-        b.finish_and_clear();
+    // Arguments are checked before anything starts.
+    if text.trim().is_empty() {
+        return Err(elex_host::Error::NoQuestion.into());
     }
-    // Similarity routing runs in the signed hnsw component when the registry
-    // has it; else the router scans the 593 embeddings itself.
-    let router_kind =
-        match places.open().and_then(|r| Ok(r.fetch("hnsw", &semver::VersionReq::parse("^0.1")?)?)) {
-            Ok(f) => match swarm.attach_hnsw(&f.bytes) {
-                Ok(()) => format!("hnsw@{} component", f.entry.version),
-                Err(e) => {
-                    tracing::warn!(error = %e, "routing without the hnsw component");
-                    String::from("exact scan")
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "no signed hnsw component in the registry; routing by exact scan");
-                String::from("exact scan")
-            }
-        };
-    let start_ms = t1.elapsed().as_secs_f64() * 1e3;
-
-    let answer = match chosen {
-        Some(i) => swarm.ask(i, text, router::Reason::FajCode).map(|mut a| {
+    if let Some(faj) = &agent {
+        Catalog::embedded()?.index_of(faj)?;
+    }
+    let runtime = runtime(places, component.as_deref())?;
+    let answer = match &agent {
+        Some(faj) => runtime.ask(faj, text).map(|mut a| {
             a.reason = String::from("--agent");
             a
         }),
-        None => swarm.query(text),
-    };
-    // What the agents that took part learned, their use (failed calls
-    // included), and who answered this query (for `elex feedback`) are kept.
-    let mut involved = Vec::new();
-    if let Ok(answer) = &answer {
-        involved.push(answer.agent);
-        involved.extend(answer.trace.iter().filter_map(|h| swarm.router().index_of(&h.to)));
-        involved.sort_unstable();
-        involved.dedup();
-    }
-    swarm.save(&store, involved.iter().copied()).context("storing the agents' state")?;
-    let answer = answer?;
-    let feature = &catalog.features[answer.agent];
+        None => runtime.query(text),
+    }?;
+    let feature = &runtime.catalog().features[answer.agent];
     let response = &answer.response;
-    store.put_query(&response.query_id, swarm.family(), &feature.faj)?;
-
+    let loaded = runtime.component();
+    let (load, start) = runtime.start_times();
+    let (load_ms, start_ms) = (load.as_secs_f64() * 1e3, start.as_secs_f64() * 1e3);
     let answer_ms = answer.took.as_secs_f64() * 1e3;
     if json {
         let out = serde_json::json!({
@@ -382,10 +334,10 @@ fn query(
                 "from": h.from, "to": h.to, "depth": h.depth, "ms": h.millis, "outcome": h.outcome,
             })).collect::<Vec<_>>(),
             "timing_ms": { "load": load_ms, "start_agents": start_ms, "routing": answer.routing.as_secs_f64() * 1e3, "answer": answer_ms },
-            "agents_live": swarm.len(),
-            "similarity_search": router_kind,
+            "agents_live": runtime.swarm().len(),
+            "similarity_search": runtime.similarity_search(),
             "loaded_from": loaded.origin.to_string(),
-            "component": { "source": source, "digest": loaded.digest, "size": loaded.size },
+            "component": { "source": loaded.what, "digest": loaded.digest, "size": loaded.size },
         });
         outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
@@ -412,7 +364,7 @@ fn query(
         outln!(
             "timing      load {load_ms:.1} ms ({}), {} agents started in {start_ms:.0} ms, routing {:.3} ms, answer {answer_ms:.3} ms",
             loaded.origin,
-            swarm.len(),
+            runtime.swarm().len(),
             answer.routing.as_secs_f64() * 1e3
         )?;
         outln!(
@@ -420,7 +372,7 @@ fn query(
             response.query_id,
             response.query_id
         )?;
-        outln!("component   {source} ({} bytes, blake3 {})", loaded.size, &loaded.digest[..16])?;
+        outln!("component   {} ({} bytes, blake3 {})", loaded.what, loaded.size, &loaded.digest[..16])?;
     }
     Ok(())
 }
@@ -431,27 +383,14 @@ fn feedback(places: &Places, query_id: &str, reward: f32) -> anyhow::Result<()> 
     if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
         return Err(anyhow!("reward {reward} is outside -1..1"));
     }
-    let store = places.agent_store()?;
-    let (family, faj) = store
-        .query_agent(query_id)?
-        .with_context(|| format!("no answered query {query_id:?} in {}", places.data_dir.display()))?;
-    let catalog = Catalog::embedded()?;
-    let feature = catalog.by_faj(&faj).with_context(|| format!("agent {faj} is not in the catalog"))?;
-    let host = Arc::new(places.host()?);
-    let (loaded, _) = load_agent_component(places, &host, None)?;
-    if loaded.family != family {
-        return Err(anyhow!(
-            "{query_id} was answered by component {family}, not by the registry's {}: its agent's \
-             state is not kept, so there is nothing to reward",
-            loaded.family
-        ));
+    // Known before anything starts.
+    if places.agent_store()?.query_agent(query_id)?.is_none() {
+        return Err(anyhow!("no answered query {query_id:?} in {}", places.data_dir.display()));
     }
-    let mut pool = AgentPool::new(host, Some(store), PoolLimits::default());
-    pool.spawn(Arc::new(loaded), feature.agent_config(), false)?;
-    let given = pool.feedback(&faj, query_id, reward);
-    pool.stop(&faj).context("storing the agent's state")?;
-    given.with_context(|| format!("agent {faj}"))?;
-    outln!("{faj} ({}) rewarded {reward:+.2} for {query_id}", feature.name)?;
+    let runtime = runtime(places, None)?;
+    let i = runtime.feedback(query_id, reward)?;
+    let feature = &runtime.catalog().features[i];
+    outln!("{} ({}) rewarded {reward:+.2} for {query_id}", feature.faj, feature.name)?;
     Ok(())
 }
 

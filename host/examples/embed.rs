@@ -1,0 +1,52 @@
+//! Embedding elex in a tokio application: start the runtime, ask, reward,
+//! watch events, read usage. Run it after `cargo xtask build`:
+//!
+//! ```sh
+//! cargo run -p elex-host --example embed -- /tmp/elex-embed target/registry
+//! ```
+
+use std::sync::Arc;
+
+use elex_host::{Event, Runtime};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let data_dir = args.next().unwrap_or_else(|| String::from("/tmp/elex-embed"));
+    let registry = args.next().unwrap_or_else(|| String::from("target/registry"));
+
+    // Starting and answering run guest code: keep them off the async threads.
+    let runtime =
+        tokio::task::spawn_blocking(move || Runtime::builder(data_dir).registry(registry).start()).await??;
+    let runtime = Arc::new(runtime);
+
+    let mut events = runtime.subscribe();
+    let watcher = tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if let Event::AgentRecycled { agent, .. } | Event::SnapshotQuarantined { agent, .. } = &event {
+                println!("event: {agent}: {event:?}");
+            }
+        }
+    });
+
+    let rt = runtime.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || rt.query("Which counters show the effect of MIMO Sleep Mode?"))
+            .await??;
+    let feature = &runtime.catalog().features[answer.agent];
+    println!(
+        "{} ({}) answered {}:\n{}",
+        feature.faj, feature.name, answer.response.query_id, answer.response.content
+    );
+
+    let rt = runtime.clone();
+    let query_id = answer.response.query_id.clone();
+    tokio::task::spawn_blocking(move || rt.feedback(&query_id, 1.0)).await??;
+    println!("rewarded {}", feature.faj);
+
+    for (agent, usage) in runtime.usage()?.iter().filter(|(a, _)| *a == feature.faj) {
+        println!("usage of {agent}: {} calls, {} errors", usage.calls, usage.errors);
+    }
+    watcher.abort();
+    Ok(())
+}

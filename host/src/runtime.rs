@@ -1,0 +1,318 @@
+//! [`Runtime`]: the feature agents as one running service an application
+//! embeds — what `elex query` and `elex feedback` do, as a library.
+//!
+//! A runtime owns a [`Host`] (engine, cache in `<data dir>/cache`), the
+//! signed feature-agent component from a registry, the agents' database
+//! (`<data dir>/agents.redb`), the memory graph (`<data dir>/memory.redb`)
+//! and the [`Swarm`] of every catalog feature, restored from what it
+//! learned before. Every query saves what the agents that took part
+//! learned, their use (failed calls included) and who answered (for
+//! feedback).
+//!
+//! It is `Send + Sync`: share it in an `Arc`. Its calls run guest code on
+//! the calling thread and block it (a query takes ~0.1–2 ms, starting ~0.1–
+//! 0.4 s); from async code call them inside `tokio::task::spawn_blocking`.
+//! See `host/examples/embed.rs`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use elex_memgraph::{GraphConfig, MemoryGraph};
+use elex_registry::Registry;
+
+use crate::catalog::Catalog;
+use crate::config::HostConfig;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::host::Host;
+use crate::load::LoadedComponent;
+use crate::router::Reason;
+use crate::snapshots::SnapshotStore;
+use crate::swarm::{Answer, Swarm, SwarmConfig};
+use crate::usage::Usage;
+
+/// The registry name and version requirement of the feature agent.
+pub const AGENT_COMPONENT: &str = "feature-agent@^0.1";
+/// The registry name and version requirement of the HNSW store the router
+/// uses for similarity search.
+const HNSW_COMPONENT: (&str, &str) = ("hnsw", "^0.1");
+
+/// How long opening the agents' database or memory graph waits for another
+/// process that holds it.
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the agents' component comes from.
+#[derive(Debug, Clone)]
+enum AgentSource {
+    Registry(String),
+    Unsigned(PathBuf),
+}
+
+/// Builds a [`Runtime`]: `Runtime::builder(data_dir).registry(dir).start()`.
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    data_dir: PathBuf,
+    registry: PathBuf,
+    trust: Vec<PathBuf>,
+    host: HostConfig,
+    swarm: SwarmConfig,
+    agent: AgentSource,
+}
+
+impl RuntimeBuilder {
+    /// The registry folder (`index/`, `blobs/`, `trust/`) [default:
+    /// `target/registry`].
+    pub fn registry(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.registry = dir.into();
+        self
+    }
+
+    /// A trust-policy folder added to the registry's own (repeatable).
+    pub fn trust(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.trust.push(dir.into());
+        self
+    }
+
+    /// Changes the host configuration [default:
+    /// [`HostConfig::for_swarm`]`(593)`, with the cache in the data dir].
+    pub fn host_config(mut self, change: impl FnOnce(&mut HostConfig)) -> Self {
+        change(&mut self.host);
+        self
+    }
+
+    /// The swarm's limits (consult depth, wait, start threads).
+    pub fn swarm_config(mut self, config: SwarmConfig) -> Self {
+        self.swarm = config;
+        self
+    }
+
+    /// Runs this component file as every feature's agent instead of the
+    /// registry's signed `feature-agent` — **without a signature check**,
+    /// for development. Its state is kept apart from the signed agent's.
+    pub fn unsigned_agent(mut self, file: impl Into<PathBuf>) -> Self {
+        self.agent = AgentSource::Unsigned(file.into());
+        self
+    }
+
+    /// Starts the runtime: every agent live and restored.
+    pub fn start(self) -> Result<Runtime> {
+        self.start_with_progress(|_, _| {})
+    }
+
+    /// [`RuntimeBuilder::start`], calling `progress(started, total)` as
+    /// agents come up (from the starting threads).
+    pub fn start_with_progress(self, progress: impl Fn(usize, usize) + Sync) -> Result<Runtime> {
+        let data_dir = check_data_dir(self.data_dir)?;
+        let registry = Registry::open_trusting(&self.registry, &self.trust)?;
+        let catalog = Arc::new(Catalog::embedded()?);
+        let graph = MemoryGraph::open(
+            &data_dir.join(elex_memgraph::FILE_NAME),
+            GraphConfig { open_wait: OPEN_WAIT, ..GraphConfig::default() },
+        )?;
+        let host_config = HostConfig { cache_dir: Some(data_dir.join("cache")), ..self.host };
+        let host = Arc::new(Host::new(host_config)?.with_memory_graph(Arc::new(graph)));
+
+        let t = Instant::now();
+        let agent = Arc::new(match &self.agent {
+            AgentSource::Registry(spec) => host.load_from_registry(&registry, spec)?,
+            AgentSource::Unsigned(file) => host.load_unsigned_file(file)?,
+        });
+        let load_time = t.elapsed();
+        let store =
+            Arc::new(SnapshotStore::open_waiting(&data_dir.join(crate::snapshots::FILE_NAME), OPEN_WAIT)?);
+
+        let t = Instant::now();
+        let total = catalog.features.len();
+        let swarm = Swarm::start(
+            host.clone(),
+            agent.clone(),
+            catalog.clone(),
+            Some(store.clone()),
+            self.swarm,
+            |n| progress(n, total),
+        )?;
+        // Similarity routing runs in the signed hnsw component when the
+        // registry has it; else the router scans the embeddings itself.
+        let (name, req) = HNSW_COMPONENT;
+        let req = semver::VersionReq::parse(req).unwrap_or(semver::VersionReq::STAR);
+        let similarity = match registry
+            .fetch(name, &req)
+            .map_err(Error::from)
+            .and_then(|f| swarm.attach_hnsw(&f.bytes).map(|()| f.entry.version))
+        {
+            Ok(version) => format!("hnsw@{version} component"),
+            Err(e) => {
+                tracing::warn!(error = %e, "routing by exact scan: no usable signed hnsw component");
+                String::from("exact scan")
+            }
+        };
+        let start_time = t.elapsed();
+        host.events()
+            .emit(Event::SwarmStarted { agents: swarm.len(), millis: start_time.as_secs_f64() * 1e3 });
+        Ok(Runtime { host, catalog, agent, store, swarm, similarity, load_time, start_time })
+    }
+}
+
+/// The data dir, created if missing; an error naming it when it is not a
+/// folder.
+fn check_data_dir(dir: PathBuf) -> Result<PathBuf> {
+    let problem = |detail: String| Error::Storage { path: dir.clone(), detail };
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(problem(String::from(
+            "the data dir is not a folder: pass --data-dir DIR (or set ELEX_DATA_DIR) to a folder",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir).map_err(|e| problem(format!("cannot create the data dir: {e}")))?;
+            Ok(dir)
+        }
+        Err(e) => Err(problem(format!("the data dir cannot be used: {e}"))),
+    }
+}
+
+/// The feature agents, live, with their stored state. See the module docs.
+pub struct Runtime {
+    host: Arc<Host>,
+    catalog: Arc<Catalog>,
+    agent: Arc<LoadedComponent>,
+    store: Arc<SnapshotStore>,
+    swarm: Swarm,
+    similarity: String,
+    load_time: Duration,
+    start_time: Duration,
+}
+
+impl Runtime {
+    /// A builder for a runtime keeping its data in `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            data_dir: data_dir.into(),
+            registry: PathBuf::from("target/registry"),
+            trust: Vec::new(),
+            host: HostConfig::for_swarm(593),
+            swarm: SwarmConfig::default(),
+            agent: AgentSource::Registry(String::from(AGENT_COMPONENT)),
+        }
+    }
+
+    /// Routes `text` to an agent and answers it.
+    pub fn query(&self, text: &str) -> Result<Answer> {
+        self.answered(check_question(text).and_then(|t| self.swarm.query(t)))
+    }
+
+    /// Asks the agent of feature `agent` (a FAJ code in any spelling).
+    pub fn ask(&self, agent: &str, text: &str) -> Result<Answer> {
+        let i = self.catalog.index_of(agent)?;
+        self.answered(check_question(text).and_then(|t| self.swarm.ask(i, t, Reason::FajCode)))
+    }
+
+    /// Keeps what a query changed, whether it was answered or not: the
+    /// snapshots of the agents that took part, every agent's use, and who
+    /// answered (for [`Runtime::feedback`]).
+    fn answered(&self, answer: Result<Answer>) -> Result<Answer> {
+        let mut involved = Vec::new();
+        if let Ok(a) = &answer {
+            involved.push(a.agent);
+            involved.extend(a.trace.iter().filter_map(|h| self.swarm.router().index_of(&h.to)));
+            involved.sort_unstable();
+            involved.dedup();
+        }
+        self.swarm.save(&self.store, involved)?;
+        let answer = answer?;
+        let faj = &self.catalog.features[answer.agent].faj;
+        self.store.put_query(&answer.response.query_id, self.swarm.family(), faj)?;
+        Ok(answer)
+    }
+
+    /// Rewards (`reward` in -1..1) the agent that gave the answer with id
+    /// `query_id`, in this run or an earlier one; what it learns is stored.
+    /// Returns the catalog index of that agent.
+    pub fn feedback(&self, query_id: &str, reward: f32) -> Result<usize> {
+        if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
+            return Err(Error::Feedback(format!("reward {reward} is outside -1..1")));
+        }
+        let Some((family, faj)) = self.store.query_agent(query_id)? else {
+            return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
+        };
+        if family != self.agent.family {
+            return Err(Error::Feedback(format!(
+                "{query_id} was answered by component {family}, not by this runtime's {}: its agent's \
+                 state is not kept here",
+                self.agent.family
+            )));
+        }
+        let i = self.catalog.index_of(&faj)?;
+        let given = self.swarm.feedback(i, query_id, reward);
+        self.swarm.save(&self.store, [i])?;
+        given.map(|()| i)
+    }
+
+    /// Every [`Event`] of this runtime from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.host.subscribe()
+    }
+
+    /// Every agent's use across runs (calls, errors, latency, fuel, memory),
+    /// sorted by agent id.
+    pub fn usage(&self) -> Result<Vec<(String, Usage)>> {
+        self.store.all_usage()
+    }
+
+    /// The feature catalog; an [`Answer`]'s `agent` indexes its features.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The agents' component (name, digest, size, where it was loaded from).
+    pub fn component(&self) -> &LoadedComponent {
+        &self.agent
+    }
+
+    /// The live agents.
+    pub fn swarm(&self) -> &Swarm {
+        &self.swarm
+    }
+
+    /// How similarity routing runs: `hnsw@<version> component` or `exact scan`.
+    pub fn similarity_search(&self) -> &str {
+        &self.similarity
+    }
+
+    /// Time spent loading the component, and starting the agents.
+    pub fn start_times(&self) -> (Duration, Duration) {
+        (self.load_time, self.start_time)
+    }
+}
+
+/// Refuses an empty or blank question.
+fn check_question(text: &str) -> Result<&str> {
+    if text.trim().is_empty() {
+        return Err(Error::NoQuestion);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn a_runtime_can_be_shared_across_threads_and_tasks() {
+        assert_send_sync::<Runtime>();
+    }
+
+    #[test]
+    fn blank_questions_and_bad_data_dirs_are_named() {
+        assert!(matches!(check_question(" \n\t"), Err(Error::NoQuestion)));
+        assert_eq!(check_question("hi").unwrap(), "hi");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_data_dir(file).unwrap_err().to_string();
+        assert!(e.contains("not a folder"), "{e}");
+        assert!(check_data_dir(dir.path().join("new/sub")).unwrap().is_dir());
+    }
+}
