@@ -95,7 +95,9 @@ impl Events {
         self.sender.subscribe()
     }
 
-    pub fn emit(&self, event: Event) {
+    /// Sends `event` to every subscriber (and to tracing). Only the host
+    /// emits: an embedder cannot forge events.
+    pub(crate) fn emit(&self, event: Event) {
         match &event {
             Event::ExecutionFailed { .. }
             | Event::MemoryPressure { .. }

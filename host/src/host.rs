@@ -85,8 +85,9 @@ impl Host {
         self.events.subscribe()
     }
 
-    /// The host's event channel (pools emit into it).
-    pub fn events(&self) -> &Events {
+    /// The host's event channel (pools and swarms emit into it; embedders
+    /// subscribe with [`Host::subscribe`]).
+    pub(crate) fn events(&self) -> &Events {
         &self.events
     }
 
