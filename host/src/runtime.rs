@@ -155,19 +155,19 @@ impl RuntimeBuilder {
 }
 
 /// The data dir, created if missing; an error naming it when it is not a
-/// folder.
-fn check_data_dir(dir: PathBuf) -> Result<PathBuf> {
-    let problem = |detail: String| Error::Storage { path: dir.clone(), detail };
+/// folder or cannot be created.
+pub fn check_data_dir(dir: PathBuf) -> Result<PathBuf> {
+    let problem = |what: String| Error::Config(format!("the data dir {} {what}", dir.display()));
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => Ok(dir),
         Ok(_) => Err(problem(String::from(
-            "the data dir is not a folder: pass --data-dir DIR (or set ELEX_DATA_DIR) to a folder",
+            "is not a folder: pass --data-dir DIR (or set ELEX_DATA_DIR) to a folder",
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&dir).map_err(|e| problem(format!("cannot create the data dir: {e}")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| problem(format!("cannot be created: {e}")))?;
             Ok(dir)
         }
-        Err(e) => Err(problem(format!("the data dir cannot be used: {e}"))),
+        Err(e) => Err(problem(format!("cannot be used: {e}"))),
     }
 }
 

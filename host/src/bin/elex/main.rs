@@ -213,20 +213,8 @@ impl Places {
     /// The data dir, created if missing; an error naming it when it cannot
     /// be one.
     pub fn data_dir(&self) -> anyhow::Result<&Path> {
-        let dir = &self.data_dir;
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => Ok(dir),
-            Ok(_) => Err(anyhow!(
-                "the data dir {} is not a folder: pass --data-dir DIR (or set ELEX_DATA_DIR) to a folder",
-                dir.display()
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-                Ok(dir)
-            }
-            Err(e) => Err(anyhow!("the data dir {} cannot be used: {e}", dir.display())),
-        }
+        elex_host::runtime::check_data_dir(self.data_dir.clone())?;
+        Ok(&self.data_dir)
     }
 
     /// The agents' database (snapshots and usage).
