@@ -15,9 +15,8 @@ pub struct Budgets {
     /// Fuel per call (`None`: no fuel budget). Needs `HostConfig::fuel`;
     /// a breach ends the call with a `fuel` budget error.
     pub fuel_per_call: Option<u64>,
-    /// Callers that may wait for a [`SharedAgent`](crate::SharedAgent) while
-    /// it runs a call (an instance runs one call at a time); more get
-    /// `Error::Busy` at once.
+    /// Callers that may wait for a swarm's agent while it runs a call (an
+    /// instance runs one call at a time); more get `Error::Busy` at once.
     pub queue_depth: u32,
 }
 

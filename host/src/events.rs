@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 
 use crate::cache::Origin;
 
-/// Memory pressure of a pool.
+/// Memory pressure of a swarm: its live agents' linear memory against its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Pressure {
     Normal,
@@ -17,6 +17,19 @@ pub enum Pressure {
     High,
     /// ≥ 95 %.
     Critical,
+}
+
+impl Pressure {
+    /// The level of `used` bytes against `limit`: 70 / 85 / 95 %.
+    pub fn of(used: u64, limit: u64) -> Pressure {
+        let pct = used as f64 * 100.0 / limit.max(1) as f64;
+        match pct {
+            p if p >= 95.0 => Pressure::Critical,
+            p if p >= 85.0 => Pressure::High,
+            p if p >= 70.0 => Pressure::Elevated,
+            _ => Pressure::Normal,
+        }
+    }
 }
 
 /// Why an agent was evicted.
@@ -79,7 +92,7 @@ pub enum Event {
     },
 }
 
-/// The sending side, shared by the host and its pools.
+/// The sending side, shared by the host and its swarms.
 #[derive(Clone)]
 pub struct Events {
     sender: broadcast::Sender<Event>,

@@ -80,12 +80,12 @@ impl Host {
         &self.config
     }
 
-    /// Receives every [`Event`] of this host and its pools from now on.
+    /// Receives every [`Event`] of this host and its swarms from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
-    /// The host's event channel (pools and swarms emit into it; embedders
+    /// The host's event channel (swarms emit into it; embedders
     /// subscribe with [`Host::subscribe`]).
     pub(crate) fn events(&self) -> &Events {
         &self.events

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elex_memgraph::{GraphConfig, MemoryGraph};
+use elex_memgraph::{Actor, GraphConfig, MemoryGraph, Op};
 use elex_registry::Registry;
 
 use crate::catalog::Catalog;
@@ -31,6 +31,7 @@ use crate::router::Reason;
 use crate::snapshots::SnapshotStore;
 use crate::swarm::{Answer, Swarm, SwarmConfig};
 use crate::usage::Usage;
+use crate::workflow::{Report, Workflow};
 
 /// The registry name and version requirement of the feature agent.
 pub const AGENT_COMPONENT: &str = "feature-agent@^0.1";
@@ -111,7 +112,8 @@ impl RuntimeBuilder {
             GraphConfig { open_wait: OPEN_WAIT, ..GraphConfig::default() },
         )?;
         let host_config = HostConfig { cache_dir: Some(data_dir.join("cache")), ..self.host };
-        let host = Arc::new(Host::new(host_config)?.with_memory_graph(Arc::new(graph)));
+        let graph = Arc::new(graph);
+        let host = Arc::new(Host::new(host_config)?.with_memory_graph(graph.clone()));
 
         let t = Instant::now();
         let agent = Arc::new(match &self.agent {
@@ -150,7 +152,7 @@ impl RuntimeBuilder {
         let start_time = t.elapsed();
         host.events()
             .emit(Event::SwarmStarted { agents: swarm.len(), millis: start_time.as_secs_f64() * 1e3 });
-        Ok(Runtime { host, catalog, agent, store, swarm, similarity, load_time, start_time })
+        Ok(Runtime { host, graph, catalog, agent, store, swarm, similarity, load_time, start_time })
     }
 }
 
@@ -174,6 +176,7 @@ pub fn check_data_dir(dir: PathBuf) -> Result<PathBuf> {
 /// The feature agents, live, with their stored state. See the module docs.
 pub struct Runtime {
     host: Arc<Host>,
+    graph: Arc<MemoryGraph>,
     catalog: Arc<Catalog>,
     agent: Arc<LoadedComponent>,
     store: Arc<SnapshotStore>,
@@ -218,7 +221,7 @@ impl Runtime {
             involved.sort_unstable();
             involved.dedup();
         }
-        self.swarm.save(&self.store, involved)?;
+        self.swarm.save(involved)?;
         let answer = answer?;
         let faj = &self.catalog.features[answer.agent].faj;
         self.store.put_query(&answer.response.query_id, self.swarm.family(), faj)?;
@@ -244,8 +247,62 @@ impl Runtime {
         }
         let i = self.catalog.index_of(&faj)?;
         let given = self.swarm.feedback(i, query_id, reward);
-        self.swarm.save(&self.store, [i])?;
+        self.swarm.save([i])?;
         given.map(|()| i)
+    }
+
+    /// Runs `workflow` on the live agents, its results stored as engrams of
+    /// memory-graph `context` (see [`crate::workflow`]). Every step's agent
+    /// (a FAJ code in any spelling, rewritten to the catalog's) and the
+    /// context are checked before anything runs; the agents become members
+    /// of the context. Each step is a call like any other (queued, counted,
+    /// recycled on a trap); afterwards what the agents learned and their
+    /// use are saved. A failed step is in the report, not an `Err`.
+    pub fn run_workflow(&self, workflow: &mut Workflow, context: u64) -> Result<Report> {
+        let mut agents: Vec<usize> = Vec::new();
+        for step in &mut workflow.steps {
+            let i = self.catalog.index_of(&step.agent).map_err(|_| {
+                Error::Workflow(format!(
+                    "step {:?}: no feature agent {:?} in the catalog",
+                    step.id, step.agent
+                ))
+            })?;
+            // One spelling per agent: steps are grouped (and run one at a
+            // time) per agent.
+            step.agent = self.catalog.features[i].faj.clone();
+            agents.push(i);
+        }
+        agents.sort_unstable();
+        agents.dedup();
+        let graph = self.memory_graph();
+        graph.context(&Actor::Operator, context)?;
+        let members =
+            agents.iter().map(|&i| Op::AddMember { context, agent: self.catalog.features[i].faj.clone() });
+        graph.apply(&Actor::Operator, members.collect())?;
+
+        let workflow = &*workflow;
+        let report = workflow.run(
+            |step| {
+                let i = self.catalog.index_of(&step.agent)?;
+                let query = self.host.query(step.query.as_deref().unwrap_or_default());
+                self.swarm.call(i, |a| crate::workflow::execute_step(step, a, &query))
+            },
+            |step, output, deps| {
+                let id = graph.allocate_engram_id();
+                let ops = crate::workflow::result_ops(workflow, step, output, deps, id, context);
+                graph.apply(&Actor::agent(step.agent.clone()), ops)?;
+                Ok(id)
+            },
+        );
+        // What the agents learned is kept, whether the run completed or not.
+        self.swarm.save(agents)?;
+        report
+    }
+
+    /// The memory graph the agents and workflows write to
+    /// (`<data dir>/memory.redb`).
+    pub fn memory_graph(&self) -> &Arc<MemoryGraph> {
+        &self.graph
     }
 
     /// Every [`Event`] of this runtime from now on.

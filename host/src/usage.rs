@@ -1,5 +1,5 @@
 //! What each agent has used: calls, errors, fuel, memory, latency. Kept per
-//! agent by the [`AgentPool`](crate::pool::AgentPool), stored beside its
+//! agent by the [`Swarm`](crate::Swarm), stored beside its
 //! snapshots so `elex agents stats` shows use across runs.
 
 use std::time::Duration;
@@ -81,7 +81,7 @@ impl LatencyHistogram {
 }
 
 /// Use of one agent, cumulative over its instances (and over runs when the
-/// pool has a database).
+/// swarm has a database).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub calls: u64,

@@ -1239,6 +1239,90 @@ mod nesting {
     }
 }
 
+/// Runs `step` on agent instance `agent`: its query (as `query`), its
+/// parameter validation or its KPI computation.
+pub(crate) fn execute_step(
+    step: &Step,
+    agent: &mut crate::instance::AgentInstance,
+    query: &crate::bindings::Query,
+) -> Result<StepOutput> {
+    use crate::bindings::{CounterSample, ParameterValue};
+    match step.action {
+        StepAction::Query => {
+            let r = agent.handle(query)?;
+            Ok(StepOutput { content: r.content, confidence: r.confidence })
+        }
+        StepAction::Validate => {
+            let params: Vec<ParameterValue> =
+                step.params.iter().map(|(n, v)| ParameterValue { name: n.clone(), value: *v }).collect();
+            let lines: Vec<String> = agent
+                .validate(&params)?
+                .iter()
+                .map(|v| format!("{}: {} ({})", v.name, v.verdict, v.message))
+                .collect();
+            Ok(StepOutput { content: lines.join("\n"), confidence: 1.0 })
+        }
+        StepAction::Kpis => {
+            let samples: Vec<CounterSample> =
+                step.params.iter().map(|(n, v)| CounterSample { name: n.clone(), value: *v }).collect();
+            let lines: Vec<String> = agent
+                .kpis(&samples)?
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{} = {:.3} {} (threshold {}, {})",
+                        k.name, k.value, k.unit, k.threshold, k.status
+                    )
+                })
+                .collect();
+            Ok(StepOutput { content: lines.join("\n"), confidence: 1.0 })
+        }
+    }
+}
+
+/// The memory-graph operations that store `step`'s `output` as engram `id`
+/// of `context`, derived from the engrams of its dependencies `deps`.
+pub(crate) fn result_ops(
+    workflow: &Workflow,
+    step: &Step,
+    output: &StepOutput,
+    deps: &[u64],
+    id: u64,
+    context: u64,
+) -> Vec<elex_memgraph::Op> {
+    use elex_memgraph::{Connection, EngramData, Op};
+    let action = format!("{:?}", step.action).to_lowercase();
+    let mut ops = vec![Op::Create {
+        id,
+        data: EngramData {
+            content: if output.content.trim().is_empty() {
+                String::from("(empty answer)")
+            } else {
+                output.content.clone()
+            },
+            source: format!("workflow:{}/{}", workflow.name, step.id),
+            confidence: output.confidence.clamp(0.0, 1.0),
+            metadata: vec![
+                ("workflow".into(), workflow.name.clone()),
+                ("step".into(), step.id.clone()),
+                ("action".into(), action),
+                ("agent".into(), step.agent.clone()),
+            ],
+        },
+        context: Some(context),
+    }];
+    ops.extend(deps.iter().map(|&d| {
+        Op::Connect(Connection {
+            source: id,
+            target: d,
+            relation: "derived-from".into(),
+            weight: 1.0,
+            metadata: vec![],
+        })
+    }));
+    ops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

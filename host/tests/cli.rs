@@ -692,7 +692,8 @@ fn engram_check_finds_a_flipped_byte() {
 
 #[test]
 fn the_embedding_example_runs() {
-    // `cargo test` builds the examples beside the test binaries.
+    // `cargo test` builds the examples beside the test binaries. The agent's
+    // usage counts both of its calls: the query and the feedback.
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../debug/examples/embed");
     assert!(exe.is_file(), "{} is built by `cargo test`", exe.display());
     let data = tempfile::tempdir().unwrap();
@@ -702,7 +703,7 @@ fn the_embedding_example_runs() {
     let shown = text(&out.stdout);
     assert!(shown.starts_with("FAJ 121 3094 (MIMO Sleep Mode) answered q"), "{shown}");
     assert!(
-        shown.contains("rewarded FAJ 121 3094") && shown.contains("usage of FAJ 121 3094: 1 calls, 0 errors"),
+        shown.contains("rewarded FAJ 121 3094") && shown.contains("usage of FAJ 121 3094: 2 calls, 0 errors"),
         "{shown}"
     );
 }

@@ -13,7 +13,7 @@ use elex_host::snapshots::SnapshotStore;
 use elex_host::{Budgets, Catalog, Event, Host, HostConfig, Swarm, SwarmConfig};
 use elex_tests::component_path;
 
-const MSM: &str = "FAJ 121 3094";
+use crate::{MSM, first_features};
 
 fn host_with_cache(dir: &Path) -> Host {
     Host::new(HostConfig { cache_dir: Some(dir.to_path_buf()), ..HostConfig::default() }).unwrap()
@@ -94,18 +94,6 @@ fn forged_swapped_and_hostile_artifacts_are_never_deserialised() {
     assert_eq!(host_with_cache(&cache).load_unsigned_file(&agent).unwrap().origin, Origin::Compiled);
 }
 
-/// A small catalog: the first `n` real features.
-fn first_features(n: usize) -> Arc<Catalog> {
-    let mut catalog = Catalog::embedded().unwrap();
-    let msm = catalog.features.iter().position(|f| f.faj == MSM).unwrap();
-    catalog.features.swap(0, msm);
-    catalog.features.truncate(n);
-    for f in &mut catalog.features {
-        f.requires.clear();
-    }
-    Arc::new(catalog)
-}
-
 #[test]
 fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_agent() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +114,7 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
         |_| {},
     )
     .unwrap();
-    swarm.save(&store, [0]).unwrap();
+    swarm.save([0]).unwrap();
     drop(swarm);
     assert!(store.get(&hostile.family, MSM).unwrap().is_some());
     assert_eq!(store.get(&agent.family, MSM).unwrap(), None, "kept under its own component");
@@ -159,7 +147,7 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
     assert!(store.check().unwrap().is_empty());
 
     // What it learns now is stored and restored as before.
-    swarm.save(&store, [0]).unwrap();
+    swarm.save([0]).unwrap();
     drop(swarm);
     let mut events = host.subscribe();
     Swarm::start(host.clone(), agent, catalog, Some(store.clone()), SwarmConfig::default(), |_| {}).unwrap();
@@ -207,7 +195,7 @@ fn failed_calls_and_consults_are_counted_in_usage() {
     assert!(ask("hello").is_ok(), "recycled after the trap");
     let consulted = ask(&format!("consult {b}|panic")).unwrap();
     assert!(consulted.response.content.contains("routing error"), "{}", consulted.response.content);
-    swarm.save(&store, []).unwrap();
+    swarm.save([]).unwrap();
     let ua = store.usage(&a).unwrap().unwrap();
     let ub = store.usage(&b).unwrap().unwrap();
     assert_eq!((ua.calls, ua.errors, ua.recycles), (3, 1, 1));
@@ -223,7 +211,7 @@ fn failed_calls_and_consults_are_counted_in_usage() {
     }
     // Saving again adds only what happened since.
     assert!(ask("hello").is_ok());
-    swarm.save(&store, []).unwrap();
+    swarm.save([]).unwrap();
     assert_eq!(store.usage(&a).unwrap().unwrap().calls, 4);
     assert_eq!(store.usage(&b).unwrap().unwrap().calls, 1);
 }

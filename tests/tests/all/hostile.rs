@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use elex_host::{AgentConfig, Budgets, Catalog, Error, Host, HostConfig, LoadedComponent, SharedAgent};
+use elex_host::router::Reason;
+use elex_host::{
+    AgentConfig, Budgets, Catalog, Error, Host, HostConfig, LoadedComponent, Swarm, SwarmConfig,
+};
 use elex_tests::component_path;
 
 const DEADLINE: Duration = Duration::from_millis(200);
@@ -143,31 +146,35 @@ fn callers_beyond_the_queue_get_busy_at_once() {
         ..HostConfig::default()
     })
     .unwrap();
-    let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
-    let agent = SharedAgent::new(host.instantiate(&hostile, hostile_config()).unwrap());
+    let host = std::sync::Arc::new(host);
+    let hostile = std::sync::Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
+    let swarm =
+        Swarm::start(host, hostile, crate::first_features(1), None, SwarmConfig::default(), |_| {}).unwrap();
+    let in_flight = || swarm.status(0).unwrap().in_flight;
     let until = |n: u32| {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while agent.in_flight() < n {
+        while in_flight() < n {
             assert!(Instant::now() < deadline, "callers did not arrive");
             std::thread::sleep(Duration::from_millis(1));
         }
     };
+    let ask = |text: &str| swarm.ask(0, text, Reason::FajCode);
     std::thread::scope(|s| {
-        let (agent, host) = (&agent, &host);
         // One caller runs (a loop, stopped at its deadline), one waits ...
-        let running = s.spawn(move || agent.call(|a| a.handle(&host.query("loop"))));
+        let running = s.spawn(|| ask("loop"));
         until(1);
-        let waiting = s.spawn(move || agent.call(|a| a.handle(&host.query("hello"))));
+        let waiting = s.spawn(|| ask("hello"));
         until(2);
         // ... and the next is turned away at once.
-        let e = agent.call(|a| a.handle(&host.query("hello"))).unwrap_err();
+        let e = ask("hello").unwrap_err();
         assert!(matches!(e, Error::Busy { queue_depth: 1, .. }), "{e}");
-        assert_eq!(agent.in_flight(), 2, "a refused caller does not stay queued");
+        assert_eq!(in_flight(), 2, "a refused caller does not stay queued");
         let first = running.join().unwrap().unwrap_err();
         assert!(matches!(first, Error::Budget { budget: "time", .. }), "{first}");
-        // The waiter ran after it, on the instance the loop broke.
-        let second = waiting.join().unwrap().unwrap_err();
-        assert!(matches!(second, Error::Failed { .. }), "{second}");
+        // The waiter ran after it, on the fresh instance that replaced the
+        // one the loop broke.
+        assert_eq!(waiting.join().unwrap().unwrap().response.content, "ok: hello");
     });
-    assert_eq!(agent.in_flight(), 0);
+    assert_eq!(in_flight(), 0);
+    assert_eq!(swarm.status(0).unwrap().usage.recycles, 1);
 }

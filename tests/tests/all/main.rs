@@ -14,3 +14,21 @@ mod qlearning_engine;
 mod registry;
 mod swarm;
 mod vector_kernels;
+
+use std::sync::Arc;
+
+/// MIMO Sleep Mode, the feature most tests ask about.
+pub const MSM: &str = "FAJ 121 3094";
+
+/// A small catalog: MIMO Sleep Mode and the first `n - 1` other real
+/// features, with no requirements between them.
+pub fn first_features(n: usize) -> Arc<elex_host::Catalog> {
+    let mut catalog = elex_host::Catalog::embedded().unwrap();
+    let msm = catalog.features.iter().position(|f| f.faj == MSM).unwrap();
+    catalog.features.swap(0, msm);
+    catalog.features.truncate(n);
+    for f in &mut catalog.features {
+        f.requires.clear();
+    }
+    Arc::new(catalog)
+}

@@ -19,10 +19,8 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use elex_host::snapshots::{self, SnapshotStore};
-use elex_host::{Catalog, Host, HostConfig, Runtime, World};
+use elex_host::{Catalog, HostConfig, Runtime, World};
 use elex_registry::{KeyPair, Registry};
-
-use elex_host::runtime::AGENT_COMPONENT;
 
 #[derive(Parser)]
 #[command(name = "elex", version, about = "elex: a WebAssembly component host for RAN feature agents")]
@@ -225,13 +223,6 @@ impl Places {
         SnapshotStore::open_waiting(&path, std::time::Duration::from_secs(30))
             .with_context(|| format!("opening the agents' database in {}", self.data_dir.display()))
     }
-
-    fn host(&self) -> anyhow::Result<Host> {
-        // Room for the whole swarm.
-        let config =
-            HostConfig { cache_dir: Some(self.data_dir()?.join("cache")), ..HostConfig::for_swarm(593) };
-        Ok(Host::new(config)?)
-    }
 }
 
 /// The runtime over the data dir and registry of the global options; with
@@ -380,34 +371,6 @@ fn feedback(places: &Places, query_id: &str, reward: f32) -> anyhow::Result<()> 
     let feature = &runtime.catalog().features[i];
     outln!("{} ({}) rewarded {reward:+.2} for {query_id}", feature.faj, feature.name)?;
     Ok(())
-}
-
-/// The feature-agent component: the registry's signed `feature-agent@^0.1`,
-/// or an unsigned file (loudly warned about; the caller checked
-/// --allow-unsigned). Returns it and where it came from.
-pub fn load_agent_component(
-    places: &Places,
-    host: &Host,
-    component: Option<&Path>,
-) -> anyhow::Result<(elex_host::LoadedComponent, String)> {
-    Ok(match component {
-        Some(path) => {
-            tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
-            eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
-            (host.load_unsigned_file(path)?, path.display().to_string())
-        }
-        None => {
-            let registry = places.open()?;
-            let loaded = host.load_from_registry(registry, AGENT_COMPONENT).map_err(|e| {
-                anyhow!(
-                    "{e}\n(registry {}; `cargo xtask build` publishes the components there)",
-                    places.registry.display()
-                )
-            })?;
-            let what = loaded.what.clone();
-            (loaded, what)
-        }
-    })
 }
 
 fn keygen(places: &Places, out: Option<PathBuf>) -> anyhow::Result<()> {

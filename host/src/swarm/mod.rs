@@ -1,29 +1,45 @@
-//! [`Swarm`]: every feature of a catalog as a live agent in one host, linked
-//! through `elex:host/routing`.
+//! [`Swarm`]: the one runtime of live agents — every feature of a catalog
+//! as an agent in one host, linked through `elex:host/routing`.
 //!
 //! A query is routed ([`Router`]) to one agent and answered there; an agent
 //! may `consult` another (a dependency peer, say) through the host. Consults
 //! are held to a depth limit (the root agent plus two hops by default) and
 //! refused when they would call an agent already on the call chain; each
 //! callee runs under its own budget, and every hop is recorded in the
-//! answer's trace. Agents are [`SharedAgent`]s: concurrent queries to one
-//! agent queue (bounded), a consult that cannot get its callee within
-//! `consult_wait` gets `busy` instead of waiting on a possible cycle across
-//! threads.
+//! answer's trace. Concurrent calls to one agent queue (bounded); a consult
+//! that cannot get its callee within `consult_wait` gets `busy` instead of
+//! waiting on a possible cycle across threads.
+//!
+//! Every call to an agent, whoever makes it (a query, a consult, feedback,
+//! a workflow step through [`Swarm::call`]), goes through one path: it
+//! starts the agent if it was evicted (restored from its snapshot), counts
+//! the call in the agent's [`Usage`](crate::usage::Usage) (failed calls included), recycles an
+//! instance that trapped or broke a budget, and stores a checkpoint every
+//! `checkpoint_every` calls. Upkeep ([`Swarm::maintain`]: health checks,
+//! idle and memory-pressure eviction with the snapshot stored first) is in
+//! `upkeep.rs`. Each of these is an [`Event`].
+
+mod agent;
+mod upkeep;
+
+pub use agent::{AgentState, Health};
+pub use upkeep::{AgentStatus, Upkeep};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::bindings::{Query, Response};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Feature};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::host::Host;
+use crate::instance::AgentInstance;
 use crate::load::LoadedComponent;
 use crate::router::{Reason, Router};
-use crate::shared::SharedAgent;
-use crate::snapshots::SnapshotStore;
-use crate::usage::Usage;
+use crate::snapshots::{Restored, SnapshotStore};
+
+use agent::LiveAgent;
 
 /// One consult between agents.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +77,16 @@ pub struct SwarmConfig {
     pub consult_wait: Duration,
     /// Threads that start the agents.
     pub start_threads: usize,
+    /// Linear memory all live agents may hold together: from 85 % of it
+    /// [`Swarm::maintain`] evicts agents (unhealthy first, then the least
+    /// recently used) until use is below 70 %.
+    pub memory_limit_bytes: u64,
+    /// Agents unused this long are evicted by [`Swarm::maintain`] (`None`:
+    /// never for idleness).
+    pub idle_timeout: Option<Duration>,
+    /// An agent's snapshot is stored every this many of its calls (0: only
+    /// when it is saved, evicted or given feedback through a `Runtime`).
+    pub checkpoint_every: u64,
 }
 
 impl Default for SwarmConfig {
@@ -69,6 +95,9 @@ impl Default for SwarmConfig {
             max_depth: 2,
             consult_wait: Duration::from_millis(50),
             start_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            memory_limit_bytes: 4 << 30,
+            idle_timeout: None,
+            checkpoint_every: 0,
         }
     }
 }
@@ -79,13 +108,10 @@ pub(crate) struct Hub {
     component: Arc<LoadedComponent>,
     snapshots: Option<Arc<SnapshotStore>>,
     pub(crate) router: Router,
-    pub(crate) agents: OnceLock<Vec<SharedAgent>>,
+    agents: OnceLock<Vec<LiveAgent>>,
     pub(crate) config: SwarmConfig,
     /// For each agent, the agents that require it.
     pub(crate) required_by: Vec<Vec<usize>>,
-    /// Each agent's use since the last [`Swarm::save`]: every call, failed
-    /// ones and consults included.
-    usage: Vec<Mutex<Usage>>,
 }
 
 /// Every feature of a catalog, live and linked.
@@ -96,7 +122,9 @@ pub struct Swarm {
 impl Swarm {
     /// Starts one agent per catalog feature from `component`, restoring each
     /// from its snapshot in `snapshots` if it has one; `progress(n)` is
-    /// called as agents come up (from the starting threads).
+    /// called as agents come up (from the starting threads). Without
+    /// `snapshots` nothing an agent learns outlives the swarm, and eviction
+    /// is refused (it would lose it).
     pub fn start(
         host: Arc<Host>,
         component: Arc<LoadedComponent>,
@@ -122,7 +150,6 @@ impl Swarm {
             agents: OnceLock::new(),
             config,
             required_by,
-            usage: (0..catalog.features.len()).map(|_| Mutex::new(Usage::default())).collect(),
         });
         let n = catalog.features.len();
         let next = AtomicUsize::new(0);
@@ -131,8 +158,7 @@ impl Swarm {
         // whose start traps or spins would fail (or time out) for every
         // agent alike.
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let slots: Vec<OnceLock<Result<crate::instance::AgentInstance>>> =
-            (0..n).map(|_| OnceLock::new()).collect();
+        let slots: Vec<OnceLock<Result<AgentInstance>>> = (0..n).map(|_| OnceLock::new()).collect();
         let threads = hub.config.start_threads.clamp(1, 64);
         std::thread::scope(|scope| {
             for _ in 0..threads {
@@ -142,7 +168,7 @@ impl Swarm {
                         if i >= n {
                             break;
                         }
-                        let result = hub.start_agent(&catalog.features[i]);
+                        let result = hub.start_agent(&catalog.features[i]).map(|(a, _)| a);
                         if result.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -156,7 +182,7 @@ impl Swarm {
         let mut first_error = None;
         for (i, slot) in slots.into_iter().enumerate() {
             match slot.into_inner() {
-                Some(Ok(instance)) => agents.push(SharedAgent::new(instance)),
+                Some(Ok(instance)) => agents.push(LiveAgent::new(instance)),
                 Some(Err(e)) => {
                     first_error.get_or_insert((i, e));
                 }
@@ -194,24 +220,13 @@ impl Swarm {
         self.hub.router.catalog()
     }
 
+    /// The number of agents (live or evicted).
     pub fn len(&self) -> usize {
-        self.agents().len()
+        self.hub.agents().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn agents(&self) -> &[SharedAgent] {
-        self.hub.agents.get().map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    /// The live agent at catalog index `i`.
-    pub fn agent(&self, i: usize) -> Result<&SharedAgent> {
-        self.agents().get(i).ok_or_else(|| Error::Lifecycle {
-            agent: format!("#{i}"),
-            detail: format!("no such agent: the swarm has {}", self.len()),
-        })
     }
 
     /// Routes `text` and asks the chosen agent.
@@ -232,12 +247,8 @@ impl Swarm {
     pub fn ask(&self, i: usize, text: &str, reason: Reason) -> Result<Answer> {
         let t = Instant::now();
         let query = self.hub.host.query(text);
-        let agent = self.agent(i)?;
-        let chain = vec![agent.id().to_string()];
-        let (response, trace) = agent.call(|a| {
-            let (r, trace) = self.hub.handle(i, a, &query, chain);
-            r.map(|r| (r, trace))
-        })?;
+        let chain = vec![self.hub.agent(i)?.id().to_string()];
+        let (response, trace) = self.hub.call(i, None, |a| Hub::handle(a, &query, chain))?;
         Ok(Answer {
             agent: i,
             reason: reason.to_string(),
@@ -250,7 +261,15 @@ impl Swarm {
 
     /// Rewards agent `i`'s answer to `query_id`.
     pub fn feedback(&self, i: usize, query_id: &str, reward: f32) -> Result<()> {
-        self.agent(i)?.call(|a| a.feedback(query_id, reward))
+        self.hub.call(i, None, |a| a.feedback(query_id, reward))
+    }
+
+    /// Runs `f` on agent `i`'s instance, like every other call: it waits in
+    /// the agent's bounded queue, starts the agent if it was evicted, is
+    /// counted in its usage and recycles the instance if it traps or breaks
+    /// a budget.
+    pub fn call<T>(&self, i: usize, f: impl FnOnce(&mut AgentInstance) -> Result<T>) -> Result<T> {
+        self.hub.call(i, None, f)
     }
 
     /// The component family the agents' snapshots are stored under.
@@ -258,112 +277,185 @@ impl Swarm {
         &self.hub.component.family
     }
 
-    /// Stores the snapshots of agents `which` (catalog indices), and the use
-    /// of every agent since the last save (added to what `store` holds).
-    pub fn save(&self, store: &SnapshotStore, which: impl IntoIterator<Item = usize>) -> Result<()> {
+    /// Stores the snapshots of live agents `which` (catalog indices; an
+    /// evicted agent's is stored already) and the use of every agent since
+    /// the last save (added to what the database holds). Without a snapshot
+    /// database, an error.
+    pub fn save(&self, which: impl IntoIterator<Item = usize>) -> Result<()> {
+        let store = self.hub.store()?;
         for i in which {
-            let agent = self.agent(i)?;
-            let bytes = agent.call(|a| a.snapshot())?;
-            store.put(&self.hub.component.family, agent.id(), &bytes)?;
+            self.hub.checkpoint(i)?;
         }
         let mut rows = Vec::new();
-        for (i, delta) in self.hub.usage.iter().enumerate() {
-            let delta = std::mem::take(&mut *delta.lock().unwrap_or_else(|p| p.into_inner()));
-            if delta.calls == 0 && delta.recycles == 0 {
+        for agent in self.hub.agents() {
+            let delta = std::mem::take(&mut agent.books().usage);
+            if delta.calls == 0 && delta.recycles == 0 && delta.evictions == 0 {
                 continue;
             }
-            let id = self.agent(i)?.id().to_string();
             let mut total = store
-                .usage(&id)
+                .usage(agent.id())
                 .unwrap_or_else(|e| {
-                    tracing::warn!(agent = %id, error = %e, "stored usage is unreadable; counting from zero");
+                    tracing::warn!(agent = %agent.id(), error = %e, "stored usage is unreadable; counting from zero");
                     None
                 })
                 .unwrap_or_default();
             total.merge(&delta);
-            rows.push((id, total));
+            rows.push((agent.id().to_string(), total));
         }
         store.put_usage(rows.iter().map(|(id, u)| (id.as_str(), u)))
     }
 }
 
 impl Hub {
+    fn agents(&self) -> &[LiveAgent] {
+        self.agents.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn agent(&self, i: usize) -> Result<&LiveAgent> {
+        self.agents().get(i).ok_or_else(|| Error::Lifecycle {
+            agent: format!("#{i}"),
+            detail: format!("no such agent: the swarm has {}", self.agents().len()),
+        })
+    }
+
+    fn store(&self) -> Result<&SnapshotStore> {
+        self.snapshots.as_deref().ok_or_else(|| Error::Lifecycle {
+            agent: String::from("swarm"),
+            detail: String::from("the swarm has no snapshot database: its agents' state is kept nowhere"),
+        })
+    }
+
+    fn emit(&self, event: Event) {
+        self.host.events().emit(event);
+    }
+
     /// A new instance of `feature`'s agent, linked, restored from its stored
-    /// snapshot if there is one.
-    fn start_agent(
-        self: &Arc<Self>,
-        feature: &crate::catalog::Feature,
-    ) -> Result<crate::instance::AgentInstance> {
+    /// snapshot if there is one (`true` when it was).
+    fn start_agent(self: &Arc<Self>, feature: &Feature) -> Result<(AgentInstance, bool)> {
         let start = || {
             self.host.instantiate_linked(&self.component, feature.agent_config(), Some(Arc::downgrade(self)))
         };
-        let Some(store) = &self.snapshots else { return start() };
+        let Some(store) = &self.snapshots else { return start().map(|a| (a, false)) };
         let (instance, restored) = store.start_restored(&self.component.family, &feature.faj, start)?;
-        if let crate::snapshots::Restored::Quarantined { reason } = restored {
-            self.host.events().emit(crate::events::Event::SnapshotQuarantined {
+        if let Restored::Quarantined { reason } = &restored {
+            self.emit(Event::SnapshotQuarantined {
                 agent: feature.faj.clone(),
                 component: self.component.family.clone(),
-                reason,
+                reason: reason.clone(),
             });
         }
-        Ok(instance)
+        Ok((instance, restored.restored()))
     }
 
-    /// Runs `query` on agent `i`'s instance `a` (whose lock the caller
-    /// holds) as the end of call chain `chain`: counts the call in the
-    /// agent's usage, failed or not, and recycles the instance if it trapped
-    /// or broke a budget. Returns the answer and the consults it made.
-    fn handle(
+    /// The one path of every call to agent `i` (see the module docs):
+    /// queue, start if evicted, count, recycle on failure, checkpoint.
+    fn call<T>(
         self: &Arc<Self>,
         i: usize,
-        a: &mut crate::instance::AgentInstance,
-        query: &Query,
-        chain: Vec<String>,
-    ) -> (Result<Response>, Vec<Hop>) {
+        wait: Option<Duration>,
+        f: impl FnOnce(&mut AgentInstance) -> Result<T>,
+    ) -> Result<T> {
+        let agent = self.agent(i)?;
+        agent.enter(wait, |slot| {
+            let instance = match slot {
+                Some(instance) => instance,
+                None => {
+                    let feature = &self.router.catalog().features[i];
+                    let (instance, restored) = self.start_agent(feature)?;
+                    let mut books = agent.books();
+                    books.state = AgentState::Running;
+                    books.memory_bytes = instance.memory().used_bytes;
+                    self.emit(Event::AgentSpawned { agent: feature.faj.clone(), restored });
+                    slot.insert(instance)
+                }
+            };
+            let fuel_before = instance.fuel_used();
+            let started = Instant::now();
+            let result = f(instance);
+            let took = started.elapsed();
+            let checkpoint_due = {
+                let memory = instance.memory();
+                let mut books = agent.books();
+                books.usage.record_call(
+                    took,
+                    result.is_err(),
+                    instance.fuel_used().saturating_sub(fuel_before),
+                    memory.used_bytes,
+                    memory.peak_bytes,
+                );
+                books.last_used = Instant::now();
+                books.memory_bytes = memory.used_bytes;
+                books.since_checkpoint += 1;
+                self.config.checkpoint_every > 0 && books.since_checkpoint >= self.config.checkpoint_every
+            };
+            if let Some(reason) = instance.failure() {
+                let reason = reason.to_string();
+                self.recycle(i, slot, reason);
+            } else if checkpoint_due
+                && self.snapshots.is_some()
+                && let Err(e) = self.store_snapshot(i, instance)
+            {
+                tracing::warn!(agent = %agent.id(), error = %e, "periodic checkpoint failed");
+            }
+            result
+        })
+    }
+
+    /// Runs `query` on instance `a` as the end of call chain `chain`;
+    /// returns the answer and the consults it made.
+    fn handle(a: &mut AgentInstance, query: &Query, chain: Vec<String>) -> Result<(Response, Vec<Hop>)> {
         let state = a.state_mut();
         state.chain = chain;
         state.trace.clear();
-        let fuel_before = a.fuel_used();
-        let started = Instant::now();
         let r = a.handle(query);
-        let took = started.elapsed();
         let trace = std::mem::take(&mut a.state_mut().trace);
-        {
-            let memory = a.memory();
-            let mut usage = self.usage[i].lock().unwrap_or_else(|p| p.into_inner());
-            usage.record_call(
-                took,
-                r.is_err(),
-                a.fuel_used().saturating_sub(fuel_before),
-                memory.used_bytes,
-                memory.peak_bytes,
-            );
-        }
-        self.recycle_if_failed(i, a);
-        (r, trace)
+        r.map(|r| (r, trace))
     }
 
-    /// Replaces a trapped or budget-broken instance with a fresh one
-    /// (restored from the stored snapshot, if any). Called with the agent's
-    /// lock held.
-    fn recycle_if_failed(self: &Arc<Self>, i: usize, instance: &mut crate::instance::AgentInstance) {
-        let Some(reason) = instance.failure() else { return };
+    /// Stores instance `a` (agent `i`'s) snapshot now.
+    fn store_snapshot(&self, i: usize, a: &mut AgentInstance) -> Result<()> {
+        let store = self.store()?;
+        let bytes = a.snapshot()?;
+        store.put(&self.component.family, a.id(), &bytes)?;
+        self.agent(i)?.books().since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Stores live agent `i`'s snapshot (an evicted one's is stored already).
+    fn checkpoint(&self, i: usize) -> Result<()> {
+        self.agent(i)?.enter(None, |slot| match slot {
+            Some(a) => self.store_snapshot(i, a),
+            None => Ok(()),
+        })
+    }
+
+    /// Replaces agent `i`'s trapped, budget-broken or unhealthy instance in
+    /// `slot` (whose lock the caller holds) with a fresh one, restored from
+    /// the stored snapshot if any. If none can start, the slot is emptied
+    /// and the agent marked failed; its next call tries again.
+    fn recycle(self: &Arc<Self>, i: usize, slot: &mut Option<AgentInstance>, reason: String) {
         let feature = &self.router.catalog().features[i];
-        self.host.events().emit(crate::events::Event::ExecutionFailed {
-            agent: feature.faj.clone(),
-            error: reason.to_string(),
-        });
+        self.emit(Event::ExecutionFailed { agent: feature.faj.clone(), error: reason });
+        let Ok(agent) = self.agent(i) else { return };
         match self.start_agent(feature) {
-            Ok(fresh) => {
-                *instance = fresh;
-                self.usage[i].lock().unwrap_or_else(|p| p.into_inner()).recycles += 1;
-                self.host.events().emit(crate::events::Event::AgentRecycled {
-                    agent: feature.faj.clone(),
-                    restored: self.snapshots.is_some(),
-                });
+            Ok((fresh, restored)) => {
+                {
+                    let mut books = agent.books();
+                    books.usage.recycles += 1;
+                    books.state = AgentState::Running;
+                    books.health = Health::Healthy;
+                    books.health_failures = 0;
+                    books.memory_bytes = fresh.memory().used_bytes;
+                }
+                *slot = Some(fresh);
+                self.emit(Event::AgentRecycled { agent: feature.faj.clone(), restored });
             }
             Err(e) => {
-                tracing::error!(agent = %feature.faj, error = %e, "recycling failed; the agent stays failed")
+                tracing::error!(agent = %feature.faj, error = %e, "recycling failed; the agent stays failed");
+                *slot = None;
+                let mut books = agent.books();
+                books.state = AgentState::Failed;
+                books.memory_bytes = 0;
             }
         }
     }
@@ -375,9 +467,9 @@ impl Hub {
         to: &str,
         text: &str,
     ) -> std::result::Result<(Response, Vec<Hop>), ConsultError> {
-        let Some(agents) = self.agents.get() else {
+        if self.agents.get().is_none() {
             return Err(ConsultError::Unavailable(String::from("the swarm is still starting")));
-        };
+        }
         let Some(i) = self.router.index_of(to) else {
             return Err(ConsultError::UnknownAgent(to.to_string()));
         };
@@ -400,17 +492,15 @@ impl Hub {
         };
         let mut callee_chain = chain.to_vec();
         callee_chain.push(to.to_string());
-        let result =
-            agents[i].call_within(self.config.consult_wait, |a| Ok(self.handle(i, a, &query, callee_chain)));
+        let result = self.call(i, Some(self.config.consult_wait), |a| Hub::handle(a, &query, callee_chain));
         let millis = started.elapsed().as_secs_f64() * 1e3;
         let hop = |outcome: String| Hop { from: from.clone(), to: to.to_string(), depth, millis, outcome };
         match result {
-            Ok((Ok(response), sub)) => {
+            Ok((response, sub)) => {
                 let mut trace = vec![hop(String::from("ok"))];
                 trace.extend(sub);
                 Ok((response, trace))
             }
-            Ok((Err(e), _)) => Err(ConsultError::Failed(e.to_string(), hop(format!("failed: {e}")))),
             Err(Error::Busy { .. }) => Err(ConsultError::Busy(to.to_string(), hop(String::from("busy")))),
             Err(e) => Err(ConsultError::Failed(e.to_string(), hop(format!("failed: {e}")))),
         }
