@@ -40,8 +40,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
-use elex_host::router::Router;
-use elex_host::{Action, Catalog, Host, HostConfig, Swarm, SwarmConfig};
+use elex_host::{Action, Host, HostConfig, Swarm, SwarmConfig};
+use elex_ran::{Catalog, Router};
 
 use crate::{Rng, Row};
 
@@ -100,7 +100,7 @@ const GENERIC: &[&str] = &[
 ];
 
 /// Some of the words of the feature's name, shuffled (see the module docs).
-fn described_words(f: &elex_host::Feature, kind: &str) -> String {
+fn described_words(f: &elex_ran::Feature, kind: &str) -> String {
     let mut roll = Rng::seeded_by(&[&f.faj, kind]);
     let content: Vec<String> =
         elex_text::tokens(&f.name).into_iter().filter(|w| !GENERIC.contains(&w.as_str())).collect();
@@ -118,7 +118,7 @@ fn described_words(f: &elex_host::Feature, kind: &str) -> String {
 }
 
 /// A question of `kind` describing the feature without naming it.
-fn described_question(kind: &str, f: &elex_host::Feature) -> String {
+fn described_question(kind: &str, f: &elex_ran::Feature) -> String {
     let words = described_words(f, kind);
     let category = f.category.as_deref().unwrap_or("radio").to_lowercase().replace(" & ", " and ");
     let access = match f.access.as_deref() {
@@ -218,7 +218,7 @@ fn routing_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) {
 /// peer for prerequisites, an escalation for troubleshooting, else a direct
 /// answer, unless the feature has no facts of the asked kind (no counters or
 /// no parameters): then it wants the agent to ask back.
-fn wanted(kind: &str, f: &elex_host::Feature) -> Action {
+fn wanted(kind: &str, f: &elex_ran::Feature) -> Action {
     match kind {
         "prerequisites" => Action::ConsultPeer,
         "troubleshoot" => Action::Escalate,
@@ -232,11 +232,12 @@ fn learning_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     let bytes = std::fs::read(elex_tests::component_path("feature-agent.composed"))?;
     let host = Arc::new(Host::new(HostConfig::for_swarm(593)).map_err(|e| anyhow!("{e}"))?);
     let loaded = Arc::new(host.load_unsigned_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
-    let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
+    let router = Arc::new(Router::new(catalog.clone()));
+    let swarm = Swarm::start(host, loaded, router.clone(), None, SwarmConfig::default(), |_| {})
         .map_err(|e| anyhow!("{e}"))?;
     // 20 agents that have a prerequisite in the catalog.
     let agents: Vec<usize> = (0..catalog.features.len())
-        .filter(|&i| catalog.features[i].requires.iter().any(|r| swarm.router().index_of(r).is_some()))
+        .filter(|&i| catalog.features[i].requires.iter().any(|r| router.index_of(r).is_some()))
         .step_by(5)
         .take(20)
         .collect();
@@ -253,9 +254,7 @@ fn learning_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     for round in 1..=2_000 {
         let i = agents[(next() % agents.len() as u64) as usize];
         let kind = KINDS[(next() % KINDS.len() as u64) as usize];
-        let answer = swarm
-            .ask(i, &question(kind, &catalog.features[i].name), elex_host::router::Reason::Name)
-            .map_err(|e| anyhow!("{e}"))?;
+        let answer = swarm.ask(i, &question(kind, &catalog.features[i].name)).map_err(|e| anyhow!("{e}"))?;
         let right = answer.response.action == wanted(kind, &catalog.features[i]);
         window += usize::from(right);
         swarm
@@ -277,9 +276,7 @@ fn learning_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
         let mut done: HashMap<String, usize> = HashMap::new();
         let mut kind_right = 0;
         for &i in &agents {
-            let a = swarm
-                .ask(i, &question(kind, &catalog.features[i].name), elex_host::router::Reason::Name)
-                .map_err(|e| anyhow!("{e}"))?;
+            let a = swarm.ask(i, &question(kind, &catalog.features[i].name)).map_err(|e| anyhow!("{e}"))?;
             kind_right += usize::from(a.response.action == wanted(kind, &catalog.features[i]));
             *done.entry(a.response.action.to_string()).or_default() += 1;
         }

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow};
 use elex_host::cache::Origin;
-use elex_host::{Catalog, Host, HostConfig};
+use elex_host::{Host, HostConfig};
+use elex_ran::Catalog;
 
 use crate::{Row, ns_per_iter, quantile};
 

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use elex_host::{Catalog, Host, HostConfig, Swarm, SwarmConfig};
+use elex_host::{Host, HostConfig, Reply, Swarm, SwarmConfig};
+use elex_ran::{Catalog, Router};
 
 use crate::{Row, quantile};
 
@@ -37,6 +38,13 @@ fn queries(catalog: &Catalog, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Routes `text` and asks the chosen agent, as `Runtime::query` does
+/// (without its database writes).
+fn query(router: &Router, swarm: &Swarm, text: &str) -> Result<Reply> {
+    let (i, _) = router.choose(text).ok_or_else(|| anyhow!("empty catalog"))?;
+    swarm.ask(i, text).map_err(|e| anyhow!("{e}"))
+}
+
 pub fn run(out: &Path) -> Result<()> {
     let mut rows = Vec::new();
     let bytes = std::fs::read(elex_tests::component_path("feature-agent.composed"))?;
@@ -48,16 +56,19 @@ pub fn run(out: &Path) -> Result<()> {
     {
         let warm = Host::new(config.clone()).map_err(|e| anyhow!("{e}"))?;
         warm.load_unsigned_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?;
-        warm.load_hnsw(&hnsw).map_err(|e| anyhow!("{e}"))?;
+        warm.vector_index(&hnsw, &[], elex_text::DIM).map_err(|e| anyhow!("{e}"))?;
     }
     let catalog = Arc::new(Catalog::embedded().map_err(|e| anyhow!("{e}"))?);
     let rss_before = crate::runtime::rss_bytes();
     let t = Instant::now();
     let host = Arc::new(Host::new(config).map_err(|e| anyhow!("{e}"))?);
     let loaded = Arc::new(host.load_unsigned_bytes("feature-agent", &bytes).map_err(|e| anyhow!("{e}"))?);
-    let swarm = Swarm::start(host, loaded, catalog.clone(), None, SwarmConfig::default(), |_| {})
+    let router = Arc::new(Router::new(catalog.clone()));
+    let swarm = Swarm::start(host.clone(), loaded, router.clone(), None, SwarmConfig::default(), |_| {})
         .map_err(|e| anyhow!("{e}"))?;
-    swarm.attach_hnsw(&hnsw).map_err(|e| anyhow!("{e}"))?;
+    router.attach_index(
+        host.vector_index(&hnsw, &router.profile_rows(), elex_text::DIM).map_err(|e| anyhow!("{e}"))?,
+    );
     let cold = t.elapsed();
     rows.push(Row::new("swarm_cold_start", "ms", cold.as_secs_f64() * 1e3, None).settings(format!(
         "new host, load from the disk cache, instantiate + init 593 linked agents on {} threads, agent embeddings into an hnsw instance (knowledge indexes are built at each agent's first question)",
@@ -77,7 +88,7 @@ pub fn run(out: &Path) -> Result<()> {
     let mut first = Vec::with_capacity(593);
     for q in &qs[..593] {
         let t = Instant::now();
-        swarm.query(q).map_err(|e| anyhow!("{e}"))?;
+        query(&router, &swarm, q)?;
         first.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let note = "the first question to each agent: route + build its knowledge index + answer";
@@ -87,7 +98,7 @@ pub fn run(out: &Path) -> Result<()> {
     let mut consults = 0;
     for q in &qs {
         let t = Instant::now();
-        let a = swarm.query(q).map_err(|e| anyhow!("{e}"))?;
+        let a = query(&router, &swarm, q)?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         consults += usize::from(!a.trace.is_empty());
     }
@@ -100,15 +111,10 @@ pub fn run(out: &Path) -> Result<()> {
     // taught (negative feedback otherwise) to consult it for prerequisite
     // questions; then those questions are timed.
     let with_peer: Vec<usize> = (0..catalog.features.len())
-        .filter(|&i| catalog.features[i].requires.iter().any(|r| swarm.router().index_of(r).is_some()))
+        .filter(|&i| catalog.features[i].requires.iter().any(|r| router.index_of(r).is_some()))
         .collect();
-    let ask = |i: usize| {
-        swarm.ask(
-            i,
-            &format!("What are the prerequisites of {}?", catalog.features[i].name),
-            elex_host::router::Reason::Name,
-        )
-    };
+    let ask =
+        |i: usize| swarm.ask(i, &format!("What are the prerequisites of {}?", catalog.features[i].name));
     for &i in &with_peer {
         for _ in 0..8 {
             let a = ask(i).map_err(|e| anyhow!("{e}"))?;
@@ -143,11 +149,11 @@ pub fn run(out: &Path) -> Result<()> {
     let secs = 2.0;
     std::thread::scope(|s| {
         for w in 0..2 {
-            let (swarm, qs, done, stop) = (&swarm, &qs, &done, &stop);
+            let (router, swarm, qs, done, stop) = (&router, &swarm, &qs, &done, &stop);
             s.spawn(move || {
                 let mut k = w * 1_500;
                 while !stop.load(Ordering::Relaxed) {
-                    if swarm.query(&qs[k % qs.len()]).is_ok() {
+                    if query(router, swarm, &qs[k % qs.len()]).is_ok() {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     k += 1;

@@ -3,9 +3,48 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Which budget a call broke, and the unit of its numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BudgetKind {
+    /// CPU time per call, in milliseconds (the epoch deadline).
+    Time,
+    /// Linear memory of the instance, in bytes.
+    Memory,
+    /// Fuel per call, in fuel units.
+    Fuel,
+}
+
+impl BudgetKind {
+    /// `time`, `memory` or `fuel`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetKind::Time => "time",
+            BudgetKind::Memory => "memory",
+            BudgetKind::Fuel => "fuel",
+        }
+    }
+
+    /// The unit of the budget's numbers.
+    pub fn unit(self) -> &'static str {
+        match self {
+            BudgetKind::Time => "ms",
+            BudgetKind::Memory => "bytes",
+            BudgetKind::Fuel => "fuel units",
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Everything that can go wrong in the host. Each variant says what failed
 /// and, where it helps, what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A component file could not be read.
     #[error("cannot read component {path}: {source}")]
@@ -23,9 +62,11 @@ pub enum Error {
     #[error("invalid host configuration: {0}")]
     Config(String),
 
-    /// A guest call was stopped because it exceeded one of its budgets.
-    #[error("agent {agent}: call `{call}` exceeded its {budget} budget (limit {limit}, used {used})")]
-    Budget { agent: String, call: &'static str, budget: &'static str, limit: String, used: String },
+    /// A guest call was stopped because it exceeded one of its budgets;
+    /// `limit` and `used` are in the kind's [unit](BudgetKind::unit) (for
+    /// memory, `used` is what the call asked to hold).
+    #[error("agent {agent}: call `{call}` exceeded its {kind} budget (limit {limit} {unit}, used {used} {unit})", unit = kind.unit())]
+    Budget { agent: String, call: &'static str, kind: BudgetKind, limit: u64, used: u64 },
 
     /// The agent already has as many callers waiting as its queue allows.
     #[error("agent {agent} is busy: {queue_depth} callers are already waiting for it; retry later")]
@@ -53,14 +94,10 @@ pub enum Error {
     #[error("{name}@{version} is published for world `{world}`; the host loads `{expected}`")]
     WrongWorld { name: String, version: String, world: String, expected: &'static str },
 
-    /// An agent is not in a state that allows the request (invalid lifecycle
-    /// transition, unknown agent, duplicate id, critical agent evicted).
+    /// An agent is not in a state that allows the request, or the swarm
+    /// cannot do what was asked (evict without a snapshot database, …).
     #[error("agent {agent}: {detail}")]
     Lifecycle { agent: String, detail: String },
-
-    /// A workflow file is malformed, names unknown steps or has a cycle.
-    #[error("workflow: {0}")]
-    Workflow(String),
 
     /// The memory graph refused a call or failed.
     #[error("memory graph: {0}")]
@@ -70,32 +107,24 @@ pub enum Error {
     #[error("database {path}: {detail}")]
     Storage { path: PathBuf, detail: String },
 
-    /// The catalog data is malformed.
-    #[error("catalog {source_name}, line {line}: {detail}")]
-    Catalog { source_name: String, line: usize, detail: String },
+    /// A vector index (an `elex:hnsw` component instance) failed a call.
+    #[error("vector index (hnsw component): {call}: {detail}")]
+    VectorIndex { call: &'static str, detail: String },
 
-    /// A question was empty or blank.
-    #[error("the question is empty: ask something, e.g. \"What is FAJ 121 3094?\"")]
-    NoQuestion,
-
-    /// Feedback could not be given: unknown query, reward out of range,
-    /// answered by another component.
-    #[error("feedback: {0}")]
-    Feedback(String),
-
-    /// No agent has the id or name a request gave.
+    /// No agent has the id or index a request gave.
     #[error("no agent {0}")]
     NoAgent(String),
 }
 
 impl Error {
     pub(crate) fn timeout(agent: &str, call: &'static str, limit: Duration, used: Duration) -> Error {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Error::Budget {
             agent: agent.to_string(),
             call,
-            budget: "time",
-            limit: format!("{} ms", limit.as_millis()),
-            used: format!("{} ms", used.as_millis()),
+            kind: BudgetKind::Time,
+            limit: ms(limit),
+            used: ms(used),
         }
     }
 }

@@ -18,8 +18,9 @@ use crate::engine::{self, EpochTicker};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::instance::{AgentInstance, InstanceState};
+use crate::interfaces;
 use crate::load::{self, LoadedComponent};
-use crate::services;
+use crate::vector_index::VectorIndex;
 
 /// A wasmtime engine with the elex host interfaces linked. Cheap to share by
 /// reference; everything it creates is independent of everything else.
@@ -47,7 +48,7 @@ impl Host {
         }
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
-        services::add_to_linker(&mut linker)?;
+        interfaces::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick)?;
         let cache = ComponentCache::new(&engine, config.cache_dir.clone(), config.memory_cache_entries);
         Ok(Host {
@@ -186,29 +187,26 @@ impl Host {
         )
     }
 
-    /// Compiles (or takes from the cache) an `elex:hnsw/library` component,
-    /// checked against that world, for [`crate::router::Router::attach_index`].
-    pub fn load_hnsw(&self, bytes: &[u8]) -> Result<wasmtime::component::Component> {
-        elex_wit::check_fit(bytes, elex_wit::World::Hnsw)
-            .map_err(|e| Error::Config(format!("not an elex:hnsw/library component: {e}")))?;
-        let digest = load::digest_of(bytes);
-        if let Some((c, _)) = self.cache.get(&self.engine, &digest) {
-            return Ok(c);
-        }
-        let c = wasmtime::component::Component::new(&self.engine, bytes)
-            .map_err(|e| Error::Config(format!("compiling the hnsw component: {e:#}")))?;
-        self.cache.insert(&digest, &c);
-        Ok(c)
-    }
-
-    /// The agents' profile embeddings in an instance of `hnsw`.
-    pub fn agent_index(
-        &self,
-        hnsw: &wasmtime::component::Component,
-        rows: &[f32],
-        dimension: usize,
-    ) -> Result<crate::agent_index::AgentIndex> {
-        crate::agent_index::AgentIndex::build(&self.engine, hnsw, rows, dimension)
+    /// A [`VectorIndex`] of `rows` (unit vectors of `dimension`, row-major;
+    /// row `i` under id `i`) in a new instance of `hnsw`, an
+    /// `elex:hnsw/library` component checked against that world and compiled
+    /// (or taken from the cache). The bytes are the caller's to verify: the
+    /// RAN runtime fetches them signed from the registry.
+    pub fn vector_index(&self, hnsw: &[u8], rows: &[f32], dimension: usize) -> Result<VectorIndex> {
+        let what = "the hnsw component";
+        elex_wit::check_fit(hnsw, elex_wit::World::Hnsw)
+            .map_err(|source| Error::Unfit { what: what.to_string(), source })?;
+        let digest = load::digest_of(hnsw);
+        let component = match self.cache.get(&self.engine, &digest) {
+            Some((c, _)) => c,
+            None => {
+                let c = wasmtime::component::Component::new(&self.engine, hnsw)
+                    .map_err(|e| Error::Compile { what: what.to_string(), detail: format!("{e:#}") })?;
+                self.cache.insert(&digest, &c);
+                c
+            }
+        };
+        VectorIndex::build(&self.engine, &component, rows, dimension)
     }
 
     /// A query with a fresh id, unique across hosts, processes and runs

@@ -13,27 +13,22 @@ use crate::bindings::{
 };
 use crate::budget::MemoryBudget;
 use crate::config::Budgets;
-use crate::error::{Error, Result};
+use crate::error::{BudgetKind, Error, Result};
+use crate::interfaces::log::LogState;
+use crate::interfaces::memory_graph::GraphState;
+use crate::interfaces::routing::RoutingState;
 use crate::load::LoadedComponent;
 
-/// The data of an instance's `Store`: who it is and what it may use.
+/// The data of an instance's `Store`: who it is, what it may use, and the
+/// state of each host interface (see [`crate::interfaces`]).
 pub struct InstanceState {
     pub(crate) agent_id: String,
+    /// The store's resource limiter.
     pub(crate) memory: MemoryBudget,
     pub(crate) budgets: Budgets,
-    /// The host's memory graph, if it has one.
-    pub(crate) graph: Option<Arc<MemoryGraph>>,
-    /// The memory-graph transaction open in the current call: its ops,
-    /// applied at `commit`.
-    pub(crate) transaction: Option<Vec<elex_memgraph::Op>>,
-    /// The swarm this instance is linked into (for `elex:host/routing`).
-    pub(crate) swarm: Option<std::sync::Weak<crate::swarm::Hub>>,
-    /// Agents on the current call chain, the root caller first, this agent
-    /// last (empty outside a swarm query).
-    pub(crate) chain: Vec<String>,
-    /// Consult hops made during the current call (and by the agents it
-    /// consulted).
-    pub(crate) trace: Vec<crate::swarm::Hop>,
+    pub(crate) log: LogState,
+    pub(crate) graph: GraphState,
+    pub(crate) routing: RoutingState,
 }
 
 /// A live agent. Calls run on the caller's thread; each is held to the
@@ -71,15 +66,14 @@ impl AgentInstance {
     ) -> Result<AgentInstance> {
         let span = tracing::info_span!("instantiate", agent = %config.agent_id);
         let _enter = span.enter();
+        let id = config.agent_id.as_str();
         let state = InstanceState {
-            agent_id: config.agent_id.clone(),
+            agent_id: id.to_string(),
             memory: MemoryBudget::new(budgets.memory_bytes, budgets.table_elements),
             budgets,
-            graph,
-            transaction: None,
-            swarm,
-            chain: Vec::new(),
-            trace: Vec::new(),
+            log: LogState { agent_id: id.to_string() },
+            graph: GraphState::new(graph, id),
+            routing: RoutingState::new(id, swarm),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
@@ -94,9 +88,9 @@ impl AgentInstance {
         Ok(instance)
     }
 
-    /// The store's data (call chain and trace of swarm queries).
-    pub(crate) fn state_mut(&mut self) -> &mut InstanceState {
-        self.store.data_mut()
+    /// Its place in a swarm: the call chain and trace of swarm queries.
+    pub(crate) fn routing_mut(&mut self) -> &mut RoutingState {
+        &mut self.store.data_mut().routing
     }
 
     /// The agent id this instance serves.
@@ -143,11 +137,11 @@ impl AgentInstance {
         let outcome = f(&self.plugin, &mut self.store);
         // A memory-graph transaction lives within one call: returning,
         // trapping or breaking a budget with it open rolls it back.
-        if let Some(ops) = self.store.data_mut().transaction.take() {
+        if let Some(operations) = self.store.data_mut().graph.end_call() {
             tracing::warn!(
                 agent = %self.store.data().agent_id,
                 call,
-                operations = ops.len(),
+                operations,
                 "memory-graph transaction left open at the end of the call: rolled back"
             );
         }
@@ -238,9 +232,9 @@ fn classify(
             return Error::Budget {
                 agent: agent.to_string(),
                 call,
-                budget: "fuel",
-                limit: format!("{limit} units"),
-                used: format!("{limit} units (all of it)"),
+                kind: BudgetKind::Fuel,
+                limit,
+                used: limit,
             };
         }
         _ => {}
@@ -249,9 +243,9 @@ fn classify(
         return Error::Budget {
             agent: agent.to_string(),
             call,
-            budget: "memory",
-            limit: format!("{limit} bytes"),
-            used: format!("{requested} bytes requested"),
+            kind: BudgetKind::Memory,
+            limit,
+            used: requested,
         };
     }
     Error::Trap { agent: agent.to_string(), call, detail: format!("{e:#}") }

@@ -7,52 +7,71 @@
 //! says what was expected and what was found, and creates instances
 //! ([`Host::instantiate`]), each with its own store and budgets.
 //!
-//! ```no_run
-//! use elex_host::{Catalog, Host, HostConfig};
+//! ```
+//! use elex_host::{AgentConfig, Host, HostConfig};
 //! # fn main() -> elex_host::Result<()> {
 //! let host = Host::new(HostConfig::default())?;
-//! // A development build; signed components load with `Host::load_from_registry`.
-//! let agent = host.load_unsigned_file("target/components/feature-agent.composed.wasm".as_ref())?;
-//! let catalog = Catalog::embedded()?;
-//! let feature = catalog.by_faj("FAJ 121 3094").expect("in the catalog");
-//! let mut instance = host.instantiate(&agent, feature.agent_config())?;
-//! let answer = instance.handle(&host.query("Which parameters control MIMO Sleep Mode?"))?;
-//! println!("{}: {}", answer.action, answer.content);
+//! // A development build (the test fixture, which echoes); signed
+//! // components load with `Host::load_from_registry`.
+//! let agent = host.load_unsigned_file("../target/components/testing-hostile.wasm".as_ref())?;
+//! let config = AgentConfig {
+//!     agent_id: String::from("echo"),
+//!     name: String::from("echo"),
+//!     settings: Vec::new(),
+//!     document: String::new(),
+//! };
+//! let mut instance = host.instantiate(&agent, config)?;
+//! let answer = instance.handle(&host.query("hello"))?;
+//! assert_eq!(answer.content, "ok: hello");
 //! # Ok(()) }
 //! ```
 //!
-//! Where things live: the load path is [`load`](crate::Host::load_unsigned_bytes)
-//! (`src/load.rs`), budgets are `src/budget.rs` and `src/config.rs`, the host
-//! interfaces are `src/services/`, and query routing is [`router`].
+//! Many agents run in a [`Swarm`]: every one live and linked through
+//! `elex:host/routing`, each call queued, counted, recycled after a trap,
+//! checkpointed; the application says who the agents are with a
+//! [`Directory`] (the RAN application, `elex-ran`, gives its router).
+//!
+//! Where things live: the load path is `src/load.rs`
+//! ([`Host::load_from_registry`], [`Host::load_unsigned_bytes`]), budgets
+//! are `src/budget.rs` and `src/config.rs`, the host interfaces are
+//! `src/interfaces/` (one module and one state type each), the swarm is
+//! `src/swarm/`.
 
-pub mod agent_index;
-pub mod bindings;
+mod bindings;
 pub mod budget;
 pub mod cache;
-pub mod catalog;
 pub mod config;
 mod engine;
 pub mod error;
 pub mod events;
 mod host;
 mod instance;
+mod interfaces;
 mod load;
-pub mod router;
-pub mod runtime;
-mod services;
 pub mod snapshots;
 pub mod swarm;
 pub mod usage;
-pub mod workflow;
+mod vector_index;
 
-pub use bindings::{Action, AgentConfig, Query, Response};
-pub use catalog::{Catalog, Feature};
+/// The WIT types of the `elex:platform/plugin` world that the host's API
+/// speaks: what agents are given and answer.
+pub mod types {
+    pub use crate::bindings::elex::host::routing::{Candidate, Peer, Relation};
+    pub use crate::bindings::{
+        Action, AgentConfig, CounterSample, HealthReport, HealthStatus, KpiStatus, KpiValue, ParameterValue,
+        Query, Response, Validation, Verdict,
+    };
+}
+
 pub use config::{Budgets, HostConfig};
+pub use elex_memgraph as memgraph;
+pub use elex_registry as registry;
 pub use elex_wit::{FitError, Interfaces, World};
-pub use error::{Error, Result};
+pub use error::{BudgetKind, Error, Result};
 pub use events::{Event, EvictReason, Pressure};
 pub use host::Host;
-pub use instance::{AgentInstance, InstanceState};
+pub use instance::AgentInstance;
 pub use load::LoadedComponent;
-pub use runtime::{Runtime, RuntimeBuilder};
-pub use swarm::{AgentState, AgentStatus, Answer, Health, Hop, Swarm, SwarmConfig, Upkeep};
+pub use swarm::{AgentState, AgentStatus, Directory, Health, Hop, Reply, Roster, Swarm, SwarmConfig, Upkeep};
+pub use types::{Action, AgentConfig, Query, Response};
+pub use vector_index::VectorIndex;

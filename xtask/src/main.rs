@@ -272,15 +272,7 @@ fn bench(root: &Path, suites: &[String]) -> Result<()> {
 }
 
 fn demo(root: &Path, question: &str) -> Result<()> {
-    run(cargo().current_dir(root).args([
-        "run",
-        "--quiet",
-        "-p",
-        "elex-host",
-        "--bin",
-        "elex",
-        "--",
-        "query",
-        question,
-    ]))
+    run(cargo()
+        .current_dir(root)
+        .args(["run", "--quiet", "-p", "elex-cli", "--bin", "elex", "--", "query", question]))
 }

@@ -1,8 +1,10 @@
-//! [`Swarm`]: the one runtime of live agents — every feature of a catalog
-//! as an agent in one host, linked through `elex:host/routing`.
+//! [`Swarm`]: the one runtime of live agents — every agent a [`Directory`]
+//! lists, live in one host and linked through `elex:host/routing`.
 //!
-//! A query is routed ([`Router`]) to one agent and answered there; an agent
-//! may `consult` another (a dependency peer, say) through the host. Consults
+//! The directory says who the agents are (their configurations and ids)
+//! and answers their `route` and `peers` calls; the application supplies
+//! it (the RAN feature catalog's router, in `elex-ran`). An agent may
+//! `consult` another (a dependency peer, say) through the host. Consults
 //! are held to a depth limit (the root agent plus two hops by default) and
 //! refused when they would call an agent already on the call chain; each
 //! callee runs under its own budget, and every hop is recorded in the
@@ -29,14 +31,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::bindings::{Query, Response};
-use crate::catalog::{Catalog, Feature};
+use crate::bindings::elex::host::routing::{Candidate, Peer};
+use crate::bindings::{AgentConfig, Query, Response};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::host::Host;
 use crate::instance::AgentInstance;
 use crate::load::LoadedComponent;
-use crate::router::{Reason, Router};
 use crate::snapshots::{Restored, SnapshotStore};
 
 use agent::LiveAgent;
@@ -53,19 +54,57 @@ pub struct Hop {
     pub outcome: String,
 }
 
-/// An answered query.
+/// An agent's answer to a query, with the consults it made.
 #[derive(Debug, Clone)]
-pub struct Answer {
-    /// Catalog index of the agent that answered.
-    pub agent: usize,
-    /// Why it was chosen.
-    pub reason: String,
+pub struct Reply {
     pub response: Response,
     pub trace: Vec<Hop>,
-    /// Time spent routing.
-    pub routing: Duration,
     /// Time from the query to the answer.
     pub took: Duration,
+}
+
+/// Who the agents of a [`Swarm`] are, and how they find each other: what
+/// their `elex:host/routing` calls `route` and `peers` answer. Agent `i`
+/// is the `i`-th of `len()`.
+pub trait Directory: Send + Sync + 'static {
+    /// How many agents there are.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Agent `i`'s configuration (its `agent_id` names it).
+    fn config(&self, i: usize) -> AgentConfig;
+    /// The index of the agent a guest or an operator names.
+    fn index_of(&self, agent_id: &str) -> Option<usize>;
+    /// The best agents for `query`, best first, at most `limit`; `None`
+    /// when this directory routes nothing (guests get `unavailable`).
+    fn route(&self, query: &str, limit: usize) -> Option<Vec<Candidate>>;
+    /// Agent `i`'s peers (dependencies, dependants, conflicts, related).
+    fn peers(&self, i: usize) -> Vec<Peer>;
+}
+
+/// The simplest [`Directory`]: a list of agents that can consult each
+/// other by id, with no router and no peers.
+#[derive(Debug, Clone, Default)]
+pub struct Roster(pub Vec<AgentConfig>);
+
+impl Directory for Roster {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn config(&self, i: usize) -> AgentConfig {
+        self.0[i].clone()
+    }
+    fn index_of(&self, agent_id: &str) -> Option<usize> {
+        self.0.iter().position(|c| c.agent_id == agent_id)
+    }
+    fn route(&self, _query: &str, _limit: usize) -> Option<Vec<Candidate>> {
+        None
+    }
+    fn peers(&self, _i: usize) -> Vec<Peer> {
+        Vec::new()
+    }
 }
 
 /// Limits of a swarm.
@@ -107,51 +146,38 @@ pub(crate) struct Hub {
     pub(crate) host: Arc<Host>,
     component: Arc<LoadedComponent>,
     snapshots: Option<Arc<SnapshotStore>>,
-    pub(crate) router: Router,
+    pub(crate) directory: Arc<dyn Directory>,
+    /// Each agent's configuration, as the directory gave it at the start.
+    configs: Vec<AgentConfig>,
     agents: OnceLock<Vec<LiveAgent>>,
     pub(crate) config: SwarmConfig,
-    /// For each agent, the agents that require it.
-    pub(crate) required_by: Vec<Vec<usize>>,
 }
 
-/// Every feature of a catalog, live and linked.
+/// Every agent of a [`Directory`], live and linked.
 pub struct Swarm {
     hub: Arc<Hub>,
 }
 
 impl Swarm {
-    /// Starts one agent per catalog feature from `component`, restoring each
+    /// Starts every agent of `directory` from `component`, restoring each
     /// from its snapshot in `snapshots` if it has one; `progress(n)` is
-    /// called as agents come up (from the starting threads). Without
-    /// `snapshots` nothing an agent learns outlives the swarm, and eviction
-    /// is refused (it would lose it).
+    /// called as agents come up (from the starting threads), and
+    /// [`Event::SwarmStarted`] when all are. Without `snapshots` nothing an
+    /// agent learns outlives the swarm, and eviction is refused (it would
+    /// lose it).
     pub fn start(
         host: Arc<Host>,
         component: Arc<LoadedComponent>,
-        catalog: Arc<Catalog>,
+        directory: Arc<dyn Directory>,
         snapshots: Option<Arc<SnapshotStore>>,
         config: SwarmConfig,
         progress: impl Fn(usize) + Sync,
     ) -> Result<Swarm> {
-        let router = Router::new(catalog.clone());
-        let mut required_by = vec![Vec::new(); catalog.features.len()];
-        for (i, f) in catalog.features.iter().enumerate() {
-            for r in &f.requires {
-                if let Some(j) = router.index_of(r) {
-                    required_by[j].push(i);
-                }
-            }
-        }
-        let hub = Arc::new(Hub {
-            host,
-            component,
-            snapshots,
-            router,
-            agents: OnceLock::new(),
-            config,
-            required_by,
-        });
-        let n = catalog.features.len();
+        let t = Instant::now();
+        let n = directory.len();
+        let configs = (0..n).map(|i| directory.config(i)).collect();
+        let hub =
+            Arc::new(Hub { host, component, snapshots, directory, configs, agents: OnceLock::new(), config });
         let next = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
         // The first agent that cannot start stops the others: a component
@@ -168,7 +194,7 @@ impl Swarm {
                         if i >= n {
                             break;
                         }
-                        let result = hub.start_agent(&catalog.features[i]).map(|(a, _)| a);
+                        let result = hub.start_agent(i).map(|(a, _)| a);
                         if result.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -191,7 +217,7 @@ impl Swarm {
         }
         if let Some((i, e)) = first_error {
             return Err(Error::Lifecycle {
-                agent: catalog.features[i].faj.clone(),
+                agent: hub.configs[i].agent_id.clone(),
                 detail: format!(
                     "did not start: {e}; stopped starting the swarm ({} of {n} agents had started)",
                     agents.len()
@@ -199,25 +225,18 @@ impl Swarm {
             });
         }
         let _ = hub.agents.set(agents);
+        hub.emit(Event::SwarmStarted { agents: n, millis: t.elapsed().as_secs_f64() * 1e3 });
         Ok(Swarm { hub })
     }
 
-    /// Moves the router's similarity search into an instance of the `hnsw`
-    /// component (`bytes`: an `elex:hnsw/library` component) holding every
-    /// agent's profile embedding.
-    pub fn attach_hnsw(&self, bytes: &[u8]) -> Result<()> {
-        let component = self.hub.host.load_hnsw(bytes)?;
-        let index = self.hub.host.agent_index(&component, &self.hub.router.profile_rows(), elex_text::DIM)?;
-        self.hub.router.attach_index(index);
-        Ok(())
+    /// The directory the agents come from.
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.hub.directory
     }
 
-    pub fn router(&self) -> &Router {
-        &self.hub.router
-    }
-
-    pub fn catalog(&self) -> &Catalog {
-        self.hub.router.catalog()
+    /// Agent `i`'s id.
+    pub fn agent_id(&self, i: usize) -> Result<&str> {
+        self.hub.agent(i).map(LiveAgent::id)
     }
 
     /// The number of agents (live or evicted).
@@ -229,34 +248,13 @@ impl Swarm {
         self.len() == 0
     }
 
-    /// Routes `text` and asks the chosen agent.
-    pub fn query(&self, text: &str) -> Result<Answer> {
-        let t = Instant::now();
-        let (i, reason) = self.hub.router.choose(text).ok_or_else(|| Error::Lifecycle {
-            agent: String::from("swarm"),
-            detail: String::from("the catalog is empty"),
-        })?;
-        let routing = t.elapsed();
-        let mut answer = self.ask(i, text, reason)?;
-        answer.routing = routing;
-        answer.took = t.elapsed();
-        Ok(answer)
-    }
-
-    /// Asks agent `i` directly (`reason` says why it was chosen).
-    pub fn ask(&self, i: usize, text: &str, reason: Reason) -> Result<Answer> {
+    /// Asks agent `i` `text` (a fresh query id; its consults in the trace).
+    pub fn ask(&self, i: usize, text: &str) -> Result<Reply> {
         let t = Instant::now();
         let query = self.hub.host.query(text);
         let chain = vec![self.hub.agent(i)?.id().to_string()];
         let (response, trace) = self.hub.call(i, None, |a| Hub::handle(a, &query, chain))?;
-        Ok(Answer {
-            agent: i,
-            reason: reason.to_string(),
-            response,
-            trace,
-            routing: Duration::ZERO,
-            took: t.elapsed(),
-        })
+        Ok(Reply { response, trace, took: t.elapsed() })
     }
 
     /// Rewards agent `i`'s answer to `query_id`.
@@ -312,10 +310,9 @@ impl Hub {
     }
 
     fn agent(&self, i: usize) -> Result<&LiveAgent> {
-        self.agents().get(i).ok_or_else(|| Error::Lifecycle {
-            agent: format!("#{i}"),
-            detail: format!("no such agent: the swarm has {}", self.agents().len()),
-        })
+        self.agents()
+            .get(i)
+            .ok_or_else(|| Error::NoAgent(format!("#{i}: the swarm has {}", self.agents().len())))
     }
 
     fn store(&self) -> Result<&SnapshotStore> {
@@ -329,17 +326,17 @@ impl Hub {
         self.host.events().emit(event);
     }
 
-    /// A new instance of `feature`'s agent, linked, restored from its stored
+    /// A new instance of agent `i`, linked, restored from its stored
     /// snapshot if there is one (`true` when it was).
-    fn start_agent(self: &Arc<Self>, feature: &Feature) -> Result<(AgentInstance, bool)> {
-        let start = || {
-            self.host.instantiate_linked(&self.component, feature.agent_config(), Some(Arc::downgrade(self)))
-        };
+    fn start_agent(self: &Arc<Self>, i: usize) -> Result<(AgentInstance, bool)> {
+        let config = &self.configs[i];
+        let start =
+            || self.host.instantiate_linked(&self.component, config.clone(), Some(Arc::downgrade(self)));
         let Some(store) = &self.snapshots else { return start().map(|a| (a, false)) };
-        let (instance, restored) = store.start_restored(&self.component.family, &feature.faj, start)?;
+        let (instance, restored) = store.start_restored(&self.component.family, &config.agent_id, start)?;
         if let Restored::Quarantined { reason } = &restored {
             self.emit(Event::SnapshotQuarantined {
-                agent: feature.faj.clone(),
+                agent: config.agent_id.clone(),
                 component: self.component.family.clone(),
                 reason: reason.clone(),
             });
@@ -360,12 +357,11 @@ impl Hub {
             let instance = match slot {
                 Some(instance) => instance,
                 None => {
-                    let feature = &self.router.catalog().features[i];
-                    let (instance, restored) = self.start_agent(feature)?;
+                    let (instance, restored) = self.start_agent(i)?;
                     let mut books = agent.books();
                     books.state = AgentState::Running;
                     books.memory_bytes = instance.memory().used_bytes;
-                    self.emit(Event::AgentSpawned { agent: feature.faj.clone(), restored });
+                    self.emit(Event::AgentSpawned { agent: agent.id().to_string(), restored });
                     slot.insert(instance)
                 }
             };
@@ -404,11 +400,11 @@ impl Hub {
     /// Runs `query` on instance `a` as the end of call chain `chain`;
     /// returns the answer and the consults it made.
     fn handle(a: &mut AgentInstance, query: &Query, chain: Vec<String>) -> Result<(Response, Vec<Hop>)> {
-        let state = a.state_mut();
-        state.chain = chain;
-        state.trace.clear();
+        let routing = a.routing_mut();
+        routing.chain = chain;
+        routing.trace.clear();
         let r = a.handle(query);
-        let trace = std::mem::take(&mut a.state_mut().trace);
+        let trace = std::mem::take(&mut a.routing_mut().trace);
         r.map(|r| (r, trace))
     }
 
@@ -434,10 +430,9 @@ impl Hub {
     /// the stored snapshot if any. If none can start, the slot is emptied
     /// and the agent marked failed; its next call tries again.
     fn recycle(self: &Arc<Self>, i: usize, slot: &mut Option<AgentInstance>, reason: String) {
-        let feature = &self.router.catalog().features[i];
-        self.emit(Event::ExecutionFailed { agent: feature.faj.clone(), error: reason });
         let Ok(agent) = self.agent(i) else { return };
-        match self.start_agent(feature) {
+        self.emit(Event::ExecutionFailed { agent: agent.id().to_string(), error: reason });
+        match self.start_agent(i) {
             Ok((fresh, restored)) => {
                 {
                     let mut books = agent.books();
@@ -448,10 +443,10 @@ impl Hub {
                     books.memory_bytes = fresh.memory().used_bytes;
                 }
                 *slot = Some(fresh);
-                self.emit(Event::AgentRecycled { agent: feature.faj.clone(), restored });
+                self.emit(Event::AgentRecycled { agent: agent.id().to_string(), restored });
             }
             Err(e) => {
-                tracing::error!(agent = %feature.faj, error = %e, "recycling failed; the agent stays failed");
+                tracing::error!(agent = %agent.id(), error = %e, "recycling failed; the agent stays failed");
                 *slot = None;
                 let mut books = agent.books();
                 books.state = AgentState::Failed;
@@ -470,9 +465,11 @@ impl Hub {
         if self.agents.get().is_none() {
             return Err(ConsultError::Unavailable(String::from("the swarm is still starting")));
         }
-        let Some(i) = self.router.index_of(to) else {
+        let Some(i) = self.directory.index_of(to).filter(|&i| i < self.configs.len()) else {
             return Err(ConsultError::UnknownAgent(to.to_string()));
         };
+        // The callee's own id, however the caller spelled it.
+        let to = self.configs[i].agent_id.as_str();
         if chain.iter().any(|c| c == to) {
             let mut cycle = chain.to_vec();
             cycle.push(to.to_string());

@@ -2,7 +2,8 @@
 //! truncated artifact is detected and recompiled, never trusted.
 
 use elex_host::cache::Origin;
-use elex_host::{Catalog, Host, HostConfig};
+use elex_host::{Host, HostConfig};
+use elex_ran::Catalog;
 use elex_tests::component_path;
 
 fn host_with(dir: &std::path::Path) -> Host {

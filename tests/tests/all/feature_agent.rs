@@ -2,8 +2,9 @@
 //! against the (generated) ranges through the vector library, and KPIs
 //! computed from their formulas with its aggregation.
 
-use elex_host::bindings::{CounterSample, KpiStatus, ParameterValue, Verdict};
-use elex_host::{Catalog, Host, HostConfig};
+use elex_host::types::{CounterSample, KpiStatus, ParameterValue, Verdict};
+use elex_host::{Host, HostConfig};
+use elex_ran::Catalog;
 use elex_tests::component_path;
 
 #[test]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use elex_host::cache::Origin;
 use elex_host::snapshots::SnapshotStore;
-use elex_host::{Budgets, Catalog, Event, Host, HostConfig, Swarm, SwarmConfig};
+use elex_host::{BudgetKind, Budgets, Event, Host, HostConfig, Swarm, SwarmConfig};
+use elex_ran::Catalog;
 use elex_tests::component_path;
 
 use crate::{MSM, first_features};
@@ -108,7 +109,7 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
     let swarm = Swarm::start(
         host.clone(),
         hostile.clone(),
-        catalog.clone(),
+        crate::router(catalog.clone()),
         Some(store.clone()),
         SwarmConfig::default(),
         |_| {},
@@ -126,7 +127,7 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
     let swarm = Swarm::start(
         host.clone(),
         agent.clone(),
-        catalog.clone(),
+        crate::router(catalog.clone()),
         Some(store.clone()),
         SwarmConfig::default(),
         |_| {},
@@ -137,11 +138,7 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
         seen.iter().any(|e| matches!(e, Event::SnapshotQuarantined { agent, .. } if agent == MSM)),
         "{seen:?}"
     );
-    let answer = swarm.ask(
-        0,
-        "Which counters show the effect of MIMO Sleep Mode?",
-        elex_host::router::Reason::FajCode,
-    );
+    let answer = swarm.ask(0, "Which counters show the effect of MIMO Sleep Mode?");
     assert!(answer.unwrap().response.content.contains("MIMO Sleep Mode"));
     assert_eq!(store.get(&agent.family, MSM).unwrap(), None, "moved aside");
     assert!(store.check().unwrap().is_empty());
@@ -150,7 +147,15 @@ fn one_components_snapshot_never_reaches_another_and_a_bad_one_never_stops_an_ag
     swarm.save([0]).unwrap();
     drop(swarm);
     let mut events = host.subscribe();
-    Swarm::start(host.clone(), agent, catalog, Some(store.clone()), SwarmConfig::default(), |_| {}).unwrap();
+    Swarm::start(
+        host.clone(),
+        agent,
+        crate::router(catalog),
+        Some(store.clone()),
+        SwarmConfig::default(),
+        |_| {},
+    )
+    .unwrap();
     let seen: Vec<Event> = std::iter::from_fn(|| events.try_recv().ok()).collect();
     assert!(!seen.iter().any(|e| matches!(e, Event::SnapshotQuarantined { .. })), "{seen:?}");
 }
@@ -170,7 +175,7 @@ fn a_component_that_cannot_start_stops_the_swarm_at_the_first_failure() {
     let tried = std::sync::atomic::AtomicUsize::new(0);
     let threads = 2;
     let swarm_config = SwarmConfig { start_threads: threads, ..SwarmConfig::default() };
-    let result = Swarm::start(host, hostile, Arc::new(catalog), None, swarm_config, |_| {
+    let result = Swarm::start(host, hostile, crate::router(Arc::new(catalog)), None, swarm_config, |_| {
         tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     });
     let err = result.err().expect("no agent can start").to_string();
@@ -188,9 +193,16 @@ fn failed_calls_and_consults_are_counted_in_usage() {
     let catalog = first_features(3);
     let (a, b) = (catalog.features[0].faj.clone(), catalog.features[1].faj.clone());
     let mut events = host.subscribe();
-    let swarm =
-        Swarm::start(host, hostile, catalog, Some(store.clone()), SwarmConfig::default(), |_| {}).unwrap();
-    let ask = |text: &str| swarm.ask(0, text, elex_host::router::Reason::FajCode);
+    let swarm = Swarm::start(
+        host,
+        hostile,
+        crate::router(catalog),
+        Some(store.clone()),
+        SwarmConfig::default(),
+        |_| {},
+    )
+    .unwrap();
+    let ask = |text: &str| swarm.ask(0, text);
     assert!(ask("trap").is_err());
     assert!(ask("hello").is_ok(), "recycled after the trap");
     let consulted = ask(&format!("consult {b}|panic")).unwrap();
@@ -259,16 +271,15 @@ fn the_budgets_a_signed_entry_asks_for_are_enforced_and_capped_by_the_host() {
         let loaded = host.load_from_registry(&registry, spec).unwrap();
         let mut agent = host.instantiate(&loaded, config()).unwrap();
         match agent.handle(&host.query(text)).unwrap_err() {
-            elex_host::Error::Budget { budget, limit, .. } => (budget, limit),
+            elex_host::Error::Budget { kind, limit, .. } => (kind, limit),
             e => panic!("{spec} {text}: {e}"),
         }
     };
-    assert_eq!(limit_of("tight@0.1", "loop"), ("time", String::from("20 ms")));
-    let (budget, limit) = limit_of("tight@0.1", "bomb");
-    assert_eq!((budget, limit.as_str()), ("memory", "8388608 bytes"));
+    assert_eq!(limit_of("tight@0.1", "loop"), (BudgetKind::Time, 20));
+    assert_eq!(limit_of("tight@0.1", "bomb"), (BudgetKind::Memory, 8 << 20));
     // Asking for more than the host gives gets the host's budgets.
     let defaults = Budgets::default();
-    assert_eq!(limit_of("greedy@0.1", "loop").1, format!("{} ms", defaults.call_deadline.as_millis()));
+    assert_eq!(limit_of("greedy@0.1", "loop").1, defaults.call_deadline.as_millis() as u64);
 }
 
 #[test]
@@ -282,10 +293,15 @@ fn with_fuel_metering_the_swarm_still_routes_through_the_hnsw_component() {
         .unwrap(),
     );
     let agent = Arc::new(host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap());
-    let swarm = Swarm::start(host, agent, first_features(8), None, SwarmConfig::default(), |_| {}).unwrap();
-    swarm.attach_hnsw(&std::fs::read(component_path("hnsw")).unwrap()).unwrap();
-    let answer = swarm.query("Which counters show the effect of MIMO Sleep Mode?").unwrap();
-    assert_eq!(swarm.catalog().features[answer.agent].faj, MSM);
+    let router = crate::router(first_features(8));
+    let swarm =
+        Swarm::start(host.clone(), agent, router.clone(), None, SwarmConfig::default(), |_| {}).unwrap();
+    let hnsw = std::fs::read(component_path("hnsw")).unwrap();
+    router.attach_index(host.vector_index(&hnsw, &router.profile_rows(), 128).unwrap());
+    let text = "Which counters show the effect of MIMO Sleep Mode?";
+    let (i, _) = router.choose(text).unwrap();
+    assert_eq!(router.catalog().features[i].faj, MSM);
+    assert!(swarm.ask(i, text).unwrap().response.content.contains("MIMO Sleep Mode"));
 }
 
 proptest::proptest! {

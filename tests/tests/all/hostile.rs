@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use elex_host::router::Reason;
 use elex_host::{
-    AgentConfig, Budgets, Catalog, Error, Host, HostConfig, LoadedComponent, Swarm, SwarmConfig,
+    AgentConfig, BudgetKind, Budgets, Error, Host, HostConfig, LoadedComponent, Swarm, SwarmConfig,
 };
+use elex_ran::Catalog;
 use elex_tests::component_path;
 
 const DEADLINE: Duration = Duration::from_millis(200);
@@ -35,7 +35,7 @@ fn hostile_config() -> AgentConfig {
 
 #[derive(Debug)]
 enum Expect {
-    Budget(&'static str),
+    Budget(BudgetKind),
     Trap,
 }
 
@@ -43,8 +43,9 @@ fn attack(host: &Host, hostile: &LoadedComponent, text: &str, expect: Expect) {
     let mut agent = host.instantiate(hostile, hostile_config()).unwrap();
     let err = agent.handle(&host.query(text)).unwrap_err();
     match (&expect, &err) {
-        (Expect::Budget(b), Error::Budget { budget, agent, call, .. }) => {
-            assert_eq!(budget, b, "{text}: {err}");
+        (Expect::Budget(b), Error::Budget { kind, agent, call, limit, used }) => {
+            assert_eq!(kind, b, "{text}: {err}");
+            assert!(*kind != BudgetKind::Memory || used > limit, "{text}: {err}");
             assert_eq!((agent.as_str(), *call), ("hostile", "handle"));
         }
         (Expect::Trap, Error::Trap { .. }) => {}
@@ -63,10 +64,10 @@ fn attack(host: &Host, hostile: &LoadedComponent, text: &str, expect: Expect) {
 fn every_misbehaviour_is_stopped_with_the_right_error() {
     let host = host();
     let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
-    attack(&host, &hostile, "loop", Expect::Budget("time"));
-    attack(&host, &hostile, "spam", Expect::Budget("time"));
-    attack(&host, &hostile, "bomb", Expect::Budget("memory"));
-    attack(&host, &hostile, "huge", Expect::Budget("memory"));
+    attack(&host, &hostile, "loop", Expect::Budget(BudgetKind::Time));
+    attack(&host, &hostile, "spam", Expect::Budget(BudgetKind::Time));
+    attack(&host, &hostile, "bomb", Expect::Budget(BudgetKind::Memory));
+    attack(&host, &hostile, "huge", Expect::Budget(BudgetKind::Memory));
     attack(&host, &hostile, "recurse", Expect::Trap);
     attack(&host, &hostile, "trap", Expect::Trap);
     attack(&host, &hostile, "panic", Expect::Trap);
@@ -128,7 +129,7 @@ fn fuel_budgets_stop_loops_too() {
     let mut agent = host.instantiate(&hostile, hostile_config()).unwrap();
     assert_eq!(agent.handle(&host.query("hello")).unwrap().content, "ok: hello", "fuel is refilled per call");
     let e = agent.handle(&host.query("loop")).unwrap_err();
-    assert!(matches!(e, Error::Budget { budget: "fuel", .. }), "{e}");
+    assert!(matches!(e, Error::Budget { kind: BudgetKind::Fuel, .. }), "{e}");
     // A fuel budget without fuel metering is a configuration error.
     let e = Host::new(HostConfig {
         budgets: Budgets { fuel_per_call: Some(1), ..Budgets::default() },
@@ -148,8 +149,15 @@ fn callers_beyond_the_queue_get_busy_at_once() {
     .unwrap();
     let host = std::sync::Arc::new(host);
     let hostile = std::sync::Arc::new(host.load_unsigned_file(&component_path("testing-hostile")).unwrap());
-    let swarm =
-        Swarm::start(host, hostile, crate::first_features(1), None, SwarmConfig::default(), |_| {}).unwrap();
+    let swarm = Swarm::start(
+        host,
+        hostile,
+        crate::router(crate::first_features(1)),
+        None,
+        SwarmConfig::default(),
+        |_| {},
+    )
+    .unwrap();
     let in_flight = || swarm.status(0).unwrap().in_flight;
     let until = |n: u32| {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -158,7 +166,7 @@ fn callers_beyond_the_queue_get_busy_at_once() {
             std::thread::sleep(Duration::from_millis(1));
         }
     };
-    let ask = |text: &str| swarm.ask(0, text, Reason::FajCode);
+    let ask = |text: &str| swarm.ask(0, text);
     std::thread::scope(|s| {
         // One caller runs (a loop, stopped at its deadline), one waits ...
         let running = s.spawn(|| ask("loop"));
@@ -170,7 +178,7 @@ fn callers_beyond_the_queue_get_busy_at_once() {
         assert!(matches!(e, Error::Busy { queue_depth: 1, .. }), "{e}");
         assert_eq!(in_flight(), 2, "a refused caller does not stay queued");
         let first = running.join().unwrap().unwrap_err();
-        assert!(matches!(first, Error::Budget { budget: "time", .. }), "{first}");
+        assert!(matches!(first, Error::Budget { kind: BudgetKind::Time, .. }), "{first}");
         // The waiter ran after it, on the fresh instance that replaced the
         // one the loop broke.
         assert_eq!(waiting.join().unwrap().unwrap().response.content, "ok: hello");

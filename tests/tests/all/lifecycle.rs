@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use elex_host::router::Reason;
 use elex_host::snapshots::SnapshotStore;
 use elex_host::{
-    AgentState, Catalog, Error, Event, EvictReason, Health, Host, HostConfig, LoadedComponent, Pressure,
-    Swarm, SwarmConfig,
+    AgentState, Error, Event, EvictReason, Health, Host, HostConfig, LoadedComponent, Pressure, Swarm,
+    SwarmConfig,
 };
+use elex_ran::Catalog;
 use elex_tests::component_path;
 
 use crate::{MSM, first_features};
@@ -41,8 +41,15 @@ impl Fixture {
     }
 
     fn swarm(&self, component: &Arc<LoadedComponent>, catalog: Arc<Catalog>, config: SwarmConfig) -> Swarm {
-        Swarm::start(self.host.clone(), component.clone(), catalog, Some(self.store()), config, |_| {})
-            .unwrap()
+        Swarm::start(
+            self.host.clone(),
+            component.clone(),
+            crate::router(catalog),
+            Some(self.store()),
+            config,
+            |_| {},
+        )
+        .unwrap()
     }
 }
 
@@ -56,7 +63,7 @@ const QUESTION: &str = "What is MIMO Sleep Mode?";
 fn an_evicted_agent_answers_as_it_did_before() {
     let f = fixture();
     let swarm = f.swarm(&f.agent, first_features(2), SwarmConfig::default());
-    let ask = || swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response;
+    let ask = || swarm.ask(0, QUESTION).unwrap().response;
     let first = ask();
     swarm.feedback(0, &first.query_id, 1.0).unwrap();
     let learned = ask();
@@ -91,7 +98,7 @@ fn an_evicted_agent_answers_as_it_did_before() {
             Event::AgentSpawned { agent: MSM.into(), restored: true },
         ]
     );
-    assert!(matches!(swarm.status(9), Err(Error::Lifecycle { .. })));
+    assert!(matches!(swarm.status(9), Err(Error::NoAgent(_))));
 }
 
 #[test]
@@ -100,7 +107,7 @@ fn without_a_database_eviction_is_refused_rather_than_lossy() {
     let swarm = Swarm::start(
         f.host.clone(),
         f.agent.clone(),
-        first_features(1),
+        crate::router(first_features(1)),
         None,
         SwarmConfig::default(),
         |_| {},
@@ -117,14 +124,14 @@ fn what_an_agent_learned_survives_a_new_swarm() {
     let f = fixture();
     let learned = {
         let swarm = f.swarm(&f.agent, first_features(1), SwarmConfig::default());
-        let q = swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response;
+        let q = swarm.ask(0, QUESTION).unwrap().response;
         swarm.feedback(0, &q.query_id, 1.0).unwrap();
-        let v = swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response.q_value;
+        let v = swarm.ask(0, QUESTION).unwrap().response.q_value;
         swarm.save([0]).unwrap();
         v
     };
     let swarm = f.swarm(&f.agent, first_features(1), SwarmConfig::default());
-    assert_eq!(swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response.q_value, learned);
+    assert_eq!(swarm.ask(0, QUESTION).unwrap().response.q_value, learned);
     assert!(learned > 0.0);
 }
 
@@ -134,12 +141,12 @@ fn periodic_checkpoints_store_what_was_learned_without_a_save() {
     let config = SwarmConfig { checkpoint_every: 2, ..SwarmConfig::default() };
     let learned = {
         let swarm = f.swarm(&f.agent, first_features(1), config.clone());
-        let q = swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response;
+        let q = swarm.ask(0, QUESTION).unwrap().response;
         swarm.feedback(0, &q.query_id, 1.0).unwrap(); // the second call: a checkpoint
-        swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response.q_value
+        swarm.ask(0, QUESTION).unwrap().response.q_value
     };
     let swarm = f.swarm(&f.agent, first_features(1), config);
-    assert_eq!(swarm.ask(0, QUESTION, Reason::FajCode).unwrap().response.q_value, learned);
+    assert_eq!(swarm.ask(0, QUESTION).unwrap().response.q_value, learned);
 }
 
 #[test]
@@ -147,7 +154,7 @@ fn a_trapped_agent_is_recycled_and_answers_again() {
     let f = fixture();
     let swarm = f.swarm(&f.hostile, first_features(1), SwarmConfig::default());
     let mut rx = f.host.subscribe();
-    let e = swarm.ask(0, "trap", Reason::FajCode).unwrap_err();
+    let e = swarm.ask(0, "trap").unwrap_err();
     assert!(matches!(e, Error::Trap { .. }), "{e}");
     let seen = events(&mut rx);
     assert!(
@@ -155,7 +162,7 @@ fn a_trapped_agent_is_recycled_and_answers_again() {
         "{seen:?}"
     );
     assert!(seen.iter().any(|e| matches!(e, Event::AgentRecycled { agent, .. } if agent == MSM)), "{seen:?}");
-    assert_eq!(swarm.ask(0, "hello", Reason::FajCode).unwrap().response.content, "ok: hello");
+    assert_eq!(swarm.ask(0, "hello").unwrap().response.content, "ok: hello");
     let s = swarm.status(0).unwrap();
     assert_eq!((s.state, s.usage.recycles, s.usage.errors, s.usage.calls), (AgentState::Running, 1, 1, 2));
 }
@@ -164,7 +171,7 @@ fn a_trapped_agent_is_recycled_and_answers_again() {
 fn unhealthy_agents_are_recycled() {
     let f = fixture();
     let swarm = f.swarm(&f.hostile, first_features(2), SwarmConfig::default());
-    swarm.ask(0, "sicken", Reason::FajCode).unwrap();
+    swarm.ask(0, "sicken").unwrap();
     assert_eq!(swarm.check_health().unwrap(), (1, 1, 0));
     assert_eq!(swarm.status(0).unwrap().health, Health::Degraded);
     swarm.check_health().unwrap();
@@ -192,7 +199,7 @@ fn memory_pressure_evicts_the_least_recently_used_and_idle_agents_go_too() {
     let config = SwarmConfig { memory_limit_bytes: one * 5, ..SwarmConfig::default() };
     let swarm = f.swarm(&f.agent, catalog.clone(), config);
     for i in 0..6 {
-        swarm.ask(i, "what is it?", Reason::FajCode).unwrap();
+        swarm.ask(i, "what is it?").unwrap();
     }
     let mut rx = f.host.subscribe();
     let upkeep = swarm.maintain().unwrap();
@@ -204,7 +211,7 @@ fn memory_pressure_evicts_the_least_recently_used_and_idle_agents_go_too() {
     let evictions = seen.iter().filter(|e| matches!(e, Event::AgentEvicted { .. })).count();
     assert_eq!(evictions, upkeep.evicted.len());
     // An evicted agent comes back on its next call.
-    let r = swarm.ask(0, "what is it?", Reason::FajCode).unwrap();
+    let r = swarm.ask(0, "what is it?").unwrap();
     assert_eq!(r.response.agent_id, MSM);
     drop(swarm);
 
@@ -239,7 +246,7 @@ fn usage_counts_calls_latency_and_fuel_across_runs_and_loads_are_events() {
         Swarm::start(
             host.clone(),
             agent.clone(),
-            first_features(1),
+            crate::router(first_features(1)),
             Some(store.clone()),
             SwarmConfig::default(),
             |_| {},
@@ -249,7 +256,7 @@ fn usage_counts_calls_latency_and_fuel_across_runs_and_loads_are_events() {
     {
         let swarm = start();
         for _ in 0..3 {
-            swarm.ask(0, "Which parameters control MIMO Sleep Mode?", Reason::FajCode).unwrap();
+            swarm.ask(0, "Which parameters control MIMO Sleep Mode?").unwrap();
         }
         let u = swarm.status(0).unwrap().usage;
         assert_eq!((u.calls, u.errors, u.latency.count()), (3, 0, 3));
@@ -260,7 +267,7 @@ fn usage_counts_calls_latency_and_fuel_across_runs_and_loads_are_events() {
     }
     assert_eq!(store.usage(MSM).unwrap().expect("stored").calls, 3);
     let swarm = start();
-    swarm.ask(0, QUESTION, Reason::FajCode).unwrap();
+    swarm.ask(0, QUESTION).unwrap();
     swarm.save([]).unwrap();
     assert_eq!(store.usage(MSM).unwrap().unwrap().calls, 4, "use is cumulative across runs");
 }

@@ -2,7 +2,8 @@
 //! a component of the plugin world, with errors that say what was expected
 //! and what was found.
 
-use elex_host::{Action, Catalog, Error, FitError, Host, HostConfig};
+use elex_host::{Action, Error, FitError, Host, HostConfig};
+use elex_ran::Catalog;
 use elex_tests::{component, component_path};
 
 fn host() -> Host {

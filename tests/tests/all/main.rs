@@ -22,8 +22,8 @@ pub const MSM: &str = "FAJ 121 3094";
 
 /// A small catalog: MIMO Sleep Mode and the first `n - 1` other real
 /// features, with no requirements between them.
-pub fn first_features(n: usize) -> Arc<elex_host::Catalog> {
-    let mut catalog = elex_host::Catalog::embedded().unwrap();
+pub fn first_features(n: usize) -> Arc<elex_ran::Catalog> {
+    let mut catalog = elex_ran::Catalog::embedded().unwrap();
     let msm = catalog.features.iter().position(|f| f.faj == MSM).unwrap();
     catalog.features.swap(0, msm);
     catalog.features.truncate(n);
@@ -31,4 +31,9 @@ pub fn first_features(n: usize) -> Arc<elex_host::Catalog> {
         f.requires.clear();
     }
     Arc::new(catalog)
+}
+
+/// The router of `catalog`: the directory of a swarm of its feature agents.
+pub fn router(catalog: Arc<elex_ran::Catalog>) -> Arc<elex_ran::Router> {
+    Arc::new(elex_ran::Router::new(catalog))
 }

@@ -1,7 +1,8 @@
 //! The host loads only what the registry verifies: digest, signature, trust
 //! and world, each refused with its own error.
 
-use elex_host::{Catalog, Error, FitError, Host, HostConfig};
+use elex_host::{Error, FitError, Host, HostConfig};
+use elex_ran::Catalog;
 use elex_registry::{Budgets, KeyPair, Policy, Registry};
 use semver::Version;
 

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use elex_host::{Catalog, Host, HostConfig, Swarm, SwarmConfig};
+use elex_host::{Host, HostConfig, Swarm, SwarmConfig};
+use elex_ran::{Catalog, Reason, Router};
 use elex_tests::component_path;
 
 const A: &str = "FAJ 000 0001";
@@ -23,20 +24,20 @@ fn chain_catalog() -> Arc<Catalog> {
     Arc::new(Catalog::parse("test", &text).unwrap())
 }
 
-fn fixture_swarm() -> (Arc<Host>, Swarm) {
+fn fixture_swarm() -> (Arc<Router>, Swarm) {
     let host = Arc::new(Host::new(HostConfig::default()).unwrap());
     let fixture = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
+    let router = crate::router(chain_catalog());
     let swarm =
-        Swarm::start(host.clone(), Arc::new(fixture), chain_catalog(), None, SwarmConfig::default(), |_| {})
-            .unwrap();
-    (host, swarm)
+        Swarm::start(host, Arc::new(fixture), router.clone(), None, SwarmConfig::default(), |_| {}).unwrap();
+    (router, swarm)
 }
 
 #[test]
 fn consults_follow_the_chain_within_the_depth_limit() {
-    let (_host, swarm) = fixture_swarm();
-    let a = swarm.router().index_of(A).unwrap();
-    let ask = |text: &str| swarm.ask(a, text, elex_host::router::Reason::FajCode).unwrap();
+    let (router, swarm) = fixture_swarm();
+    let a = router.index_of(A).unwrap();
+    let ask = |text: &str| swarm.ask(a, text).unwrap();
 
     let two = ask(&format!("consult {B}|consult {C}|hello"));
     assert_eq!(two.response.content, format!("consulted {B}: consulted {C}: ok: hello"));
@@ -56,21 +57,21 @@ fn consults_follow_the_chain_within_the_depth_limit() {
     let unknown = ask("consult FAJ 999 9999|hello");
     assert!(unknown.response.content.contains("UnknownAgent"), "{}", unknown.response.content);
 
-    let b = swarm.router().index_of(B).unwrap();
-    let peers = swarm.ask(b, "peers", elex_host::router::Reason::FajCode).unwrap().response.content;
+    let b = router.index_of(B).unwrap();
+    let peers = swarm.ask(b, "peers").unwrap().response.content;
     assert_eq!(peers, format!("Relation::Requires:{C}, Relation::RequiredBy:{A}"));
 }
 
 #[test]
 fn a_consult_into_a_failing_agent_is_an_error_not_a_crash() {
-    let (_host, swarm) = fixture_swarm();
-    let a = swarm.router().index_of(A).unwrap();
-    let r = swarm.ask(a, &format!("consult {B}|trap"), elex_host::router::Reason::FajCode).unwrap();
+    let (router, swarm) = fixture_swarm();
+    let a = router.index_of(A).unwrap();
+    let r = swarm.ask(a, &format!("consult {B}|trap")).unwrap();
     assert!(r.response.content.contains("routing error: RoutingError::Failed"), "{}", r.response.content);
     assert!(r.response.content.contains("trapped"), "{}", r.response.content);
     assert!(r.trace[0].outcome.starts_with("failed"), "{:?}", r.trace);
     // The trapped callee was recycled: it answers the next consult.
-    let again = swarm.ask(a, &format!("consult {B}|hello"), elex_host::router::Reason::FajCode).unwrap();
+    let again = swarm.ask(a, &format!("consult {B}|hello")).unwrap();
     assert_eq!(again.response.content, format!("consulted {B}: ok: hello"));
 }
 
@@ -91,42 +92,47 @@ fn the_593_feature_agents_start_linked_and_answer_routed_queries() {
     );
     let agent = host.load_unsigned_file(&component_path("feature-agent.composed")).unwrap();
     let catalog = Arc::new(Catalog::embedded().unwrap());
+    let router = crate::router(catalog.clone());
     let started = std::sync::atomic::AtomicUsize::new(0);
-    let swarm = Swarm::start(host, Arc::new(agent), catalog.clone(), None, SwarmConfig::default(), |n| {
-        started.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
-    })
-    .unwrap();
+    let swarm =
+        Swarm::start(host.clone(), Arc::new(agent), router.clone(), None, SwarmConfig::default(), |n| {
+            started.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
     assert_eq!(swarm.len(), 593);
     assert_eq!(started.into_inner(), 593);
     // Similarity routing in an hnsw component instance agrees with the
     // exact scan.
-    let exact = elex_host::router::Router::new(catalog.clone());
-    swarm.attach_hnsw(&std::fs::read(component_path("hnsw")).unwrap()).unwrap();
-    assert!(swarm.router().has_index());
+    let exact = Router::new(catalog.clone());
+    let hnsw = std::fs::read(component_path("hnsw")).unwrap();
+    router.attach_index(host.vector_index(&hnsw, &router.profile_rows(), 128).unwrap());
+    assert!(router.has_index());
     for text in
         ["uplink interference in crowded cells", "energy saving at night", "handover between frequencies"]
     {
-        let (
-            Some((i, elex_host::router::Reason::Similarity(s))),
-            Some((j, elex_host::router::Reason::Similarity(t))),
-        ) = (swarm.router().choose(text), exact.choose(text))
+        let (Some((i, Reason::Similarity(s))), Some((j, Reason::Similarity(t)))) =
+            (router.choose(text), exact.choose(text))
         else {
             panic!("{text}: routed by similarity")
         };
         assert!(i == j && (s - t).abs() < 1e-5, "{text}: {i} {s} vs {j} {t}");
-        let (a, b) = (swarm.router().route(text, 5), exact.route(text, 5));
+        let (a, b) = (router.route(text, 5), exact.route(text, 5));
         assert_eq!(
             a.iter().map(|c| c.index).collect::<Vec<_>>(),
             b.iter().map(|c| c.index).collect::<Vec<_>>(),
             "{text}"
         );
     }
-    assert!(swarm.attach_hnsw(b"not a component").is_err());
-    let a = swarm.query("Which counters show the effect of MIMO Sleep Mode?").unwrap();
-    assert_eq!(catalog.features[a.agent].faj, "FAJ 121 3094");
+    assert!(matches!(host.vector_index(b"not a component", &[], 128), Err(elex_host::Error::Unfit { .. })));
+    let query = |text: &str| {
+        let (i, _) = router.choose(text).unwrap();
+        (i, swarm.ask(i, text).unwrap())
+    };
+    let (i, a) = query("Which counters show the effect of MIMO Sleep Mode?");
+    assert_eq!(catalog.features[i].faj, "FAJ 121 3094");
     assert!(a.response.content.contains("pmMimoSleep"), "{}", a.response.content);
-    let b = swarm.query("What is FAJ 121 4219?").unwrap();
-    assert_eq!(catalog.features[b.agent].faj, "FAJ 121 4219");
+    let (j, _) = query("What is FAJ 121 4219?");
+    assert_eq!(catalog.features[j].faj, "FAJ 121 4219");
     // Feedback reaches the agent that answered.
-    swarm.feedback(a.agent, &a.response.query_id, 1.0).unwrap();
+    swarm.feedback(i, &a.response.query_id, 1.0).unwrap();
 }

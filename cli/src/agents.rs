@@ -5,9 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use elex_host::Catalog;
 use elex_host::snapshots;
 use elex_host::usage::Usage;
+use elex_ran::Catalog;
 
 use crate::Places;
 use crate::output::outln;
@@ -73,14 +73,14 @@ fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<(
     } else {
         Vec::new()
     };
+    let catalog = Catalog::embedded()?;
     if let Some(want) = &agent {
-        let code = elex_host::router::faj_codes(want).into_iter().next().unwrap_or_else(|| want.clone());
+        let code = catalog.feature(want).map_or_else(|_| want.clone(), |f| f.faj.clone());
         rows.retain(|(id, _)| *id == code);
         if rows.is_empty() {
             anyhow::bail!("agent {want:?} has no recorded use in {}", path.display());
         }
     }
-    let catalog = Catalog::embedded()?;
     let name_of = |id: &str| catalog.by_faj(id).map(|f| f.name.clone()).unwrap_or_default();
     if json {
         let out: Vec<_> = rows
@@ -185,8 +185,7 @@ fn list(category: Option<String>, json: bool) -> anyhow::Result<()> {
 
 fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
     let catalog = Catalog::embedded()?;
-    let code = elex_host::router::faj_codes(faj).into_iter().next().unwrap_or_else(|| faj.to_string());
-    let f = catalog.by_faj(&code).with_context(|| format!("no feature agent {faj:?}"))?;
+    let f = catalog.feature(faj)?;
     let path = places.data_dir()?.join(snapshots::FILE_NAME);
     let (usage, learned) = if path.exists() {
         let store = places.agent_store()?;

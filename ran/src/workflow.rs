@@ -1243,10 +1243,10 @@ mod nesting {
 /// parameter validation or its KPI computation.
 pub(crate) fn execute_step(
     step: &Step,
-    agent: &mut crate::instance::AgentInstance,
-    query: &crate::bindings::Query,
-) -> Result<StepOutput> {
-    use crate::bindings::{CounterSample, ParameterValue};
+    agent: &mut elex_host::AgentInstance,
+    query: &elex_host::Query,
+) -> elex_host::Result<StepOutput> {
+    use elex_host::types::{CounterSample, ParameterValue};
     match step.action {
         StepAction::Query => {
             let r = agent.handle(query)?;

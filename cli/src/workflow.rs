@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use clap::Subcommand;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use elex_host::workflow::{StepStatus, Workflow};
+use elex_ran::workflow::{StepStatus, Workflow};
 
 use crate::Places;
 
@@ -50,7 +50,7 @@ pub fn run(places: &Places, command: WorkflowCommand) -> anyhow::Result<()> {
 }
 
 fn print_report(
-    report: &elex_host::workflow::Report,
+    report: &elex_ran::workflow::Report,
     context: u64,
     json: bool,
     file: &Path,

@@ -3,35 +3,47 @@
 //!
 //! A runtime owns a [`Host`] (engine, cache in `<data dir>/cache`), the
 //! signed feature-agent component from a registry, the agents' database
-//! (`<data dir>/agents.redb`), the memory graph (`<data dir>/memory.redb`)
-//! and the [`Swarm`] of every catalog feature, restored from what it
-//! learned before. Every query saves what the agents that took part
+//! (`<data dir>/agents.redb`), the memory graph (`<data dir>/memory.redb`),
+//! the [`Router`] of the catalog and the [`Swarm`] of every catalog feature
+//! (the router is its directory), restored from what it learned before. Every query saves what the agents that took part
 //! learned, their use (failed calls included) and who answered (for
 //! feedback).
 //!
 //! It is `Send + Sync`: share it in an `Arc`. Its calls run guest code on
 //! the calling thread and block it (a query takes ~0.1–2 ms, starting ~0.1–
 //! 0.4 s); from async code call them inside `tokio::task::spawn_blocking`.
-//! See `host/examples/embed.rs`.
+//! See `ran/examples/embed.rs`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use elex_host::snapshots::SnapshotStore;
+use elex_host::usage::Usage;
+use elex_host::{Event, Hop, Host, HostConfig, LoadedComponent, Response, Swarm, SwarmConfig};
 use elex_memgraph::{Actor, GraphConfig, MemoryGraph, Op};
 use elex_registry::Registry;
 
 use crate::catalog::Catalog;
-use crate::config::HostConfig;
 use crate::error::{Error, Result};
-use crate::events::Event;
-use crate::host::Host;
-use crate::load::LoadedComponent;
-use crate::router::Reason;
-use crate::snapshots::SnapshotStore;
-use crate::swarm::{Answer, Swarm, SwarmConfig};
-use crate::usage::Usage;
+use crate::router::{Reason, Router};
 use crate::workflow::{Report, Workflow};
+
+/// An answered query.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Catalog index of the agent that answered.
+    pub agent: usize,
+    /// Why it was chosen.
+    pub reason: Reason,
+    pub response: Response,
+    /// The consults between agents it took.
+    pub trace: Vec<Hop>,
+    /// Time spent routing.
+    pub routing: Duration,
+    /// Time from the question to the answer.
+    pub took: Duration,
+}
 
 /// The registry name and version requirement of the feature agent.
 pub const AGENT_COMPONENT: &str = "feature-agent@^0.1";
@@ -121,15 +133,18 @@ impl RuntimeBuilder {
             AgentSource::Unsigned(file) => host.load_unsigned_file(file)?,
         });
         let load_time = t.elapsed();
-        let store =
-            Arc::new(SnapshotStore::open_waiting(&data_dir.join(crate::snapshots::FILE_NAME), OPEN_WAIT)?);
+        let store = Arc::new(SnapshotStore::open_waiting(
+            &data_dir.join(elex_host::snapshots::FILE_NAME),
+            OPEN_WAIT,
+        )?);
 
         let t = Instant::now();
         let total = catalog.features.len();
+        let router = Arc::new(Router::new(catalog.clone()));
         let swarm = Swarm::start(
             host.clone(),
             agent.clone(),
-            catalog.clone(),
+            router.clone(),
             Some(store.clone()),
             self.swarm,
             |n| progress(n, total),
@@ -138,11 +153,11 @@ impl RuntimeBuilder {
         // registry has it; else the router scans the embeddings itself.
         let (name, req) = HNSW_COMPONENT;
         let req = semver::VersionReq::parse(req).unwrap_or(semver::VersionReq::STAR);
-        let similarity = match registry
-            .fetch(name, &req)
-            .map_err(Error::from)
-            .and_then(|f| swarm.attach_hnsw(&f.bytes).map(|()| f.entry.version))
-        {
+        let similarity = match registry.fetch(name, &req).map_err(Error::from).and_then(|f| {
+            let index = host.vector_index(&f.bytes, &router.profile_rows(), elex_text::DIM)?;
+            router.attach_index(index);
+            Ok(f.entry.version)
+        }) {
             Ok(version) => format!("hnsw@{version} component"),
             Err(e) => {
                 tracing::warn!(error = %e, "routing by exact scan: no usable signed hnsw component");
@@ -150,16 +165,14 @@ impl RuntimeBuilder {
             }
         };
         let start_time = t.elapsed();
-        host.events()
-            .emit(Event::SwarmStarted { agents: swarm.len(), millis: start_time.as_secs_f64() * 1e3 });
-        Ok(Runtime { host, graph, catalog, agent, store, swarm, similarity, load_time, start_time })
+        Ok(Runtime { host, graph, catalog, router, agent, store, swarm, similarity, load_time, start_time })
     }
 }
 
 /// The data dir, created if missing; an error naming it when it is not a
 /// folder or cannot be created.
 pub fn check_data_dir(dir: PathBuf) -> Result<PathBuf> {
-    let problem = |what: String| Error::Config(format!("the data dir {} {what}", dir.display()));
+    let problem = |problem: String| Error::DataDir { path: dir.clone(), problem };
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => Ok(dir),
         Ok(_) => Err(problem(String::from(
@@ -178,6 +191,7 @@ pub struct Runtime {
     host: Arc<Host>,
     graph: Arc<MemoryGraph>,
     catalog: Arc<Catalog>,
+    router: Arc<Router>,
     agent: Arc<LoadedComponent>,
     store: Arc<SnapshotStore>,
     swarm: Swarm,
@@ -201,13 +215,34 @@ impl Runtime {
 
     /// Routes `text` to an agent and answers it.
     pub fn query(&self, text: &str) -> Result<Answer> {
-        self.answered(check_question(text).and_then(|t| self.swarm.query(t)))
+        let answer = check_question(text).and_then(|text| {
+            let t = Instant::now();
+            let (i, reason) = self
+                .router
+                .choose(text)
+                .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
+            let routing = t.elapsed();
+            self.ask_agent(i, text, reason).map(|a| Answer { routing, took: t.elapsed(), ..a })
+        });
+        self.answered(answer)
     }
 
     /// Asks the agent of feature `agent` (a FAJ code in any spelling).
     pub fn ask(&self, agent: &str, text: &str) -> Result<Answer> {
         let i = self.catalog.index_of(agent)?;
-        self.answered(check_question(text).and_then(|t| self.swarm.ask(i, t, Reason::FajCode)))
+        self.answered(check_question(text).and_then(|t| self.ask_agent(i, t, Reason::Named)))
+    }
+
+    fn ask_agent(&self, i: usize, text: &str, reason: Reason) -> Result<Answer> {
+        let reply = self.swarm.ask(i, text)?;
+        Ok(Answer {
+            agent: i,
+            reason,
+            response: reply.response,
+            trace: reply.trace,
+            routing: Duration::ZERO,
+            took: reply.took,
+        })
     }
 
     /// Keeps what a query changed, whether it was answered or not: the
@@ -217,7 +252,7 @@ impl Runtime {
         let mut involved = Vec::new();
         if let Ok(a) = &answer {
             involved.push(a.agent);
-            involved.extend(a.trace.iter().filter_map(|h| self.swarm.router().index_of(&h.to)));
+            involved.extend(a.trace.iter().filter_map(|h| self.router.index_of(&h.to)));
             involved.sort_unstable();
             involved.dedup();
         }
@@ -248,7 +283,7 @@ impl Runtime {
         let i = self.catalog.index_of(&faj)?;
         let given = self.swarm.feedback(i, query_id, reward);
         self.swarm.save([i])?;
-        given.map(|()| i)
+        given.map(|()| i).map_err(Error::from)
     }
 
     /// Runs `workflow` on the live agents, its results stored as engrams of
@@ -285,7 +320,7 @@ impl Runtime {
             |step| {
                 let i = self.catalog.index_of(&step.agent)?;
                 let query = self.host.query(step.query.as_deref().unwrap_or_default());
-                self.swarm.call(i, |a| crate::workflow::execute_step(step, a, &query))
+                Ok(self.swarm.call(i, |a| crate::workflow::execute_step(step, a, &query))?)
             },
             |step, output, deps| {
                 let id = graph.allocate_engram_id();
@@ -313,7 +348,7 @@ impl Runtime {
     /// Every agent's use across runs (calls, errors, latency, fuel, memory),
     /// sorted by agent id.
     pub fn usage(&self) -> Result<Vec<(String, Usage)>> {
-        self.store.all_usage()
+        Ok(self.store.all_usage()?)
     }
 
     /// The feature catalog; an [`Answer`]'s `agent` indexes its features.
@@ -326,7 +361,12 @@ impl Runtime {
         &self.agent
     }
 
-    /// The live agents.
+    /// The router (the swarm's directory).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The live agents: their status and upkeep ([`Swarm::maintain`]).
     pub fn swarm(&self) -> &Swarm {
         &self.swarm
     }

@@ -8,8 +8,8 @@
 
 use serde::Deserialize;
 
-use crate::bindings::AgentConfig;
 use crate::error::{Error, Result};
+use elex_host::AgentConfig;
 
 /// The compiled-in catalog.
 pub const EMBEDDED_CATALOG: &str = include_str!("../../registry-index/catalog.jsonl");

@@ -1,5 +1,7 @@
 //! `elex:host/memory-graph` on the host's [`MemoryGraph`]: every call acts
-//! as the calling agent, so the graph's permissions and quotas apply.
+//! as the calling agent, so the graph's permissions and quotas apply. Its
+//! state is [`GraphState`]; without a graph every call answers
+//! `unavailable`.
 //!
 //! Writes made between `begin` and `commit` are collected and applied in one
 //! database transaction at `commit`; reads inside a transaction see committed
@@ -13,7 +15,6 @@ use elex_memgraph::{self as mg, Actor, MemoryGraph, Op};
 use crate::bindings::elex::host::memory_graph::{
     Connection, ContextId, Engram, EngramData, EngramId, GraphError, Host, SearchHit, SearchQuery,
 };
-use crate::instance::InstanceState;
 
 fn convert(e: mg::GraphError) -> GraphError {
     match e {
@@ -34,10 +35,30 @@ fn data(d: EngramData) -> mg::EngramData {
     mg::EngramData { content: d.content, source: d.source, confidence: d.confidence, metadata: d.metadata }
 }
 
-impl InstanceState {
+/// One instance's view of the memory graph: the graph (if the host has
+/// one), who the calls act as, and the transaction open in the current call.
+pub(crate) struct GraphState {
+    graph: Option<Arc<MemoryGraph>>,
+    actor: Actor,
+    /// The ops of the open transaction, applied at `commit`.
+    transaction: Option<Vec<Op>>,
+}
+
+impl GraphState {
+    /// Calls acting as `agent_id` on `graph`.
+    pub(crate) fn new(graph: Option<Arc<MemoryGraph>>, agent_id: &str) -> GraphState {
+        GraphState { graph, actor: Actor::agent(agent_id.to_string()), transaction: None }
+    }
+
+    /// Rolls back a transaction left open at the end of a call; returns how
+    /// many operations it held.
+    pub(crate) fn end_call(&mut self) -> Option<usize> {
+        self.transaction.take().map(|ops| ops.len())
+    }
+
     fn graph(&self) -> Result<(Arc<MemoryGraph>, Actor), GraphError> {
         match &self.graph {
-            Some(g) => Ok((g.clone(), Actor::agent(self.agent_id.clone()))),
+            Some(g) => Ok((g.clone(), self.actor.clone())),
             None => Err(GraphError::Unavailable(String::from("this host has no memory graph configured"))),
         }
     }
@@ -59,7 +80,7 @@ impl InstanceState {
     }
 }
 
-impl Host for InstanceState {
+impl Host for GraphState {
     fn create(&mut self, d: EngramData, context: Option<ContextId>) -> Result<EngramId, GraphError> {
         let (graph, _) = self.graph()?;
         let id = graph.allocate_engram_id();

@@ -19,7 +19,8 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use elex_host::snapshots::{self, SnapshotStore};
-use elex_host::{Catalog, HostConfig, Runtime, World};
+use elex_host::{HostConfig, World};
+use elex_ran::{Catalog, Runtime};
 use elex_registry::{KeyPair, Registry};
 
 #[derive(Parser)]
@@ -211,7 +212,7 @@ impl Places {
     /// The data dir, created if missing; an error naming it when it cannot
     /// be one.
     pub fn data_dir(&self) -> anyhow::Result<&Path> {
-        elex_host::runtime::check_data_dir(self.data_dir.clone())?;
+        elex_ran::runtime::check_data_dir(self.data_dir.clone())?;
         Ok(&self.data_dir)
     }
 
@@ -281,17 +282,14 @@ fn query(
     }
     // Arguments are checked before anything starts.
     if text.trim().is_empty() {
-        return Err(elex_host::Error::NoQuestion.into());
+        return Err(elex_ran::Error::NoQuestion.into());
     }
     if let Some(faj) = &agent {
         Catalog::embedded()?.index_of(faj)?;
     }
     let runtime = runtime(places, component.as_deref())?;
     let answer = match &agent {
-        Some(faj) => runtime.ask(faj, text).map(|mut a| {
-            a.reason = String::from("--agent");
-            a
-        }),
+        Some(faj) => runtime.ask(faj, text),
         None => runtime.query(text),
     }?;
     let feature = &runtime.catalog().features[answer.agent];
@@ -303,7 +301,7 @@ fn query(
     if json {
         let out = serde_json::json!({
             "query_id": response.query_id,
-            "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason },
+            "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
             "action": response.action.to_string(),
             "content": response.content,
             "confidence": response.confidence,

@@ -2,12 +2,13 @@
 //! watch events, read usage. Run it after `cargo xtask build`:
 //!
 //! ```sh
-//! cargo run -p elex-host --example embed -- /tmp/elex-embed target/registry
+//! cargo run -p elex-ran --example embed -- /tmp/elex-embed target/registry
 //! ```
 
 use std::sync::Arc;
 
-use elex_host::{Event, Runtime};
+use elex_ran::Runtime;
+use elex_ran::host::Event;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

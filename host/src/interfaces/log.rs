@@ -2,7 +2,11 @@
 //! agent id.
 
 use crate::bindings::elex::host::log::{Host, Level};
-use crate::instance::InstanceState;
+
+/// What `elex:host/log` needs of an instance: whose records they are.
+pub(crate) struct LogState {
+    pub(crate) agent_id: String,
+}
 
 /// Longest message kept; longer ones are cut (a guest must not be able to
 /// flood the host's log).
@@ -19,7 +23,7 @@ fn cut(s: &str) -> &str {
     &s[..end]
 }
 
-impl Host for InstanceState {
+impl Host for LogState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         let agent = self.agent_id.as_str();
         let message = cut(&message);

@@ -1,7 +1,7 @@
-//! The agents' profile embeddings held by an `elex:hnsw` component
-//! instance: the router's similarity search over all 593 agents runs in the
-//! same HNSW store the agents use, under the host's engine (epoch deadline,
-//! pooling limits) like any other guest.
+//! [`VectorIndex`]: vectors held by an instance of the `elex:hnsw` component,
+//! run by the host's engine (epoch deadline, pooling limits) like any other
+//! guest. The RAN router searches its agents' profile embeddings in one, so
+//! routing runs in the same HNSW store the agents use.
 
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Engine, Store};
@@ -17,24 +17,26 @@ use bindings::exports::elex::hnsw::store::{Config, Distance, Storage};
 /// Epoch ticks one call into the index may take before it is stopped.
 const DEADLINE_TICKS: u64 = 1_000;
 
-pub struct AgentIndex {
+/// Unit vectors in an HNSW index inside an `elex:hnsw` component instance
+/// (cosine distance); made by [`Host::vector_index`](crate::Host::vector_index).
+pub struct VectorIndex {
     store: Store<()>,
     lib: bindings::Library,
     index: ResourceAny,
 }
 
-fn guest(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("agent index (hnsw component): {what}: {e}"))
+fn guest(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::VectorIndex { call: what, detail: e.to_string() }
 }
 
-impl AgentIndex {
+impl VectorIndex {
     /// An index of `rows` (unit vectors of `dimension`), row `i` under id `i`.
     pub(crate) fn build(
         engine: &Engine,
         component: &Component,
         rows: &[f32],
         dimension: usize,
-    ) -> Result<AgentIndex> {
+    ) -> Result<VectorIndex> {
         let mut store = Store::new(engine, ());
         store.set_epoch_deadline(DEADLINE_TICKS);
         // The index is the host's own code path, bounded by the epoch
@@ -67,7 +69,7 @@ impl AgentIndex {
             .call_insert_batch(&mut store, index, &ids, rows)
             .map_err(|e| guest("insert", format!("{e:#}")))?
             .map_err(|e| guest("insert", format!("{e:?}")))?;
-        Ok(AgentIndex { store, lib, index })
+        Ok(VectorIndex { store, lib, index })
     }
 
     /// The `k` rows most similar to `query`, as (row, cosine similarity),

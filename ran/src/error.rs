@@ -1,0 +1,54 @@
+//! The one error type of `elex-ran`.
+
+/// Everything that can go wrong in the RAN runtime: its own failures, and
+/// the host's (a budget breach, a trap, a registry refusal, …) as
+/// [`Error::Host`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The host failed: loading, a guest call, the registry, the memory
+    /// graph or the agents' database.
+    #[error(transparent)]
+    Host(#[from] elex_host::Error),
+
+    /// The catalog data is malformed.
+    #[error("catalog {source_name}, line {line}: {detail}")]
+    Catalog { source_name: String, line: usize, detail: String },
+
+    /// No feature has the FAJ code a request gave.
+    #[error("no agent {0}")]
+    NoAgent(String),
+
+    /// A workflow file is malformed, names unknown steps or agents, or has a
+    /// cycle.
+    #[error("workflow: {0}")]
+    Workflow(String),
+
+    /// A question was empty or blank.
+    #[error("the question is empty: ask something, e.g. \"What is FAJ 121 3094?\"")]
+    NoQuestion,
+
+    /// Feedback could not be given: unknown query, reward out of range,
+    /// answered by another component.
+    #[error("feedback: {0}")]
+    Feedback(String),
+
+    /// The data dir cannot be used.
+    #[error("the data dir {} {problem}", path.display())]
+    DataDir { path: std::path::PathBuf, problem: String },
+}
+
+impl From<elex_registry::Error> for Error {
+    fn from(e: elex_registry::Error) -> Error {
+        Error::Host(e.into())
+    }
+}
+
+impl From<elex_memgraph::GraphError> for Error {
+    fn from(e: elex_memgraph::GraphError) -> Error {
+        Error::Host(e.into())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,196 @@
+//! The router's tests, and the reference router they check it against.
+
+use super::*;
+
+/// The reference router: the signals of [`Router::choose`] found by
+/// scanning the catalog (and computing the profile embeddings) on every
+/// call, so the indexed router can be checked against it.
+fn choose(catalog: &Catalog, text: &str) -> Option<(usize, Reason)> {
+    choose_with(catalog, text, &|q, c| most_similar(catalog, q, c))
+}
+
+type Similar<'a> =
+    dyn Fn(&[f32; elex_text::DIM], &mut dyn Iterator<Item = usize>) -> Option<(usize, f32)> + 'a;
+
+fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Option<(usize, Reason)> {
+    let features = &catalog.features;
+    for code in faj_codes(text) {
+        if let Some(i) = features.iter().position(|f| f.faj == code) {
+            return Some((i, Reason::FajCode));
+        }
+    }
+    let lower = text.to_ascii_lowercase();
+    let by_name = features
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| contains_phrase(&lower, &f.name.to_ascii_lowercase()))
+        .max_by_key(|(_, f)| f.name.len());
+    if let Some((i, _)) = by_name {
+        return Some((i, Reason::Name));
+    }
+    let words = name_words(text);
+    let lexicon = Lexicon::of(catalog);
+    let query = lexicon.query(text);
+    let q = query.embedding;
+    for w in &words {
+        // `MoClass.attribute` matches exactly; a bare `attribute` (six
+        // characters or more) matches the attribute part.
+        let owns =
+            |n: &String| n == w || (!w.contains('.') && w.len() >= 6 && n.rsplit('.').next() == Some(*w));
+        let owners: Vec<usize> = (0..features.len())
+            .filter(|&i| features[i].parameters.iter().chain(&features[i].counters).any(owns))
+            .collect();
+        // A name shared by several features: the owner closest to the rest
+        // of the text.
+        if let Some((i, _)) = most_similar(&q, &mut owners.into_iter()) {
+            return Some((i, Reason::OwnedName((*w).to_string())));
+        }
+    }
+    let text_tokens = elex_text::tokens(text);
+    let acronym_hit = features
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.acronym.as_deref().is_some_and(|a| a.len() >= 2 && words.contains(&a)))
+        .max_by_key(|(i, f)| {
+            let shared = elex_text::tokens(&f.name).iter().filter(|t| text_tokens.contains(t)).count();
+            (shared, std::cmp::Reverse(*i))
+        });
+    if let Some((i, f)) = acronym_hit {
+        return Some((i, Reason::Acronym(f.acronym.clone().unwrap_or_default())));
+    }
+    // The embedding's nearest POOL by an exact scan, reranked.
+    let mut pool: Vec<(usize, f32)> = (0..features.len())
+        .map(|i| (i, most_similar(&q, &mut std::iter::once(i)).map_or(0.0, |s| s.1)))
+        .collect();
+    let rare = lexicon.rare_matches(&query);
+    pool.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let (mut kept, rest): (Vec<_>, Vec<_>) = pool.into_iter().enumerate().partition(|(rank, _)| *rank < POOL);
+    kept.extend(rest.into_iter().filter(|(_, (i, _))| rare.contains(i)));
+    let pool = kept.into_iter().map(|(_, p)| p).collect();
+    lexicon.rerank(&query, pool).first().map(|&(i, s)| (i, Reason::Similarity(s)))
+}
+
+/// Among `candidates`, the feature whose name, acronym and category embed
+/// closest to `q` (lowest index on ties).
+fn most_similar(
+    catalog: &Catalog,
+    q: &[f32; elex_text::DIM],
+    candidates: &mut dyn Iterator<Item = usize>,
+) -> Option<(usize, f32)> {
+    candidates
+        .map(|i| {
+            let e = elex_text::embed(&profile(&catalog.features[i]));
+            (i, q.iter().zip(e.iter()).map(|(a, b)| a * b).sum::<f32>())
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+}
+
+/// Whether `phrase` occurs in `text` on word boundaries.
+fn contains_phrase(text: &str, phrase: &str) -> bool {
+    if phrase.is_empty() {
+        return false;
+    }
+    let bytes = text.as_bytes();
+    text.match_indices(phrase).any(|(at, _)| {
+        let before = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
+        let end = at + phrase.len();
+        let after = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
+        before && after
+    })
+}
+
+#[test]
+fn finds_faj_codes_in_every_spelling() {
+    assert_eq!(faj_codes("what is FAJ 121 3094?"), ["FAJ 121 3094"]);
+    assert_eq!(faj_codes("FAJ-121-3094 and faj1213095"), ["FAJ 121 3094", "FAJ 121 3095"]);
+    assert!(faj_codes("faj 12 3094").is_empty());
+    assert!(faj_codes("faj12130944").is_empty());
+}
+
+#[test]
+fn strong_signals_pick_the_feature() {
+    let c = Catalog::embedded().unwrap();
+    let faj = |t: &str| c.features[choose(&c, t).unwrap().0].faj.clone();
+    assert_eq!(faj("Tell me about FAJ 121 3094"), "FAJ 121 3094");
+    assert_eq!(faj("How does MIMO Sleep Mode save energy?"), "FAJ 121 3094");
+    let (_, reason) = choose(&c, "How does MIMO Sleep Mode save energy?").unwrap();
+    assert_eq!(reason, Reason::Name);
+}
+
+/// Questions that describe a feature without its name, acronym, a
+/// parameter or a counter: rare words count for more than common ones
+/// ("NR", "network"), and the words of the question kind ("counters")
+/// do not pull in features named after them.
+#[test]
+fn descriptions_find_their_feature() {
+    let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+    let r = Router::new(c.clone());
+    let name = |t: &str| c.features[r.choose(t).unwrap().0].name.clone();
+    assert_eq!(
+        name("Which counters show whether antenna vswr works in my NR network?"),
+        "VSWR Antenna Supervision"
+    );
+    assert_eq!(
+        name("Which counters show whether over source clock ntp works in my NR network?"),
+        "Clock Source over NTP"
+    );
+    assert_eq!(
+        name("How do I troubleshoot rejection of interference by combining?"),
+        "Interference Rejection Combining"
+    );
+    let (_, reason) = r.choose("what does the antenna feature that lets mimo sleep do").unwrap();
+    assert!(matches!(reason, Reason::Similarity(_)), "{reason:?}");
+    assert_eq!(name("what does the antenna feature that lets mimo sleep do"), "MIMO Sleep Mode");
+}
+
+#[test]
+fn the_router_agrees_with_choose_and_ranks_peers() {
+    let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+    let r = Router::new(c.clone());
+    let mut texts: Vec<String> = [
+        "How does MIMO Sleep Mode save energy?",
+        "uplink interference in crowded cells",
+        "FAJ 121 4219 prerequisites",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Every kind of signal, for a quarter of the catalog.
+    for f in c.features.iter().step_by(4) {
+        texts.push(format!("What is {}?", f.name));
+        texts.push(format!("Which parameters control {}?", f.acronym.as_deref().unwrap_or("it")));
+        if let Some(p) = f.parameters.first() {
+            texts.push(format!("What should {p} be set to?"));
+            texts.push(format!("Tune {} now", p.rsplit('.').next().unwrap()));
+        }
+        if let Some(k) = f.counters.first() {
+            texts.push(format!("Why is {k} rising?"));
+        }
+        // A description: the name's words reversed, no name as a phrase.
+        let words: Vec<&str> = f.name.split(' ').rev().collect();
+        texts.push(format!("Which counters show whether {} works?", words.join(" ")));
+    }
+    for text in &texts {
+        assert_eq!(r.choose(text), choose(&c, text), "{text}");
+    }
+    let with_requires =
+        c.features.iter().position(|f| f.requires.iter().any(|q| c.by_faj(q).is_some())).unwrap();
+    let cands = r.route(&c.features[with_requires].faj, 5);
+    assert_eq!(cands[0].index, with_requires);
+    assert_eq!(cands[0].score, 1.0);
+    assert!(cands[1].reason.starts_with("requires-peer of"), "{cands:?}");
+    assert!(cands.len() == 5 && cands.windows(2).skip(2).all(|w| w[0].score >= w[1].score));
+}
+
+#[test]
+fn owned_parameter_names_pick_their_feature() {
+    let c = Catalog::embedded().unwrap();
+    let owners = |p: &String| c.features.iter().filter(|g| g.parameters.contains(p)).count();
+    let (f, p) = c
+        .features
+        .iter()
+        .find_map(|f| f.parameters.iter().find(|p| owners(p) == 1).map(|p| (f, p)))
+        .expect("some parameter has exactly one owner");
+    let (i, reason) = choose(&c, &format!("what should {p} be set to")).unwrap();
+    assert_eq!(c.features[i].faj, f.faj);
+    assert_eq!(reason, Reason::OwnedName(p.clone()));
+}
