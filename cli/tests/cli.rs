@@ -701,7 +701,8 @@ fn the_embedding_example_runs() {
     let out = Command::new(&exe).arg(data.path()).arg(&registry).env_remove("RUST_LOG").output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.starts_with("FAJ 121 3094 (MIMO Sleep Mode) answered q"), "{shown}");
+    assert!(shown.contains("FAJ 121 3094 (MIMO Sleep Mode) answered q"), "{shown}");
+    assert!(shown.contains("event: 593 agents started"), "subscribed before the start: {shown}");
     assert!(
         shown.contains("rewarded FAJ 121 3094") && shown.contains("usage of FAJ 121 3094: 2 calls, 0 errors"),
         "{shown}"

@@ -92,10 +92,19 @@ pub enum Event {
     },
 }
 
-/// The sending side, shared by the host and its swarms.
+/// A host's event channel. Anyone may make one and subscribe to it, then
+/// give it to [`Host::with_events`](crate::Host::with_events) to see every
+/// event from the host's start on; only the host emits into it, so an
+/// embedder cannot forge events.
 #[derive(Clone)]
 pub struct Events {
     sender: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("subscribers", &self.sender.receiver_count()).finish()
+    }
 }
 
 impl Events {
@@ -104,12 +113,13 @@ impl Events {
         Events { sender: broadcast::channel(capacity.max(1)).0 }
     }
 
+    /// Receives every event sent from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
     }
 
     /// Sends `event` to every subscriber (and to tracing). Only the host
-    /// emits: an embedder cannot forge events.
+    /// emits.
     pub(crate) fn emit(&self, event: Event) {
         match &event {
             Event::ExecutionFailed { .. }

@@ -64,6 +64,13 @@ impl Host {
         })
     }
 
+    /// The host emitting into `events` (made and subscribed to before the
+    /// host, to see its start) instead of its own channel.
+    pub fn with_events(mut self, events: Events) -> Host {
+        self.events = events;
+        self
+    }
+
     /// The host with a memory graph: agents' `elex:host/memory-graph` calls
     /// go to `graph` (without one they answer `unavailable`).
     pub fn with_memory_graph(mut self, graph: Arc<MemoryGraph>) -> Host {

@@ -37,6 +37,8 @@
 //! `src/interfaces/` (one module and one state type each), the swarm is
 //! `src/swarm/`.
 
+#![warn(missing_docs)]
+
 mod bindings;
 pub mod budget;
 pub mod cache;

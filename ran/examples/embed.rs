@@ -16,19 +16,20 @@ async fn main() -> anyhow::Result<()> {
     let data_dir = args.next().unwrap_or_else(|| String::from("/tmp/elex-embed"));
     let registry = args.next().unwrap_or_else(|| String::from("target/registry"));
 
-    // Starting and answering run guest code: keep them off the async threads.
-    let runtime =
-        tokio::task::spawn_blocking(move || Runtime::builder(data_dir).registry(registry).start()).await??;
-    let runtime = Arc::new(runtime);
-
-    let mut events = runtime.subscribe();
+    // Subscribed before the start, the swarm's start is an event too.
+    let builder = Runtime::builder(data_dir).registry(registry);
+    let mut events = builder.subscribe();
     let watcher = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            if let Event::AgentRecycled { agent, .. } | Event::SnapshotQuarantined { agent, .. } = &event {
-                println!("event: {agent}: {event:?}");
+            match &event {
+                Event::SwarmStarted { agents, .. } => println!("event: {agents} agents started"),
+                Event::AgentRecycled { agent, .. } => println!("event: {agent} recycled"),
+                _ => {}
             }
         }
     });
+    // Starting and answering run guest code: keep them off the async threads.
+    let runtime = Arc::new(tokio::task::spawn_blocking(move || builder.start()).await??);
 
     let rt = runtime.clone();
     let answer =
@@ -48,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     for (agent, usage) in runtime.usage()?.iter().filter(|(a, _)| *a == feature.faj) {
         println!("usage of {agent}: {} calls, {} errors", usage.calls, usage.errors);
     }
-    watcher.abort();
+    // Dropping the runtime closes its event channel: the watcher has seen all.
+    drop(runtime);
+    watcher.await?;
     Ok(())
 }

@@ -19,6 +19,8 @@
 //! agents, the host interfaces — is `elex-host`, re-exported as
 //! [`host`]; this crate adds what is RAN-specific.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod error;
 pub mod router;

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use elex_host::events::Events;
 use elex_host::snapshots::SnapshotStore;
 use elex_host::usage::Usage;
 use elex_host::{Event, Hop, Host, HostConfig, LoadedComponent, Response, Swarm, SwarmConfig};
@@ -71,6 +72,7 @@ pub struct RuntimeBuilder {
     host: HostConfig,
     swarm: SwarmConfig,
     agent: AgentSource,
+    events: Events,
 }
 
 impl RuntimeBuilder {
@@ -108,6 +110,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Receives every [`Event`] of the runtime from its start on (the
+    /// component's load, a snapshot quarantined while restoring, the
+    /// swarm started, …); [`Runtime::subscribe`] receives them from the
+    /// moment it is called.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
     /// Starts the runtime: every agent live and restored.
     pub fn start(self) -> Result<Runtime> {
         self.start_with_progress(|_, _| {})
@@ -125,7 +135,8 @@ impl RuntimeBuilder {
         )?;
         let host_config = HostConfig { cache_dir: Some(data_dir.join("cache")), ..self.host };
         let graph = Arc::new(graph);
-        let host = Arc::new(Host::new(host_config)?.with_memory_graph(graph.clone()));
+        let host =
+            Arc::new(Host::new(host_config)?.with_events(self.events).with_memory_graph(graph.clone()));
 
         let t = Instant::now();
         let agent = Arc::new(match &self.agent {
@@ -210,6 +221,7 @@ impl Runtime {
             host: HostConfig::for_swarm(593),
             swarm: SwarmConfig::default(),
             agent: AgentSource::Registry(String::from(AGENT_COMPONENT)),
+            events: Events::new(4096),
         }
     }
 
