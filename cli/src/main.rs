@@ -124,7 +124,9 @@ enum Command {
     Inspect {
         /// The component file.
         file: PathBuf,
-        /// Also check that it fits this world (e.g. elex:platform/plugin).
+        /// Also check that it fits this world (e.g. elex:platform/plugin); for
+        /// elex:platform/plugin, also load it as `elex query`'s host would
+        /// (its per-instance limits, compile, link) and say what it declares.
         #[arg(long, value_name = "WORLD")]
         world: Option<String>,
     },
@@ -540,6 +542,26 @@ fn inspect(file: &Path, world: Option<String>) -> anyhow::Result<()> {
         let w = parse_world(Some(&name))?;
         elex_wit::check_fit(&bytes, w).map_err(|e| anyhow!("{}: {e}", file.display()))?;
         eprintln!("{} fits {w}", file.display());
+        if w != World::Plugin {
+            return Ok(());
+        }
+        // What the host will say: the whole load path (limits, compile,
+        // link) in a host configured as `elex query`'s.
+        let config = HostConfig::for_swarm(593);
+        let loaded = elex_host::Host::new(config.clone())?
+            .load_unsigned_bytes(&file.display().to_string(), &bytes)
+            .map_err(|e| anyhow!("the host refuses it: {e}"))?;
+        let f = loaded.footprint;
+        eprintln!(
+            "the host loads it: one instance declares {} core instances, {} memories, {} tables (the host \
+             allows {}, {}, {})",
+            f.core_instances,
+            f.memories,
+            f.tables,
+            config.core_instances_per_instance,
+            config.memories_per_instance,
+            config.tables_per_instance
+        );
     }
     Ok(())
 }

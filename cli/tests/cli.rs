@@ -49,6 +49,7 @@ fn inspect_shows_only_host_imports_on_the_composed_agent() {
         assert!(!wit.contains(&format!("import {lib}")), "{lib} is still imported:\n{wit}");
     }
     assert!(text(&out.stderr).contains("fits elex:platform/plugin@0.1.0"));
+    assert!(text(&out.stderr).contains("the host loads it: one instance declares"), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -1,10 +1,17 @@
 //! Rust bindings of the `elex:platform/plugin` world, generated from the WIT in
 //! `wit/` by wasmtime's `bindgen!`.
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "elex:platform/plugin",
-});
+/// What `bindgen!` generates: the WIT's own doc comments become rustdoc, and
+/// the items the WIT leaves undocumented are allowed to stay so.
+#[allow(missing_docs)]
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "elex:platform/plugin",
+    });
+}
+
+pub use generated::*;
 
 pub use elex::agent::types::{
     Action, AgentConfig, AgentError, CounterSample, HealthReport, HealthStatus, KpiStatus, KpiValue,

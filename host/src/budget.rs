@@ -20,6 +20,9 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
+    /// A budget of `limit_bytes` of linear memory for all the instance's
+    /// memories together and `table_elements` per table, with nothing used
+    /// yet.
     pub fn new(limit_bytes: u64, table_elements: usize) -> MemoryBudget {
         MemoryBudget { limit_bytes, used_bytes: 0, peak_bytes: 0, table_elements, refused: None }
     }

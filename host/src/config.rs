@@ -60,11 +60,17 @@ pub struct HostConfig {
     /// Component instances that can be live at once (sizes the pooling
     /// allocator).
     pub max_instances: u32,
-    /// Core instances, memories and tables one component instance may use: a
-    /// composed agent has a few of each (one per composed component plus
-    /// shims).
+    /// Core instances one component instance may use: a composed agent has
+    /// a few (one per composed component plus shims). A pooling limit: the
+    /// pool holds `max_instances` times this many.
     pub core_instances_per_instance: u32,
+    /// Linear memories one component instance may use, all its core
+    /// instances together. A pooling limit: the pool holds `max_instances`
+    /// times this many.
     pub memories_per_instance: u32,
+    /// Tables one component instance may use, all its core instances
+    /// together. A pooling limit: the pool holds `max_instances` times this
+    /// many.
     pub tables_per_instance: u32,
     /// Largest size any one linear memory may reach (the pooling slot size).
     pub max_memory_bytes: u64,
@@ -104,6 +110,36 @@ impl HostConfig {
             budgets: Budgets { memory_bytes: 32 << 20, ..Budgets::default() },
             ..HostConfig::default()
         }
+    }
+
+    /// Whether one instance of a component with `footprint` can fit this
+    /// host's per-instance limits; an error naming the limit and the
+    /// setting that raises it if not. The load path checks this before
+    /// compiling; compiling then checks the exact count (the footprint is
+    /// a lower bound: see [`elex_wit::Footprint`]).
+    pub fn admit(&self, what: &str, footprint: &elex_wit::Footprint) -> crate::Result<()> {
+        let checks = [
+            (
+                "core instances",
+                footprint.core_instances,
+                self.core_instances_per_instance,
+                "core_instances_per_instance",
+            ),
+            ("linear memories", footprint.memories, self.memories_per_instance, "memories_per_instance"),
+            ("tables", footprint.tables, self.tables_per_instance, "tables_per_instance"),
+        ];
+        for (resource, needs, limit, setting) in checks {
+            if needs > limit {
+                return Err(crate::Error::TooLarge {
+                    what: what.to_string(),
+                    resource,
+                    needs,
+                    limit,
+                    setting,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The default folder for elex data: `$ELEX_DATA_DIR`, else

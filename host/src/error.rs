@@ -48,15 +48,48 @@ impl std::fmt::Display for BudgetKind {
 pub enum Error {
     /// A component file could not be read.
     #[error("cannot read component {path}: {source}")]
-    ReadComponent { path: PathBuf, source: std::io::Error },
+    ReadComponent {
+        /// The component file.
+        path: PathBuf,
+        /// Why reading it failed.
+        source: std::io::Error,
+    },
 
     /// The bytes are not a component of the expected world.
     #[error("{what} cannot be loaded: {source}")]
-    Unfit { what: String, source: elex_wit::FitError },
+    Unfit {
+        /// What was being loaded, as messages name it: a file path,
+        /// `name@version`, or the caller's name for the bytes.
+        what: String,
+        /// How the bytes differ from a component of the expected world.
+        source: elex_wit::FitError,
+    },
 
     /// wasmtime refused to compile or link the component.
     #[error("{what} cannot be compiled or linked: {detail}")]
-    Compile { what: String, detail: String },
+    Compile {
+        /// What was being loaded, as messages name it: a file path,
+        /// `name@version`, or the caller's name for the bytes.
+        what: String,
+        /// wasmtime's error, with its causes.
+        detail: String,
+    },
+
+    /// One instance of the component would create more core instances,
+    /// memories or tables than the host's pooling allocator allows each.
+    #[error("{what} needs {needs} {resource} per instance; this host allows {limit} (HostConfig::{setting})")]
+    TooLarge {
+        /// The component (a file path or `name@version`).
+        what: String,
+        /// `core instances`, `linear memories` or `tables`.
+        resource: &'static str,
+        /// How many one instance creates.
+        needs: u32,
+        /// How many the host allows each instance.
+        limit: u32,
+        /// The `HostConfig` field that sets the limit.
+        setting: &'static str,
+    },
 
     /// The engine could not be set up from the configuration.
     #[error("invalid host configuration: {0}")]
@@ -66,24 +99,68 @@ pub enum Error {
     /// `limit` and `used` are in the kind's [unit](BudgetKind::unit) (for
     /// memory, `used` is what the call asked to hold).
     #[error("agent {agent}: call `{call}` exceeded its {kind} budget (limit {limit} {unit}, used {used} {unit})", unit = kind.unit())]
-    Budget { agent: String, call: &'static str, kind: BudgetKind, limit: u64, used: u64 },
+    Budget {
+        /// The agent's id (its `agent_id`).
+        agent: String,
+        /// The guest export called: `init`, `handle`, `feedback`,
+        /// `validate`, `kpis`, `snapshot`, `restore` or `health`.
+        call: &'static str,
+        /// Which budget the call broke.
+        kind: BudgetKind,
+        /// The budget, in the kind's unit.
+        limit: u64,
+        /// What the call used, in the kind's unit: the time it ran (ms), the
+        /// total linear memory it asked to hold (bytes), or the whole fuel
+        /// allowance (fuel units).
+        used: u64,
+    },
 
-    /// The agent already has as many callers waiting as its queue allows.
+    /// The agent already has as many callers waiting as its queue allows,
+    /// or a consult waited [`SwarmConfig::consult_wait`](crate::SwarmConfig::consult_wait)
+    /// for it in vain.
     #[error("agent {agent} is busy: {queue_depth} callers are already waiting for it; retry later")]
-    Busy { agent: String, queue_depth: u32 },
+    Busy {
+        /// The agent's id (its `agent_id`).
+        agent: String,
+        /// Callers that may wait for the agent besides the one running
+        /// ([`Budgets::queue_depth`](crate::Budgets::queue_depth)).
+        queue_depth: u32,
+    },
 
     /// The guest trapped (a panic, `unreachable`, out-of-bounds access, …).
     /// The instance must be recycled before it is called again.
     #[error("agent {agent}: call `{call}` trapped: {detail}")]
-    Trap { agent: String, call: &'static str, detail: String },
+    Trap {
+        /// The agent's id (its `agent_id`).
+        agent: String,
+        /// The guest export called: `init`, `handle`, `feedback`,
+        /// `validate`, `kpis`, `snapshot`, `restore` or `health`.
+        call: &'static str,
+        /// wasmtime's description of the trap, with its causes.
+        detail: String,
+    },
 
     /// The guest returned its own error.
     #[error("agent {agent}: call `{call}` failed: {detail}")]
-    Agent { agent: String, call: &'static str, detail: String },
+    Agent {
+        /// The agent's id (its `agent_id`).
+        agent: String,
+        /// The guest export called: `init`, `handle`, `feedback`,
+        /// `validate`, `kpis`, `snapshot`, `restore` or `health`.
+        call: &'static str,
+        /// The guest's `agent-error` as one line, e.g. `invalid input: …`.
+        detail: String,
+    },
 
     /// The instance failed earlier and has not been recycled.
     #[error("agent {agent} is failed (last error: {reason}); recycle it before calling it again")]
-    Failed { agent: String, reason: String },
+    Failed {
+        /// The agent's id (its `agent_id`).
+        agent: String,
+        /// The message of the error that failed the instance (a trap or a
+        /// broken budget).
+        reason: String,
+    },
 
     /// The registry refused the component: not found, digest mismatch,
     /// unknown or revoked key, bad signature, key not allowed for the name.
@@ -92,12 +169,28 @@ pub enum Error {
 
     /// A registry entry declares a world the host does not load.
     #[error("{name}@{version} is published for world `{world}`; the host loads `{expected}`")]
-    WrongWorld { name: String, version: String, world: String, expected: &'static str },
+    WrongWorld {
+        /// The component's registry name.
+        name: String,
+        /// The version the spec resolved to.
+        version: String,
+        /// The world the registry entry declares.
+        world: String,
+        /// The world the host loads, with its version
+        /// (`elex:platform/plugin@0.1.0`).
+        expected: &'static str,
+    },
 
     /// An agent is not in a state that allows the request, or the swarm
     /// cannot do what was asked (evict without a snapshot database, …).
     #[error("agent {agent}: {detail}")]
-    Lifecycle { agent: String, detail: String },
+    Lifecycle {
+        /// The agent's id, or `swarm` when the request concerns the whole
+        /// swarm.
+        agent: String,
+        /// What could not be done, and why.
+        detail: String,
+    },
 
     /// The memory graph refused a call or failed.
     #[error("memory graph: {0}")]
@@ -105,11 +198,23 @@ pub enum Error {
 
     /// The embedded database failed or has an unknown schema.
     #[error("database {path}: {detail}")]
-    Storage { path: PathBuf, detail: String },
+    Storage {
+        /// The database file.
+        path: PathBuf,
+        /// The database's own error, or what is wrong with the file or a
+        /// stored value.
+        detail: String,
+    },
 
     /// A vector index (an `elex:hnsw` component instance) failed a call.
     #[error("vector index (hnsw component): {call}: {detail}")]
-    VectorIndex { call: &'static str, detail: String },
+    VectorIndex {
+        /// The step that failed: `instantiate`, `create`, `insert` or
+        /// `search`.
+        call: &'static str,
+        /// The error wasmtime or the component gave.
+        detail: String,
+    },
 
     /// No agent has the id or index a request gave.
     #[error("no agent {0}")]

@@ -10,8 +10,9 @@ use crate::cache::Origin;
 /// Memory pressure of a swarm: its live agents' linear memory against its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Pressure {
+    /// Below 70 %: no event, no eviction.
     Normal,
-    /// ≥ 70 %.
+    /// ≥ 70 %: an event, no eviction.
     Elevated,
     /// ≥ 85 %: agents are evicted.
     High,
@@ -35,8 +36,14 @@ impl Pressure {
 /// Why an agent was evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvictReason {
+    /// It was unused for at least
+    /// [`SwarmConfig::idle_timeout`](crate::SwarmConfig::idle_timeout).
     Idle,
+    /// The swarm's memory pressure was at this level (`High` or above) and
+    /// it was among the agents evicted to bring use below 70 %.
     MemoryPressure(Pressure),
+    /// An embedder or operator asked for it with
+    /// [`Swarm::evict`](crate::Swarm::evict).
     Requested,
 }
 
@@ -45,49 +52,92 @@ pub enum EvictReason {
 pub enum Event {
     /// A component was loaded: compiled, or found in the memory or disk cache.
     ModuleLoaded {
+        /// What was loaded, as messages name it (a file path or
+        /// `name@version`).
         what: String,
+        /// blake3 digest of the component's bytes, lower-case hex.
         digest: String,
+        /// Size of the component in bytes.
         size: usize,
+        /// Where the compiled code came from.
         origin: Origin,
+        /// Time the whole load took, in ms.
         millis: f64,
     },
     /// A swarm's agents are all live (`millis`: the time it took).
     SwarmStarted {
+        /// Agents started.
         agents: usize,
+        /// Time starting them all took, in ms.
         millis: f64,
     },
+    /// An agent without an instance (evicted, or failed to recycle) got a
+    /// new one for its next call.
     AgentSpawned {
+        /// The agent's id.
         agent: String,
+        /// Whether its stored snapshot was restored into the new instance.
         restored: bool,
     },
+    /// An agent's snapshot was stored and its instance dropped; its next
+    /// call starts a new one.
     AgentEvicted {
+        /// The agent's id.
         agent: String,
+        /// Why it was evicted.
         reason: EvictReason,
     },
+    /// An agent's trapped, budget-broken or unhealthy instance was replaced
+    /// by a fresh one (after [`Event::ExecutionFailed`]).
     AgentRecycled {
+        /// The agent's id.
         agent: String,
+        /// Whether the fresh instance was restored from the stored snapshot.
         restored: bool,
     },
+    /// A swarm's live agents hold 70 % or more of its memory limit, found
+    /// by [`Swarm::relieve_memory_pressure`](crate::Swarm::relieve_memory_pressure)
+    /// (part of `maintain`) before it evicts any.
     MemoryPressure {
+        /// The pressure level found (`Elevated` or above).
         level: Pressure,
+        /// Linear memory the live agents hold together, in bytes.
         used_bytes: u64,
+        /// The swarm's limit
+        /// ([`SwarmConfig::memory_limit_bytes`](crate::SwarmConfig::memory_limit_bytes)),
+        /// in bytes.
         limit_bytes: u64,
     },
     /// An agent's stored snapshot could not be read or restored: it was
     /// moved aside and the agent started fresh.
     SnapshotQuarantined {
+        /// The agent's id.
         agent: String,
+        /// The component family the snapshot was stored under.
         component: String,
+        /// Why it could not be read or restored.
         reason: String,
     },
-    /// A call trapped or broke a budget; `error` names which.
+    /// An agent's instance failed and is being recycled: a call trapped or
+    /// broke a budget, or three health checks in a row failed; `error`
+    /// says which.
     ExecutionFailed {
+        /// The agent's id.
         agent: String,
+        /// The error that failed the instance, or `three failed health
+        /// checks in a row`.
         error: String,
     },
+    /// A round of health checks ended: the swarm's agents by health (an
+    /// evicted agent counts with its health when it was evicted).
     HealthChecked {
+        /// Agents with no failed check since their last passed one (a
+        /// recycled instance starts healthy).
         healthy: usize,
+        /// Agents with one or two failed checks in a row.
         degraded: usize,
+        /// Agents with three or more failed checks in a row that recycling
+        /// has not replaced.
         unhealthy: usize,
     },
 }

@@ -99,6 +99,10 @@ impl Host {
         &self.events
     }
 
+    fn loader(&self) -> load::Loader<'_> {
+        load::Loader { engine: &self.engine, config: &self.config, linker: &self.linker, cache: &self.cache }
+    }
+
     fn loaded(&self, component: LoadedComponent) -> LoadedComponent {
         self.events.emit(Event::ModuleLoaded {
             what: component.what.clone(),
@@ -130,8 +134,7 @@ impl Host {
         tracing::info!(component = what, "loading an unsigned component");
         let digest = load::digest_of(bytes);
         let family = format!("unsigned-{}", &digest[..16]);
-        load::load(&self.engine, &self.linker, &self.cache, what, family, bytes, digest)
-            .map(|c| self.loaded(c))
+        load::load(self.loader(), what, family, bytes, digest).map(|c| self.loaded(c))
     }
 
     /// Loads `spec` (`name@version-requirement`) from a registry: resolves the
@@ -162,8 +165,7 @@ impl Host {
         // as the cache key instead of hashing them again.
         let digest = entry.digest.strip_prefix("blake3:").unwrap_or(&entry.digest).to_string();
         let what = format!("{}@{}", entry.name, entry.version);
-        let mut loaded =
-            load::load(&self.engine, &self.linker, &self.cache, &what, entry.name.clone(), &bytes, digest)?;
+        let mut loaded = load::load(self.loader(), &what, entry.name.clone(), &bytes, digest)?;
         if entry.budgets.fuel_per_call.is_some() && !self.config.fuel {
             tracing::warn!(component = %what, "its entry asks for a fuel budget, but this host meters no fuel");
         }

@@ -68,7 +68,7 @@ pub mod types {
 pub use config::{Budgets, HostConfig};
 pub use elex_memgraph as memgraph;
 pub use elex_registry as registry;
-pub use elex_wit::{FitError, Interfaces, World};
+pub use elex_wit::{FitError, Footprint, Interfaces, World};
 pub use error::{BudgetKind, Error, Result};
 pub use events::{Event, EvictReason, Pressure};
 pub use host::Host;

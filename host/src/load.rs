@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings::PluginPre;
 use crate::cache::{ComponentCache, Origin};
+use crate::config::HostConfig;
 use crate::error::{Error, Result};
 use crate::instance::InstanceState;
 
@@ -44,6 +45,8 @@ pub struct LoadedComponent {
     pub load_time: Duration,
     /// Its imports and exports.
     pub interfaces: Interfaces,
+    /// What one of its instances creates (core instances, memories, tables).
+    pub footprint: elex_wit::Footprint,
     pub(crate) pre: PluginPre<InstanceState>,
 }
 
@@ -86,18 +89,30 @@ pub(crate) fn digest_of(bytes: &[u8]) -> String {
 
 /// Checks `bytes` (whose blake3 hex digest is `digest`) against the `plugin`
 /// world, compiles (or takes from the cache) and links them.
+/// What loading needs of the host.
+pub(crate) struct Loader<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) config: &'a HostConfig,
+    pub(crate) linker: &'a Linker<InstanceState>,
+    pub(crate) cache: &'a ComponentCache,
+}
+
 pub(crate) fn load(
-    engine: &Engine,
-    linker: &Linker<InstanceState>,
-    cache: &ComponentCache,
+    loader: Loader<'_>,
     what: &str,
     family: String,
     bytes: &[u8],
     digest: String,
 ) -> Result<LoadedComponent> {
+    let Loader { engine, config, linker, cache } = loader;
     let span = tracing::info_span!("load", component = what);
     let _enter = span.enter();
     let started = Instant::now();
+    // What one instance creates, against the host's limits: refused here
+    // with the number and the setting, not as a trap at the first start.
+    let footprint =
+        elex_wit::footprint(bytes).map_err(|source| Error::Unfit { what: what.to_string(), source })?;
+    config.admit(what, &footprint)?;
     let (component, origin, compile_time, interfaces) = match cache.get(engine, &digest) {
         Some((c, origin)) => {
             let interfaces = interfaces_of(engine, &c);
@@ -134,6 +149,7 @@ pub(crate) fn load(
         compile_time,
         load_time,
         interfaces,
+        footprint,
         pre,
     })
 }

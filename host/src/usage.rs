@@ -43,6 +43,8 @@ impl LatencyHistogram {
         base + ((step + 1) * base) / PER_OCTAVE as u64
     }
 
+    /// Counts one call that took `latency` in its bucket (latencies beyond
+    /// the last bucket count in it).
     pub fn record(&mut self, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.counts[Self::bucket(ns)] += 1;
@@ -84,6 +86,7 @@ impl LatencyHistogram {
 /// swarm has a database).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Calls made to the agent, failed ones included.
     pub calls: u64,
     /// Calls that returned an error (agent errors, traps, budget breaches).
     pub errors: u64,
@@ -97,6 +100,8 @@ pub struct Usage {
     pub memory_peak_bytes: u64,
     /// Instances re-created after a trap or an unhealthy report.
     pub recycles: u64,
+    /// Times the agent's instance was evicted (its snapshot stored and the
+    /// instance dropped), for idleness, memory pressure or on request.
     pub evictions: u64,
     /// Latency of every call.
     pub latency: LatencyHistogram,

@@ -24,8 +24,11 @@ const EMBEDDED_FEATURES: &str = include_str!("../../registry-index/ran-features/
 pub struct Feature {
     /// `FAJ ddd dddd`.
     pub faj: String,
+    /// The feature's name (`MIMO Sleep Mode`).
     pub name: String,
+    /// Its short name, when the source gives a non-empty one.
     pub acronym: Option<String>,
+    /// Its category as the source gives it (`Energy Saving`, `NR/5G`, ...).
     pub category: Option<String>,
     /// Radio access technology as the source gives it (`LTE`, `NR`, ...).
     pub access: Option<String>,
@@ -86,6 +89,8 @@ impl Feature {
 /// Every feature, in source order.
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    /// The features in source order; a feature's position is its catalog
+    /// index (the index of its agent in the swarm).
     pub features: Vec<Feature>,
 }
 

@@ -13,7 +13,15 @@ pub enum Error {
 
     /// The catalog data is malformed.
     #[error("catalog {source_name}, line {line}: {detail}")]
-    Catalog { source_name: String, line: usize, detail: String },
+    Catalog {
+        /// The catalog source, as the caller of
+        /// [`Catalog::parse`](crate::Catalog::parse) named it.
+        source_name: String,
+        /// The malformed line, counted from 1.
+        line: usize,
+        /// What is wrong with it: the JSON error, or a duplicate FAJ code.
+        detail: String,
+    },
 
     /// No feature has the FAJ code a request gave.
     #[error("no agent {0}")]
@@ -35,7 +43,13 @@ pub enum Error {
 
     /// The data dir cannot be used.
     #[error("the data dir {} {problem}", path.display())]
-    DataDir { path: std::path::PathBuf, problem: String },
+    DataDir {
+        /// The data dir.
+        path: std::path::PathBuf,
+        /// What is wrong with it, as the end of the message: it is not a
+        /// folder, or it cannot be created or used (with the OS error).
+        problem: String,
+    },
 }
 
 impl From<elex_registry::Error> for Error {

@@ -37,6 +37,8 @@ pub struct Answer {
     pub agent: usize,
     /// Why it was chosen.
     pub reason: Reason,
+    /// The agent's answer; its `query_id` is what [`Runtime::feedback`]
+    /// takes.
     pub response: Response,
     /// The consults between agents it took.
     pub trace: Vec<Hop>,

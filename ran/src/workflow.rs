@@ -82,29 +82,44 @@ pub const MAX_ID_BYTES: usize = 128;
 /// The most agents whose steps run at once.
 pub const MAX_CONCURRENT_AGENTS: usize = 16;
 
+/// What a failed step does to the rest of a run (`on_failure`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
+    /// `stop` (the default): steps not yet started are not run; steps
+    /// already running finish.
     #[default]
     Stop,
+    /// `continue`: the run goes on, but steps that depend on the failed one
+    /// are skipped.
     Continue,
 }
 
+/// What a step asks its agent (`action`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepAction {
+    /// `query` (the default): the agent answers the step's `query`.
     #[default]
     Query,
+    /// `validate`: the agent checks the step's `params` as parameter values;
+    /// the output has one line per parameter with its verdict.
     Validate,
+    /// `kpis`: the agent computes KPIs from the step's `params` as counter
+    /// samples; the output has one line per KPI with its status.
     Kpis,
 }
 
+/// One step of a workflow: what to ask which agent, after which steps.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// The step's id: not blank, unique within the workflow, at most
+    /// [`MAX_ID_BYTES`].
     pub id: String,
     /// The agent's id (a FAJ code for feature agents).
     pub agent: String,
+    /// What to ask the agent.
     #[serde(default)]
     pub action: StepAction,
     /// The question, for `query` steps.
@@ -116,14 +131,21 @@ pub struct Step {
     /// Ids of the steps this one waits for (at most [`MAX_DEPENDS_ON`]).
     #[serde(default, deserialize_with = "at_most_depends_on")]
     pub depends_on: Vec<String>,
+    /// What this step's failure does to the run, overriding the
+    /// workflow's [`on_failure`](Workflow::on_failure).
     #[serde(default)]
     pub on_failure: Option<OnFailure>,
 }
 
+/// A workflow as its file gives it: named steps run in dependency order
+/// (see the module docs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workflow {
+    /// The workflow's name (not blank); every result engram's source is
+    /// `workflow:<name>/<step id>`.
     pub name: String,
+    /// What a failed step does to the run, unless the step says otherwise.
     #[serde(default)]
     pub on_failure: OnFailure,
     /// At most [`MAX_STEPS`].
@@ -134,7 +156,9 @@ pub struct Workflow {
 /// A workflow file's syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// JSON: files with any extension but `.yaml`/`.yml`.
     Json,
+    /// YAML: `.yaml` and `.yml` files.
     Yaml,
 }
 
@@ -150,16 +174,24 @@ impl Format {
 pub struct StepOutput {
     /// The answer as text (stored as the engram's content).
     pub content: String,
+    /// How sure the agent is of a `query` answer, as its response says;
+    /// 1.0 for `validate` and `kpis` steps. Stored clamped to 0..=1.
     pub confidence: f32,
 }
 
+/// How a step of a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepStatus {
     /// Ran; its result is the engram `engram`.
     Done {
+        /// What the step produced.
         output: StepOutput,
+        /// The memory-graph id of the engram the result is stored as
+        /// (always set in a [`Report`]).
         engram: Option<u64>,
     },
+    /// Ran and failed: the agent's or the host's error, a panic, or a
+    /// result that could not be stored; the text says which.
     Failed(String),
     /// Not run because a step it depends on failed.
     Skipped(String),
@@ -167,23 +199,34 @@ pub enum StepStatus {
     NotRun,
 }
 
+/// One step of a [`Report`].
 #[derive(Debug, Clone)]
 pub struct StepReport {
+    /// The step's id.
     pub id: String,
+    /// The step's agent id as the run saw it ([`Runtime::run_workflow`](crate::Runtime::run_workflow)
+    /// rewrites FAJ codes to the catalog's spelling first).
     pub agent: String,
+    /// How it ended.
     pub status: StepStatus,
+    /// Time running the step took, waiting for its agent included (storing
+    /// the result not); zero for a step that did not run.
     pub took: Duration,
 }
 
 /// The outcome of a run, steps in file order.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The workflow's name.
     pub workflow: String,
+    /// Every step, in file order.
     pub steps: Vec<StepReport>,
+    /// Time the whole run took.
     pub took: Duration,
 }
 
 impl Report {
+    /// Whether every step is [`Done`](StepStatus::Done).
     pub fn succeeded(&self) -> bool {
         self.steps.iter().all(|s| matches!(s.status, StepStatus::Done { .. }))
     }

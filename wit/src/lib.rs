@@ -11,6 +11,10 @@
 //! - [`print_wit`] renders a component's interface as WIT text, like
 //!   `wasm-tools component wit`.
 
+mod footprint;
+
+pub use footprint::{Footprint, footprint};
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::OnceLock;

@@ -32,6 +32,8 @@ pub enum AgentState {
 /// The agent's health as its `health()` reports have shown it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Health {
+    /// No failed health check since the last passed one (a new or recycled
+    /// instance starts here).
     Healthy,
     /// One or two failed health checks in a row.
     Degraded,

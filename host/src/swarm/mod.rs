@@ -45,10 +45,13 @@ use agent::LiveAgent;
 /// One consult between agents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hop {
+    /// The consulting agent's id.
     pub from: String,
+    /// The consulted agent's id, as its configuration spells it.
     pub to: String,
     /// 1 for a consult by the routed agent, 2 for one by its callee.
     pub depth: u32,
+    /// Time the consult took, waiting for the callee included, in ms.
     pub millis: f64,
     /// `ok`, or why the consult failed.
     pub outcome: String,
@@ -57,7 +60,11 @@ pub struct Hop {
 /// An agent's answer to a query, with the consults it made.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The asked agent's answer.
     pub response: Response,
+    /// The consults made while answering, in call order, each followed by
+    /// its callee's own; consults refused before reaching a callee (unknown
+    /// agent, cycle, too deep) are not recorded.
     pub trace: Vec<Hop>,
     /// Time from the query to the answer.
     pub took: Duration,
@@ -244,6 +251,7 @@ impl Swarm {
         self.hub.agents().len()
     }
 
+    /// Whether the swarm has no agents.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

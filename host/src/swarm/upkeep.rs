@@ -23,8 +23,11 @@ use crate::usage::Usage;
 /// One agent's status.
 #[derive(Debug, Clone)]
 pub struct AgentStatus {
+    /// The agent's id.
     pub id: String,
+    /// Whether it has a live instance, was evicted, or failed.
     pub state: AgentState,
+    /// Its health as the health checks have found it.
     pub health: Health,
     /// Use since the swarm last saved it (the database holds the rest).
     pub usage: Usage,

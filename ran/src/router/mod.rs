@@ -23,10 +23,22 @@ use crate::catalog::Catalog;
 pub enum Reason {
     /// The caller named the agent (`--agent`, `Runtime::ask`).
     Named,
+    /// The text has the feature's FAJ code, in any spelling [`faj_codes`]
+    /// finds.
     FajCode,
+    /// The text has the feature's full name as whole words, in any case
+    /// (the longest name found wins).
     Name,
+    /// The text has this parameter or counter name (`MoClass.attribute`, or
+    /// a bare attribute of six characters or more) and the feature owns it;
+    /// of several owners, the one most similar to the text.
     OwnedName(String),
+    /// The text has this acronym of the feature as a word, exactly as
+    /// written; of several features, the one sharing most name words with
+    /// the text.
     Acronym(String),
+    /// No strong signal: the feature most similar to the text, with this
+    /// score (the mean of the embedding cosine and the TF-IDF word match).
     Similarity(f32),
 }
 
@@ -77,6 +89,9 @@ pub struct Candidate {
     pub index: usize,
     /// Higher is better; 1.0 for a strong signal.
     pub score: f32,
+    /// Why it is a candidate, in words: the chosen agent's [`Reason`],
+    /// `also …` for another feature with the same signal, `requires-peer
+    /// of FAJ …`, or `text similarity …`.
     pub reason: String,
 }
 
@@ -277,6 +292,10 @@ fn words_of(text: &str) -> Vec<String> {
 }
 
 impl Router {
+    /// The router of `catalog`: computes every feature's profile embedding
+    /// and the FAJ code, name, parameter, counter and acronym indexes.
+    /// Similarity is an exact scan until an index is attached
+    /// ([`Router::attach_index`]).
     pub fn new(catalog: std::sync::Arc<Catalog>) -> Router {
         let profiles = catalog.features.iter().map(|f| elex_text::embed(&profile(f))).collect();
         let by_faj: HashMap<String, usize> =
@@ -384,6 +403,8 @@ impl Router {
         ranked
     }
 
+    /// The catalog it routes over; a candidate's `index` is a position in
+    /// its features.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }

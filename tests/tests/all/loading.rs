@@ -140,3 +140,31 @@ fn composed_agent_imports_only_host_interfaces() {
     }
     assert!(found.imports.iter().any(|i| i == "elex:host/log@0.1.0"));
 }
+
+#[test]
+fn a_component_larger_than_the_hosts_limits_is_refused_at_load_with_the_number() {
+    let bytes = component("feature-agent.composed");
+    let needs = elex_wit::footprint(&bytes).unwrap();
+    // vector, qlearning, hnsw and the agent, each with its shims.
+    assert!(needs.core_instances >= 8 && needs.memories >= 4, "{needs:?}");
+    let agent = host().load_unsigned_bytes("agent", &bytes).unwrap();
+    assert_eq!(agent.footprint, needs);
+    // Fewer than it declares: refused at load, before compiling, naming the
+    // resource, both numbers and the setting.
+    let short = HostConfig { core_instances_per_instance: needs.core_instances - 1, ..HostConfig::default() };
+    match Host::new(short).unwrap().load_unsigned_bytes("agent", &bytes).unwrap_err() {
+        Error::TooLarge { resource, needs: n, limit, setting, .. } => {
+            assert_eq!(
+                (resource, n, limit),
+                ("core instances", needs.core_instances, needs.core_instances - 1)
+            );
+            assert_eq!(setting, "core_instances_per_instance");
+        }
+        e => panic!("{e}"),
+    }
+    // What it declares is a lower bound: wasmtime adds adapter instances
+    // between the composed components, and says so when compiling.
+    let declared = HostConfig { core_instances_per_instance: needs.core_instances, ..HostConfig::default() };
+    let e = Host::new(declared).unwrap().load_unsigned_bytes("agent", &bytes).unwrap_err().to_string();
+    assert!(e.contains("core module instances") && e.contains("pooling allocator"), "{e}");
+}
