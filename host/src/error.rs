@@ -91,6 +91,20 @@ pub enum Error {
         setting: &'static str,
     },
 
+    /// The host's pooling allocator has no free slot for another instance
+    /// (or its memories or tables): more agents are live than
+    /// `HostConfig::max_instances` allows.
+    #[error(
+        "agent {agent} cannot start: {detail}; the host holds at most HostConfig::max_instances live \
+         instances (HostConfig::for_swarm(n) sizes it for n agents), or evict agents to free slots"
+    )]
+    Capacity {
+        /// The agent that could not start.
+        agent: String,
+        /// wasmtime's words: which pool is full and its limit.
+        detail: String,
+    },
+
     /// The engine could not be set up from the configuration.
     #[error("invalid host configuration: {0}")]
     Config(String),

@@ -248,5 +248,8 @@ fn classify(
             used: requested,
         };
     }
+    if let Some(full) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return Error::Capacity { agent: agent.to_string(), detail: full.to_string() };
+    }
     Error::Trap { agent: agent.to_string(), call, detail: format!("{e:#}") }
 }

@@ -37,3 +37,19 @@ impl Host for LogState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_cannot_flood_the_log() {
+        let long = "é".repeat(MAX_MESSAGE);
+        let kept = cut(&long);
+        assert!(kept.len() <= MAX_MESSAGE && long.starts_with(kept));
+        assert_eq!(cut("short"), "short");
+        // Any level, any fields: recorded, never a panic.
+        let mut state = LogState { agent_id: String::from("a") };
+        state.log(Level::Error, long.clone(), vec![(String::from("k"), long)]);
+    }
+}

@@ -235,3 +235,46 @@ impl Host for GraphState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engram(content: &str) -> EngramData {
+        EngramData { content: content.into(), source: "test".into(), confidence: 0.5, metadata: vec![] }
+    }
+
+    #[test]
+    fn without_a_graph_every_call_is_unavailable() {
+        let mut state = GraphState::new(None, "a");
+        assert!(matches!(state.create(engram("x"), None), Err(GraphError::Unavailable(_))));
+        assert!(matches!(state.begin(), Err(GraphError::Unavailable(_))));
+    }
+
+    #[test]
+    fn writes_in_a_transaction_land_at_commit_and_a_call_end_rolls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph =
+            Arc::new(MemoryGraph::open(&dir.path().join("g.redb"), mg::GraphConfig::default()).unwrap());
+        let mut state = GraphState::new(Some(graph.clone()), "agent-a");
+
+        // Outside a transaction a write lands at once, owned by the agent.
+        let first = state.create(engram("now"), None).unwrap();
+        assert_eq!(state.get(first).unwrap().owner, "agent-a");
+
+        // Inside one, nothing lands before `commit`.
+        state.begin().unwrap();
+        assert!(matches!(state.begin(), Err(GraphError::NoTransaction)), "no nesting");
+        let later = state.create(engram("at commit"), None).unwrap();
+        assert!(matches!(state.get(later), Err(GraphError::NotFound(_))));
+        state.commit().unwrap();
+        assert_eq!(state.get(later).unwrap().content, "at commit");
+
+        // A transaction left open when the call ends is rolled back.
+        state.begin().unwrap();
+        let lost = state.create(engram("lost"), None).unwrap();
+        assert_eq!(state.end_call(), Some(1));
+        assert!(matches!(state.commit(), Err(GraphError::NoTransaction)));
+        assert!(matches!(state.get(lost), Err(GraphError::NotFound(_))));
+    }
+}

@@ -154,8 +154,10 @@ pub(crate) struct Hub {
     component: Arc<LoadedComponent>,
     snapshots: Option<Arc<SnapshotStore>>,
     pub(crate) directory: Arc<dyn Directory>,
-    /// Each agent's configuration, as the directory gave it at the start.
-    configs: Vec<AgentConfig>,
+    /// Each agent's id, as the directory gave it at the start (its whole
+    /// configuration is asked of the directory when an instance starts:
+    /// documents are not kept twice).
+    ids: Vec<String>,
     agents: OnceLock<Vec<LiveAgent>>,
     pub(crate) config: SwarmConfig,
 }
@@ -182,9 +184,9 @@ impl Swarm {
     ) -> Result<Swarm> {
         let t = Instant::now();
         let n = directory.len();
-        let configs = (0..n).map(|i| directory.config(i)).collect();
+        let ids = (0..n).map(|i| directory.config(i).agent_id).collect();
         let hub =
-            Arc::new(Hub { host, component, snapshots, directory, configs, agents: OnceLock::new(), config });
+            Arc::new(Hub { host, component, snapshots, directory, ids, agents: OnceLock::new(), config });
         let next = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
         // The first agent that cannot start stops the others: a component
@@ -224,7 +226,7 @@ impl Swarm {
         }
         if let Some((i, e)) = first_error {
             return Err(Error::Lifecycle {
-                agent: hub.configs[i].agent_id.clone(),
+                agent: hub.ids[i].clone(),
                 detail: format!(
                     "did not start: {e}; stopped starting the swarm ({} of {n} agents had started)",
                     agents.len()
@@ -337,7 +339,7 @@ impl Hub {
     /// A new instance of agent `i`, linked, restored from its stored
     /// snapshot if there is one (`true` when it was).
     fn start_agent(self: &Arc<Self>, i: usize) -> Result<(AgentInstance, bool)> {
-        let config = &self.configs[i];
+        let config = self.directory.config(i);
         let start =
             || self.host.instantiate_linked(&self.component, config.clone(), Some(Arc::downgrade(self)));
         let Some(store) = &self.snapshots else { return start().map(|a| (a, false)) };
@@ -473,11 +475,11 @@ impl Hub {
         if self.agents.get().is_none() {
             return Err(ConsultError::Unavailable(String::from("the swarm is still starting")));
         }
-        let Some(i) = self.directory.index_of(to).filter(|&i| i < self.configs.len()) else {
+        let Some(i) = self.directory.index_of(to).filter(|&i| i < self.ids.len()) else {
             return Err(ConsultError::UnknownAgent(to.to_string()));
         };
         // The callee's own id, however the caller spelled it.
-        let to = self.configs[i].agent_id.as_str();
+        let to = self.ids[i].as_str();
         if chain.iter().any(|c| c == to) {
             let mut cycle = chain.to_vec();
             cycle.push(to.to_string());

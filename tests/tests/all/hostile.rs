@@ -186,3 +186,14 @@ fn callers_beyond_the_queue_get_busy_at_once() {
     assert_eq!(in_flight(), 0);
     assert_eq!(swarm.status(0).unwrap().usage.recycles, 1);
 }
+
+#[test]
+fn a_full_instance_pool_is_named_not_called_a_trap() {
+    let host = Host::new(HostConfig { max_instances: 2, ..HostConfig::default() }).unwrap();
+    let hostile = host.load_unsigned_file(&component_path("testing-hostile")).unwrap();
+    let _a = host.instantiate(&hostile, hostile_config()).unwrap();
+    let _b = host.instantiate(&hostile, hostile_config()).unwrap();
+    let e = host.instantiate(&hostile, hostile_config()).unwrap_err();
+    assert!(matches!(e, Error::Capacity { .. }), "{e}");
+    assert!(e.to_string().contains("max_instances"), "{e}");
+}
