@@ -26,6 +26,11 @@
 //! `owned name`, `faj code`) prints the questions of that phrasing that
 //! were routed wrong, with where they went.
 //!
+//! Realistic: the hand-written operator questions of `bench/eval/`
+//! (abbreviations, compound short names, comparisons, symptoms, …), frozen
+//! before the router was tuned on them; reported per kind and per phrasing
+//! (`route_realistic_*`). `ELEX_EVAL_MISSES=realistic` prints their misses.
+//!
 //! Learning: a simulated operator asks 20 linked agents (with dependency
 //! peers) 2,000 questions of the six kinds and rewards the action it wants
 //! for each kind (+1, else -0.5): a direct answer for what / parameters /
@@ -139,6 +144,7 @@ pub fn run(out: &Path) -> Result<()> {
     let mut rows = Vec::new();
     let catalog = Arc::new(Catalog::embedded().map_err(|e| anyhow!("{e}"))?);
     routing_rows(&catalog, &mut rows);
+    realistic_rows(&catalog, &mut rows)?;
     learning_rows(&catalog, &mut rows)?;
     crate::write(out, "eval", &rows)
 }
@@ -212,6 +218,65 @@ fn routing_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) {
         Row::new("route_overall_top5", "share", overall.2 as f64 / overall.0 as f64, None)
             .settings(format!("{} questions (target 0.97)", overall.0)),
     );
+}
+
+/// One question of the hand-written realistic set (`bench/eval/`).
+#[derive(serde::Deserialize)]
+struct Realistic {
+    question: String,
+    faj: String,
+    kind: String,
+    phrasing: String,
+}
+
+/// The hand-written set of operator questions (see `bench/eval/README.md`):
+/// top-1 and top-5 per kind and per phrasing, and overall.
+/// `ELEX_EVAL_MISSES=realistic` prints every miss (`realistic:<phrasing>`
+/// only that phrasing's).
+fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/realistic.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let set: Vec<Realistic> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1)))
+        .collect::<Result<_>>()?;
+    let router = Router::new(catalog.clone());
+    let show = std::env::var("ELEX_EVAL_MISSES").ok();
+    let show = |phrasing: &str| match show.as_deref() {
+        Some("realistic") => true,
+        Some(s) => s.strip_prefix("realistic:") == Some(phrasing),
+        None => false,
+    };
+    // by "kind:<k>" / "phrasing:<p>" / "all" -> (asked, top1, top5)
+    let mut tally: std::collections::BTreeMap<String, (usize, usize, usize)> = Default::default();
+    for q in &set {
+        let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{}: {e}", q.question))?;
+        let top5 = router.route(&q.question, 5);
+        let top1 = top5.first().is_some_and(|c| c.index == want);
+        let in5 = top5.iter().any(|c| c.index == want);
+        if !top1 && show(&q.phrasing) {
+            let got: Vec<String> =
+                top5.iter().map(|c| format!("{} [{}]", catalog.features[c.index].name, c.reason)).collect();
+            eprintln!(
+                "miss ({}, {}): {:?} is {:?}; routed to {got:?}",
+                q.kind, q.phrasing, q.question, catalog.features[want].name
+            );
+        }
+        for key in [format!("kind:{}", q.kind), format!("phrasing:{}", q.phrasing), String::from("all")] {
+            let t = tally.entry(key).or_default();
+            *t = (t.0 + 1, t.1 + usize::from(top1), t.2 + usize::from(in5));
+        }
+    }
+    for (key, (n, t1, t5)) in &tally {
+        let name = format!("route_realistic_{}", key.replace([':', ' ', '-'], "_"));
+        rows.push(
+            Row::new(&format!("{name}_top1"), "share", *t1 as f64 / *n as f64, None)
+                .settings(format!("{n} hand-written questions; top-5 {:.3}", *t5 as f64 / *n as f64)),
+        );
+    }
+    Ok(())
 }
 
 /// The action the simulated operator rewards: a consult of a dependency
