@@ -29,7 +29,9 @@
 //! Realistic: the hand-written operator questions of `bench/eval/`
 //! (abbreviations, compound short names, comparisons, symptoms, …), frozen
 //! before the router was tuned on them; reported per kind and per phrasing
-//! (`route_realistic_*`). `ELEX_EVAL_MISSES=realistic` prints their misses.
+//! (`route_realistic_*`) and per half: the even lines are the development
+//! half, the only one whose misses `ELEX_EVAL_MISSES=realistic` prints and
+//! the router may be tuned on; the odd lines are held out.
 //!
 //! Learning: a simulated operator asks 20 linked agents (with dependency
 //! peers) 2,000 questions of the six kinds and rewards the action it wants
@@ -251,12 +253,16 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     };
     // by "kind:<k>" / "phrasing:<p>" / "all" -> (asked, top1, top5)
     let mut tally: std::collections::BTreeMap<String, (usize, usize, usize)> = Default::default();
-    for q in &set {
+    for (n, q) in set.iter().enumerate() {
+        // Even lines are the development half (their misses are what
+        // `ELEX_EVAL_MISSES` shows, and what the router may be tuned on);
+        // odd lines are held out, reported but never shown.
+        let half = if n % 2 == 0 { "dev" } else { "held-out" };
         let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{}: {e}", q.question))?;
         let top5 = router.route(&q.question, 5);
         let top1 = top5.first().is_some_and(|c| c.index == want);
         let in5 = top5.iter().any(|c| c.index == want);
-        if !top1 && show(&q.phrasing) {
+        if !top1 && half == "dev" && show(&q.phrasing) {
             let got: Vec<String> =
                 top5.iter().map(|c| format!("{} [{}]", catalog.features[c.index].name, c.reason)).collect();
             eprintln!(
@@ -264,7 +270,12 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
                 q.kind, q.phrasing, q.question, catalog.features[want].name
             );
         }
-        for key in [format!("kind:{}", q.kind), format!("phrasing:{}", q.phrasing), String::from("all")] {
+        for key in [
+            format!("kind:{}", q.kind),
+            format!("phrasing:{}", q.phrasing),
+            format!("half:{half}"),
+            String::from("all"),
+        ] {
             let t = tally.entry(key).or_default();
             *t = (t.0 + 1, t.1 + usize::from(top1), t.2 + usize::from(in5));
         }

@@ -29,6 +29,9 @@ pub enum Reason {
     /// The text has the feature's full name as whole words, in any case
     /// (the longest name found wins).
     Name,
+    /// Every significant word of the feature's name is in the text, as
+    /// written or abbreviated (`UL CA`, `IF-LB`), in any order.
+    CoveredName,
     /// The text has this parameter or counter name (`MoClass.attribute`, or
     /// a bare attribute of six characters or more) and the feature owns it;
     /// of several owners, the one most similar to the text.
@@ -48,6 +51,7 @@ impl std::fmt::Display for Reason {
             Reason::Named => f.write_str("named by the caller"),
             Reason::FajCode => f.write_str("FAJ code in the text"),
             Reason::Name => f.write_str("feature name in the text"),
+            Reason::CoveredName => f.write_str("the feature name's words in the text"),
             Reason::OwnedName(n) => write!(f, "owns {n}"),
             Reason::Acronym(a) => write!(f, "acronym {a}"),
             Reason::Similarity(s) => write!(f, "text similarity {s:.2}"),
@@ -116,6 +120,8 @@ pub struct Router {
     index: std::sync::OnceLock<std::sync::Mutex<elex_host::VectorIndex>>,
     /// For each feature, the features that require it.
     required_by: Vec<Vec<usize>>,
+    /// Abbreviations and the significant words of each name.
+    names: names::Names,
 }
 
 use std::collections::HashMap;
@@ -335,6 +341,7 @@ impl Router {
             }
         }
         Router {
+            names: names::Names::of(&catalog),
             required_by,
             lexicon: Lexicon::of(&catalog),
             catalog,
@@ -424,18 +431,33 @@ impl Router {
         })
     }
 
-    /// A FAJ code, feature name, owned parameter or counter name, or
-    /// acronym in `text` (the query is computed only if an owned name needs
-    /// disambiguating).
+    /// A FAJ code, or a feature named (see [`Router::named`]) — in the
+    /// subject of a comparison first, else anywhere in `text` (the query is
+    /// computed only if candidates need disambiguating).
     fn strong_signal(&self, text: &str, query: &std::cell::OnceCell<Query>) -> Option<(usize, Reason)> {
-        let features = &self.catalog.features;
         for code in faj_codes(text) {
             if let Some(&i) = self.by_faj.get(&code) {
                 return Some((i, Reason::FajCode));
             }
         }
+        if let Some(subject) = names::comparison_subject(text)
+            && let Some(hit) = self.named(subject, text, query)
+        {
+            return Some(hit);
+        }
+        self.named(text, text, query)
+    }
+
+    /// The feature `part` of `text` names: by its name as written (the
+    /// longest), unless the words and abbreviations of `part` cover a
+    /// longer name; else by a parameter or counter it owns; else by a name
+    /// `part` covers; else by its acronym. Ties go to the feature most
+    /// similar to the whole `text`.
+    fn named(&self, part: &str, text: &str, query: &std::cell::OnceCell<Query>) -> Option<(usize, Reason)> {
+        let features = &self.catalog.features;
+        let embedding = || &query.get_or_init(|| self.lexicon.query(text)).embedding;
         // The longest feature name in the text, on word boundaries.
-        let words = words_of(text);
+        let words = words_of(part);
         let mut best: Option<usize> = None;
         for start in 0..words.len() {
             for len in 1..=self.longest_name.min(words.len() - start) {
@@ -450,10 +472,19 @@ impl Router {
                 }
             }
         }
+        let covered = self.names.covered(&self.names.expanded_terms(part));
+        let covered_size = covered.first().map_or(0, |&i| self.names.size(i));
+        let pick_covered = || {
+            self.most_similar(embedding(), &mut covered.iter().copied())
+                .map(|(i, _)| (i, Reason::CoveredName))
+        };
         if let Some(i) = best {
+            if covered_size > self.names.size(i) {
+                return pick_covered();
+            }
             return Some((i, Reason::Name));
         }
-        let raw_words = name_words(text);
+        let raw_words = name_words(part);
         for w in &raw_words {
             let owners = match self.owners.get(*w) {
                 Some(o) => Some(o),
@@ -461,13 +492,13 @@ impl Router {
                 None => None,
             };
             if let Some(owners) = owners
-                && let Some((i, _)) = self.most_similar(
-                    &query.get_or_init(|| self.lexicon.query(text)).embedding,
-                    &mut owners.iter().copied(),
-                )
+                && let Some((i, _)) = self.most_similar(embedding(), &mut owners.iter().copied())
             {
                 return Some((i, Reason::OwnedName((*w).to_string())));
             }
+        }
+        if !covered.is_empty() {
+            return pick_covered();
         }
         let text_tokens = elex_text::tokens(text);
         let acronym_hit =
@@ -603,5 +634,6 @@ fn profile(f: &crate::catalog::Feature) -> String {
     format!("{} {} {}", f.name, f.acronym.as_deref().unwrap_or(""), f.category.as_deref().unwrap_or(""))
 }
 
+mod names;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The router's tests, and the reference router they check it against.
 
+use super::names::{self, Names};
 use super::*;
 
 /// The reference router: the signals of [`Router::choose`] found by
@@ -12,26 +13,41 @@ fn choose(catalog: &Catalog, text: &str) -> Option<(usize, Reason)> {
 type Similar<'a> =
     dyn Fn(&[f32; elex_text::DIM], &mut dyn Iterator<Item = usize>) -> Option<(usize, f32)> + 'a;
 
-fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Option<(usize, Reason)> {
+/// The reference of [`Router::named`]: every signal found by scanning.
+fn named(
+    catalog: &Catalog,
+    part: &str,
+    q: &[f32; elex_text::DIM],
+    most_similar: &Similar<'_>,
+) -> Option<(usize, Reason)> {
     let features = &catalog.features;
-    for code in faj_codes(text) {
-        if let Some(i) = features.iter().position(|f| f.faj == code) {
-            return Some((i, Reason::FajCode));
-        }
-    }
-    let lower = text.to_ascii_lowercase();
+    let text = part;
+    let lower = part.to_ascii_lowercase();
     let by_name = features
         .iter()
         .enumerate()
         .filter(|(_, f)| contains_phrase(&lower, &f.name.to_ascii_lowercase()))
         .max_by_key(|(_, f)| f.name.len());
+    // Names the words and abbreviations of `part` cover, by a scan.
+    let names = Names::of(catalog);
+    let terms = names.expanded_terms(part);
+    let covered: Vec<usize> = (0..features.len())
+        .filter(|&i| {
+            let name = names.name_terms(i);
+            name.len() >= 3 && name.iter().all(|n| terms.iter().any(|t| names::same(t, n)))
+        })
+        .collect();
+    let most = covered.iter().map(|&i| names.size(i)).max().unwrap_or(0);
+    let covered: Vec<usize> = covered.into_iter().filter(|&i| names.size(i) == most).collect();
+    let pick_covered =
+        || most_similar(q, &mut covered.iter().copied()).map(|(i, _)| (i, Reason::CoveredName));
     if let Some((i, _)) = by_name {
+        if most > names.size(i) {
+            return pick_covered();
+        }
         return Some((i, Reason::Name));
     }
-    let words = name_words(text);
-    let lexicon = Lexicon::of(catalog);
-    let query = lexicon.query(text);
-    let q = query.embedding;
+    let words = name_words(part);
     for w in &words {
         // `MoClass.attribute` matches exactly; a bare `attribute` (six
         // characters or more) matches the attribute part.
@@ -42,9 +58,12 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
             .collect();
         // A name shared by several features: the owner closest to the rest
         // of the text.
-        if let Some((i, _)) = most_similar(&q, &mut owners.into_iter()) {
+        if let Some((i, _)) = most_similar(q, &mut owners.into_iter()) {
             return Some((i, Reason::OwnedName((*w).to_string())));
         }
+    }
+    if !covered.is_empty() {
+        return pick_covered();
     }
     let text_tokens = elex_text::tokens(text);
     let acronym_hit = features
@@ -55,8 +74,25 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
             let shared = elex_text::tokens(&f.name).iter().filter(|t| text_tokens.contains(t)).count();
             (shared, std::cmp::Reverse(*i))
         });
-    if let Some((i, f)) = acronym_hit {
-        return Some((i, Reason::Acronym(f.acronym.clone().unwrap_or_default())));
+    acronym_hit.map(|(i, f)| (i, Reason::Acronym(f.acronym.clone().unwrap_or_default())))
+}
+
+fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Option<(usize, Reason)> {
+    let features = &catalog.features;
+    for code in faj_codes(text) {
+        if let Some(i) = features.iter().position(|f| f.faj == code) {
+            return Some((i, Reason::FajCode));
+        }
+    }
+    let lexicon = Lexicon::of(catalog);
+    let query = lexicon.query(text);
+    let q = query.embedding;
+    let subject = names::comparison_subject(text);
+    if let Some(hit) = subject.and_then(|part| named(catalog, part, &q, most_similar)) {
+        return Some(hit);
+    }
+    if let Some(hit) = named(catalog, text, &q, most_similar) {
+        return Some(hit);
     }
     // The embedding's nearest POOL by an exact scan, reranked.
     let mut pool: Vec<(usize, f32)> = (0..features.len())
@@ -108,6 +144,29 @@ fn finds_faj_codes_in_every_spelling() {
 }
 
 #[test]
+fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
+    let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+    let r = Router::new(c.clone());
+    let name = |t: &str| c.features[r.choose(t).unwrap().0].name.clone();
+    // Abbreviated name words, not the catalog's acronym of a shorter name.
+    assert_eq!(name("NR UL CA never gets configured for capable UEs"), "NR Uplink Carrier Aggregation");
+    assert_eq!(name("UL FSS on LTE, when to enable it?"), "Uplink Frequency-Selective Scheduling");
+    // A compound short name.
+    assert_eq!(name("IF-LB: which counters show the load balancing HOs?"), "Inter-Frequency Load Balancing");
+    // The subject of a comparison, not the longer name it is compared with.
+    assert_eq!(
+        name("Automatic SCell Management vs Configurable SCell Priority, which learns by itself?"),
+        "Automatic SCell Management"
+    );
+    assert_eq!(
+        name("what is the difference between NR Massive MIMO Eco Mode and NR Massive MIMO Sleep Mode"),
+        "NR Massive MIMO Eco Mode"
+    );
+    // "if" in a sentence is a word.
+    assert_ne!(r.choose("what if MIMO Sleep Mode fails").unwrap().1, Reason::CoveredName);
+}
+
+#[test]
 fn strong_signals_pick_the_feature() {
     let c = Catalog::embedded().unwrap();
     let faj = |t: &str| c.features[choose(&c, t).unwrap().0].faj.clone();
@@ -151,11 +210,15 @@ fn the_router_agrees_with_choose_and_ranks_peers() {
         "How does MIMO Sleep Mode save energy?",
         "uplink interference in crowded cells",
         "FAJ 121 4219 prerequisites",
+        "NR UL CA never gets configured for capable UEs",
+        "IF-LB: which counters show the load balancing HOs?",
+        "Automatic SCell Management vs Configurable SCell Priority, which learns by itself?",
+        "what is the difference between NR Massive MIMO Eco Mode and NR Massive MIMO Sleep Mode",
     ]
     .map(String::from)
     .to_vec();
     // Every kind of signal, for a quarter of the catalog.
-    for f in c.features.iter().step_by(4) {
+    for (i, f) in c.features.iter().enumerate().step_by(4) {
         texts.push(format!("What is {}?", f.name));
         texts.push(format!("Which parameters control {}?", f.acronym.as_deref().unwrap_or("it")));
         if let Some(p) = f.parameters.first() {
@@ -165,9 +228,16 @@ fn the_router_agrees_with_choose_and_ranks_peers() {
         if let Some(k) = f.counters.first() {
             texts.push(format!("Why is {k} rising?"));
         }
-        // A description: the name's words reversed, no name as a phrase.
+        // A description: the name's words reversed, no name as a phrase
+        // (a covered name).
         let words: Vec<&str> = f.name.split(' ').rev().collect();
         texts.push(format!("Which counters show whether {} works?", words.join(" ")));
+        // A comparison with the next feature.
+        texts.push(format!(
+            "How does {} differ from {}?",
+            f.name,
+            c.features[(i + 1) % c.features.len()].name
+        ));
     }
     for text in &texts {
         assert_eq!(r.choose(text), choose(&c, text), "{text}");

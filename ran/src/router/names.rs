@@ -1,0 +1,282 @@
+//! How operators name features when they do not write the catalog's name:
+//! abbreviations of its words (`UL CA` for uplink carrier aggregation,
+//! `IF-LB`, `NR-MDT`), its words in another order or with others between
+//! them, and comparisons whose subject is the first feature named.
+//!
+//! [`Names`] expands the abbreviations of a text into the words they stand
+//! for — learned from the catalog (a feature's acronym that no other
+//! feature has stands for its name; an acronym whose letters are the
+//! initials of its name's words lends every run of two or more of its
+//! letters to the words they start: `UFSS` teaches `FSS`) plus the standard
+//! RAN abbreviations of [`STANDARD`] — and finds the feature whose whole
+//! name the expanded words cover, the most specific (most name words) first.
+
+use std::collections::HashMap;
+
+use crate::catalog::Catalog;
+
+/// Standard RAN abbreviations operators write for words of feature names.
+const STANDARD: &[(&str, &str)] = &[
+    ("ul", "uplink"),
+    ("dl", "downlink"),
+    ("ca", "carrier aggregation"),
+    ("ho", "handover"),
+    ("lb", "load balancing"),
+    ("la", "link adaptation"),
+    ("mu", "multi user"),
+    ("su", "single user"),
+    ("mmimo", "massive mimo"),
+    ("dc", "dual connectivity"),
+    ("sa", "standalone"),
+    ("nsa", "non standalone"),
+    ("comp", "coordinated multi point"),
+    ("if", "inter frequency"),
+    ("irat", "inter rat"),
+    ("ext", "extension"),
+    ("adv", "advanced"),
+    ("bw", "bandwidth"),
+];
+
+/// Abbreviations that are also common English words: expanded only when
+/// written in capitals (`IF-LB`, not "what if").
+const WORDS: &[&str] =
+    &["if", "la", "do", "as", "at", "be", "in", "is", "it", "no", "on", "or", "so", "to", "up"];
+
+/// Name words that say little about which feature is meant: a name is
+/// covered without them ("NR Massive MIMO Sleep Mode" by "NR mMIMO sleep").
+const GENERIC: &[&str] = &["feature", "function", "handling", "mode", "package", "performance", "support"];
+
+/// Fewest significant name words a covered name must have: a name of one
+/// or two words ("Scheduler", "Carrier Aggregation") is covered by chance
+/// by the words of many questions about other features.
+const MIN_COVERED: usize = 3;
+
+/// Shortest acronym that stands for its feature's name in other words: two
+/// letters (`PM`, `BT`, `TO`) are common abbreviations of other things.
+const MIN_ACRONYM: usize = 3;
+
+/// Matching like the similarity stage's: equal, or the same first five
+/// letters (`aggregated` covers `aggregation`).
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    a == b || (a.len() >= 5 && b.len() >= 5 && a[..5] == b[..5])
+}
+
+fn stem(t: &str) -> &str {
+    &t[..t.len().min(5)]
+}
+
+/// The significant terms of a feature name: its [`elex_text::terms`]
+/// without [`GENERIC`] words.
+fn name_terms(name: &str) -> Vec<String> {
+    let mut t = elex_text::terms(name);
+    t.retain(|w| !GENERIC.contains(&w.as_str()));
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// The abbreviations of a catalog and the significant words of its names.
+pub(crate) struct Names {
+    /// Lower-case abbreviation → the words it may stand for.
+    expansions: HashMap<String, Vec<String>>,
+    /// Each feature's significant name terms.
+    terms: Vec<Vec<String>>,
+    /// Five-letter stem (or shorter term) → features whose name has it.
+    by_stem: HashMap<String, Vec<usize>>,
+}
+
+impl Names {
+    /// Learns the abbreviations of `catalog` (see the module docs).
+    pub(crate) fn of(catalog: &Catalog) -> Names {
+        let mut expansions: HashMap<String, Vec<String>> = HashMap::new();
+        let mut add = |abbreviation: String, words: &str| {
+            let list = expansions.entry(abbreviation).or_default();
+            if !list.iter().any(|w| w == words) {
+                list.push(words.to_string());
+            }
+        };
+        for (a, words) in STANDARD {
+            add(a.to_string(), words);
+        }
+        let mut acronym_count: HashMap<String, usize> = HashMap::new();
+        for f in &catalog.features {
+            if let Some(a) = &f.acronym {
+                *acronym_count.entry(a.to_ascii_lowercase()).or_default() += 1;
+            }
+        }
+        // Runs of letters of aligned acronyms, and what each stands for:
+        // kept only when every acronym that has the run agrees.
+        let mut runs: HashMap<String, Option<String>> = HashMap::new();
+        for f in &catalog.features {
+            let Some(acronym) = &f.acronym else { continue };
+            let lower = acronym.to_ascii_lowercase();
+            let compact: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+            if compact.len() >= MIN_ACRONYM && acronym_count[&lower] == 1 {
+                add(compact.clone(), &f.name.to_ascii_lowercase());
+            }
+            let words: Vec<String> = elex_text::tokens(&f.name)
+                .into_iter()
+                .filter(|w| !w.bytes().all(|b| b.is_ascii_digit()))
+                .collect();
+            let letters: Vec<char> = compact.chars().filter(char::is_ascii_alphabetic).collect();
+            let aligned = letters.len() == words.len()
+                && letters.len() >= 3
+                && letters.iter().zip(&words).all(|(l, w)| w.starts_with(*l));
+            if !aligned {
+                continue;
+            }
+            for start in 0..letters.len() {
+                // Runs of two or more letters, short of the whole acronym.
+                for end in (start + 2..=letters.len()).filter(|&end| end - start < letters.len()) {
+                    let run: String = letters[start..end].iter().collect();
+                    let stands = words[start..end].join(" ");
+                    runs.entry(run)
+                        .and_modify(|s| {
+                            if s.as_deref() != Some(stands.as_str()) {
+                                *s = None;
+                            }
+                        })
+                        .or_insert(Some(stands));
+                }
+            }
+        }
+        for (run, stands) in runs {
+            if let Some(words) = stands {
+                add(run, &words);
+            }
+        }
+        let terms: Vec<Vec<String>> = catalog.features.iter().map(|f| name_terms(&f.name)).collect();
+        let mut by_stem: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, ts) in terms.iter().enumerate() {
+            for t in ts {
+                let list = by_stem.entry(stem(t).to_string()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        Names { expansions, terms, by_stem }
+    }
+
+    /// The terms of `text` with the words of every abbreviation in it added
+    /// (a hyphenated compound is also looked up whole: `MC-PUSCH`).
+    pub(crate) fn expanded_terms(&self, text: &str) -> Vec<String> {
+        let mut out = elex_text::terms(text);
+        let compounds = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.contains('-'))
+            .map(|w| w.replace('-', ""));
+        let words = text.split(|c: char| !c.is_ascii_alphanumeric()).map(str::to_string).chain(compounds);
+        for word in words.filter(|w| w.len() >= 2) {
+            let lower = word.to_ascii_lowercase();
+            if WORDS.contains(&lower.as_str()) && !word.bytes().all(|b| b.is_ascii_uppercase()) {
+                continue;
+            }
+            if let Some(list) = self.expansions.get(&lower) {
+                for words in list {
+                    out.extend(elex_text::terms(words));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The features whose whole name (every significant word, at least
+    /// [`MIN_COVERED`]) `terms` cover, with the most name words; several
+    /// when they tie.
+    pub(crate) fn covered(&self, terms: &[String]) -> Vec<usize> {
+        let mut candidates: Vec<usize> =
+            terms.iter().filter_map(|t| self.by_stem.get(stem(t))).flatten().copied().collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let covers = |i: usize| {
+            let name = &self.terms[i];
+            name.len() >= MIN_COVERED && name.iter().all(|n| terms.iter().any(|t| same(t, n)))
+        };
+        let covered: Vec<usize> = candidates.into_iter().filter(|&i| covers(i)).collect();
+        let most = covered.iter().map(|&i| self.terms[i].len()).max().unwrap_or(0);
+        covered.into_iter().filter(|&i| self.terms[i].len() == most).collect()
+    }
+
+    /// How many significant words feature `i`'s name has.
+    pub(crate) fn size(&self, i: usize) -> usize {
+        self.terms[i].len()
+    }
+
+    /// The significant words of feature `i`'s name.
+    #[cfg(test)]
+    pub(crate) fn name_terms(&self, i: usize) -> &[String] {
+        &self.terms[i]
+    }
+}
+
+/// Words that put a second feature against the first: the question is about
+/// the one before them.
+const COMPARED: &[&str] = &[
+    " vs. ",
+    " vs ",
+    " versus ",
+    " compared to ",
+    " compared with ",
+    " differ from ",
+    " differs from ",
+    " different from ",
+    " instead of ",
+    " rather than ",
+    " better than ",
+];
+
+/// The part of `text` a comparison is about: what comes before "vs",
+/// "compared to", "differ from", …, or what is between "between" and "and"
+/// in "the difference between A and B"; `None` for a text that compares
+/// nothing.
+pub(crate) fn comparison_subject(text: &str) -> Option<&str> {
+    let lower = text.to_ascii_lowercase();
+    if let Some(at) = lower.find(" between ") {
+        let from = at + " between ".len();
+        if let Some(and) = lower[from..].find(" and ") {
+            return Some(&text[from..from + and]);
+        }
+    }
+    let at = COMPARED.iter().filter_map(|m| lower.find(m)).min()?;
+    Some(&text[..at])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_of_a_comparison_is_the_first_feature() {
+        assert_eq!(comparison_subject("A Thing vs B Thing — which?"), Some("A Thing"));
+        assert_eq!(comparison_subject("How does A differ from B?"), Some("How does A"));
+        assert_eq!(comparison_subject("what is the difference between A and B"), Some("A"));
+        assert_eq!(comparison_subject("What is MIMO Sleep Mode?"), None);
+    }
+
+    #[test]
+    fn abbreviations_are_learned_from_the_catalog_and_cover_names() {
+        let c = Catalog::embedded().unwrap();
+        let names = Names::of(&c);
+        let faj = |text: &str| -> Vec<String> {
+            names
+                .covered(&names.expanded_terms(text))
+                .into_iter()
+                .map(|i| c.features[i].name.clone())
+                .collect()
+        };
+        // A run of an aligned acronym (UFSS) stands for its words.
+        assert!(
+            names.expansions["fss"].iter().any(|w| w == "frequency selective scheduling"),
+            "{:?}",
+            names.expansions.get("fss")
+        );
+        assert_eq!(faj("UL FSS on LTE, when to enable it?"), ["Uplink Frequency-Selective Scheduling"]);
+        assert_eq!(faj("NR UL CA never gets configured"), ["NR Uplink Carrier Aggregation"]);
+        // "if" is a word, "IF" an abbreviation.
+        assert!(!names.expanded_terms("what if it fails").contains(&String::from("inter")));
+        assert!(names.expanded_terms("IF-LB counters").contains(&String::from("inter")));
+    }
+}
