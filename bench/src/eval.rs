@@ -280,6 +280,39 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
             *t = (t.0 + 1, t.1 + usize::from(top1), t.2 + usize::from(in5));
         }
     }
+    // Learning from corrections: an operator corrects every development-
+    // half question the router got wrong (`Router::learn`, as `elex
+    // feedback --agent` does); then both halves are asked again.
+    let mut corrected = 0;
+    for q in set.iter().step_by(2) {
+        let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{e}"))?;
+        if router.choose(&q.question).is_none_or(|(i, _)| i != want) {
+            router.learn(&q.question, want);
+            corrected += 1;
+        }
+    }
+    for half in ["dev", "held-out"] {
+        let asked: Vec<&Realistic> =
+            set.iter().enumerate().filter(|(n, _)| (n % 2 == 0) == (half == "dev")).map(|(_, q)| q).collect();
+        let right = asked
+            .iter()
+            .filter(|q| {
+                let want = catalog.index_of(&q.faj).ok();
+                router.choose(&q.question).map(|(i, _)| i) == want
+            })
+            .count();
+        rows.push(
+            Row::new(
+                &format!("route_realistic_half_{}_after_corrections_top1", half.replace('-', "_")),
+                "share",
+                right as f64 / asked.len() as f64,
+                None,
+            )
+            .settings(format!(
+                "after an operator corrected the {corrected} development-half questions routed wrong"
+            )),
+        );
+    }
     for (key, (n, t1, t5)) in &tally {
         let name = format!("route_realistic_{}", key.replace([':', ' ', '-'], "_"));
         rows.push(

@@ -82,13 +82,22 @@ enum Command {
     },
     /// Reward (or punish) the answer to a query, by its query id (printed by
     /// `elex query`): the agent that gave it learns from the reward, and
-    /// keeps what it learned in <DATA_DIR>/agents.redb.
+    /// keeps what it learned in <DATA_DIR>/agents.redb. With --agent, say
+    /// which feature the question was meant for: the router keeps it as an
+    /// example of that feature and routes questions like it there.
+    #[command(arg_required_else_help = true)]
     Feedback {
         /// The query id, e.g. q3f9a0c2d71b4e856-1.
         query_id: String,
         /// The reward, from -1 (wrong) to 1 (right).
-        #[arg(allow_negative_numbers = true)]
-        reward: f32,
+        #[arg(allow_negative_numbers = true, required_unless_present = "agent")]
+        reward: Option<f32>,
+        /// The feature the question was meant for (a FAJ code).
+        #[arg(long, value_name = "FAJ")]
+        agent: Option<String>,
+        /// Who gives the correction [default: $USER].
+        #[arg(long, value_name = "NAME", requires = "agent")]
+        operator: Option<String>,
     },
     /// Create an ed25519 signing key: the private key (permissions 0600) and
     /// its public key file <id>.pub.
@@ -358,18 +367,45 @@ fn query(
 
 /// `elex feedback`: rewards the agent that answered a query (in this or an
 /// earlier run); what it learns is stored.
-fn feedback(places: &Places, query_id: &str, reward: f32) -> anyhow::Result<()> {
-    if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
+fn feedback(
+    places: &Places,
+    query_id: &str,
+    reward: Option<f32>,
+    agent: Option<&str>,
+    operator: Option<String>,
+) -> anyhow::Result<()> {
+    // Everything is checked before anything starts.
+    if let Some(reward) = reward
+        && (!reward.is_finite() || !(-1.0..=1.0).contains(&reward))
+    {
         return Err(anyhow!("reward {reward} is outside -1..1"));
     }
-    // Known before anything starts.
+    if let Some(agent) = agent {
+        Catalog::embedded()?.index_of(agent)?;
+    }
+    let operator = operator.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
+    if agent.is_some() && operator.trim().is_empty() {
+        return Err(anyhow!("who gives the correction? pass --operator NAME"));
+    }
     if places.agent_store()?.query_agent(query_id)?.is_none() {
         return Err(anyhow!("no answered query {query_id:?} in {}", places.data_dir.display()));
     }
     let runtime = runtime(places, None)?;
-    let i = runtime.feedback(query_id, reward)?;
-    let feature = &runtime.catalog().features[i];
-    outln!("{} ({}) rewarded {reward:+.2} for {query_id}", feature.faj, feature.name)?;
+    if let Some(reward) = reward {
+        let i = runtime.feedback(query_id, reward)?;
+        let feature = &runtime.catalog().features[i];
+        outln!("{} ({}) rewarded {reward:+.2} for {query_id}", feature.faj, feature.name)?;
+    }
+    if let Some(agent) = agent {
+        let i = runtime.correct(query_id, agent, &operator)?;
+        let feature = &runtime.catalog().features[i];
+        outln!(
+            "{query_id} was meant for {} ({}): kept as its example, on {}'s word",
+            feature.faj,
+            feature.name,
+            operator.trim()
+        )?;
+    }
     Ok(())
 }
 
@@ -579,7 +615,9 @@ fn main() -> ExitCode {
         Command::Query { text, component, allow_unsigned, agent, json } => {
             query(&places, &text, component, allow_unsigned, agent, json)
         }
-        Command::Feedback { query_id, reward } => feedback(&places, &query_id, reward),
+        Command::Feedback { query_id, reward, agent, operator } => {
+            feedback(&places, &query_id, reward, agent.as_deref(), operator)
+        }
         Command::Keygen { out } => keygen(&places, out),
         Command::Sign(args) => publish(&places, args),
         Command::Verify { spec } => verify(&places, &spec),

@@ -709,3 +709,38 @@ fn the_embedding_example_runs() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_correction_teaches_the_router_where_questions_like_it_go() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| elex_in(data.path(), args);
+    let asked = "how do I stop the radios chattering at night on the quiet sites";
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = json(&["query", asked, "--json"]);
+    assert_ne!(first["agent"]["faj"], "FAJ 121 3094", "routed elsewhere before the correction: {first}");
+    let qid = first["query_id"].as_str().unwrap().to_string();
+
+    // The operator says it was meant for MIMO Sleep Mode; wrong input first.
+    let out = run(&["feedback", &qid, "--agent", "FAJ 999 9999", "--operator", "ana"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no feature"), "{}", text(&out.stderr));
+    let out = run(&["feedback", &qid]);
+    assert_eq!(out.status.code(), Some(2), "a reward or --agent is needed");
+    let out = run(&["feedback", &qid, "--agent", "faj1213094", "--operator", "ana"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("FAJ 121 3094 (MIMO Sleep Mode): kept as its example, on ana's word"));
+
+    // A later run routes the same question, and one like it, there.
+    for text in [asked, "radios chattering at night on quiet sites, how do I stop it"] {
+        let again = json(&["query", text, "--json"]);
+        assert_eq!(again["agent"]["faj"], "FAJ 121 3094", "{again}");
+        assert!(
+            again["agent"]["chosen_by"].as_str().unwrap().starts_with("like an operator's example"),
+            "{again}"
+        );
+    }
+}

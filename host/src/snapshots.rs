@@ -37,6 +37,36 @@ const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantin
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage_v2");
 /// query id → checked `<family>/<agent>` that answered it.
 const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("queries_v2");
+/// Example questions an operator said an agent should have answered:
+/// `<agent>/<sequence>` → sealed postcard [`Example`].
+const EXAMPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("examples_v1");
+
+/// Most example questions kept per agent (the oldest go first).
+pub const MAX_EXAMPLES_PER_AGENT: usize = 32;
+/// Longest question text kept with a query or an example, in bytes.
+pub const MAX_QUESTION_BYTES: usize = 2048;
+
+/// A question an operator said agent `agent` should have answered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Example {
+    /// The question, as asked (at most [`MAX_QUESTION_BYTES`]).
+    pub text: String,
+    /// Who gave the correction.
+    pub operator: String,
+    /// The query it corrects.
+    pub query_id: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub millis: u64,
+}
+
+/// `text` cut to at most [`MAX_QUESTION_BYTES`] on a character boundary.
+fn bounded(text: &str) -> &str {
+    let mut end = text.len().min(MAX_QUESTION_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// Tables of schema version 1, migrated and dropped on open.
 const V1_SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_snapshots");
@@ -162,6 +192,7 @@ impl SnapshotStore {
             tx.open_table(QUARANTINE).map_err(|e| err(&e))?;
             tx.open_table(USAGE).map_err(|e| err(&e))?;
             tx.open_table(QUERIES).map_err(|e| err(&e))?;
+            tx.open_table(EXAMPLES).map_err(|e| err(&e))?;
         }
         migrate_v1(&tx).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
@@ -245,10 +276,21 @@ impl SnapshotStore {
 
     /// Remembers that `agent` of component `family` answered `query_id`.
     pub fn put_query(&self, query_id: &str, family: &str, agent: &str) -> Result<()> {
+        self.put_asked(query_id, family, agent, "")
+    }
+
+    /// Records that `agent` of component `family` answered `query_id`,
+    /// asked as `text` (kept up to [`MAX_QUESTION_BYTES`], so an operator
+    /// can later say which agent it was meant for).
+    pub fn put_asked(&self, query_id: &str, family: &str, agent: &str, text: &str) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
-            let who = snapshot_key(family, agent);
+            let mut who = snapshot_key(family, agent);
+            if !text.is_empty() {
+                who.push('\n');
+                who.push_str(bounded(text));
+            }
             t.insert(query_id, seal(QUERIES.name(), query_id, who.as_bytes()).as_slice())
                 .map_err(|e| self.err(e))?;
         }
@@ -257,14 +299,72 @@ impl SnapshotStore {
 
     /// The component family and agent that answered `query_id`, if known.
     pub fn query_agent(&self, query_id: &str) -> Result<Option<(String, String)>> {
+        Ok(self.asked(query_id)?.map(|(family, agent, _)| (family, agent)))
+    }
+
+    /// The component family and agent that answered `query_id`, and the
+    /// question (empty when it was not kept), if known.
+    pub fn asked(&self, query_id: &str) -> Result<Option<(String, String, String)>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
         let Some(v) = t.get(query_id).map_err(|e| self.err(e))? else { return Ok(None) };
         let who = open_sealed(QUERIES.name(), query_id, v.value())
             .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.split_once('/'))
-            .map(|(f, a)| (f.to_string(), a.to_string()));
+            .and_then(|s| {
+                let (who, text) = s.split_once('\n').unwrap_or((s, ""));
+                let (f, a) = who.split_once('/')?;
+                Some((f.to_string(), a.to_string(), text.to_string()))
+            });
         who.map(Some).ok_or_else(|| self.corrupt(QUERIES.name(), query_id))
+    }
+
+    /// Keeps `example` as a question `agent` should answer; an agent keeps
+    /// its latest [`MAX_EXAMPLES_PER_AGENT`].
+    pub fn put_example(&self, agent: &str, example: &Example) -> Result<()> {
+        let example = Example { text: bounded(&example.text).to_string(), ..example.clone() };
+        let bytes = postcard::to_allocvec(&example).map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(EXAMPLES).map_err(|e| self.err(e))?;
+            let prefix = format!("{agent}/");
+            let mut keys: Vec<String> = Vec::new();
+            for row in t.range(prefix.as_str()..).map_err(|e| self.err(e))? {
+                let key = row.map_err(|e| self.err(e))?.0.value().to_string();
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                keys.push(key);
+            }
+            // Sequence numbers are zero-padded: keys sort oldest first.
+            let next = keys.last().and_then(|k| k[prefix.len()..].parse::<u64>().ok()).map_or(0, |n| n + 1);
+            let key = format!("{prefix}{next:020}");
+            t.insert(key.as_str(), seal(EXAMPLES.name(), &key, &bytes).as_slice())
+                .map_err(|e| self.err(e))?;
+            let over = (keys.len() + 1).saturating_sub(MAX_EXAMPLES_PER_AGENT);
+            for old in &keys[..over] {
+                t.remove(old.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every kept example, by agent; a corrupt record is skipped with a
+    /// warning (it is only a hint for routing).
+    pub fn examples(&self) -> Result<Vec<(String, Example)>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(EXAMPLES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let key = k.value();
+            let example = open_sealed(EXAMPLES.name(), key, v.value())
+                .and_then(|b| postcard::from_bytes::<Example>(b).ok());
+            match (example, key.rsplit_once('/')) {
+                (Some(e), Some((agent, _))) => out.push((agent.to_string(), e)),
+                _ => tracing::warn!(key, "an example record fails its checksum; skipped"),
+            }
+        }
+        Ok(out)
     }
 
     /// `agent`'s latest snapshot from component `family`, if any; a corrupt
@@ -441,6 +541,38 @@ fn migrate_v1(tx: &redb::WriteTransaction) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn questions_and_examples_are_kept_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(&dir.path().join("elex.redb")).unwrap();
+        // A query recorded without its text (as earlier versions did) and
+        // one with it; an overlong text is cut on a character boundary.
+        s.put_query("q1", "fam", "FAJ 121 3094").unwrap();
+        assert_eq!(s.asked("q1").unwrap(), Some(("fam".into(), "FAJ 121 3094".into(), String::new())));
+        let long = "é".repeat(MAX_QUESTION_BYTES);
+        s.put_asked("q2", "fam", "FAJ 121 3094", &long).unwrap();
+        let (_, _, kept) = s.asked("q2").unwrap().unwrap();
+        assert!(kept.len() <= MAX_QUESTION_BYTES && long.starts_with(&kept));
+        assert_eq!(s.query_agent("q2").unwrap(), Some(("fam".into(), "FAJ 121 3094".into())));
+
+        let example = |n: usize| Example {
+            text: format!("question {n}"),
+            operator: "ana".into(),
+            query_id: format!("q{n}"),
+            millis: 0,
+        };
+        for n in 0..MAX_EXAMPLES_PER_AGENT + 8 {
+            s.put_example("FAJ 121 3094", &example(n)).unwrap();
+        }
+        s.put_example("FAJ 121 4219", &example(99)).unwrap();
+        let all = s.examples().unwrap();
+        let msm: Vec<&Example> = all.iter().filter(|(a, _)| a == "FAJ 121 3094").map(|(_, e)| e).collect();
+        assert_eq!(msm.len(), MAX_EXAMPLES_PER_AGENT, "the oldest go first");
+        assert_eq!(msm[0].text, "question 8");
+        assert_eq!(msm.last().unwrap().text, format!("question {}", MAX_EXAMPLES_PER_AGENT + 7));
+        assert!(all.iter().any(|(a, e)| a == "FAJ 121 4219" && e.text == "question 99"));
+    }
 
     #[test]
     fn snapshots_persist_and_unknown_schemas_are_refused() {

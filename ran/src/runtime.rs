@@ -154,6 +154,15 @@ impl RuntimeBuilder {
         let t = Instant::now();
         let total = catalog.features.len();
         let router = Arc::new(Router::new(catalog.clone()));
+        // What operators said questions were meant for, kept across runs.
+        for (agent, example) in store.examples()? {
+            match catalog.index_of(&agent) {
+                Ok(i) => router.learn(&example.text, i),
+                Err(_) => {
+                    tracing::warn!(agent, "an example question names no feature of the catalog; ignored")
+                }
+            }
+        }
         let swarm = Swarm::start(
             host.clone(),
             agent.clone(),
@@ -229,7 +238,7 @@ impl Runtime {
 
     /// Routes `text` to an agent and answers it.
     pub fn query(&self, text: &str) -> Result<Answer> {
-        let answer = check_question(text).and_then(|text| {
+        let asked = check_question(text).and_then(|text| {
             let t = Instant::now();
             let (i, reason) = self
                 .router
@@ -238,13 +247,13 @@ impl Runtime {
             let routing = t.elapsed();
             self.ask_agent(i, text, reason).map(|a| Answer { routing, took: t.elapsed(), ..a })
         });
-        self.answered(answer)
+        self.answered(text, asked)
     }
 
     /// Asks the agent of feature `agent` (a FAJ code in any spelling).
     pub fn ask(&self, agent: &str, text: &str) -> Result<Answer> {
         let i = self.catalog.index_of(agent)?;
-        self.answered(check_question(text).and_then(|t| self.ask_agent(i, t, Reason::Named)))
+        self.answered(text, check_question(text).and_then(|t| self.ask_agent(i, t, Reason::Named)))
     }
 
     fn ask_agent(&self, i: usize, text: &str, reason: Reason) -> Result<Answer> {
@@ -262,7 +271,7 @@ impl Runtime {
     /// Keeps what a query changed, whether it was answered or not: the
     /// snapshots of the agents that took part, every agent's use, and who
     /// answered (for [`Runtime::feedback`]).
-    fn answered(&self, answer: Result<Answer>) -> Result<Answer> {
+    fn answered(&self, text: &str, answer: Result<Answer>) -> Result<Answer> {
         let mut involved = Vec::new();
         if let Ok(a) = &answer {
             involved.push(a.agent);
@@ -273,7 +282,7 @@ impl Runtime {
         self.swarm.save(involved)?;
         let answer = answer?;
         let faj = &self.catalog.features[answer.agent].faj;
-        self.store.put_query(&answer.response.query_id, self.swarm.family(), faj)?;
+        self.store.put_asked(&answer.response.query_id, self.swarm.family(), faj, text)?;
         Ok(answer)
     }
 
@@ -352,6 +361,39 @@ impl Runtime {
     /// (`<data dir>/memory.redb`).
     pub fn memory_graph(&self) -> &Arc<MemoryGraph> {
         &self.graph
+    }
+
+    /// Tells the router that the question of `query_id` (asked in this run
+    /// or an earlier one) was meant for feature `agent` (a FAJ code in any
+    /// spelling), on `operator`'s word: the question is kept as an example
+    /// of that feature (persisted; a feature keeps its latest
+    /// [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)),
+    /// and later questions like it go there. Returns the feature's index.
+    pub fn correct(&self, query_id: &str, agent: &str, operator: &str) -> Result<usize> {
+        let i = self.catalog.index_of(agent)?;
+        let Some((_, _, text)) = self.store.asked(query_id)? else {
+            return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
+        };
+        if text.is_empty() {
+            return Err(Error::Feedback(format!(
+                "the question of {query_id} was not kept (answered by an earlier version): ask it again"
+            )));
+        }
+        if operator.trim().is_empty() {
+            return Err(Error::Feedback(String::from("a correction needs the operator who gives it")));
+        }
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let example = elex_host::snapshots::Example {
+            text: text.clone(),
+            operator: operator.trim().to_string(),
+            query_id: query_id.to_string(),
+            millis,
+        };
+        self.store.put_example(&self.catalog.features[i].faj, &example)?;
+        self.router.learn(&text, i);
+        Ok(i)
     }
 
     /// Every [`Event`] of this runtime from now on.

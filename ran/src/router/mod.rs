@@ -23,6 +23,9 @@ use crate::catalog::Catalog;
 pub enum Reason {
     /// The caller named the agent (`--agent`, `Runtime::ask`).
     Named,
+    /// The text is like a question an operator said this feature should
+    /// have answered (`elex feedback --agent`); how alike, 0..1.
+    Example(f32),
     /// The text has the feature's FAJ code, in any spelling [`faj_codes`]
     /// finds.
     FajCode,
@@ -49,6 +52,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Named => f.write_str("named by the caller"),
+            Reason::Example(a) => write!(f, "like an operator's example question ({a:.2})"),
             Reason::FajCode => f.write_str("FAJ code in the text"),
             Reason::Name => f.write_str("feature name in the text"),
             Reason::CoveredName => f.write_str("the feature name's words in the text"),
@@ -122,7 +126,15 @@ pub struct Router {
     required_by: Vec<Vec<usize>>,
     /// Abbreviations and the significant words of each name.
     names: names::Names,
+    /// Questions operators said a feature should have answered
+    /// ([`Router::learn`]): each feature and the question's terms.
+    examples: std::sync::RwLock<Vec<(usize, Vec<String>)>>,
 }
+
+/// How alike a question must be to an operator's example (the share of
+/// their combined significant words both have) to go where the example
+/// went.
+pub const EXAMPLE_MATCH: f32 = 0.6;
 
 use std::collections::HashMap;
 
@@ -341,6 +353,7 @@ impl Router {
             }
         }
         Router {
+            examples: std::sync::RwLock::new(Vec::new()),
             names: names::Names::of(&catalog),
             required_by,
             lexicon: Lexicon::of(&catalog),
@@ -431,6 +444,54 @@ impl Router {
         })
     }
 
+    /// Keeps `text` as a question feature `i` should answer: a later
+    /// question whose significant words (abbreviations expanded) are at
+    /// least [`EXAMPLE_MATCH`] the same goes to `i`, before any signal but
+    /// a FAJ code. A feature keeps its latest [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)).
+    pub fn learn(&self, text: &str, i: usize) {
+        if i >= self.catalog.features.len() {
+            return;
+        }
+        let mut terms = self.names.expanded_terms(text);
+        terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
+        if terms.is_empty() {
+            return;
+        }
+        let mut examples = self.examples.write().unwrap_or_else(|p| p.into_inner());
+        // A feature keeps its latest examples, as the database does.
+        let limit = elex_host::snapshots::MAX_EXAMPLES_PER_AGENT;
+        if examples.iter().filter(|(f, _)| *f == i).count() >= limit
+            && let Some(oldest) = examples.iter().position(|(f, _)| *f == i)
+        {
+            examples.remove(oldest);
+        }
+        examples.push((i, terms));
+    }
+
+    /// The feature of the operator example most like `text`, and how alike
+    /// (at least [`EXAMPLE_MATCH`]).
+    fn example(&self, text: &str) -> Option<(usize, f32)> {
+        let examples = self.examples.read().unwrap_or_else(|p| p.into_inner());
+        if examples.is_empty() {
+            return None;
+        }
+        let mut terms = self.names.expanded_terms(text);
+        terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
+        examples
+            .iter()
+            .map(|(i, ex)| {
+                let shared = ex.iter().filter(|e| terms.contains(e)).count();
+                let union = ex.len() + terms.len() - shared;
+                (*i, shared as f32 / union.max(1) as f32)
+            })
+            .filter(|&(_, alike)| alike >= EXAMPLE_MATCH)
+            // The most alike; the latest example on ties.
+            .fold(None, |best: Option<(usize, f32)>, (i, a)| match best {
+                Some((_, b)) if b > a => best,
+                _ => Some((i, a)),
+            })
+    }
+
     /// A FAJ code, or a feature named (see [`Router::named`]) — in the
     /// subject of a comparison first, else anywhere in `text` (the query is
     /// computed only if candidates need disambiguating).
@@ -439,6 +500,9 @@ impl Router {
             if let Some(&i) = self.by_faj.get(&code) {
                 return Some((i, Reason::FajCode));
             }
+        }
+        if let Some((i, alike)) = self.example(text) {
+            return Some((i, Reason::Example(alike)));
         }
         if let Some(subject) = names::comparison_subject(text)
             && let Some(hit) = self.named(subject, text, query)
