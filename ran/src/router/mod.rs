@@ -444,13 +444,21 @@ impl Router {
         })
     }
 
-    /// Keeps `text` as a question feature `i` should answer: a later
+    /// Keeps `text` as a question feature `i` should answer, and learns
+    /// the abbreviations of the feature's name words it uses (`mMIMO`,
+    /// `HPUE`; see `names.rs`) for every question: a later
     /// question whose significant words (abbreviations expanded) are at
     /// least [`EXAMPLE_MATCH`] the same goes to `i`, before any signal but
     /// a FAJ code. A feature keeps its latest [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)).
     pub fn learn(&self, text: &str, i: usize) {
         if i >= self.catalog.features.len() {
             return;
+        }
+        // Its abbreviations of the feature's name words, for every
+        // question from now on.
+        let known = |w: &str| self.lexicon.knows(w) || elex_text::terms(w).is_empty();
+        for (abbreviation, words) in self.names.learn_from(text, &self.catalog.features[i].name, known) {
+            tracing::info!(abbreviation, words, "learned an abbreviation from a correction");
         }
         let mut terms = self.names.expanded_terms(text);
         terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));

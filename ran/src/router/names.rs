@@ -79,6 +79,9 @@ fn name_terms(name: &str) -> Vec<String> {
 pub(crate) struct Names {
     /// Lower-case abbreviation → the words it may stand for.
     expansions: HashMap<String, Vec<String>>,
+    /// Abbreviations learned from operators' corrections
+    /// ([`Names::learn_from`]), the same way.
+    learned: std::sync::RwLock<HashMap<String, Vec<String>>>,
     /// Each feature's significant name terms.
     terms: Vec<Vec<String>>,
     /// Five-letter stem (or shorter term) → features whose name has it.
@@ -155,7 +158,7 @@ impl Names {
                 }
             }
         }
-        Names { expansions, terms, by_stem }
+        Names { expansions, learned: Default::default(), terms, by_stem }
     }
 
     /// The terms of `text` with the words of every abbreviation in it added
@@ -173,6 +176,11 @@ impl Names {
                 continue;
             }
             if let Some(list) = self.expansions.get(&lower) {
+                for words in list {
+                    out.extend(elex_text::terms(words));
+                }
+            }
+            if let Some(list) = self.learned.read().unwrap_or_else(|p| p.into_inner()).get(&lower) {
                 for words in list {
                     out.extend(elex_text::terms(words));
                 }
@@ -200,6 +208,46 @@ impl Names {
         covered.into_iter().filter(|&i| self.terms[i].len() == most).collect()
     }
 
+    /// Learns the abbreviations in `text`, a question an operator said
+    /// feature `name` should answer: a word of the text that is no known
+    /// word (`known`) nor abbreviation, and that spells two or more
+    /// consecutive words of the name by their beginnings (`mMIMO`: massive
+    /// MIMO, `HPUE`: high power UE), stands for those words from now on —
+    /// for every feature's questions. Returns what it learned.
+    pub(crate) fn learn_from(
+        &self,
+        text: &str,
+        name: &str,
+        known: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        let words: Vec<String> = elex_text::tokens(name);
+        let mut learned = Vec::new();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            // A hyphenated compound whole (`mMIMO-sleep`), and each part.
+            let parts = word.split('-').map(str::to_string);
+            for candidate in std::iter::once(word.replace('-', "")).chain(parts) {
+                let lower = candidate.to_ascii_lowercase();
+                if lower.len() < 2
+                    || lower.bytes().all(|b| b.is_ascii_digit())
+                    || lower.contains('-')
+                    || known(&lower)
+                    || self.expansions.contains_key(&lower)
+                {
+                    continue;
+                }
+                let Some((start, end)) = spelled(&lower, &words) else { continue };
+                let stands = words[start..end].join(" ");
+                let mut map = self.learned.write().unwrap_or_else(|p| p.into_inner());
+                let list = map.entry(lower.clone()).or_default();
+                if !list.contains(&stands) {
+                    list.push(stands.clone());
+                    learned.push((lower, stands));
+                }
+            }
+        }
+        learned
+    }
+
     /// How many significant words feature `i`'s name has.
     pub(crate) fn size(&self, i: usize) -> usize {
         self.terms[i].len()
@@ -210,6 +258,26 @@ impl Names {
     pub(crate) fn name_terms(&self, i: usize) -> &[String] {
         &self.terms[i]
     }
+}
+
+/// The run of two or more consecutive `words` that `abbreviation` spells
+/// by their beginnings (each word contributing a non-empty prefix, in
+/// order, the whole abbreviation used), the first such run.
+fn spelled(abbreviation: &str, words: &[String]) -> Option<(usize, usize)> {
+    fn rest(a: &str, words: &[String], k: usize) -> Option<usize> {
+        if a.is_empty() {
+            return Some(k);
+        }
+        let w = words.get(k)?;
+        // Longest prefix first: `mimo` takes all of MIMO before trying `m`.
+        (1..=a.len().min(w.len()))
+            .rev()
+            .filter(|&n| w.as_bytes()[..n] == a.as_bytes()[..n])
+            .find_map(|n| rest(&a[n..], words, k + 1))
+    }
+    (0..words.len()).find_map(|start| {
+        rest(abbreviation, words, start).filter(|&end| end - start >= 2).map(|end| (start, end))
+    })
 }
 
 /// Words that put a second feature against the first: the question is about
@@ -254,6 +322,17 @@ mod tests {
         assert_eq!(comparison_subject("How does A differ from B?"), Some("How does A"));
         assert_eq!(comparison_subject("what is the difference between A and B"), Some("A"));
         assert_eq!(comparison_subject("What is MIMO Sleep Mode?"), None);
+    }
+
+    #[test]
+    fn an_abbreviation_spells_consecutive_name_words() {
+        let words: Vec<String> = ["nr", "massive", "mimo", "sleep", "mode"].map(String::from).to_vec();
+        assert_eq!(spelled("mmimo", &words), Some((1, 3)));
+        assert_eq!(spelled("mimosleep", &words), Some((2, 4)));
+        assert_eq!(spelled("nrx", &words), None);
+        assert_eq!(spelled("sleep", &words), None, "one word is not an abbreviation");
+        let hpue: Vec<String> = ["high", "power", "ue"].map(String::from).to_vec();
+        assert_eq!(spelled("hpue", &hpue), Some((0, 3)));
     }
 
     #[test]

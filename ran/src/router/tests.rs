@@ -167,6 +167,18 @@ fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
 }
 
 #[test]
+fn a_correction_teaches_its_abbreviations_for_other_questions() {
+    let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+    let r = Router::new(c.clone());
+    let hpue = c.features.iter().position(|f| f.name == "High Power UE").unwrap();
+    let later = "which counters show how many HPUE devices attach?";
+    assert_ne!(r.choose(later).unwrap().0, hpue, "unknown before the correction");
+    r.learn("HPUE (power class 2) on LTE TDD — what has to be configured?", hpue);
+    // A different question with the abbreviation now covers the name.
+    assert_eq!(r.choose(later).unwrap(), (hpue, Reason::CoveredName));
+}
+
+#[test]
 fn strong_signals_pick_the_feature() {
     let c = Catalog::embedded().unwrap();
     let faj = |t: &str| c.features[choose(&c, t).unwrap().0].faj.clone();
