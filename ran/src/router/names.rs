@@ -37,6 +37,9 @@ const STANDARD: &[(&str, &str)] = &[
     ("bw", "bandwidth"),
 ];
 
+/// Longest word that may be learned as an abbreviation.
+const MAX_ABBREVIATION: usize = 16;
+
 /// Abbreviations that are also common English words: expanded only when
 /// written in capitals (`IF-LB`, not "what if").
 const WORDS: &[&str] =
@@ -227,7 +230,9 @@ impl Names {
             let parts = word.split('-').map(str::to_string);
             for candidate in std::iter::once(word.replace('-', "")).chain(parts) {
                 let lower = candidate.to_ascii_lowercase();
-                if lower.len() < 2
+                // An abbreviation is short: a long word is no candidate (and
+                // the spelling search stays small).
+                if !(2..=MAX_ABBREVIATION).contains(&lower.len())
                     || lower.bytes().all(|b| b.is_ascii_digit())
                     || lower.contains('-')
                     || known(&lower)
