@@ -95,25 +95,26 @@ pub fn footprint(bytes: &[u8]) -> Result<Footprint, FitError> {
                 for alias in r {
                     match alias.map_err(bad)? {
                         ComponentAlias::Outer { kind, count, index } => {
-                            let depth = stack.len().checked_sub(1 + count as usize);
-                            let outer = depth.and_then(|d| stack.get(d));
+                            let outer =
+                                stack.len().checked_sub(1 + count as usize).and_then(|d| stack.get(d));
+                            let Some(Frame::Component { modules, components, .. }) = outer else {
+                                // Aliasing out of a module, or past the
+                                // outermost component: nothing known.
+                                match kind {
+                                    ComponentOuterAliasKind::CoreModule => push_module(&mut stack, None),
+                                    ComponentOuterAliasKind::Component => push_component(&mut stack, None),
+                                    _ => {}
+                                }
+                                continue;
+                            };
+                            let at = |defs: &[Definition]| defs.get(index as usize).copied().flatten();
                             match kind {
                                 ComponentOuterAliasKind::CoreModule => {
-                                    let def = match outer {
-                                        Some(Frame::Component { modules, .. }) => {
-                                            modules.get(index as usize).copied().flatten()
-                                        }
-                                        _ => None,
-                                    };
+                                    let def = at(modules);
                                     push_module(&mut stack, def);
                                 }
                                 ComponentOuterAliasKind::Component => {
-                                    let def = match outer {
-                                        Some(Frame::Component { components, .. }) => {
-                                            components.get(index as usize).copied().flatten()
-                                        }
-                                        _ => None,
-                                    };
+                                    let def = at(components);
                                     push_component(&mut stack, def);
                                 }
                                 _ => {}

@@ -80,8 +80,14 @@ pub trait Directory: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Agent `i`'s configuration (its `agent_id` names it).
+    /// Agent `i`'s configuration (its `agent_id` names it), asked each
+    /// time an instance of it starts.
     fn config(&self, i: usize) -> AgentConfig;
+    /// Agent `i`'s id: its configuration's `agent_id`, without building the
+    /// whole configuration when the directory can say it more cheaply.
+    fn agent_id(&self, i: usize) -> String {
+        self.config(i).agent_id
+    }
     /// The index of the agent a guest or an operator names.
     fn index_of(&self, agent_id: &str) -> Option<usize>;
     /// The best agents for `query`, best first, at most `limit`; `None`
@@ -184,7 +190,7 @@ impl Swarm {
     ) -> Result<Swarm> {
         let t = Instant::now();
         let n = directory.len();
-        let ids = (0..n).map(|i| directory.config(i).agent_id).collect();
+        let ids = (0..n).map(|i| directory.agent_id(i)).collect();
         let hub =
             Arc::new(Hub { host, component, snapshots, directory, ids, agents: OnceLock::new(), config });
         let next = AtomicUsize::new(0);

@@ -201,7 +201,7 @@ impl Lexicon {
         let mut by_stem: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, ts) in terms.iter().enumerate() {
             for t in ts {
-                let list = by_stem.entry(t[..t.len().min(STEM)].to_string()).or_default();
+                let list = by_stem.entry(names::stem(t).to_string()).or_default();
                 if list.last() != Some(&i) {
                     list.push(i);
                 }
@@ -220,7 +220,7 @@ impl Lexicon {
         let mut out: Vec<usize> = q
             .terms
             .iter()
-            .filter_map(|q| self.by_stem.get(&q[..q.len().min(STEM)]))
+            .filter_map(|q| self.by_stem.get(names::stem(q)))
             .filter(|list| list.len() <= RARE)
             .flatten()
             .copied()
@@ -248,10 +248,6 @@ impl Lexicon {
         Query { terms, embedding }
     }
 
-    fn matches(q: &str, p: &str) -> bool {
-        q == p || (q.len() >= STEM && p.len() >= STEM && q[..STEM] == p[..STEM])
-    }
-
     /// Lexical similarity of each candidate to the query, in [0, 1].
     fn scores(&self, q: &Query, candidates: &[usize]) -> Vec<f32> {
         let mut query = q.terms.clone();
@@ -272,7 +268,7 @@ impl Lexicon {
             .map(|&i| {
                 let shared: f32 = self.terms[i]
                     .iter()
-                    .filter(|p| query.iter().any(|q| Lexicon::matches(q, p)))
+                    .filter(|p| query.iter().any(|q| names::same(q, p)))
                     .map(|p| self.idf[p] * self.idf[p])
                     .sum();
                 shared / (q_norm * self.norms[i])
@@ -660,6 +656,10 @@ impl Directory for Router {
 
     fn config(&self, i: usize) -> AgentConfig {
         self.catalog.features[i].agent_config()
+    }
+
+    fn agent_id(&self, i: usize) -> String {
+        self.catalog.features[i].faj.clone()
     }
 
     fn index_of(&self, agent_id: &str) -> Option<usize> {

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use super::STEM;
 use crate::catalog::Catalog;
 
 /// Standard RAN abbreviations operators write for words of feature names.
@@ -58,14 +59,15 @@ const MIN_COVERED: usize = 3;
 /// letters (`PM`, `BT`, `TO`) are common abbreviations of other things.
 const MIN_ACRONYM: usize = 3;
 
-/// Matching like the similarity stage's: equal, or the same first five
-/// letters (`aggregated` covers `aggregation`).
+/// Whether two terms match, here and in the similarity stage: equal, or
+/// the same first [`STEM`] letters (`aggregated` covers `aggregation`).
 pub(crate) fn same(a: &str, b: &str) -> bool {
-    a == b || (a.len() >= 5 && b.len() >= 5 && a[..5] == b[..5])
+    a == b || (a.len() >= STEM && b.len() >= STEM && a[..STEM] == b[..STEM])
 }
 
-fn stem(t: &str) -> &str {
-    &t[..t.len().min(5)]
+/// A term's first [`STEM`] letters (all of a shorter one).
+pub(crate) fn stem(t: &str) -> &str {
+    &t[..t.len().min(STEM)]
 }
 
 /// The significant terms of a feature name: its [`elex_text::terms`]
