@@ -17,6 +17,7 @@ use crate::error::{BudgetKind, Error, Result};
 use crate::interfaces::log::LogState;
 use crate::interfaces::memory_graph::GraphState;
 use crate::interfaces::routing::RoutingState;
+use crate::interfaces::wasi::WasiSlot;
 use crate::load::LoadedComponent;
 
 /// The data of an instance's `Store`: who it is, what it may use, and the
@@ -29,6 +30,7 @@ pub struct InstanceState {
     pub(crate) log: LogState,
     pub(crate) graph: GraphState,
     pub(crate) routing: RoutingState,
+    pub(crate) wasi: WasiSlot,
 }
 
 /// A live agent. Calls run on the caller's thread; each is held to the
@@ -74,6 +76,7 @@ impl AgentInstance {
             log: LogState { agent_id: id.to_string() },
             graph: GraphState::new(graph, id),
             routing: RoutingState::new(id, swarm),
+            wasi: WasiSlot::default(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
@@ -204,6 +207,8 @@ impl AgentInstance {
 /// the fuel allowance when fuel metering is on.
 fn arm_deadline(store: &mut Store<InstanceState>, tick: Duration) {
     let deadline = store.data().budgets.call_deadline;
+    // WASI sleeps end here (see `interfaces::wasi`).
+    store.data_mut().wasi.start_call(Instant::now() + deadline);
     let ticks = deadline.as_nanos().div_ceil(tick.as_nanos().max(1)).max(1);
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
     store.epoch_deadline_trap();

@@ -218,21 +218,48 @@ pub fn inspect(bytes: &[u8]) -> Result<Interfaces, FitError> {
     Ok(Interfaces { imports: names(&resolve, w.imports.iter()), exports: names(&resolve, w.exports.iter()) })
 }
 
+/// The WASI packages a plugin may import, at any `0.2.x` version: the
+/// interfaces wasmtime-wasi 0.2 provides, which the elex host links deny by
+/// default (no files, sockets, environment; output into the host's log).
+pub const WASI_PACKAGES: &[&str] =
+    &["wasi:io", "wasi:clocks", "wasi:random", "wasi:cli", "wasi:filesystem", "wasi:sockets"];
+
+/// Whether `import` (an interface name such as `wasi:cli/stdout@0.2.3`) is a
+/// WASI 0.2 interface the `plugin` world admits.
+pub fn is_wasi_import(import: &str) -> bool {
+    let Some((package, rest)) = import.split_once('/') else { return false };
+    let version = rest.split_once('@').map(|(_, v)| v);
+    WASI_PACKAGES.contains(&package) && version.is_some_and(|v| v.starts_with("0.2."))
+}
+
 /// Checks that a component fits `world`: it imports nothing the world does
 /// not provide, exports everything the world requires (extra exports are
 /// allowed: language runtimes add some), and its types match.
+///
+/// The `plugin` world also admits WASI 0.2 imports ([`is_wasi_import`]), as
+/// ordinary guest toolchains add them. Their types are not in this contract:
+/// for such a component the type check is left to the host's linker, which
+/// checks every import and export against what it provides when the
+/// component is linked — a mismatch fails the load there.
 pub fn check_fit(bytes: &[u8], world: World) -> Result<Interfaces, FitError> {
     let found = inspect(bytes)?;
     let expected = world_interfaces(world);
-    let unexpected: Vec<String> =
-        found.imports.iter().filter(|i| !expected.imports.contains(i)).cloned().collect();
+    let admitted = |i: &String| expected.imports.contains(i) || (world == World::Plugin && is_wasi_import(i));
+    let unexpected: Vec<String> = found.imports.iter().filter(|i| !admitted(i)).cloned().collect();
     if !unexpected.is_empty() {
-        return Err(FitError::UnexpectedImports { world, unexpected, provided: expected.imports });
+        let mut provided = expected.imports;
+        if world == World::Plugin {
+            provided.push(String::from("WASI 0.2 (wasi:io, clocks, random, cli, filesystem, sockets)"));
+        }
+        return Err(FitError::UnexpectedImports { world, unexpected, provided });
     }
     let missing: Vec<String> =
         expected.exports.iter().filter(|e| !found.exports.contains(e)).cloned().collect();
     if !missing.is_empty() {
         return Err(FitError::MissingExports { world, missing, found: found.exports });
+    }
+    if found.imports.iter().any(|i| is_wasi_import(i)) {
+        return Ok(found);
     }
     let c = contract();
     wit_component::targets(&c.resolve, world_id(world), bytes)
@@ -269,6 +296,17 @@ mod tests {
         assert!(!plugin.imports.iter().any(|i| i.starts_with("elex:vector")));
         let fa = world_interfaces(World::FeatureAgent);
         assert!(fa.imports.contains(&String::from("elex:vector/kernels@0.1.0")));
+    }
+
+    #[test]
+    fn wasi_0_2_imports_are_recognised_by_package_and_version() {
+        for yes in ["wasi:cli/stdout@0.2.0", "wasi:io/poll@0.2.6", "wasi:sockets/tcp@0.2.3"] {
+            assert!(is_wasi_import(yes), "{yes}");
+        }
+        for no in ["wasi:http/types@0.2.0", "wasi:cli/stdout@0.3.0", "wasi:cli/stdout", "elex:host/log@0.1.0"]
+        {
+            assert!(!is_wasi_import(no), "{no}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ const COMPONENTS: &[(&str, &str, World)] = &[
     ("elex_feature_agent", "feature-agent", World::FeatureAgent),
     // Test fixture for the host's budget tests (components/testing/).
     ("elex_testing_hostile", "testing-hostile", World::Plugin),
+    // Test fixture for the host's WASI: an ordinary std plugin.
+    ("elex_testing_wasi_probe", "testing-wasi-probe", World::Plugin),
 ];
 
 /// Guest crates with native unit tests.

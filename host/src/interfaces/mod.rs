@@ -10,11 +10,13 @@
 //! | `elex:host/resources` | [`resources::ResourcesView`]: the instance's budgets and memory use | — |
 //! | `elex:host/routing` | [`routing::RoutingState`]: the swarm, the call chain, the trace | `unavailable` (an agent alone) |
 //! | `elex:host/memory-graph` | [`memory_graph::GraphState`]: the graph, the actor, the open transaction | `unavailable` (no graph) |
+//! | `wasi:*@0.2` | [`wasi::WasiSlot`]: a deny-by-default WASI context, made on first use | — |
 
 pub(crate) mod log;
 pub(crate) mod memory_graph;
 pub(crate) mod resources;
 pub(crate) mod routing;
+pub(crate) mod wasi;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -40,6 +42,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> Result<()> {
             linker,
             |s| &mut s.graph,
         )?;
+        wasi::add_to_linker(linker)?;
         Ok(())
     })();
     linked.map_err(|e| Error::Config(format!("linking host interfaces: {e:#}")))

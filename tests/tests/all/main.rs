@@ -14,6 +14,7 @@ mod qlearning_engine;
 mod registry;
 mod swarm;
 mod vector_kernels;
+mod wasi;
 
 use std::sync::Arc;
 
