@@ -7,15 +7,15 @@ use clap::Subcommand;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use elex_host::snapshots;
 use elex_host::usage::Usage;
-use elex_ran::Catalog;
 
 use crate::Places;
 use crate::output::outln;
 
 #[derive(Subcommand)]
 pub enum AgentsCommand {
-    /// Every feature agent of the catalog: FAJ code, name, acronym,
-    /// category, and how much it owns.
+    /// Every agent: the features of the catalog (FAJ code, name, acronym,
+    /// category, and how much it owns), then the plugins loaded with
+    /// `elex load` (category Plugin).
     List {
         /// Only agents of this category (case-insensitive substring).
         #[arg(long)]
@@ -25,7 +25,7 @@ pub enum AgentsCommand {
     },
     /// One agent: its feature's data, dependencies and what it has learned.
     Show {
-        /// FAJ code, e.g. "FAJ 121 3094" or faj1213094.
+        /// FAJ code, e.g. "FAJ 121 3094" or faj1213094, or a plugin's id.
         faj: String,
         #[arg(long)]
         json: bool,
@@ -44,7 +44,7 @@ pub enum AgentsCommand {
     /// every component); it starts fresh in the next run. Usage history is
     /// kept.
     Reset {
-        /// FAJ code, e.g. "FAJ 121 3094".
+        /// FAJ code, e.g. "FAJ 121 3094", or a plugin's id.
         faj: String,
     },
     /// Check every record of the agents' database against its checksum;
@@ -55,7 +55,7 @@ pub enum AgentsCommand {
 pub fn run(places: &Places, command: AgentsCommand) -> anyhow::Result<()> {
     match command {
         AgentsCommand::Stats { agent, json } => stats(places, agent, json),
-        AgentsCommand::List { category, json } => list(category, json),
+        AgentsCommand::List { category, json } => list(places, category, json),
         AgentsCommand::Show { faj, json } => show(places, &faj, json),
         AgentsCommand::Reset { faj } => reset(places, &faj),
         AgentsCommand::Check => check(places),
@@ -73,7 +73,7 @@ fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<(
     } else {
         Vec::new()
     };
-    let catalog = Catalog::embedded()?;
+    let catalog = crate::builder(places)?.agents()?;
     if let Some(want) = &agent {
         let code = catalog.feature(want).map_or_else(|_| want.clone(), |f| f.faj.clone());
         rows.retain(|(id, _)| *id == code);
@@ -142,8 +142,8 @@ fn stats(places: &Places, agent: Option<String>, json: bool) -> anyhow::Result<(
     Ok(())
 }
 
-fn list(category: Option<String>, json: bool) -> anyhow::Result<()> {
-    let catalog = Catalog::embedded()?;
+fn list(places: &Places, category: Option<String>, json: bool) -> anyhow::Result<()> {
+    let catalog = crate::builder(places)?.agents()?;
     let want = category.map(|c| c.to_lowercase());
     let features: Vec<_> = catalog
         .features
@@ -184,7 +184,7 @@ fn list(category: Option<String>, json: bool) -> anyhow::Result<()> {
 }
 
 fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
-    let catalog = Catalog::embedded()?;
+    let catalog = crate::builder(places)?.agents()?;
     let f = catalog.feature(faj)?;
     let path = places.data_dir()?.join(snapshots::FILE_NAME);
     let (usage, learned) = if path.exists() {
@@ -230,16 +230,20 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
             outln!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "))?;
         }
     }
-    outln!(
-        "parameters  {} (e.g. {})",
-        f.parameters.len(),
-        f.parameters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-    )?;
-    outln!(
-        "counters    {} (e.g. {})",
-        f.counters.len(),
-        f.counters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-    )?;
+    if f.plugin {
+        outln!("about       {}", f.about)?;
+    } else {
+        outln!(
+            "parameters  {} (e.g. {})",
+            f.parameters.len(),
+            f.parameters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        )?;
+        outln!(
+            "counters    {} (e.g. {})",
+            f.counters.len(),
+            f.counters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        )?;
+    }
     match (learned, usage) {
         (Some(bytes), Some(u)) => {
             outln!("learned     snapshot of {bytes} bytes; {} calls, {} errors", u.calls, u.errors)?
@@ -251,7 +255,7 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
 }
 
 fn reset(places: &Places, faj: &str) -> anyhow::Result<()> {
-    let catalog = Catalog::embedded()?;
+    let catalog = crate::builder(places)?.agents()?;
     let f = catalog.feature(faj)?;
     let removed = places.agent_store()?.reset(&f.faj)?;
     if removed == 0 {

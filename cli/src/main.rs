@@ -8,6 +8,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod agents;
 mod memory;
 mod output;
+mod plugin;
 mod workflow;
 
 use output::{clean, outln};
@@ -20,7 +21,7 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use elex_host::snapshots::{self, SnapshotStore};
 use elex_host::{HostConfig, World};
-use elex_ran::{Catalog, Runtime};
+use elex_ran::Runtime;
 use elex_registry::{KeyPair, Registry};
 
 #[derive(Parser)]
@@ -128,6 +129,60 @@ enum Command {
     /// What the agents have done: usage across runs.
     #[command(subcommand)]
     Agents(agents::AgentsCommand),
+    /// Add a plugin to the agents, for every later run on this data dir: the
+    /// router picks it for questions like its manifest (description,
+    /// keywords, examples), `--agent <id>` asks it, feedback reaches it.
+    /// From the registry by name (signed, verified), or a local file with
+    /// --allow-unsigned. It is loaded, checked and started once before it is
+    /// recorded; a plugin with the same id is replaced.
+    #[command(arg_required_else_help = true)]
+    Load {
+        /// name[@version-requirement] in the registry, e.g. weather-words@^0.1;
+        /// with --allow-unsigned, a component file (from `elex build`).
+        spec: String,
+        /// Load a component file without a signature (development only;
+        /// loudly warned about).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Who loads it [default: $USER].
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
+    /// Remove a plugin loaded with `elex load` (what it learned stays stored).
+    #[command(arg_required_else_help = true)]
+    Unload {
+        /// The plugin's id.
+        id: String,
+    },
+    /// Write a new plugin project: the manifest (plugin.toml), the source, a
+    /// README and the WIT, ready for `elex build`.
+    #[command(arg_required_else_help = true)]
+    New {
+        /// The plugin's id (a-z, 0-9, '-'; starting with a letter).
+        id: String,
+        /// Its language.
+        #[arg(long, value_enum)]
+        lang: plugin::Lang,
+        /// Folder to create [default: ./<id>].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (Rust: cargo for wasm32-wasip2;
+    /// Python: componentize-py; JavaScript: componentize-qjs --sync) and
+    /// embed its plugin.toml: writes DIR/build/<id>.wasm.
+    Build {
+        /// The project folder [default: .].
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print the WIT contract a plugin implements (world
+    /// elex:platform/plugin), or write it as a folder for wit-bindgen,
+    /// componentize-py or componentize-qjs.
+    Wit {
+        /// Write the folder here instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Print a component's imports and exports as WIT, or say why the file is
     /// not a component.
     Inspect {
@@ -240,11 +295,17 @@ impl Places {
 /// The runtime over the data dir and registry of the global options; with
 /// `component`, that (unsigned) file is every feature's agent. A progress
 /// bar appears when starting takes longer than a blink.
-fn runtime(places: &Places, component: Option<&Path>) -> anyhow::Result<Runtime> {
+/// The runtime builder over the data dir and registry of the global options.
+pub(crate) fn builder(places: &Places) -> anyhow::Result<elex_ran::RuntimeBuilder> {
     let mut builder = Runtime::builder(places.data_dir()?).registry(&places.registry);
     for dir in &places.trust {
         builder = builder.trust(dir);
     }
+    Ok(builder)
+}
+
+fn runtime(places: &Places, component: Option<&Path>) -> anyhow::Result<Runtime> {
+    let mut builder = builder(places)?;
     if let Some(path) = component {
         tracing::warn!(component = %path.display(), "loading an UNSIGNED component (--allow-unsigned)");
         eprintln!("warning: loading UNSIGNED component {} (--allow-unsigned)", path.display());
@@ -268,7 +329,11 @@ fn runtime(places: &Places, component: Option<&Path>) -> anyhow::Result<Runtime>
     if let Some(b) = bar.get() {
         b.finish_and_clear();
     }
-    Ok(runtime?)
+    let runtime = runtime?;
+    for (id, problem) in runtime.plugin_problems() {
+        eprintln!("warning: plugin {id} is left out of this run: {problem}");
+    }
+    Ok(runtime)
 }
 
 fn query(
@@ -296,7 +361,7 @@ fn query(
         return Err(elex_ran::Error::NoQuestion.into());
     }
     if let Some(faj) = &agent {
-        Catalog::embedded()?.index_of(faj)?;
+        builder(places)?.agents()?.index_of(faj)?;
     }
     let runtime = runtime(places, component.as_deref())?;
     let answer = match &agent {
@@ -305,7 +370,8 @@ fn query(
     }?;
     let feature = &runtime.catalog().features[answer.agent];
     let response = &answer.response;
-    let loaded = runtime.component();
+    // The answering agent's component: the feature agent's, or a plugin's.
+    let loaded = runtime.swarm().component_of(answer.agent)?;
     let (load, start) = runtime.start_times();
     let (load_ms, start_ms) = (load.as_secs_f64() * 1e3, start.as_secs_f64() * 1e3);
     let answer_ms = answer.took.as_secs_f64() * 1e3;
@@ -381,7 +447,7 @@ fn feedback(
         return Err(anyhow!("reward {reward} is outside -1..1"));
     }
     if let Some(agent) = agent {
-        Catalog::embedded()?.index_of(agent)?;
+        builder(places)?.agents()?.index_of(agent)?;
     }
     let operator = operator.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
     if agent.is_some() && operator.trim().is_empty() {
@@ -446,7 +512,11 @@ fn publish(places: &Places, args: PublishArgs) -> anyhow::Result<()> {
     let registry = places.open()?;
     elex_registry::index::check_name(&args.name)?;
     let id = key.public().id();
-    let budgets = elex_registry::Budgets::default();
+    // A plugin's budgets are its manifest's (the signature covers both).
+    let budgets = elex_registry::Manifest::of_component(&bytes)
+        .map_err(|e| anyhow!("{}: {e}", args.file.display()))?
+        .map(|m| m.budgets())
+        .unwrap_or_default();
     let (name, version, world) = (&args.name, &args.version, world.qualified_name());
     let entry = match registry.policy.check_signer(&id, name, version) {
         Ok(()) => registry.publish(name, version, world, &bytes, &key, budgets)?,
@@ -564,7 +634,7 @@ fn index(places: &Places, command: IndexCommand) -> anyhow::Result<()> {
 
 /// A component file named on the command line: a regular file (symlinks
 /// followed; FIFOs and devices refused) within the registry's size limit.
-fn read_component_file(file: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_component_file(file: &Path) -> anyhow::Result<Vec<u8>> {
     use elex_registry::files::{Links, read_regular};
     read_regular(file, elex_registry::store::MAX_COMPONENT_BYTES, Links::Follow)
         .with_context(|| format!("cannot read {}", file.display()))
@@ -623,6 +693,13 @@ fn main() -> ExitCode {
         Command::Verify { spec } => verify(&places, &spec),
         Command::Index(command) => index(&places, command),
         Command::Inspect { file, world } => inspect(&file, world),
+        Command::Load { spec, allow_unsigned, operator } => {
+            plugin::load(&places, &spec, allow_unsigned, operator)
+        }
+        Command::Unload { id } => plugin::unload(&places, &id),
+        Command::New { id, lang, dir } => plugin::new(&id, lang, dir),
+        Command::Build { dir } => plugin::build(&dir).map(|_| ()),
+        Command::Wit { out } => plugin::wit(out),
         Command::Agents(command) => agents::run(&places, command),
         Command::Engram(command) => memory::engram(&places, command),
         Command::Context(command) => memory::context(&places, command),

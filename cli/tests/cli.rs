@@ -1,6 +1,8 @@
 //! The `elex` binary as an operator uses it. Needs the built components
 //! (`cargo xtask build`, which `cargo xtask test` runs first).
 
+mod plugins;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -30,7 +32,7 @@ fn help_lists_every_command() {
     let help = text(&out.stdout);
     for cmd in [
         "query", "inspect", "keygen", "sign", "verify", "index", "agents", "engram", "context", "workflow",
-        "feedback",
+        "feedback", "load", "unload", "new", "build", "wit",
     ] {
         assert!(help.contains(cmd), "{help}");
     }
@@ -181,7 +183,7 @@ fn query_refuses_bad_arguments_clearly() {
 
     let out = elex(&["query", "hello", "--agent", "FAJ 999 9999"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no feature with that FAJ code"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no feature has that FAJ code"), "{}", text(&out.stderr));
 
     let cargo_toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let out = elex(&["query", "hello", "--component", cargo_toml, "--allow-unsigned"]);

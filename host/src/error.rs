@@ -55,6 +55,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The component's plugin manifest (its `elex:plugin-manifest` section)
+    /// is malformed, or asks for what this host does not grant.
+    #[error("{what}: {detail}")]
+    Manifest {
+        /// The component (a file path or `name@version`).
+        what: String,
+        /// What is wrong with the manifest.
+        detail: String,
+    },
     /// The bytes are not a component of the expected world.
     #[error("{what} cannot be loaded: {source}")]
     Unfit {

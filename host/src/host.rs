@@ -169,7 +169,11 @@ impl Host {
         if entry.budgets.fuel_per_call.is_some() && !self.config.fuel {
             tracing::warn!(component = %what, "its entry asks for a fuel budget, but this host meters no fuel");
         }
-        loaded.requested_budgets = entry.budgets;
+        // The signed entry's budgets rule; without any, the manifest's (the
+        // digest the entry signs covers it too).
+        if entry.budgets != elex_registry::Budgets::default() {
+            loaded.requested_budgets = entry.budgets;
+        }
         Ok(self.loaded(loaded))
     }
 

@@ -74,6 +74,9 @@ pub use events::{Event, EvictReason, Pressure};
 pub use host::Host;
 pub use instance::AgentInstance;
 pub use load::LoadedComponent;
-pub use swarm::{AgentState, AgentStatus, Directory, Health, Hop, Reply, Roster, Swarm, SwarmConfig, Upkeep};
+pub use swarm::{
+    AgentComponents, AgentState, AgentStatus, Directory, Health, Hop, Reply, Roster, Swarm, SwarmConfig,
+    Upkeep,
+};
 pub use types::{Action, AgentConfig, Query, Response};
 pub use vector_index::VectorIndex;

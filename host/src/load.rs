@@ -31,10 +31,14 @@ pub struct LoadedComponent {
     /// Snapshots are keyed by agent and family: one component's state is
     /// never restored into another.
     pub family: String,
-    /// The budgets the component's signed registry entry asks for (none for
-    /// an unsigned component); each instance runs under the host's budgets
-    /// tightened by these ([`Budgets::tightened_by`](crate::Budgets::tightened_by)).
+    /// The budgets the component asks for: its signed registry entry's, else
+    /// its manifest's (none without either); each instance runs under the
+    /// host's budgets tightened by these
+    /// ([`Budgets::tightened_by`](crate::Budgets::tightened_by)).
     pub requested_budgets: elex_registry::Budgets,
+    /// The plugin manifest the component carries (see
+    /// [`elex_registry::manifest`]), if any.
+    pub manifest: Option<elex_registry::Manifest>,
     /// Size of the component in bytes.
     pub size: usize,
     /// Where the compiled code came from.
@@ -70,6 +74,25 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     use elex_registry::files::{Links, read_regular};
     read_regular(path, elex_registry::store::MAX_COMPONENT_BYTES, Links::Follow)
         .map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })
+}
+
+/// The manifest `bytes` carry, checked; refused when it asks for WASI
+/// capabilities, which this host does not grant beyond every plugin's
+/// defaults (see `interfaces::wasi`).
+fn manifest_of(what: &str, bytes: &[u8]) -> Result<Option<elex_registry::Manifest>> {
+    let refuse = |detail: String| Error::Manifest { what: what.to_string(), detail };
+    let manifest = elex_registry::Manifest::of_component(bytes).map_err(|e| refuse(e.to_string()))?;
+    if let Some(m) = &manifest
+        && !m.capabilities.is_empty()
+    {
+        return Err(refuse(format!(
+            "plugin {} asks for the WASI capabilities {}; this host grants none beyond what every plugin \
+             gets (clocks, random, stdout and stderr into the log)",
+            m.id,
+            m.capabilities.join(", ")
+        )));
+    }
+    Ok(manifest)
 }
 
 /// Interface names from a compiled component's type.
@@ -113,6 +136,7 @@ pub(crate) fn load(
     let footprint =
         elex_wit::footprint(bytes).map_err(|source| Error::Unfit { what: what.to_string(), source })?;
     config.admit(what, &footprint)?;
+    let manifest = manifest_of(what, bytes)?;
     let (component, origin, compile_time, interfaces) = match cache.get(engine, &digest) {
         Some((c, origin)) => {
             let interfaces = interfaces_of(engine, &c);
@@ -143,7 +167,8 @@ pub(crate) fn load(
         what: what.to_string(),
         digest,
         family,
-        requested_budgets: elex_registry::Budgets::default(),
+        requested_budgets: manifest.as_ref().map(elex_registry::Manifest::budgets).unwrap_or_default(),
+        manifest,
         size: bytes.len(),
         origin,
         compile_time,

@@ -41,6 +41,47 @@ const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("queries_v2")
 /// `<agent>/<sequence>` → sealed postcard [`Example`].
 const EXAMPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("examples_v1");
 
+/// Plugins an operator loaded next to the application's agents: plugin id →
+/// sealed postcard [`InstalledPlugin`].
+const PLUGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugins_v1");
+
+/// A plugin an operator loaded (`elex load`): where its component comes
+/// from, so every later start of the swarm runs it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InstalledPlugin {
+    /// Its agent id (its manifest's `id`).
+    pub id: String,
+    /// Where its component is.
+    pub source: PluginSource,
+    /// blake3 of the component bytes, lower-case hex: a later start loads
+    /// exactly these bytes, or refuses.
+    pub digest: String,
+    /// Its manifest as loaded (canonical JSON, see
+    /// [`elex_registry::Manifest`]): what lists of agents show without
+    /// loading the component. At every start the component's own manifest
+    /// is read again.
+    pub manifest: String,
+    /// Who loaded it.
+    pub operator: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub millis: u64,
+}
+
+/// Where an installed plugin's component is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum PluginSource {
+    /// A signed registry entry, verified again at every start.
+    Registry {
+        /// Its registry name.
+        name: String,
+        /// The exact version loaded.
+        version: String,
+    },
+    /// An unsigned component the operator allowed, kept by digest in the
+    /// data dir's `plugins/` folder.
+    Unsigned,
+}
+
 /// Most example questions kept per agent (the oldest go first).
 pub const MAX_EXAMPLES_PER_AGENT: usize = 32;
 /// Longest question text kept with a query or an example, in bytes.
@@ -193,6 +234,7 @@ impl SnapshotStore {
             tx.open_table(USAGE).map_err(|e| err(&e))?;
             tx.open_table(QUERIES).map_err(|e| err(&e))?;
             tx.open_table(EXAMPLES).map_err(|e| err(&e))?;
+            tx.open_table(PLUGINS).map_err(|e| err(&e))?;
         }
         migrate_v1(&tx).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
@@ -348,6 +390,45 @@ impl SnapshotStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Records (or replaces) an installed plugin.
+    pub fn put_plugin(&self, plugin: &InstalledPlugin) -> Result<()> {
+        let bytes = postcard::to_allocvec(plugin).map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(PLUGINS).map_err(|e| self.err(e))?;
+            t.insert(plugin.id.as_str(), seal(PLUGINS.name(), &plugin.id, &bytes).as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forgets installed plugin `id`; whether it was installed.
+    pub fn remove_plugin(&self, id: &str) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let removed =
+            tx.open_table(PLUGINS).map_err(|e| self.err(e))?.remove(id).map_err(|e| self.err(e))?.is_some();
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    /// Every installed plugin, by id. A record that fails its checksum is
+    /// an error naming it (a plugin silently missing would route its
+    /// questions elsewhere); remove it with [`SnapshotStore::remove_plugin`].
+    pub fn plugins(&self) -> Result<Vec<InstalledPlugin>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PLUGINS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let plugin = open_sealed(PLUGINS.name(), k.value(), v.value())
+                .and_then(|b| postcard::from_bytes::<InstalledPlugin>(b).ok())
+                .filter(|p| p.id == k.value())
+                .ok_or_else(|| self.corrupt(PLUGINS.name(), k.value()))?;
+            out.push(plugin);
+        }
+        Ok(out)
+    }
+
     /// Every kept example, by agent; a corrupt record is skipped with a
     /// warning (it is only a hint for routing).
     pub fn examples(&self) -> Result<Vec<(String, Example)>> {
@@ -442,7 +523,7 @@ impl SnapshotStore {
     pub fn check(&self) -> Result<Vec<String>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let mut problems = Vec::new();
-        for def in [SNAPSHOTS, QUARANTINE, USAGE, QUERIES] {
+        for def in [SNAPSHOTS, QUARANTINE, USAGE, QUERIES, EXAMPLES, PLUGINS] {
             let t = tx.open_table(def).map_err(|e| self.err(e))?;
             for row in t.iter().map_err(|e| self.err(e))? {
                 let (k, v) = row.map_err(|e| self.err(e))?;
@@ -652,6 +733,42 @@ mod tests {
         assert_eq!(s.get("f", "a").unwrap(), None);
         assert_eq!(s.reset("b").unwrap(), 1);
         assert_eq!(s.snapshot_keys().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn installed_plugins_are_kept_replaced_removed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(&dir.path().join("a.redb")).unwrap();
+        assert!(s.plugins().unwrap().is_empty());
+        let mut p = InstalledPlugin {
+            id: String::from("weather"),
+            source: PluginSource::Unsigned,
+            digest: String::from("ab"),
+            manifest: String::from("{}"),
+            operator: String::from("ops"),
+            millis: 1,
+        };
+        s.put_plugin(&p).unwrap();
+        p.source = PluginSource::Registry { name: String::from("weather"), version: String::from("1.0.0") };
+        s.put_plugin(&p).unwrap();
+        assert_eq!(s.plugins().unwrap(), vec![p.clone()]);
+        // A flipped record is an error naming it, not a plugin silently gone.
+        {
+            let tx = s.db.begin_write().unwrap();
+            let mut t = tx.open_table(PLUGINS).unwrap();
+            let mut v = t.get("weather").unwrap().unwrap().value().to_vec();
+            let last = v.len() - 1;
+            v[last] ^= 1;
+            t.insert("weather", v.as_slice()).unwrap();
+            drop(t);
+            tx.commit().unwrap();
+        }
+        let e = s.plugins().unwrap_err().to_string();
+        assert!(e.contains("weather") && e.contains("checksum"), "{e}");
+        assert_eq!(s.check().unwrap().len(), 1);
+        assert!(s.remove_plugin("weather").unwrap());
+        assert!(!s.remove_plugin("weather").unwrap());
+        assert!(s.plugins().unwrap().is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ const EMBEDDED_FEATURES: &str = include_str!("../../registry-index/ran-features/
 /// One feature: the fields the host routes on, plus the raw entry.
 #[derive(Debug, Clone)]
 pub struct Feature {
-    /// `FAJ ddd dddd`.
+    /// `FAJ ddd dddd`: its agent's id. For a plugin, the plugin's id.
     pub faj: String,
     /// The feature's name (`MIMO Sleep Mode`).
     pub name: String,
@@ -43,8 +43,14 @@ pub struct Feature {
     pub conflicts: Vec<String>,
     /// FAJ codes of features that interact with this one.
     pub related: Vec<String>,
-    /// The entry as JSON, given to the agent.
+    /// The entry as JSON, given to the agent (a plugin's manifest, for a
+    /// plugin).
     pub document: String,
+    /// Words that describe it beyond its name, for routing: a plugin's
+    /// description and keywords (empty for a feature of the catalog).
+    pub about: String,
+    /// A plugin an operator loaded (`elex load`), not a RAN feature.
+    pub plugin: bool,
 }
 
 #[derive(Deserialize)]
@@ -135,9 +141,45 @@ impl Catalog {
                 conflicts: e.conflicts,
                 related: e.related,
                 document: line.to_string(),
+                about: String::new(),
+                plugin: false,
             });
         }
         Ok(Catalog { features })
+    }
+
+    /// Adds a plugin as an agent after the features, routed by its
+    /// manifest (name, description, keywords; its examples are taught to
+    /// the router by the runtime); returns its index. Refused when an agent
+    /// with its id is there already.
+    pub fn add_plugin(&mut self, manifest: &elex_host::registry::Manifest) -> Result<usize> {
+        if self.features.iter().any(|f| f.faj == manifest.id) {
+            return Err(Error::NoAgent(format!(
+                "plugin {:?}: an agent with that id is loaded already",
+                manifest.id
+            )));
+        }
+        let mut about = manifest.description.clone();
+        for keyword in &manifest.keywords {
+            about.push(' ');
+            about.push_str(keyword);
+        }
+        self.features.push(Feature {
+            faj: manifest.id.clone(),
+            name: manifest.name.clone(),
+            acronym: None,
+            category: Some(String::from("Plugin")),
+            access: None,
+            parameters: Vec::new(),
+            counters: Vec::new(),
+            requires: Vec::new(),
+            conflicts: Vec::new(),
+            related: Vec::new(),
+            document: manifest.to_json(),
+            about,
+            plugin: true,
+        });
+        Ok(self.features.len() - 1)
     }
 
     /// The feature with this FAJ code (`FAJ ddd dddd`).
@@ -145,13 +187,14 @@ impl Catalog {
         self.features.iter().find(|f| f.faj == faj)
     }
 
-    /// The catalog index of the feature an operator names, in any spelling
-    /// of its FAJ code (`FAJ 121 3094`, `FAJ-121-3094`, `faj1213094`).
+    /// The catalog index of the agent an operator names: a feature, in any
+    /// spelling of its FAJ code (`FAJ 121 3094`, `FAJ-121-3094`,
+    /// `faj1213094`), or a plugin by its id.
     pub fn index_of(&self, spec: &str) -> crate::Result<usize> {
         let code =
             crate::router::faj_codes(spec).into_iter().next().unwrap_or_else(|| spec.trim().to_string());
         self.features.iter().position(|f| f.faj == code).ok_or_else(|| {
-            crate::Error::NoAgent(format!("{spec:?}: the catalog has no feature with that FAJ code"))
+            crate::Error::NoAgent(format!("{spec:?}: no feature has that FAJ code and no plugin that id"))
         })
     }
 

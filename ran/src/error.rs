@@ -41,6 +41,11 @@ pub enum Error {
     #[error("feedback: {0}")]
     Feedback(String),
 
+    /// A plugin cannot be installed or loaded: it carries no manifest, its
+    /// id is taken, its kept component changed, …
+    #[error("plugin {0}")]
+    Plugin(String),
+
     /// The data dir cannot be used.
     #[error("the data dir {} {problem}", path.display())]
     DataDir {

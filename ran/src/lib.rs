@@ -23,6 +23,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod plugins;
 pub mod router;
 pub mod runtime;
 pub mod workflow;
@@ -30,5 +31,6 @@ pub mod workflow;
 pub use catalog::{Catalog, Feature};
 pub use elex_host as host;
 pub use error::{Error, Result};
+pub use plugins::{Plugin, PluginSpec};
 pub use router::{Reason, Router};
 pub use runtime::{Answer, Runtime, RuntimeBuilder};

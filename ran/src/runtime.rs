@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use elex_host::events::Events;
 use elex_host::snapshots::SnapshotStore;
 use elex_host::usage::Usage;
-use elex_host::{Event, Hop, Host, HostConfig, LoadedComponent, Response, Swarm, SwarmConfig};
+use elex_host::{
+    AgentComponents, Event, Hop, Host, HostConfig, LoadedComponent, Response, Swarm, SwarmConfig,
+};
 use elex_memgraph::{Actor, GraphConfig, MemoryGraph, Op};
 use elex_registry::Registry;
 
@@ -56,7 +58,7 @@ const HNSW_COMPONENT: (&str, &str) = ("hnsw", "^0.1");
 
 /// How long opening the agents' database or memory graph waits for another
 /// process that holds it.
-const OPEN_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const OPEN_WAIT: Duration = Duration::from_secs(30);
 
 /// Where the agents' component comes from.
 #[derive(Debug, Clone)]
@@ -68,9 +70,9 @@ enum AgentSource {
 /// Builds a [`Runtime`]: `Runtime::builder(data_dir).registry(dir).start()`.
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
-    data_dir: PathBuf,
-    registry: PathBuf,
-    trust: Vec<PathBuf>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) registry: PathBuf,
+    pub(crate) trust: Vec<PathBuf>,
     host: HostConfig,
     swarm: SwarmConfig,
     agent: AgentSource,
@@ -120,6 +122,12 @@ impl RuntimeBuilder {
         self.events.subscribe()
     }
 
+    /// The host configuration for a runtime on `data_dir`: its compiled
+    /// code cached there.
+    pub(crate) fn host_config_for(&self, data_dir: &std::path::Path) -> HostConfig {
+        HostConfig { cache_dir: Some(data_dir.join("cache")), ..self.host.clone() }
+    }
+
     /// Starts the runtime: every agent live and restored.
     pub fn start(self) -> Result<Runtime> {
         self.start_with_progress(|_, _| {})
@@ -128,14 +136,23 @@ impl RuntimeBuilder {
     /// [`RuntimeBuilder::start`], calling `progress(started, total)` as
     /// agents come up (from the starting threads).
     pub fn start_with_progress(self, progress: impl Fn(usize, usize) + Sync) -> Result<Runtime> {
-        let data_dir = check_data_dir(self.data_dir)?;
+        let data_dir = check_data_dir(self.data_dir.clone())?;
         let registry = Registry::open_trusting(&self.registry, &self.trust)?;
-        let catalog = Arc::new(Catalog::embedded()?);
+        let mut catalog = Catalog::embedded()?;
         let graph = MemoryGraph::open(
             &data_dir.join(elex_memgraph::FILE_NAME),
             GraphConfig { open_wait: OPEN_WAIT, ..GraphConfig::default() },
         )?;
-        let host_config = HostConfig { cache_dir: Some(data_dir.join("cache")), ..self.host };
+        let store = Arc::new(SnapshotStore::open_waiting(
+            &data_dir.join(elex_host::snapshots::FILE_NAME),
+            OPEN_WAIT,
+        )?);
+        let installed = store.plugins()?;
+        let mut host_config = self.host_config_for(&data_dir);
+        // A pooling slot for every agent, plugins included.
+        let agents = u32::try_from(catalog.features.len() + installed.len()).unwrap_or(u32::MAX);
+        host_config.max_instances =
+            host_config.max_instances.max(HostConfig::for_swarm(agents).max_instances);
         let graph = Arc::new(graph);
         let host =
             Arc::new(Host::new(host_config)?.with_events(self.events).with_memory_graph(graph.clone()));
@@ -145,32 +162,47 @@ impl RuntimeBuilder {
             AgentSource::Registry(spec) => host.load_from_registry(&registry, spec)?,
             AgentSource::Unsigned(file) => host.load_unsigned_file(file)?,
         });
+        // Installed plugins, after the features; one that no longer loads is
+        // left out, with the reason kept for the caller.
+        let mut components = AgentComponents::new(agent.clone());
+        let mut plugin_examples = Vec::new();
+        let mut plugin_problems = Vec::new();
+        for plugin in &installed {
+            let added = crate::plugins::load_installed(&host, &registry, &data_dir, plugin)
+                .and_then(|(component, manifest)| Ok((catalog.add_plugin(&manifest)?, component, manifest)));
+            match added {
+                Ok((i, component, manifest)) => {
+                    components = components.with(manifest.id.clone(), component);
+                    plugin_examples.extend(manifest.examples.into_iter().map(|e| (i, e)));
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %plugin.id, error = %e, "an installed plugin is left out");
+                    plugin_problems.push((plugin.id.clone(), e.to_string()));
+                }
+            }
+        }
         let load_time = t.elapsed();
-        let store = Arc::new(SnapshotStore::open_waiting(
-            &data_dir.join(elex_host::snapshots::FILE_NAME),
-            OPEN_WAIT,
-        )?);
+        let catalog = Arc::new(catalog);
 
         let t = Instant::now();
         let total = catalog.features.len();
         let router = Arc::new(Router::new(catalog.clone()));
+        for (i, example) in &plugin_examples {
+            router.learn(example, *i);
+        }
         // What operators said questions were meant for, kept across runs.
         for (agent, example) in store.examples()? {
             match catalog.index_of(&agent) {
                 Ok(i) => router.learn(&example.text, i),
                 Err(_) => {
-                    tracing::warn!(agent, "an example question names no feature of the catalog; ignored")
+                    tracing::warn!(agent, "an example question names no agent (feature or plugin); ignored")
                 }
             }
         }
-        let swarm = Swarm::start(
-            host.clone(),
-            agent.clone(),
-            router.clone(),
-            Some(store.clone()),
-            self.swarm,
-            |n| progress(n, total),
-        )?;
+        let swarm =
+            Swarm::start(host.clone(), components, router.clone(), Some(store.clone()), self.swarm, |n| {
+                progress(n, total)
+            })?;
         // Similarity routing runs in the signed hnsw component when the
         // registry has it; else the router scans the embeddings itself.
         let (name, req) = HNSW_COMPONENT;
@@ -187,7 +219,19 @@ impl RuntimeBuilder {
             }
         };
         let start_time = t.elapsed();
-        Ok(Runtime { host, graph, catalog, router, agent, store, swarm, similarity, load_time, start_time })
+        Ok(Runtime {
+            host,
+            graph,
+            catalog,
+            router,
+            agent,
+            store,
+            swarm,
+            similarity,
+            load_time,
+            start_time,
+            plugin_problems,
+        })
     }
 }
 
@@ -220,6 +264,7 @@ pub struct Runtime {
     similarity: String,
     load_time: Duration,
     start_time: Duration,
+    plugin_problems: Vec<(String, String)>,
 }
 
 impl Runtime {
@@ -282,7 +327,8 @@ impl Runtime {
         self.swarm.save(involved)?;
         let answer = answer?;
         let faj = &self.catalog.features[answer.agent].faj;
-        self.store.put_asked(&answer.response.query_id, self.swarm.family(), faj, text)?;
+        let family = self.swarm.family_of(answer.agent)?;
+        self.store.put_asked(&answer.response.query_id, family, faj, text)?;
         Ok(answer)
     }
 
@@ -296,14 +342,14 @@ impl Runtime {
         let Some((family, faj)) = self.store.query_agent(query_id)? else {
             return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
         };
-        if family != self.agent.family {
+        let i = self.catalog.index_of(&faj)?;
+        let runs = self.swarm.family_of(i)?;
+        if family != runs {
             return Err(Error::Feedback(format!(
-                "{query_id} was answered by component {family}, not by this runtime's {}: its agent's \
-                 state is not kept here",
-                self.agent.family
+                "{query_id} was answered by component {family}, but {faj} now runs {runs}: that \
+                 answer's state is not kept here"
             )));
         }
-        let i = self.catalog.index_of(&faj)?;
         let given = self.swarm.feedback(i, query_id, reward);
         self.swarm.save([i])?;
         given.map(|()| i).map_err(Error::from)
@@ -430,6 +476,12 @@ impl Runtime {
     /// How similarity routing runs: `hnsw@<version> component` or `exact scan`.
     pub fn similarity_search(&self) -> &str {
         &self.similarity
+    }
+
+    /// The installed plugins left out of this runtime, and why (their entry
+    /// revoked, their kept file changed, …); see [`crate::plugins`].
+    pub fn plugin_problems(&self) -> &[(String, String)] {
+        &self.plugin_problems
     }
 
     /// Time spent loading the component, and starting the agents.

@@ -8,7 +8,9 @@
 //! - [`signing`]: ed25519 keys, key ids ([`KeyId::parse`], the one parser of
 //!   key references from outside) and the canonical signed message (domain
 //!   separator, name, version, world, digest, size, budgets);
-//! - [`trust`]: which keys may sign which names, and revoked keys.
+//! - [`trust`]: which keys may sign which names, and revoked keys;
+//! - [`manifest`]: a plugin's manifest (`plugin.toml`), carried in the
+//!   component as a custom section that the signed digest covers.
 //!
 //! [`Registry`] ties them together: `publish` signs and stores a component
 //! (with a key the registry's policy trusts for the name), `fetch` resolves
@@ -23,6 +25,7 @@
 
 pub mod files;
 pub mod index;
+pub mod manifest;
 pub mod signing;
 pub mod store;
 pub mod trust;
@@ -30,6 +33,7 @@ pub mod trust;
 use std::path::{Path, PathBuf};
 
 pub use index::{Budgets, Entry, Index, Scan};
+pub use manifest::{Manifest, ManifestError};
 pub use signing::{KeyId, KeyPair, PublicKey};
 pub use store::BlobStore;
 pub use trust::Policy;

@@ -5,9 +5,10 @@
 //!   components (release, simd128), compose the feature agent with its
 //!   libraries, check every result against its world, and write them to
 //!   `target/components/`.
-//! - `test`: `cargo fmt --check`, `build`, then every test (the native
-//!   workspace and the guest crates' native unit tests), then clippy and
-//!   rustdoc with warnings denied.
+//! - `test`: `cargo fmt --check`, `build`, the plugin toolchains
+//!   (componentize-py, componentize-qjs into `target/tools/`), then every
+//!   test (the native workspace and the guest crates' native unit tests),
+//!   then clippy and rustdoc with warnings denied.
 //! - `demo`: `build`, then `elex query` on an example question.
 //! - `bench`: `build`, then the benchmarks (`bench/`), which write
 //!   `target/bench/<suite>.json`.
@@ -45,6 +46,12 @@ const COMPONENTS: &[(&str, &str, World)] = &[
     ("elex_testing_wasi_probe", "testing-wasi-probe", World::Plugin),
 ];
 
+/// The plugin toolchains the tests build Python and JavaScript plugins with
+/// (`elex build`), installed into `target/tools/` (see
+/// [`ensure_plugin_toolchains`]); the same versions `elex new` documents.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+const COMPONENTIZE_QJS: &str = "componentize-qjs@0.4.5";
+
 /// Guest crates with native unit tests.
 const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text", "elex-ann"];
 
@@ -59,6 +66,7 @@ fn main() -> Result<()> {
             run(cargo().current_dir(&root).args(["fmt", "--all", "--check"]))
                 .context("the code is not formatted: run `cargo fmt --all`")?;
             build(&root)?;
+            ensure_plugin_toolchains(&root)?;
             test(&root, &args[1..])?;
             lint(&root)
         }
@@ -87,8 +95,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   build           build, compose and check the wasm components into target/components/
-  test [ARGS..]   check formatting, build, run every test (ARGS go to `cargo test` of the
-                  workspace), then clippy and rustdoc with warnings denied
+  test [ARGS..]   check formatting, build, install the plugin toolchains into target/tools/,
+                  run every test (ARGS go to `cargo test` of the workspace), then clippy and
+                  rustdoc with warnings denied
   catalog         regenerate registry-index/catalog.jsonl from the RAN feature data
   eval            routing accuracy and learning of the swarm -> target/bench/eval.json
   demo [QUESTION] build, then ask the feature agents a question with `elex query`
@@ -218,6 +227,37 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
         return Ok(());
     }
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Installs componentize-py (in a Python venv, `target/tools/python`) and
+/// componentize-qjs (npm, `target/tools/node`) when missing: the tests build
+/// a plugin in each language with them (`cli/tests/plugins`). Needs
+/// `python3` (with venv) and `npm`.
+fn ensure_plugin_toolchains(root: &Path) -> Result<()> {
+    let tools = root.join("target/tools");
+    let python = tools.join("python");
+    if !python.join("bin/componentize-py").is_file() {
+        eprintln!("xtask: installing {COMPONENTIZE_PY} into {}", python.display());
+        run(Command::new("python3").args(["-m", "venv"]).arg(&python))
+            .context("python3 with venv is needed to build Python plugins")?;
+        run(Command::new(python.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            COMPONENTIZE_PY,
+        ]))?;
+    }
+    let node = tools.join("node");
+    if !node.join("node_modules/.bin/componentize-qjs").exists() {
+        eprintln!("xtask: installing {COMPONENTIZE_QJS} into {}", node.display());
+        std::fs::create_dir_all(&node)?;
+        run(Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&node)
+            .arg(COMPONENTIZE_QJS))
+        .context("npm is needed to build JavaScript plugins")?;
+    }
+    Ok(())
 }
 
 fn host_triple() -> Result<String> {

@@ -154,10 +154,42 @@ impl Default for SwarmConfig {
     }
 }
 
+/// Which component each agent of a swarm runs: one for all, except the
+/// agents given their own (plugins next to the feature agents).
+#[derive(Debug, Clone)]
+pub struct AgentComponents {
+    default: Arc<LoadedComponent>,
+    by_agent: std::collections::HashMap<String, Arc<LoadedComponent>>,
+}
+
+impl AgentComponents {
+    /// Every agent runs `default`.
+    pub fn new(default: Arc<LoadedComponent>) -> AgentComponents {
+        AgentComponents { default, by_agent: Default::default() }
+    }
+
+    /// Agent `agent_id` runs `component` instead.
+    pub fn with(mut self, agent_id: impl Into<String>, component: Arc<LoadedComponent>) -> AgentComponents {
+        self.by_agent.insert(agent_id.into(), component);
+        self
+    }
+
+    /// The component agent `agent_id` runs.
+    pub fn of(&self, agent_id: &str) -> &Arc<LoadedComponent> {
+        self.by_agent.get(agent_id).unwrap_or(&self.default)
+    }
+}
+
+impl From<Arc<LoadedComponent>> for AgentComponents {
+    fn from(default: Arc<LoadedComponent>) -> AgentComponents {
+        AgentComponents::new(default)
+    }
+}
+
 /// What the agents' routing calls reach.
 pub(crate) struct Hub {
     pub(crate) host: Arc<Host>,
-    component: Arc<LoadedComponent>,
+    components: AgentComponents,
     snapshots: Option<Arc<SnapshotStore>>,
     pub(crate) directory: Arc<dyn Directory>,
     /// Each agent's id, as the directory gave it at the start (its whole
@@ -174,7 +206,8 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// Starts every agent of `directory` from `component`, restoring each
+    /// Starts every agent of `directory` from its component (`components`:
+    /// one for all, or some agents' own), restoring each
     /// from its snapshot in `snapshots` if it has one; `progress(n)` is
     /// called as agents come up (from the starting threads), and
     /// [`Event::SwarmStarted`] when all are. Without `snapshots` nothing an
@@ -182,7 +215,7 @@ impl Swarm {
     /// lose it).
     pub fn start(
         host: Arc<Host>,
-        component: Arc<LoadedComponent>,
+        components: impl Into<AgentComponents>,
         directory: Arc<dyn Directory>,
         snapshots: Option<Arc<SnapshotStore>>,
         config: SwarmConfig,
@@ -191,8 +224,9 @@ impl Swarm {
         let t = Instant::now();
         let n = directory.len();
         let ids = (0..n).map(|i| directory.agent_id(i)).collect();
+        let components = components.into();
         let hub =
-            Arc::new(Hub { host, component, snapshots, directory, ids, agents: OnceLock::new(), config });
+            Arc::new(Hub { host, components, snapshots, directory, ids, agents: OnceLock::new(), config });
         let next = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
         // The first agent that cannot start stops the others: a component
@@ -286,9 +320,17 @@ impl Swarm {
         self.hub.call(i, None, f)
     }
 
-    /// The component family the agents' snapshots are stored under.
-    pub fn family(&self) -> &str {
-        &self.hub.component.family
+    /// The component family agent `i`'s snapshots are stored under (its
+    /// component's: see [`LoadedComponent::family`]).
+    pub fn family_of(&self, i: usize) -> Result<&str> {
+        self.hub.agent(i)?;
+        Ok(&self.hub.component(i).family)
+    }
+
+    /// The component agent `i` runs.
+    pub fn component_of(&self, i: usize) -> Result<&Arc<LoadedComponent>> {
+        self.hub.agent(i)?;
+        Ok(self.hub.component(i))
     }
 
     /// Stores the snapshots of live agents `which` (catalog indices; an
@@ -325,6 +367,11 @@ impl Hub {
         self.agents.get().map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// Agent `i`'s component (`i` in range).
+    fn component(&self, i: usize) -> &Arc<LoadedComponent> {
+        self.components.of(&self.ids[i])
+    }
+
     fn agent(&self, i: usize) -> Result<&LiveAgent> {
         self.agents()
             .get(i)
@@ -346,14 +393,14 @@ impl Hub {
     /// snapshot if there is one (`true` when it was).
     fn start_agent(self: &Arc<Self>, i: usize) -> Result<(AgentInstance, bool)> {
         let config = self.directory.config(i);
-        let start =
-            || self.host.instantiate_linked(&self.component, config.clone(), Some(Arc::downgrade(self)));
+        let component = self.component(i);
+        let start = || self.host.instantiate_linked(component, config.clone(), Some(Arc::downgrade(self)));
         let Some(store) = &self.snapshots else { return start().map(|a| (a, false)) };
-        let (instance, restored) = store.start_restored(&self.component.family, &config.agent_id, start)?;
+        let (instance, restored) = store.start_restored(&component.family, &config.agent_id, start)?;
         if let Restored::Quarantined { reason } = &restored {
             self.emit(Event::SnapshotQuarantined {
                 agent: config.agent_id.clone(),
-                component: self.component.family.clone(),
+                component: component.family.clone(),
                 reason: reason.clone(),
             });
         }
@@ -428,7 +475,7 @@ impl Hub {
     fn store_snapshot(&self, i: usize, a: &mut AgentInstance) -> Result<()> {
         let store = self.store()?;
         let bytes = a.snapshot()?;
-        store.put(&self.component.family, a.id(), &bytes)?;
+        store.put(&self.component(i).family, a.id(), &bytes)?;
         self.agent(i)?.books().since_checkpoint = 0;
         Ok(())
     }

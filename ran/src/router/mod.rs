@@ -703,7 +703,13 @@ impl Directory for Router {
 }
 
 fn profile(f: &crate::catalog::Feature) -> String {
-    format!("{} {} {}", f.name, f.acronym.as_deref().unwrap_or(""), f.category.as_deref().unwrap_or(""))
+    format!(
+        "{} {} {} {}",
+        f.name,
+        f.acronym.as_deref().unwrap_or(""),
+        f.category.as_deref().unwrap_or(""),
+        f.about
+    )
 }
 
 mod names;

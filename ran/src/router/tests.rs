@@ -276,3 +276,44 @@ fn owned_parameter_names_pick_their_feature() {
     assert_eq!(c.features[i].faj, f.faj);
     assert_eq!(reason, Reason::OwnedName(p.clone()));
 }
+
+#[test]
+fn a_plugin_is_routed_by_its_manifest_next_to_the_features() {
+    let mut catalog = Catalog::embedded().unwrap();
+    let manifest = elex_host::registry::Manifest::from_toml(
+        r#"
+id = "weather-words"
+name = "Weather words"
+description = "Explains weather terms: dew point, wind chill, relative humidity, barometric pressure."
+keywords = ["dew point", "wind chill", "humidity", "forecast"]
+examples = ["Why does the forecast say it feels colder than the thermometer?"]
+"#,
+    )
+    .unwrap();
+    let plugin = catalog.add_plugin(&manifest).unwrap();
+    assert_eq!(plugin, 593);
+    assert!(catalog.add_plugin(&manifest).is_err(), "one agent per id");
+    assert_eq!(catalog.index_of("weather-words").unwrap(), plugin);
+    let catalog = std::sync::Arc::new(catalog);
+    let router = Router::new(catalog.clone());
+    for example in &manifest.examples {
+        router.learn(example, plugin);
+    }
+    // By its name, its description and keywords, its example.
+    for text in [
+        "What does Weather words know?",
+        "what is the dew point and why does it matter",
+        "how is wind chill computed",
+        "Why does the forecast say it feels colder than the thermometer today?",
+    ] {
+        assert_eq!(router.choose(text).map(|(i, _)| i), Some(plugin), "{text}");
+    }
+    // RAN questions still go to their features.
+    for (text, faj) in [
+        ("What is FAJ 121 3094?", "FAJ 121 3094"),
+        ("Which parameters control MIMO Sleep Mode?", "FAJ 121 3094"),
+    ] {
+        let (i, _) = router.choose(text).unwrap();
+        assert_eq!(catalog.features[i].faj, faj, "{text}");
+    }
+}

@@ -10,6 +10,7 @@ mod hostile;
 mod lifecycle;
 mod loading;
 mod memory_graph;
+mod plugins;
 mod qlearning_engine;
 mod registry;
 mod swarm;

@@ -1,0 +1,165 @@
+//! Plugins from any language, as an author and an operator use them: `elex
+//! new` in Rust, Python and JavaScript, `elex build` with the real
+//! toolchains (cargo for wasm32-wasip2, componentize-py, componentize-qjs,
+//! which `cargo xtask test` installs into target/tools/), `elex load`,
+//! routing by the manifest next to the 593 feature agents, `--agent`,
+//! feedback that the plugin keeps across runs, `agents list`, `unload`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::text;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// PATH with the toolchains `cargo xtask test` installs.
+fn tool_path() -> std::ffi::OsString {
+    let tools = root().join("target/tools");
+    let python = tools.join("python/bin");
+    let node = tools.join("node/node_modules/.bin");
+    for (dir, tool) in [(&python, "componentize-py"), (&node, "componentize-qjs")] {
+        assert!(
+            dir.join(tool).exists(),
+            "{} is missing: run the tests with `cargo xtask test`, which installs it",
+            dir.join(tool).display()
+        );
+    }
+    let mut paths = vec![python, node];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(paths).unwrap()
+}
+
+fn elex(data: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_elex"))
+        .args(args)
+        .current_dir(cwd)
+        .env("ELEX_DATA_DIR", data)
+        .env("ELEX_REGISTRY", root().join("target/registry"))
+        .env("PATH", tool_path())
+        // Rust plugins share one target folder across runs.
+        .env("CARGO_TARGET_DIR", root().join("target/plugin-build"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run elex")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// (language, plugin id, the word its answers carry)
+const PLUGINS: [(&str, &str, &str); 3] = [
+    ("rust", "weather-words", "(rust)"),
+    ("python", "tide-tables", "(python)"),
+    ("js", "moon-phases", "(js)"),
+];
+
+#[test]
+fn plugins_in_rust_python_and_javascript_build_load_route_learn_and_unload() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let cwd = work.path();
+    for (lang, id, _) in PLUGINS {
+        let out = ok(elex(&data, cwd, &["new", id, "--lang", lang]), "elex new");
+        assert!(out.contains(&format!("elex build {id}")), "{out}");
+        ok(elex(&data, cwd, &["build", id]), &format!("elex build ({lang})"));
+        let file = format!("{id}/build/{id}.wasm");
+        // Unsigned files load only when the operator says so.
+        let refused = elex(&data, cwd, &["load", &file]);
+        assert!(!refused.status.success() && text(&refused.stderr).contains("--allow-unsigned"));
+        let out = ok(elex(&data, cwd, &["load", "--allow-unsigned", &file]), "elex load");
+        assert!(out.contains(&format!("loaded plugin {id}")), "{out}");
+    }
+    // The three are agents next to the 593 features.
+    let list = json(&ok(elex(&data, cwd, &["agents", "list", "--json"]), "agents list"));
+    let agents = list.as_array().unwrap();
+    assert_eq!(agents.len(), 593 + 3);
+    for (_, id, _) in PLUGINS {
+        assert!(agents.iter().any(|a| a["faj"] == id && a["category"] == "Plugin"), "{id} not listed");
+    }
+    for (lang, id, marker) in PLUGINS {
+        let name = {
+            let mut n = id.replace('-', " ");
+            n[..1].make_ascii_uppercase();
+            n
+        };
+        // The router picks it for a question like its manifest's example ...
+        let routed = json(&ok(
+            elex(&data, cwd, &["query", "--json", &format!("What can {name} tell me?")]),
+            &format!("query for the {lang} plugin"),
+        ));
+        assert_eq!(routed["agent"]["faj"], id, "{routed}");
+        assert!(routed["content"].as_str().unwrap().contains(marker), "{routed}");
+        // ... --agent asks it by id, and feedback reaches it in a later run.
+        let asked =
+            json(&ok(elex(&data, cwd, &["query", "--json", "--agent", id, "hello"]), "query --agent"));
+        assert_eq!(asked["q_value"], 0.0, "{asked}");
+        let qid = asked["query_id"].as_str().unwrap();
+        ok(elex(&data, cwd, &["feedback", qid, "0.5"]), "feedback");
+        let again = json(&ok(elex(&data, cwd, &["query", "--json", "--agent", id, "hello"]), "query again"));
+        assert_eq!(again["q_value"], 0.5, "{lang}: the reward is kept across runs: {again}");
+        assert_eq!(again["component"]["source"], format!("plugin {id}"), "{again}");
+    }
+    // A feature question still goes to its feature.
+    let feature = json(&ok(elex(&data, cwd, &["query", "--json", "What is FAJ 121 3094?"]), "feature query"));
+    assert_eq!(feature["agent"]["faj"], "FAJ 121 3094");
+    // Unloaded, it is gone from routing and --agent; the others stay.
+    let (_, gone, _) = PLUGINS[0];
+    ok(elex(&data, cwd, &["unload", gone]), "unload");
+    let out = elex(&data, cwd, &["query", "--agent", gone, "hello"]);
+    assert!(!out.status.success() && text(&out.stderr).contains(gone), "{}", text(&out.stderr));
+    let out = elex(&data, cwd, &["unload", gone]);
+    assert!(!out.status.success() && text(&out.stderr).contains("no plugin"), "{}", text(&out.stderr));
+    let list = json(&ok(elex(&data, cwd, &["agents", "list", "--json"]), "agents list"));
+    assert_eq!(list.as_array().unwrap().len(), 593 + 2);
+}
+
+#[test]
+fn a_component_without_a_manifest_or_of_the_wrong_kind_is_not_loaded() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let components = root().join("target/components");
+    // A plugin-world component without a manifest.
+    let bare = components.join("testing-hostile.wasm");
+    let out = elex(&data, work.path(), &["load", "--allow-unsigned", bare.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no plugin manifest"), "{}", text(&out.stderr));
+    // A library, not an agent.
+    let library = components.join("vector.wasm");
+    let out = elex(&data, work.path(), &["load", "--allow-unsigned", library.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("elex:agent/agent"), "{}", text(&out.stderr));
+    // Nothing was recorded.
+    let list = json(&ok(elex(&data, work.path(), &["agents", "list", "--json"]), "agents list"));
+    assert_eq!(list.as_array().unwrap().len(), 593);
+    // A manifest that is not valid stops `elex build` before any tool runs.
+    let project = work.path().join("bad");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("plugin.toml"), "id = \"Bad Id\"\nname = \"x\"\n").unwrap();
+    let out = elex(&data, work.path(), &["build", project.to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out.stderr).contains("`id`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn elex_wit_writes_the_contract_a_plugin_builds_against() {
+    let work = tempfile::tempdir().unwrap();
+    let out = ok(elex(&work.path().join("data"), work.path(), &["wit", "--out", "wit"]), "elex wit --out");
+    assert!(out.contains("elex:platform/plugin"), "{out}");
+    let worlds = std::fs::read_to_string(work.path().join("wit/worlds.wit")).unwrap();
+    assert!(worlds.contains("world plugin"));
+    assert!(work.path().join("wit/deps/agent/agent.wit").is_file());
+    let printed = ok(elex(&work.path().join("data"), work.path(), &["wit"]), "elex wit");
+    assert!(printed.contains("interface agent") && printed.contains("world plugin"));
+}

@@ -1,0 +1,259 @@
+//! Plugins next to the feature agents.
+//!
+//! A plugin is a component of the `elex:platform/plugin` world that carries
+//! a manifest ([`Manifest`]: id, name, description, keywords, example
+//! questions, budgets). An operator installs it into a data dir
+//! ([`RuntimeBuilder::install_plugin`], `elex load`); from then on every
+//! runtime started on that data dir runs it as one more agent, after the
+//! 593 features: the router picks it by its manifest like any feature
+//! (its name, description and keywords in its profile, its examples as
+//! example questions), `--agent <id>` asks it, feedback reaches it, and its
+//! learned state is stored under its id and its component. Until
+//! [`RuntimeBuilder::uninstall_plugin`] (`elex unload`).
+//!
+//! Where its component comes from is kept in the agents' database: a
+//! signed registry entry (name and exact version, verified again at every
+//! start), or, for an unsigned component the operator allowed, a copy of
+//! its bytes in `<data dir>/plugins/<blake3>.wasm` (read without following
+//! links, its digest checked at every start). A plugin that no longer
+//! loads (its entry revoked, its file changed) is left out of the swarm
+//! with a warning ([`Runtime::plugin_problems`](crate::Runtime::plugin_problems));
+//! the feature agents start regardless.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use elex_host::registry::files::{Links, read_regular};
+use elex_host::registry::store::MAX_COMPONENT_BYTES;
+use elex_host::registry::{Manifest, Registry};
+use elex_host::snapshots::{InstalledPlugin, PluginSource, SnapshotStore};
+use elex_host::{Host, LoadedComponent};
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::runtime::{RuntimeBuilder, check_data_dir};
+
+/// The data dir's folder of unsigned plugin components.
+pub const FOLDER: &str = "plugins";
+
+/// What to install.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginSpec {
+    /// `name[@version-requirement]` in the registry: signed, verified.
+    Registry(String),
+    /// A component file, loaded **without a signature check**: only when
+    /// the operator says so (`--allow-unsigned`).
+    Unsigned(PathBuf),
+}
+
+/// An installed plugin and its manifest.
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    /// The record in the agents' database.
+    pub installed: InstalledPlugin,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+fn plugin_error(id: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Plugin(format!("{id}: {detail}"))
+}
+
+/// The manifest of a loaded plugin component, or why it is not a plugin.
+fn manifest_of(component: &LoadedComponent) -> Result<Manifest> {
+    component.manifest.clone().ok_or_else(|| {
+        plugin_error(
+            &component.what,
+            format!(
+                "carries no plugin manifest (an `{}` section): build it with `elex build`, which \
+                 embeds its plugin.toml",
+                elex_host::registry::manifest::SECTION
+            ),
+        )
+    })
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder,
+/// so a reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+impl RuntimeBuilder {
+    /// Installs a plugin into the data dir, by `operator`: loads it as a
+    /// runtime would (signature and trust for a registry entry, world,
+    /// footprint, manifest), starts one instance of it (its `init` must
+    /// succeed) and records it; a plugin with the same id is replaced.
+    /// Every runtime started on the data dir afterwards runs it.
+    pub fn install_plugin(&self, spec: &PluginSpec, operator: &str) -> Result<Plugin> {
+        let data_dir = check_data_dir(self.data_dir.clone())?;
+        let host = Host::new(self.host_config_for(&data_dir))?;
+        let (component, source, unsigned_bytes) = match spec {
+            PluginSpec::Registry(spec) => {
+                let registry = Registry::open_trusting(&self.registry, &self.trust)?;
+                // The exact version is what later starts load.
+                let (name, req) = elex_host::registry::parse_spec(spec)?;
+                let version = registry.index.resolve(&name, &req)?.version.to_string();
+                let component = host.load_from_registry(&registry, &format!("{name}@={version}"))?;
+                (component, PluginSource::Registry { name, version }, None)
+            }
+            PluginSpec::Unsigned(file) => {
+                let bytes = read_regular(file, MAX_COMPONENT_BYTES, Links::Follow)
+                    .map_err(|e| plugin_error(&file.display().to_string(), e))?;
+                let component = host.load_unsigned_bytes(&file.display().to_string(), &bytes)?;
+                (component, PluginSource::Unsigned, Some(bytes))
+            }
+        };
+        let manifest = manifest_of(&component)?;
+        // Its id must not be a feature's (or another agent's) of the catalog.
+        Catalog::embedded()?.add_plugin(&manifest)?;
+        // It must start: an `init` that traps or refuses is found now, not at
+        // every later start.
+        let config = plugin_config(&manifest);
+        host.instantiate(&component, config)?;
+        if let Some(bytes) = unsigned_bytes {
+            let path = data_dir.join(FOLDER).join(format!("{}.wasm", component.digest));
+            write_atomically(&path, &bytes).map_err(|e| plugin_error(&manifest.id, e))?;
+        }
+        let installed = InstalledPlugin {
+            id: manifest.id.clone(),
+            source,
+            digest: component.digest.clone(),
+            manifest: manifest.to_json(),
+            operator: operator.to_string(),
+            millis: now_millis(),
+        };
+        self.open_store(&data_dir)?.put_plugin(&installed)?;
+        Ok(Plugin { installed, manifest })
+    }
+
+    /// Removes plugin `id` from the data dir: runtimes started afterwards no
+    /// longer run it. What it learned stays stored (installing it again
+    /// restores it; `elex agents reset` forgets it). Whether it was
+    /// installed.
+    pub fn uninstall_plugin(&self, id: &str) -> Result<bool> {
+        let data_dir = check_data_dir(self.data_dir.clone())?;
+        let store = self.open_store(&data_dir)?;
+        let Some(plugin) = store.plugins()?.into_iter().find(|p| p.id == id) else {
+            return Ok(false);
+        };
+        store.remove_plugin(id)?;
+        // Its bytes go with it, unless another installed plugin has the same.
+        if plugin.source == PluginSource::Unsigned
+            && !store
+                .plugins()?
+                .iter()
+                .any(|p| p.digest == plugin.digest && p.source == PluginSource::Unsigned)
+        {
+            let path = data_dir.join(FOLDER).join(format!("{}.wasm", plugin.digest));
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an unloaded plugin's file");
+            }
+        }
+        Ok(true)
+    }
+
+    /// The plugins installed in the data dir, with their manifests as
+    /// installed.
+    pub fn installed_plugins(&self) -> Result<Vec<Plugin>> {
+        let data_dir = check_data_dir(self.data_dir.clone())?;
+        let installed = self.open_store(&data_dir)?.plugins()?;
+        installed
+            .into_iter()
+            .map(|installed| {
+                let manifest: Manifest = serde_json::from_str(&installed.manifest).map_err(|e| {
+                    plugin_error(&installed.id, format!("its kept manifest is unreadable: {e}"))
+                })?;
+                Ok(Plugin { installed, manifest })
+            })
+            .collect()
+    }
+
+    /// The agents a runtime on this data dir would run, without starting
+    /// it: the feature catalog, then the installed plugins (as installed).
+    pub fn agents(&self) -> Result<Catalog> {
+        let mut catalog = Catalog::embedded()?;
+        for plugin in self.installed_plugins()? {
+            catalog.add_plugin(&plugin.manifest)?;
+        }
+        Ok(catalog)
+    }
+}
+
+/// The configuration a plugin's agent starts with: its id and name, its
+/// manifest as the document.
+pub(crate) fn plugin_config(manifest: &Manifest) -> elex_host::AgentConfig {
+    elex_host::AgentConfig {
+        agent_id: manifest.id.clone(),
+        name: manifest.name.clone(),
+        settings: Vec::new(),
+        document: manifest.to_json(),
+    }
+}
+
+/// Loads installed plugin `plugin` for a runtime on `data_dir`: the exact
+/// registry version (verified) or the kept unsigned bytes (digest checked),
+/// with a manifest of the same id.
+pub(crate) fn load_installed(
+    host: &Host,
+    registry: &Registry,
+    data_dir: &Path,
+    plugin: &InstalledPlugin,
+) -> Result<(Arc<LoadedComponent>, Manifest)> {
+    let component = match &plugin.source {
+        PluginSource::Registry { name, version } => {
+            host.load_from_registry(registry, &format!("{name}@={version}"))?
+        }
+        PluginSource::Unsigned => {
+            let path = data_dir.join(FOLDER).join(format!("{}.wasm", plugin.digest));
+            let bytes = read_regular(&path, MAX_COMPONENT_BYTES, Links::Refuse)
+                .map_err(|e| plugin_error(&plugin.id, format!("{}: {e}", path.display())))?;
+            let found = blake3::hash(&bytes).to_hex().to_string();
+            if found != plugin.digest {
+                return Err(plugin_error(
+                    &plugin.id,
+                    format!("{} has digest {found}, not the loaded {}", path.display(), plugin.digest),
+                ));
+            }
+            tracing::warn!(plugin = %plugin.id, "running an UNSIGNED plugin (loaded with --allow-unsigned)");
+            host.load_unsigned_bytes(&format!("plugin {}", plugin.id), &bytes)?
+        }
+    };
+    if component.digest != plugin.digest {
+        return Err(plugin_error(
+            &plugin.id,
+            format!(
+                "the registry's component has digest {}, not the loaded {}",
+                component.digest, plugin.digest
+            ),
+        ));
+    }
+    let manifest = manifest_of(&component)?;
+    if manifest.id != plugin.id {
+        return Err(plugin_error(&plugin.id, format!("its manifest now names it {:?}", manifest.id)));
+    }
+    Ok((Arc::new(component), manifest))
+}
+
+impl RuntimeBuilder {
+    fn open_store(&self, data_dir: &Path) -> Result<SnapshotStore> {
+        Ok(SnapshotStore::open_waiting(
+            &data_dir.join(elex_host::snapshots::FILE_NAME),
+            crate::runtime::OPEN_WAIT,
+        )?)
+    }
+}
