@@ -33,6 +33,7 @@ use wasmtime::{Config, Engine};
 
 mod eval;
 mod memory;
+mod plugins;
 mod runtime;
 mod swarm;
 
@@ -501,8 +502,11 @@ fn main() -> Result<()> {
             "memory" => memory::run(&out)?,
             "swarm" => swarm::run(&out)?,
             "eval" => eval::run(&out)?,
+            "plugins" => plugins::run(&out)?,
             other => {
-                anyhow::bail!("unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval")
+                anyhow::bail!(
+                    "unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval, plugins"
+                )
             }
         }
     }

@@ -95,6 +95,19 @@ fn manifest_of(what: &str, bytes: &[u8]) -> Result<Option<elex_registry::Manifes
     Ok(manifest)
 }
 
+/// A compile error in words, with what to do about the one guest toolchains
+/// cause most: component-model async, which this host does not run.
+fn explain_compile_error(e: wasmtime::Error) -> String {
+    let detail = format!("{e:#}");
+    if detail.contains("component model async") {
+        return format!(
+            "{detail}; this host runs the synchronous component ABI only (for componentize-qjs, \
+             build with --sync)"
+        );
+    }
+    detail
+}
+
 /// Interface names from a compiled component's type.
 fn interfaces_of(engine: &Engine, component: &Component) -> Interfaces {
     let ty = component.component_type();
@@ -147,7 +160,7 @@ pub(crate) fn load(
                 .map_err(|source| Error::Unfit { what: what.to_string(), source })?;
             let t = Instant::now();
             let c = Component::new(engine, bytes)
-                .map_err(|e| Error::Compile { what: what.to_string(), detail: format!("{e:#}") })?;
+                .map_err(|e| Error::Compile { what: what.to_string(), detail: explain_compile_error(e) })?;
             let took = t.elapsed();
             cache.insert(&digest, &c);
             (c, Origin::Compiled, took, interfaces)

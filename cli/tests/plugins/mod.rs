@@ -3,7 +3,9 @@
 //! toolchains (cargo for wasm32-wasip2, componentize-py, componentize-qjs,
 //! which `cargo xtask test` installs into target/tools/), `elex load`,
 //! routing by the manifest next to the 593 feature agents, `--agent`,
-//! feedback that the plugin keeps across runs, `agents list`, `unload`.
+//! feedback that the plugin keeps across runs, budget breaches stopped in
+//! every language, signing and loading from a registry, `agents list`,
+//! `reset`, `unload`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -32,11 +34,15 @@ fn tool_path() -> std::ffi::OsString {
 }
 
 fn elex(data: &Path, cwd: &Path, args: &[&str]) -> Output {
+    // A registry of its own (a copy of the development one) in the work
+    // folder when there is one, so signing a plugin touches no other test's.
+    let own = cwd.join("registry");
+    let registry = if own.is_dir() { own } else { root().join("target/registry") };
     Command::new(env!("CARGO_BIN_EXE_elex"))
         .args(args)
         .current_dir(cwd)
         .env("ELEX_DATA_DIR", data)
-        .env("ELEX_REGISTRY", root().join("target/registry"))
+        .env("ELEX_REGISTRY", registry)
         .env("PATH", tool_path())
         // Rust plugins share one target folder across runs.
         .env("CARGO_TARGET_DIR", root().join("target/plugin-build"))
@@ -66,21 +72,94 @@ const PLUGINS: [(&str, &str, &str); 3] = [
     ("js", "moon-phases", "(js)"),
 ];
 
+/// An author's mistakes, added to the template's `handle`: `spin` loops
+/// forever, `hog` allocates 1 GiB. (file, the line to put them before,
+/// the code.)
+fn misbehaviour(lang: &str) -> (&'static str, &'static str, &'static str) {
+    match lang {
+        "rust" => (
+            "src/lib.rs",
+            "        if query.text.trim().is_empty() {",
+            "        if query.text == \"spin\" { loop { std::hint::black_box(0u8); } }\n        \
+             if query.text == \"hog\" { let v = vec![1u8; 1 << 30]; std::hint::black_box(&v); }\n",
+        ),
+        "python" => (
+            "app.py",
+            "        if not query.text.strip():",
+            "        if query.text == \"spin\":\n            while True:\n                pass\n        \
+             if query.text == \"hog\":\n            hog = bytearray(1 << 30)\n",
+        ),
+        _ => (
+            "agent.js",
+            "    if (query.text.trim() === \"\") {",
+            "    if (query.text === \"spin\") { for (;;) {} }\n    \
+             if (query.text === \"hog\") { globalThis.hog = new Uint8Array(1 << 30); }\n",
+        ),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Copies the development registry into `work/registry` and adds a new key
+/// (from `elex keygen`) to its trust policy; returns the private key file.
+fn own_registry_trusting_a_new_key(work: &Path) -> PathBuf {
+    copy_dir(&root().join("target/registry"), &work.join("registry"));
+    let keys = work.join("keys");
+    ok(elex(&work.join("data"), work, &["keygen", "--out", keys.to_str().unwrap()]), "keygen");
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .unwrap();
+    let id = key.file_stem().unwrap().to_str().unwrap().to_string();
+    let trust = work.join("registry/trust");
+    std::fs::copy(keys.join(format!("{id}.pub")), trust.join("keys").join(format!("{id}.pub"))).unwrap();
+    let mut policy = json(&std::fs::read_to_string(trust.join("policy.json")).unwrap());
+    policy["trusted"].as_array_mut().unwrap().push(serde_json::json!({"key": id, "names": ["*"]}));
+    std::fs::write(trust.join("policy.json"), policy.to_string()).unwrap();
+    key
+}
+
 #[test]
 fn plugins_in_rust_python_and_javascript_build_load_route_learn_and_unload() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let cwd = work.path();
+    let key = own_registry_trusting_a_new_key(cwd);
     for (lang, id, _) in PLUGINS {
         let out = ok(elex(&data, cwd, &["new", id, "--lang", lang]), "elex new");
         assert!(out.contains(&format!("elex build {id}")), "{out}");
+        let (file, before, code) = misbehaviour(lang);
+        let source = cwd.join(id).join(file);
+        let src = std::fs::read_to_string(&source).unwrap();
+        assert!(src.contains(before), "{lang}: the template changed; update this test");
+        std::fs::write(&source, src.replacen(before, &format!("{code}{before}"), 1)).unwrap();
         ok(elex(&data, cwd, &["build", id]), &format!("elex build ({lang})"));
         let file = format!("{id}/build/{id}.wasm");
         // Unsigned files load only when the operator says so.
         let refused = elex(&data, cwd, &["load", &file]);
         assert!(!refused.status.success() && text(&refused.stderr).contains("--allow-unsigned"));
-        let out = ok(elex(&data, cwd, &["load", "--allow-unsigned", &file]), "elex load");
-        assert!(out.contains(&format!("loaded plugin {id}")), "{out}");
+        if lang == "js" {
+            // Signed and loaded from the registry by name.
+            let key = key.to_str().unwrap();
+            ok(elex(&data, cwd, &["sign", &file, "--name", id, "--version", "0.1.0", "--key", key]), "sign");
+            let out = ok(elex(&data, cwd, &["load", &format!("{id}@^0.1")]), "elex load from the registry");
+            assert!(out.contains(&format!("registry {id}@0.1.0")), "{out}");
+        } else {
+            let out = ok(elex(&data, cwd, &["load", "--allow-unsigned", &file]), "elex load");
+            assert!(out.contains(&format!("loaded plugin {id}")), "{out}");
+        }
     }
     // The three are agents next to the 593 features.
     let list = json(&ok(elex(&data, cwd, &["agents", "list", "--json"]), "agents list"));
@@ -110,8 +189,23 @@ fn plugins_in_rust_python_and_javascript_build_load_route_learn_and_unload() {
         ok(elex(&data, cwd, &["feedback", qid, "0.5"]), "feedback");
         let again = json(&ok(elex(&data, cwd, &["query", "--json", "--agent", id, "hello"]), "query again"));
         assert_eq!(again["q_value"], 0.5, "{lang}: the reward is kept across runs: {again}");
-        assert_eq!(again["component"]["source"], format!("plugin {id}"), "{again}");
+        let source = if lang == "js" { format!("{id}@0.1.0") } else { format!("plugin {id}") };
+        assert_eq!(again["component"]["source"], source, "{again}");
+        // An author's loop or 1 GiB allocation is stopped by the budget of
+        // its manifest (1 s, 32 MiB), and the plugin answers again after.
+        for (ask, budget) in [("spin", "time budget"), ("hog", "memory budget")] {
+            let out = elex(&data, cwd, &["query", "--agent", id, ask]);
+            let err = text(&out.stderr);
+            assert!(!out.status.success() && err.contains(budget), "{lang} {ask}: {err}");
+        }
+        ok(elex(&data, cwd, &["query", "--agent", id, "hello"]), "a query after the breaches");
     }
+    // reset forgets what a plugin learned.
+    let (_, id, _) = PLUGINS[1];
+    ok(elex(&data, cwd, &["agents", "reset", id]), "agents reset");
+    let fresh =
+        json(&ok(elex(&data, cwd, &["query", "--json", "--agent", id, "hello"]), "query after reset"));
+    assert_eq!(fresh["q_value"], 0.0, "{fresh}");
     // A feature question still goes to its feature.
     let feature = json(&ok(elex(&data, cwd, &["query", "--json", "What is FAJ 121 3094?"]), "feature query"));
     assert_eq!(feature["agent"]["faj"], "FAJ 121 3094");
@@ -144,6 +238,28 @@ fn a_component_without_a_manifest_or_of_the_wrong_kind_is_not_loaded() {
     // Nothing was recorded.
     let list = json(&ok(elex(&data, work.path(), &["agents", "list", "--json"]), "agents list"));
     assert_eq!(list.as_array().unwrap().len(), 593);
+    // componentize-qjs output without --sync needs the async component ABI,
+    // which this host does not run: refused, with what to do.
+    ok(elex(&data, work.path(), &["new", "async-js", "--lang", "js"]), "elex new");
+    let qjs = root().join("target/tools/node/node_modules/.bin/componentize-qjs");
+    let built = Command::new(qjs)
+        .current_dir(work.path().join("async-js"))
+        .args([
+            "--wit",
+            "wit",
+            "--world",
+            "elex:platform/plugin@0.1.0",
+            "--js",
+            "agent.js",
+            "-o",
+            "async.wasm",
+        ])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let out =
+        elex(&data, work.path(), &["inspect", "async-js/async.wasm", "--world", "elex:platform/plugin"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("--sync"), "{}", text(&out.stderr));
     // A manifest that is not valid stops `elex build` before any tool runs.
     let project = work.path().join("bad");
     std::fs::create_dir_all(&project).unwrap();
