@@ -144,6 +144,14 @@ enum Command {
         /// loudly warned about).
         #[arg(long)]
         allow_unsigned: bool,
+        /// Grant a WASI capability its manifest asks for (repeatable; every
+        /// one it asks for must be granted): env:NAME (read that
+        /// environment variable), read:/guest/path=/host/dir (that host
+        /// directory, read only), connect:IP:PORT (TCP to that address).
+        /// Without any, a plugin gets clocks, random and its output in the
+        /// log; no environment, files or network.
+        #[arg(long, value_name = "CAPABILITY")]
+        grant: Vec<String>,
         /// Who loads it [default: $USER].
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
@@ -693,8 +701,8 @@ fn main() -> ExitCode {
         Command::Verify { spec } => verify(&places, &spec),
         Command::Index(command) => index(&places, command),
         Command::Inspect { file, world } => inspect(&file, world),
-        Command::Load { spec, allow_unsigned, operator } => {
-            plugin::load(&places, &spec, allow_unsigned, operator)
+        Command::Load { spec, allow_unsigned, grant, operator } => {
+            plugin::load(&places, &spec, allow_unsigned, &grant, operator)
         }
         Command::Unload { id } => plugin::unload(&places, &id),
         Command::New { id, lang, dir } => plugin::new(&id, lang, dir),

@@ -244,6 +244,7 @@ pub fn load(
     places: &Places,
     spec: &str,
     allow_unsigned: bool,
+    grants: &[String],
     operator: Option<String>,
 ) -> anyhow::Result<()> {
     let looks_like_file = spec.ends_with(".wasm") || spec.contains(std::path::MAIN_SEPARATOR);
@@ -263,9 +264,12 @@ pub fn load(
         elex_ran::PluginSpec::Registry(spec.to_string())
     };
     let operator = operator.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| String::from("unknown"));
-    let plugin = crate::builder(places)?.install_plugin(&spec, &operator)?;
+    let plugin = crate::builder(places)?.install_plugin(&spec, &operator, grants)?;
     let m = &plugin.manifest;
     outln!("loaded plugin {} ({}) from {}", m.id, m.name, source_of(&plugin.installed))?;
+    if !grants.is_empty() {
+        outln!("granted: {}", grants.join(", "))?;
+    }
     outln!("the router can now pick it; ask it directly with: elex query --agent {} \"...\"", m.id)?;
     Ok(())
 }

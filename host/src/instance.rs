@@ -76,7 +76,7 @@ impl AgentInstance {
             log: LogState { agent_id: id.to_string() },
             graph: GraphState::new(graph, id),
             routing: RoutingState::new(id, swarm),
-            wasi: WasiSlot::default(),
+            wasi: WasiSlot::new(component.grants.clone()),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);

@@ -49,6 +49,7 @@ pub mod events;
 mod host;
 mod instance;
 mod interfaces;
+pub use interfaces::wasi::Grants;
 mod load;
 pub mod snapshots;
 pub mod swarm;

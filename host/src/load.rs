@@ -39,6 +39,10 @@ pub struct LoadedComponent {
     /// The plugin manifest the component carries (see
     /// [`elex_registry::manifest`]), if any.
     pub manifest: Option<elex_registry::Manifest>,
+    /// The WASI capabilities its instances get beyond the defaults: none
+    /// unless the loader sets them ([`Grants::decide`](crate::Grants::decide)
+    /// from what the manifest asks and the operator grants).
+    pub grants: std::sync::Arc<crate::Grants>,
     /// Size of the component in bytes.
     pub size: usize,
     /// Where the compiled code came from.
@@ -76,23 +80,11 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
         .map_err(|source| Error::ReadComponent { path: path.to_path_buf(), source })
 }
 
-/// The manifest `bytes` carry, checked; refused when it asks for WASI
-/// capabilities, which this host does not grant beyond every plugin's
-/// defaults (see `interfaces::wasi`).
+/// The manifest `bytes` carry, checked (the capabilities it asks for are
+/// granted, or not, by whoever loads it: [`LoadedComponent::grants`]).
 fn manifest_of(what: &str, bytes: &[u8]) -> Result<Option<elex_registry::Manifest>> {
-    let refuse = |detail: String| Error::Manifest { what: what.to_string(), detail };
-    let manifest = elex_registry::Manifest::of_component(bytes).map_err(|e| refuse(e.to_string()))?;
-    if let Some(m) = &manifest
-        && !m.capabilities.is_empty()
-    {
-        return Err(refuse(format!(
-            "plugin {} asks for the WASI capabilities {}; this host grants none beyond what every plugin \
-             gets (clocks, random, stdout and stderr into the log)",
-            m.id,
-            m.capabilities.join(", ")
-        )));
-    }
-    Ok(manifest)
+    elex_registry::Manifest::of_component(bytes)
+        .map_err(|e| Error::Manifest { what: what.to_string(), detail: e.to_string() })
 }
 
 /// A compile error in words, with what to do about the one guest toolchains
@@ -182,6 +174,7 @@ pub(crate) fn load(
         family,
         requested_budgets: manifest.as_ref().map(elex_registry::Manifest::budgets).unwrap_or_default(),
         manifest,
+        grants: Default::default(),
         size: bytes.len(),
         origin,
         compile_time,

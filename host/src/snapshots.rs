@@ -61,6 +61,10 @@ pub struct InstalledPlugin {
     /// loading the component. At every start the component's own manifest
     /// is read again.
     pub manifest: String,
+    /// The capabilities the operator granted it (`env:NAME`,
+    /// `read:/guest=/host/dir`, `connect:IP:PORT`; see
+    /// [`Grants::decide`](crate::Grants::decide)).
+    pub grants: Vec<String>,
     /// Who loaded it.
     pub operator: String,
     /// When, in milliseconds since the Unix epoch.
@@ -745,6 +749,7 @@ mod tests {
             source: PluginSource::Unsigned,
             digest: String::from("ab"),
             manifest: String::from("{}"),
+            grants: vec![String::from("env:TZ")],
             operator: String::from("ops"),
             millis: 1,
         };

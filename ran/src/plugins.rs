@@ -27,7 +27,7 @@ use elex_host::registry::files::{Links, read_regular};
 use elex_host::registry::store::MAX_COMPONENT_BYTES;
 use elex_host::registry::{Manifest, Registry};
 use elex_host::snapshots::{InstalledPlugin, PluginSource, SnapshotStore};
-use elex_host::{Host, LoadedComponent};
+use elex_host::{Grants, Host, LoadedComponent};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -73,6 +73,12 @@ fn manifest_of(component: &LoadedComponent) -> Result<Manifest> {
     })
 }
 
+/// What `granted` grants a plugin with `manifest`, or why not.
+fn decide(manifest: &Manifest, granted: &[String]) -> Result<Grants> {
+    let asked = manifest.capabilities().map_err(|e| plugin_error(&manifest.id, e))?;
+    Grants::decide(&asked, granted).map_err(|e| plugin_error(&manifest.id, e))
+}
+
 fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -92,15 +98,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl RuntimeBuilder {
-    /// Installs a plugin into the data dir, by `operator`: loads it as a
-    /// runtime would (signature and trust for a registry entry, world,
-    /// footprint, manifest), starts one instance of it (its `init` must
-    /// succeed) and records it; a plugin with the same id is replaced.
-    /// Every runtime started on the data dir afterwards runs it.
-    pub fn install_plugin(&self, spec: &PluginSpec, operator: &str) -> Result<Plugin> {
+    /// Installs a plugin into the data dir, by `operator`, who grants it
+    /// `grants` (each a capability its manifest asks for; every one it asks
+    /// for must be granted: see [`Grants::decide`]): loads it as a runtime
+    /// would (signature and trust for a registry entry, world, footprint,
+    /// manifest), starts one instance of it (its `init` must succeed) and
+    /// records it; a plugin with the same id is replaced. Every runtime
+    /// started on the data dir afterwards runs it.
+    pub fn install_plugin(&self, spec: &PluginSpec, operator: &str, grants: &[String]) -> Result<Plugin> {
         let data_dir = check_data_dir(self.data_dir.clone())?;
         let host = Host::new(self.host_config_for(&data_dir))?;
-        let (component, source, unsigned_bytes) = match spec {
+        let (mut component, source, unsigned_bytes) = match spec {
             PluginSpec::Registry(spec) => {
                 let registry = Registry::open_trusting(&self.registry, &self.trust)?;
                 // The exact version is what later starts load.
@@ -117,6 +125,7 @@ impl RuntimeBuilder {
             }
         };
         let manifest = manifest_of(&component)?;
+        component.grants = Arc::new(decide(&manifest, grants)?);
         // Its id must not be a feature's (or another agent's) of the catalog.
         Catalog::embedded()?.add_plugin(&manifest)?;
         // It must start: an `init` that traps or refuses is found now, not at
@@ -132,6 +141,7 @@ impl RuntimeBuilder {
             source,
             digest: component.digest.clone(),
             manifest: manifest.to_json(),
+            grants: grants.to_vec(),
             operator: operator.to_string(),
             millis: now_millis(),
         };
@@ -214,7 +224,7 @@ pub(crate) fn load_installed(
     data_dir: &Path,
     plugin: &InstalledPlugin,
 ) -> Result<(Arc<LoadedComponent>, Manifest)> {
-    let component = match &plugin.source {
+    let mut component = match &plugin.source {
         PluginSource::Registry { name, version } => {
             host.load_from_registry(registry, &format!("{name}@={version}"))?
         }
@@ -246,6 +256,7 @@ pub(crate) fn load_installed(
     if manifest.id != plugin.id {
         return Err(plugin_error(&plugin.id, format!("its manifest now names it {:?}", manifest.id)));
     }
+    component.grants = Arc::new(decide(&manifest, &plugin.grants)?);
     Ok((Arc::new(component), manifest))
 }
 

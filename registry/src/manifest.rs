@@ -9,7 +9,7 @@
 //! description = "Explains weather terms: dew point, wind chill, humidity."
 //! keywords = ["weather", "dew point", "humidity"]
 //! examples = ["What does dew point mean?"]
-//! capabilities = []               # WASI capabilities beyond the defaults
+//! capabilities = []               # e.g. ["env:TZ", "read:/data", "connect:10.0.0.5:443"]
 //!
 //! [budgets]                       # optional; the host's policy caps them
 //! memory-mib = 64
@@ -71,8 +71,8 @@ pub struct Manifest {
     #[serde(default)]
     pub budgets: ManifestBudgets,
     /// WASI capabilities it asks for beyond the defaults every plugin gets
-    /// (clocks, random, output into the log). This release grants none: a
-    /// manifest that asks for one is refused when loaded, naming it.
+    /// (clocks, random, output into the log), each a [`Capability`]: it gets
+    /// one only when the operator also grants it when loading the plugin.
     #[serde(default)]
     pub capabilities: Vec<String>,
 }
@@ -90,6 +90,58 @@ pub struct ManifestBudgets {
     /// Fuel per call (0: none asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+}
+
+/// A WASI capability a manifest asks for, as written there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `env:NAME`: the host's environment variable NAME (when set).
+    Env(String),
+    /// `read:/guest/path`: a host directory (chosen by the operator), read
+    /// only, at this absolute path in the guest.
+    Read(String),
+    /// `connect:IP:PORT`: TCP connections to this address (no name lookup).
+    Connect(std::net::SocketAddr),
+}
+
+impl std::str::FromStr for Capability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Capability, String> {
+        let bad = |why: &str| format!("capability {text:?}: {why}");
+        match text.split_once(':') {
+            Some(("env", name)) => {
+                let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && name.len() <= 128;
+                ok.then(|| Capability::Env(name.to_string()))
+                    .ok_or_else(|| bad("env:NAME, NAME of A-Z, a-z, 0-9, _"))
+            }
+            Some(("read", path)) => {
+                let ok = path.starts_with('/')
+                    && path.len() <= 256
+                    && !path.split('/').any(|part| part == ".." || part == ".")
+                    && !path.chars().any(char::is_control);
+                ok.then(|| Capability::Read(path.to_string()))
+                    .ok_or_else(|| bad("read:/absolute/guest/path, without . or .."))
+            }
+            Some(("connect", addr)) => addr
+                .parse()
+                .map(Capability::Connect)
+                .map_err(|_| bad("connect:IP:PORT (an IP address, no host name)")),
+            _ => Err(bad("one of env:NAME, read:/guest/path, connect:IP:PORT")),
+        }
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capability::Env(name) => write!(f, "env:{name}"),
+            Capability::Read(path) => write!(f, "read:{path}"),
+            Capability::Connect(addr) => write!(f, "connect:{addr}"),
+        }
+    }
 }
 
 /// Why a manifest is refused.
@@ -162,7 +214,15 @@ impl Manifest {
         if b.memory_mib.is_some_and(|m| m > 1 << 20) {
             return Err(field("budgets", "memory-mib above 1 TiB"));
         }
-        Ok(())
+        if self.capabilities.len() > 32 {
+            return Err(field("capabilities", "more than 32"));
+        }
+        self.capabilities().map(|_| ())
+    }
+
+    /// The capabilities it asks for, parsed.
+    pub fn capabilities(&self) -> Result<Vec<Capability>, ManifestError> {
+        self.capabilities.iter().map(|c| c.parse().map_err(|e: String| field("capabilities", e))).collect()
     }
 
     /// The budgets it asks for, as a registry entry signs them.
@@ -324,6 +384,25 @@ time-ms = 500
             match Manifest::from_toml(text) {
                 Err(ManifestError::Field { field, .. }) => assert_eq!(field, name, "{text}"),
                 other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Manifest::from_toml("id = \"w\"\nname = \"x\"\ncapabilities = [\"net:all\"]"),
+            Err(ManifestError::Field { field: "capabilities", .. })
+        ));
+        for (text, ok) in [
+            ("env:TZ", true),
+            ("env:A B", false),
+            ("read:/data", true),
+            ("read:data", false),
+            ("read:/data/../etc", false),
+            ("connect:127.0.0.1:80", true),
+            ("connect:example.com:80", false),
+        ] {
+            let parsed = text.parse::<Capability>();
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            if let Ok(c) = parsed {
+                assert_eq!(c.to_string(), text);
             }
         }
         let many = format!("id = \"w\"\nname = \"x\"\nexamples = [{}]", vec!["\"q\""; 17].join(","));

@@ -260,6 +260,25 @@ fn a_component_without_a_manifest_or_of_the_wrong_kind_is_not_loaded() {
     let out =
         elex(&data, work.path(), &["inspect", "async-js/async.wasm", "--world", "elex:platform/plugin"]);
     assert!(!out.status.success() && text(&out.stderr).contains("--sync"), "{}", text(&out.stderr));
+    // A manifest that asks for a capability loads only when the operator
+    // grants it.
+    let manifest = work.path().join("async-js/plugin.toml");
+    let asks = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("capabilities = []", "capabilities = [\"env:HOME\"]");
+    std::fs::write(&manifest, asks).unwrap();
+    ok(elex(&data, work.path(), &["build", "async-js"]), "elex build");
+    let file = "async-js/build/async-js.wasm";
+    let out = elex(&data, work.path(), &["load", "--allow-unsigned", file]);
+    assert!(!out.status.success() && text(&out.stderr).contains("--grant env:HOME"), "{}", text(&out.stderr));
+    let out = elex(&data, work.path(), &["load", "--allow-unsigned", file, "--grant", "env:PATH"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("does not ask"), "{}", text(&out.stderr));
+    let out = ok(
+        elex(&data, work.path(), &["load", "--allow-unsigned", file, "--grant", "env:HOME"]),
+        "load --grant",
+    );
+    assert!(out.contains("granted: env:HOME"), "{out}");
+    ok(elex(&data, work.path(), &["unload", "async-js"]), "unload");
     // A manifest that is not valid stops `elex build` before any tool runs.
     let project = work.path().join("bad");
     std::fs::create_dir_all(&project).unwrap();

@@ -16,7 +16,7 @@ pub(crate) mod log;
 pub(crate) mod memory_graph;
 pub(crate) mod resources;
 pub(crate) mod routing;
-pub(crate) mod wasi;
+pub mod wasi;
 
 use wasmtime::component::{HasSelf, Linker};
 

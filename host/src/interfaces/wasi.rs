@@ -12,9 +12,13 @@
 //! | `wasi:clocks` | the wall and monotonic clocks |
 //! | `wasi:random` | random bytes (a fresh seed per instance) |
 //! | `wasi:cli` stdout, stderr | lines into the host's log (`elex::guest`, tagged with the agent), at most [`OUTPUT_PER_CALL`] bytes a call |
-//! | `wasi:cli` stdin, environment, arguments | empty |
-//! | `wasi:filesystem` | no preopened directory: nothing to open |
-//! | `wasi:sockets` | every address refused; no name lookup |
+//! | `wasi:cli` stdin, arguments | empty |
+//! | `wasi:cli` environment | empty, unless granted: `env:NAME` |
+//! | `wasi:filesystem` | no preopened directory, unless granted: `read:/guest=/host/dir`, read only |
+//! | `wasi:sockets` | every address refused, unless granted: `connect:IP:PORT` (TCP); no name lookup |
+//!
+//! A capability is granted only when the plugin's manifest asks for it and
+//! the operator grants it ([`Grants::decide`], `elex load --grant`).
 //!
 //! The time budget is enforced by epoch interruption, which only fires while
 //! guest code runs; a guest blocked in a host call would sit out its
@@ -48,6 +52,76 @@ pub(crate) const OUTPUT_PER_CALL: usize = 64 * 1024;
 /// Longest line logged; a longer one is cut.
 const MAX_LINE: usize = 4096;
 
+/// What an operator granted a plugin beyond every plugin's defaults: each
+/// one a capability its manifest asked for (see
+/// [`elex_registry::manifest::Capability`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Environment variables it may read (their values when it starts).
+    pub env: Vec<String>,
+    /// Host directories it may read: (guest path, host directory).
+    pub read: Vec<(String, std::path::PathBuf)>,
+    /// Addresses it may open TCP connections to.
+    pub connect: Vec<std::net::SocketAddr>,
+}
+
+impl Grants {
+    /// The grants of `granted` (`env:NAME`, `read:/guest=/host/dir`,
+    /// `connect:IP:PORT`) for a plugin whose manifest asks for
+    /// `asked`: every grant must be asked for, every ask granted, and a
+    /// granted directory must exist; else why not, naming it.
+    pub fn decide(
+        asked: &[elex_registry::manifest::Capability],
+        granted: &[String],
+    ) -> Result<Grants, String> {
+        use elex_registry::manifest::Capability;
+        let mut grants = Grants::default();
+        let mut covered = Vec::new();
+        for grant in granted {
+            let (capability, host_dir) = match grant.split_once('=') {
+                Some((cap, dir)) if cap.starts_with("read:") => (cap, Some(dir)),
+                _ => (grant.as_str(), None),
+            };
+            let capability: Capability = capability.parse()?;
+            if !asked.contains(&capability) {
+                return Err(format!(
+                    "{capability} is granted, but the plugin's manifest does not ask for it"
+                ));
+            }
+            match (&capability, host_dir) {
+                (Capability::Env(name), None) => grants.env.push(name.clone()),
+                (Capability::Connect(addr), None) => grants.connect.push(*addr),
+                (Capability::Read(guest), Some(dir)) => {
+                    let dir = std::path::PathBuf::from(dir);
+                    if !dir.is_dir() {
+                        return Err(format!("{capability}: {} is not a directory", dir.display()));
+                    }
+                    grants.read.push((guest.clone(), dir));
+                }
+                (Capability::Read(_), None) => {
+                    return Err(format!("{capability}: say which host directory: {capability}=/host/dir"));
+                }
+                (_, Some(_)) => return Err(format!("{grant:?}: only read: grants take =/host/dir")),
+            }
+            covered.push(capability);
+        }
+        let missing: Vec<String> =
+            asked.iter().filter(|c| !covered.contains(c)).map(|c| c.to_string()).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the plugin asks for {}; grant each (--grant {}) or do not load it",
+                missing.join(", "),
+                missing
+                    .iter()
+                    .map(|c| if c.starts_with("read:") { format!("{c}=/host/dir") } else { c.clone() })
+                    .collect::<Vec<_>>()
+                    .join(" --grant ")
+            ));
+        }
+        Ok(grants)
+    }
+}
+
 /// What WASI needs of an instance: the context and the resource table.
 pub(crate) struct WasiState {
     ctx: WasiCtx,
@@ -57,9 +131,9 @@ pub(crate) struct WasiState {
 }
 
 impl WasiState {
-    /// A context that grants nothing beyond clocks, random and output into
-    /// the log.
-    fn deny_all(agent_id: &str) -> WasiState {
+    /// A context that grants clocks, random, output into the log, and what
+    /// `grants` grants.
+    fn new(agent_id: &str, grants: &Grants) -> WasiState {
         let output_left = Arc::new(AtomicUsize::new(OUTPUT_PER_CALL));
         let out = |stream: &'static str| GuestOutput {
             agent_id: Arc::from(agent_id),
@@ -70,9 +144,32 @@ impl WasiState {
         builder
             .stdout(out("stdout"))
             .stderr(out("stderr"))
-            .allow_tcp(false)
+            .allow_tcp(!grants.connect.is_empty())
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        for name in &grants.env {
+            if let Ok(value) = std::env::var(name) {
+                builder.env(name, value);
+            }
+        }
+        for (guest, host) in &grants.read {
+            if let Err(e) = builder.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly) {
+                tracing::warn!(agent = agent_id, dir = %host.display(), error = %e, "a granted directory cannot be opened");
+            }
+        }
+        if !grants.connect.is_empty() {
+            let allowed = grants.connect.clone();
+            builder.socket_addr_check(move |addr, used| {
+                use wasmtime_wasi::sockets::SocketAddrUse;
+                let ok = match used {
+                    SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                    // The implicit bind before a connect.
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    _ => false,
+                };
+                Box::pin(async move { ok })
+            });
+        }
         WasiState { ctx: builder.build(), table: ResourceTable::new(), output_left }
     }
 }
@@ -81,6 +178,8 @@ impl WasiState {
 /// first calls a WASI function.
 #[derive(Default)]
 pub(crate) struct WasiSlot {
+    /// What the operator granted this instance's plugin.
+    pub(crate) grants: std::sync::Arc<Grants>,
     /// In a `Mutex` only to make the slot `Sync` (a WASI context is not):
     /// it is reached through `&mut` alone, with `get_mut`, never locked.
     state: Option<std::sync::Mutex<Box<WasiState>>>,
@@ -90,9 +189,16 @@ pub(crate) struct WasiSlot {
 }
 
 impl WasiSlot {
+    /// An empty slot for an instance with `grants`.
+    pub(crate) fn new(grants: std::sync::Arc<Grants>) -> WasiSlot {
+        WasiSlot { grants, ..WasiSlot::default() }
+    }
+
     fn state(&mut self, agent_id: &str) -> &mut WasiState {
-        let slot =
-            self.state.get_or_insert_with(|| std::sync::Mutex::new(Box::new(WasiState::deny_all(agent_id))));
+        let grants = &self.grants;
+        let slot = self
+            .state
+            .get_or_insert_with(|| std::sync::Mutex::new(Box::new(WasiState::new(agent_id, grants))));
         // Poisoned only if a panic happened while it was locked, and it is
         // never locked.
         slot.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)

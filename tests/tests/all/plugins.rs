@@ -65,12 +65,30 @@ fn manifest_budgets_are_enforced_and_capped_by_the_hosts() {
 }
 
 #[test]
-fn a_manifest_asking_for_capabilities_or_forged_is_refused_at_load() {
+fn capabilities_are_granted_only_as_asked_and_forged_manifests_are_refused() {
+    use elex_host::Grants;
     let host = host(Duration::from_millis(400), 32 << 20);
-    let asks = hostile_with("id = \"nosy\"\nname = \"Nosy\"\ncapabilities = [\"filesystem\", \"network\"]\n");
-    let e = host.load_unsigned_bytes("nosy", &asks).unwrap_err();
-    assert!(matches!(e, Error::Manifest { .. }), "{e}");
-    assert!(e.to_string().contains("filesystem, network"), "{e}");
+    // Asking is not getting: loaded, its instances get nothing until a
+    // grant is decided.
+    let asks =
+        hostile_with("id = \"nosy\"\nname = \"Nosy\"\ncapabilities = [\"env:HOME\", \"read:/data\"]\n");
+    let loaded = host.load_unsigned_bytes("nosy", &asks).unwrap();
+    assert_eq!(*loaded.grants, Grants::default());
+    let asked = loaded.manifest.as_ref().unwrap().capabilities().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("read:/data={}", dir.path().display());
+    // Every ask must be granted; nothing it did not ask for can be.
+    let e = Grants::decide(&asked, &[String::from("env:HOME")]).unwrap_err();
+    assert!(e.contains("--grant read:/data=/host/dir"), "{e}");
+    let e = Grants::decide(&asked, &[String::from("env:HOME"), data.clone(), String::from("env:PATH")])
+        .unwrap_err();
+    assert!(e.contains("env:PATH") && e.contains("does not ask"), "{e}");
+    let e = Grants::decide(&asked, &[String::from("env:HOME"), String::from("read:/data=/no/such/dir")])
+        .unwrap_err();
+    assert!(e.contains("not a directory"), "{e}");
+    let grants = Grants::decide(&asked, &[String::from("env:HOME"), data]).unwrap();
+    assert_eq!(grants.env, ["HOME"]);
+    assert_eq!(grants.read, [(String::from("/data"), dir.path().to_path_buf())]);
     // A second manifest section appended by hand to a signed-looking file.
     let once = hostile_with("id = \"twice\"\nname = \"Twice\"\n");
     let plain = std::fs::read(component_path("testing-hostile")).unwrap();

@@ -5,10 +5,9 @@
 //! a sleep is stopped by the time budget like a loop.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elex_host::{AgentConfig, AgentInstance, BudgetKind, Budgets, Error, Host, HostConfig};
+use elex_host::{AgentConfig, AgentInstance, BudgetKind, Budgets, Error, Grants, Host, HostConfig};
 use elex_tests::component_path;
 
 fn host() -> Host {
@@ -20,7 +19,12 @@ fn host() -> Host {
 }
 
 fn probe(host: &Host) -> AgentInstance {
-    let loaded = host.load_unsigned_file(&component_path("testing-wasi-probe")).unwrap();
+    probe_granted(host, Grants::default())
+}
+
+fn probe_granted(host: &Host, grants: Grants) -> AgentInstance {
+    let mut loaded = host.load_unsigned_file(&component_path("testing-wasi-probe")).unwrap();
+    loaded.grants = std::sync::Arc::new(grants);
     assert!(
         loaded.interfaces.imports.iter().any(|i| i.starts_with("wasi:cli/")),
         "the fixture is meant to import WASI: {:?}",
@@ -39,13 +43,17 @@ fn ask(host: &Host, agent: &mut AgentInstance, text: &str) -> String {
     agent.handle(&host.query(text)).unwrap_or_else(|e| panic!("{text}: {e}")).content
 }
 
-/// Log lines written while `f` runs on this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    /// What the log wrote on this thread while [`logged`] collected it.
+    static CAPTURED: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
 
-impl Write for Captured {
+/// Writes a log line into this thread's [`CAPTURED`] buffer, if it has one.
+struct ThreadBuffer;
+
+impl Write for ThreadBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURED.with_borrow_mut(|c| c.as_mut().map(|c| c.extend_from_slice(buf)));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -53,17 +61,23 @@ impl Write for Captured {
     }
 }
 
+/// Log lines written on this thread while `f` runs. One global subscriber
+/// for the test binary (a per-thread default would race with tracing's
+/// per-callsite interest cache across parallel tests).
 fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    (out, text)
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThreadBuffer)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the tests");
+    });
+    CAPTURED.with_borrow_mut(|c| *c = Some(Vec::new()));
+    let out = f();
+    let bytes = CAPTURED.with_borrow_mut(Option::take).unwrap_or_default();
+    (out, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[test]
@@ -153,4 +167,34 @@ fn output_past_the_per_call_limit_is_dropped_and_the_call_still_answers() {
         &log[log.len().saturating_sub(2000)..]
     );
     assert!(log.lines().any(|l| l.contains("after the flood")));
+}
+
+#[test]
+fn granted_capabilities_reach_exactly_what_was_granted() {
+    let host = host();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tides.txt"), b"high 06:10").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let granted = listener.local_addr().unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grants = Grants {
+        env: vec![String::from("PATH")],
+        read: vec![(String::from("/data"), dir.path().to_path_buf())],
+        connect: vec![granted],
+    };
+    let mut agent = probe_granted(&host, grants);
+    // One variable, the granted one.
+    assert_eq!(ask(&host, &mut agent, "env"), "env 1 args 0");
+    // The granted directory, read only, and nothing outside it.
+    assert_eq!(ask(&host, &mut agent, "read /data/tides.txt"), "read 10 bytes");
+    for path in ["/data/../etc/hostname", "/etc/hostname", "/data/missing"] {
+        let answer = ask(&host, &mut agent, &format!("read {path}"));
+        assert!(answer.starts_with("read refused:"), "{path}: {answer}");
+    }
+    // The granted address, and no other.
+    assert_eq!(ask(&host, &mut agent, &format!("connect {granted}")), "connected");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok(), "the granted connection did not arrive");
+    let answer = ask(&host, &mut agent, &format!("connect {}", other.local_addr().unwrap()));
+    assert!(answer.starts_with("connect refused:"), "{answer}");
 }
