@@ -253,6 +253,10 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     };
     // by "kind:<k>" / "phrasing:<p>" / "all" -> (asked, top1, top5)
     let mut tally: std::collections::BTreeMap<String, (usize, usize, usize)> = Default::default();
+    // Close calls reported with the answer: (hits flagged, misses flagged,
+    // misses whose right feature is among the close candidates).
+    let (mut hits, mut misses) = (0usize, 0usize);
+    let (mut hits_flagged, mut misses_flagged, mut misses_listed) = (0usize, 0usize, 0usize);
     for (n, q) in set.iter().enumerate() {
         // Even lines are the development half (their misses are what
         // `ELEX_EVAL_MISSES` shows, and what the router may be tuned on);
@@ -262,6 +266,17 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
         let top5 = router.route(&q.question, 5);
         let top1 = top5.first().is_some_and(|c| c.index == want);
         let in5 = top5.iter().any(|c| c.index == want);
+        if let Some((chosen, reason)) = router.choose(&q.question) {
+            let close = router.close_candidates(&q.question, chosen, &reason);
+            if chosen == want {
+                hits += 1;
+                hits_flagged += usize::from(!close.is_empty());
+            } else {
+                misses += 1;
+                misses_flagged += usize::from(!close.is_empty());
+                misses_listed += usize::from(close.iter().any(|c| c.index == want));
+            }
+        }
         if !top1 && half == "dev" && show(&q.phrasing) {
             let got: Vec<String> =
                 top5.iter().map(|c| format!("{} [{}]", catalog.features[c.index].name, c.reason)).collect();
@@ -280,6 +295,16 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
             *t = (t.0 + 1, t.1 + usize::from(top1), t.2 + usize::from(in5));
         }
     }
+    let share = |a: usize, b: usize| a as f64 / b.max(1) as f64;
+    rows.push(Row::new("route_realistic_misses_flagged_close", "share", share(misses_flagged, misses), None).settings(
+        format!(
+            "of {misses} misses, the answer said the choice was close; the right feature among the close candidates in {misses_listed}"
+        ),
+    ));
+    rows.push(
+        Row::new("route_realistic_hits_flagged_close", "share", share(hits_flagged, hits), None)
+            .settings(format!("of {hits} right answers, flagged close all the same")),
+    );
     // Learning from corrections: an operator corrects every development-
     // half question the router got wrong (`Router::learn`, as `elex
     // feedback --agent` does); then both halves are asked again.

@@ -387,6 +387,10 @@ fn query(
         let out = serde_json::json!({
             "query_id": response.query_id,
             "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
+            "close_candidates": answer.close.iter().map(|c| {
+                let f = &runtime.catalog().features[c.index];
+                serde_json::json!({ "faj": f.faj, "name": f.name, "score": c.score, "reason": c.reason })
+            }).collect::<Vec<_>>(),
             "action": response.action.to_string(),
             "content": response.content,
             "confidence": response.confidence,
@@ -404,6 +408,16 @@ fn query(
         outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
         outln!("agent       {}  {}  (chosen by {})", feature.faj, feature.name, answer.reason)?;
+        for c in &answer.close {
+            let f = &runtime.catalog().features[c.index];
+            outln!("close call  {}  {}  ({})", f.faj, f.name, c.reason)?;
+        }
+        if !answer.close.is_empty() {
+            outln!(
+                "            if another was meant: elex feedback {} --agent <FAJ>, or ask with --agent",
+                response.query_id
+            )?;
+        }
         outln!("action      {}", response.action)?;
         outln!("confidence  {:.2}    q-value {:.2}", response.confidence, response.q_value)?;
         outln!("answer")?;

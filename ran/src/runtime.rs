@@ -44,6 +44,11 @@ pub struct Answer {
     pub response: Response,
     /// The consults between agents it took.
     pub trace: Vec<Hop>,
+    /// Other agents nearly as likely to be meant, best first (empty when the
+    /// choice was clear; see [`Router::close_candidates`]): the answer may be
+    /// the wrong feature's, and `--agent` or a correction
+    /// ([`Runtime::correct`]) says which was meant.
+    pub close: Vec<crate::router::Candidate>,
     /// Time spent routing.
     pub routing: Duration,
     /// Time from the question to the answer.
@@ -290,7 +295,8 @@ impl Runtime {
                 .choose(text)
                 .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
             let routing = t.elapsed();
-            self.ask_agent(i, text, reason).map(|a| Answer { routing, took: t.elapsed(), ..a })
+            let close = self.router.close_candidates(text, i, &reason);
+            self.ask_agent(i, text, reason).map(|a| Answer { routing, took: t.elapsed(), close, ..a })
         });
         self.answered(text, asked)
     }
@@ -308,6 +314,7 @@ impl Runtime {
             reason,
             response: reply.response,
             trace: reply.trace,
+            close: Vec::new(),
             routing: Duration::ZERO,
             took: reply.took,
         })

@@ -131,6 +131,12 @@ pub struct Router {
     examples: std::sync::RwLock<Vec<(usize, Vec<String>)>>,
 }
 
+/// A similarity candidate this close to the chosen one's score (relative)
+/// is reported with the answer ([`Router::close_candidates`]).
+pub const CLOSE_MARGIN: f32 = 0.1;
+/// Most close candidates reported with an answer.
+pub const CLOSE_LIMIT: usize = 3;
+
 /// How alike a question must be to an operator's example (the share of
 /// their combined significant words both have) to go where the example
 /// went.
@@ -440,6 +446,55 @@ impl Router {
         })
     }
 
+    /// The other features with the same strong signal as `first` (`reason`:
+    /// a parameter or counter name, an acronym they share), most similar to
+    /// the query embedding `q` first.
+    fn sharing(&self, first: usize, reason: &Reason, q: &[f32; elex_text::DIM]) -> Vec<(usize, f32)> {
+        let shared: Vec<usize> = match reason {
+            Reason::OwnedName(w) => self
+                .owners
+                .get(w.as_str())
+                .or_else(|| self.bare_owners.get(w.as_str()))
+                .cloned()
+                .unwrap_or_default(),
+            Reason::Acronym(a) => self.by_acronym.get(a.as_str()).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut shared: Vec<(usize, f32)> =
+            shared.into_iter().filter(|&i| i != first).map(|i| (i, self.similarity(q, i))).collect();
+        shared.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        shared
+    }
+
+    /// The features nearly as likely as `chosen` (picked for `reason`) to be
+    /// what `text` is about, best first, at most [`CLOSE_LIMIT`]: for a
+    /// choice by similarity, those within [`CLOSE_MARGIN`] of its score;
+    /// for an acronym or a parameter/counter name, the other features
+    /// that have it. Empty when the choice is clear (a FAJ code, a full or
+    /// covered name, an operator's example, or a clear similarity lead).
+    pub fn close_candidates(&self, text: &str, chosen: usize, reason: &Reason) -> Vec<Candidate> {
+        let q = self.lexicon.query(text);
+        let close: Vec<(usize, f32, String)> = match reason {
+            Reason::Similarity(best) => self
+                .similar(&q, CLOSE_LIMIT + 1)
+                .into_iter()
+                .filter(|&(i, s)| i != chosen && s >= best * (1.0 - CLOSE_MARGIN))
+                .map(|(i, s)| (i, s, format!("text similarity {s:.2}")))
+                .collect(),
+            Reason::Acronym(_) | Reason::OwnedName(_) => self
+                .sharing(chosen, reason, &q.embedding)
+                .into_iter()
+                .map(|(i, s)| (i, s, format!("also {reason}")))
+                .collect(),
+            _ => Vec::new(),
+        };
+        close
+            .into_iter()
+            .take(CLOSE_LIMIT)
+            .map(|(index, score, reason)| Candidate { index, score, reason })
+            .collect()
+    }
+
     /// Keeps `text` as a question feature `i` should answer, and learns
     /// the abbreviations of the feature's name words it uses (`mMIMO`,
     /// `HPUE`; see `names.rs`) for every question: a later
@@ -605,20 +660,7 @@ impl Router {
         out.push(Candidate { index: first, score: first_score, reason: reason.to_string() });
         // Other features with the same strong signal (a shared parameter or
         // counter name, a shared acronym), most similar first.
-        let shared: Vec<usize> = match &reason {
-            Reason::OwnedName(w) => self
-                .owners
-                .get(w.as_str())
-                .or_else(|| self.bare_owners.get(w.as_str()))
-                .cloned()
-                .unwrap_or_default(),
-            Reason::Acronym(a) => self.by_acronym.get(a.as_str()).cloned().unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let mut shared: Vec<(usize, f32)> =
-            shared.into_iter().filter(|&i| i != first).map(|i| (i, self.similarity(q, i))).collect();
-        shared.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        for (i, _) in shared.into_iter().take(limit.saturating_sub(2)) {
+        for (i, _) in self.sharing(first, &reason, q).into_iter().take(limit.saturating_sub(2)) {
             out.push(Candidate { index: i, score: first_score * 0.75, reason: format!("also {reason}") });
         }
         for code in &self.catalog.features[first].requires {
