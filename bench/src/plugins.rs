@@ -77,7 +77,7 @@ pub fn run(out: &Path) -> Result<()> {
         let settings = |what: &str| format!("{lang}: {what}");
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         rows.push(Row::new(&format!("plugin_{lang}_build"), "ms", ms(build), None).settings(settings(
-            "elex build of a fresh `elex new` project (Rust: cargo release, dependencies already built in target/bench/plugin-build)",
+            "elex build of a fresh `elex new` project (Rust: cargo release; its dependencies compiled on the first run, reused from target/bench/plugin-build after)",
         )));
         rows.push(
             Row::new(&format!("plugin_{lang}_size"), "bytes", bytes.len() as f64, None)
