@@ -741,7 +741,7 @@ fn a_correction_teaches_the_router_where_questions_like_it_go() {
         let again = json(&["query", text, "--json"]);
         assert_eq!(again["agent"]["faj"], "FAJ 121 3094", "{again}");
         assert!(
-            again["agent"]["chosen_by"].as_str().unwrap().starts_with("like an operator's example"),
+            again["agent"]["chosen_by"].as_str().unwrap().starts_with("like an example question"),
             "{again}"
         );
     }

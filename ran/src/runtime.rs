@@ -193,7 +193,7 @@ impl RuntimeBuilder {
         let total = catalog.features.len();
         let router = Arc::new(Router::new(catalog.clone()));
         for (i, example) in &plugin_examples {
-            router.learn(example, *i);
+            router.add_example(example, *i);
         }
         // What operators said questions were meant for, kept across runs.
         for (agent, example) in store.examples()? {

@@ -23,8 +23,9 @@ use crate::catalog::Catalog;
 pub enum Reason {
     /// The caller named the agent (`--agent`, `Runtime::ask`).
     Named,
-    /// The text is like a question an operator said this feature should
-    /// have answered (`elex feedback --agent`); how alike, 0..1.
+    /// The text is like an example question of this agent: one an operator
+    /// said it should have answered (`elex feedback --agent`), or one of a
+    /// plugin's manifest; how alike, 0..1.
     Example(f32),
     /// The text has the feature's FAJ code, in any spelling [`faj_codes`]
     /// finds.
@@ -52,7 +53,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Named => f.write_str("named by the caller"),
-            Reason::Example(a) => write!(f, "like an operator's example question ({a:.2})"),
+            Reason::Example(a) => write!(f, "like an example question of this agent ({a:.2})"),
             Reason::FajCode => f.write_str("FAJ code in the text"),
             Reason::Name => f.write_str("feature name in the text"),
             Reason::CoveredName => f.write_str("the feature name's words in the text"),
@@ -137,7 +138,7 @@ pub const CLOSE_MARGIN: f32 = 0.1;
 /// Most close candidates reported with an answer.
 pub const CLOSE_LIMIT: usize = 3;
 
-/// How alike a question must be to an operator's example (the share of
+/// How alike a question must be to an example question (the share of
 /// their combined significant words both have) to go where the example
 /// went.
 pub const EXAMPLE_MATCH: f32 = 0.6;
@@ -471,7 +472,7 @@ impl Router {
     /// choice by similarity, those within [`CLOSE_MARGIN`] of its score;
     /// for an acronym or a parameter/counter name, the other features
     /// that have it. Empty when the choice is clear (a FAJ code, a full or
-    /// covered name, an operator's example, or a clear similarity lead).
+    /// covered name, an example question, or a clear similarity lead).
     pub fn close_candidates(&self, text: &str, chosen: usize, reason: &Reason) -> Vec<Candidate> {
         let q = self.lexicon.query(text);
         let close: Vec<(usize, f32, String)> = match reason {
@@ -510,6 +511,18 @@ impl Router {
         let known = |w: &str| self.lexicon.knows(w) || elex_text::terms(w).is_empty();
         for (abbreviation, words) in self.names.learn_from(text, &self.catalog.features[i].name, known) {
             tracing::info!(abbreviation, words, "learned an abbreviation from a correction");
+        }
+        self.add_example(text, i);
+    }
+
+    /// Keeps `text` as an example question of agent `i` (a later question
+    /// at least [`EXAMPLE_MATCH`] like it goes to `i`), without learning
+    /// abbreviations from it: for a plugin's manifest examples, which an
+    /// author wrote, not an operator (whose corrections, through
+    /// [`Router::learn`], may teach abbreviations for every question).
+    pub fn add_example(&self, text: &str, i: usize) {
+        if i >= self.catalog.features.len() {
+            return;
         }
         let mut terms = self.names.expanded_terms(text);
         terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));

@@ -297,7 +297,7 @@ examples = ["Why does the forecast say it feels colder than the thermometer?"]
     let catalog = std::sync::Arc::new(catalog);
     let router = Router::new(catalog.clone());
     for example in &manifest.examples {
-        router.learn(example, plugin);
+        router.add_example(example, plugin);
     }
     // By its name, its description and keywords, its example.
     for text in [
