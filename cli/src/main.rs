@@ -191,6 +191,36 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Serve the agents over HTTP + JSON until SIGTERM or SIGINT: starts them
+    /// once, prints the address it listens on, and on the signal lets the
+    /// requests in flight finish and stores every agent's state. Routes:
+    /// GET /health, GET /ready, POST /v1/query {"text", "agent"?} (the
+    /// object `elex query --json` prints), POST /v1/feedback {"query_id",
+    /// "reward"?, "agent"?, "operator"?}, GET /v1/agents, GET
+    /// /v1/agents/{id}. Errors are JSON {"code", "message"}.
+    Serve {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: std::net::SocketAddr,
+        /// Bearer tokens and their roles (read, operator, admin), JSON,
+        /// permissions 0600: {"tokens": [{"name", "token", "role"}],
+        /// "anonymous": role?}. Without it, a loopback service lets anyone
+        /// on this machine do everything.
+        #[arg(long, value_name = "FILE")]
+        access: Option<PathBuf>,
+        /// Listen on a non-loopback address (needs --access).
+        #[arg(long)]
+        allow_remote: bool,
+        /// Most requests running agent code at once; more get 503 at once.
+        #[arg(long, default_value_t = 64)]
+        max_in_flight: usize,
+        /// Largest request body, in bytes (larger: 413).
+        #[arg(long, default_value_t = 65536)]
+        max_body_bytes: usize,
+        /// Longest a request may take, in ms (longer: 503).
+        #[arg(long, default_value_t = 10_000)]
+        request_timeout_ms: u64,
+    },
     /// Print a component's imports and exports as WIT, or say why the file is
     /// not a component.
     Inspect {
@@ -384,27 +414,7 @@ fn query(
     let (load_ms, start_ms) = (load.as_secs_f64() * 1e3, start.as_secs_f64() * 1e3);
     let answer_ms = answer.took.as_secs_f64() * 1e3;
     if json {
-        let out = serde_json::json!({
-            "query_id": response.query_id,
-            "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
-            "close_candidates": answer.close.iter().map(|c| {
-                let f = &runtime.catalog().features[c.index];
-                serde_json::json!({ "faj": f.faj, "name": f.name, "score": c.score, "reason": c.reason })
-            }).collect::<Vec<_>>(),
-            "action": response.action.to_string(),
-            "content": response.content,
-            "confidence": response.confidence,
-            "q_value": response.q_value,
-            "sources": response.sources,
-            "trace": answer.trace.iter().map(|h| serde_json::json!({
-                "from": h.from, "to": h.to, "depth": h.depth, "ms": h.millis, "outcome": h.outcome,
-            })).collect::<Vec<_>>(),
-            "timing_ms": { "load": load_ms, "start_agents": start_ms, "routing": answer.routing.as_secs_f64() * 1e3, "answer": answer_ms },
-            "agents_live": runtime.swarm().len(),
-            "similarity_search": runtime.similarity_search(),
-            "loaded_from": loaded.origin.to_string(),
-            "component": { "source": loaded.what, "digest": loaded.digest, "size": loaded.size },
-        });
+        let out = runtime.answer_json(&answer);
         outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
         outln!("agent       {}  {}  (chosen by {})", feature.faj, feature.name, answer.reason)?;
@@ -451,6 +461,32 @@ fn query(
         outln!("component   {} ({} bytes, blake3 {})", loaded.what, loaded.size, &loaded.digest[..16])?;
     }
     Ok(())
+}
+
+/// `elex serve`: the runtime as a service until SIGTERM/SIGINT.
+fn serve(
+    places: &Places,
+    listen: std::net::SocketAddr,
+    access: Option<PathBuf>,
+    allow_remote: bool,
+    limits: elex_server::Limits,
+) -> anyhow::Result<()> {
+    let access = match &access {
+        Some(path) => elex_server::Access::from_file(path)?,
+        None if allow_remote || !listen.ip().is_loopback() => {
+            return Err(anyhow!("a service on a non-loopback address needs --access FILE (bearer tokens)"));
+        }
+        None => elex_server::Access::open(),
+    };
+    let runtime = std::sync::Arc::new(runtime(places, None)?);
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async move {
+        let listener = elex_server::bind(listen, allow_remote).await?;
+        outln!("listening on http://{}", listener.local_addr()?)?;
+        elex_server::serve(runtime, listener, access, limits, elex_server::shutdown_signal()).await?;
+        outln!("stopped; every agent's state is stored")?;
+        anyhow::Ok(())
+    })
 }
 
 /// `elex feedback`: rewards the agent that answered a query (in this or an
@@ -722,6 +758,21 @@ fn main() -> ExitCode {
         Command::New { id, lang, dir } => plugin::new(&id, lang, dir),
         Command::Build { dir } => plugin::build(&dir).map(|_| ()),
         Command::Wit { out } => plugin::wit(out),
+        Command::Serve {
+            listen,
+            access,
+            allow_remote,
+            max_in_flight,
+            max_body_bytes,
+            request_timeout_ms,
+        } => {
+            let limits = elex_server::Limits {
+                body_bytes: max_body_bytes,
+                request_timeout: std::time::Duration::from_millis(request_timeout_ms),
+                in_flight: max_in_flight,
+            };
+            serve(&places, listen, access, allow_remote, limits)
+        }
         Command::Agents(command) => agents::run(&places, command),
         Command::Engram(command) => memory::engram(&places, command),
         Command::Context(command) => memory::context(&places, command),

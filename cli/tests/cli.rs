@@ -2,6 +2,7 @@
 //! (`cargo xtask build`, which `cargo xtask test` runs first).
 
 mod plugins;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -32,7 +33,7 @@ fn help_lists_every_command() {
     let help = text(&out.stdout);
     for cmd in [
         "query", "inspect", "keygen", "sign", "verify", "index", "agents", "engram", "context", "workflow",
-        "feedback", "load", "unload", "new", "build", "wit",
+        "feedback", "load", "unload", "new", "build", "wit", "serve",
     ] {
         assert!(help.contains(cmd), "{help}");
     }

@@ -485,6 +485,48 @@ impl Runtime {
         &self.similarity
     }
 
+    /// Stores every live agent's snapshot and every agent's use: what a
+    /// service does when it stops.
+    pub fn save_all(&self) -> Result<()> {
+        Ok(self.swarm.save(0..self.swarm.len())?)
+    }
+
+    /// An answer as the JSON object `elex query --json` prints and the
+    /// service's `POST /v1/query` returns (one schema, this one function):
+    /// the query id, the agent and why it was chosen, close candidates, the
+    /// agent's action, content, confidence and Q-value, sources, the consult
+    /// trace, timings, and the answering component.
+    pub fn answer_json(&self, answer: &Answer) -> serde_json::Value {
+        let feature = &self.catalog.features[answer.agent];
+        let response = &answer.response;
+        let (load, start) = self.start_times();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let component = self.swarm.component_of(answer.agent).ok();
+        serde_json::json!({
+            "query_id": response.query_id,
+            "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
+            "close_candidates": answer.close.iter().map(|c| {
+                let f = &self.catalog.features[c.index];
+                serde_json::json!({ "faj": f.faj, "name": f.name, "score": c.score, "reason": c.reason })
+            }).collect::<Vec<_>>(),
+            "action": response.action.to_string(),
+            "content": response.content,
+            "confidence": response.confidence,
+            "q_value": response.q_value,
+            "sources": response.sources,
+            "trace": answer.trace.iter().map(|h| serde_json::json!({
+                "from": h.from, "to": h.to, "depth": h.depth, "ms": h.millis, "outcome": h.outcome,
+            })).collect::<Vec<_>>(),
+            "timing_ms": {
+                "load": ms(load), "start_agents": ms(start), "routing": ms(answer.routing), "answer": ms(answer.took),
+            },
+            "agents_live": self.swarm.len(),
+            "similarity_search": self.similarity_search(),
+            "loaded_from": component.map(|c| c.origin.to_string()),
+            "component": component.map(|c| serde_json::json!({ "source": c.what, "digest": c.digest, "size": c.size })),
+        })
+    }
+
     /// The installed plugins left out of this runtime, and why (their entry
     /// revoked, their kept file changed, …); see [`crate::plugins`].
     pub fn plugin_problems(&self) -> &[(String, String)] {
