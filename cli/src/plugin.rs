@@ -134,7 +134,10 @@ pub fn new(id: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut files: Vec<(String, String)> = vec![(String::from("plugin.toml"), fill(MANIFEST, id, &name))];
     files.extend(lang.files().into_iter().map(|(p, t)| (p.to_string(), fill(t, id, &name))));
     files.push((String::from("README.md"), readme(&manifest, lang)));
-    files.push((String::from(".gitignore"), String::from("/target\n/build\n__pycache__/\n")));
+    files.push((
+        String::from(".gitignore"),
+        String::from("/target\n/build\n__pycache__/\n/src/bindings.rs\n"),
+    ));
     for (path, text) in &files {
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
