@@ -52,6 +52,16 @@ pub enum Role {
     Admin,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
 /// Who may do what: bearer tokens with roles.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
@@ -168,7 +178,7 @@ impl Access {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("this needs the {needed:?} role; {who} has {role:?}").to_lowercase(),
+                format!("this needs the {needed} role; {who} has {role}"),
             ));
         }
         Ok(who)
