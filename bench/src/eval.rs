@@ -266,8 +266,7 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
         let top5 = router.route(&q.question, 5);
         let top1 = top5.first().is_some_and(|c| c.index == want);
         let in5 = top5.iter().any(|c| c.index == want);
-        if let Some((chosen, reason)) = router.choose(&q.question) {
-            let close = router.close_candidates(&q.question, chosen, &reason);
+        if let Some((chosen, _, close)) = router.choose_with_rivals(&q.question) {
             if chosen == want {
                 hits += 1;
                 hits_flagged += usize::from(!close.is_empty());

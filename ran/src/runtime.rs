@@ -45,7 +45,7 @@ pub struct Answer {
     /// The consults between agents it took.
     pub trace: Vec<Hop>,
     /// Other agents nearly as likely to be meant, best first (empty when the
-    /// choice was clear; see [`Router::close_candidates`]): the answer may be
+    /// choice was clear; see [`Router::choose_with_rivals`]): the answer may be
     /// the wrong feature's, and `--agent` or a correction
     /// ([`Runtime::correct`]) says which was meant.
     pub close: Vec<crate::router::Candidate>,
@@ -290,12 +290,11 @@ impl Runtime {
     pub fn query(&self, text: &str) -> Result<Answer> {
         let asked = check_question(text).and_then(|text| {
             let t = Instant::now();
-            let (i, reason) = self
+            let (i, reason, close) = self
                 .router
-                .choose(text)
+                .choose_with_rivals(text)
                 .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
             let routing = t.elapsed();
-            let close = self.router.close_candidates(text, i, &reason);
             self.ask_agent(i, text, reason).map(|a| Answer { routing, took: t.elapsed(), close, ..a })
         });
         self.answered(text, asked)

@@ -133,7 +133,7 @@ pub struct Router {
 }
 
 /// A similarity candidate this close to the chosen one's score (relative)
-/// is reported with the answer ([`Router::close_candidates`]).
+/// is reported with the answer ([`Router::choose_with_rivals`]).
 pub const CLOSE_MARGIN: f32 = 0.1;
 /// Most close candidates reported with an answer.
 pub const CLOSE_LIMIT: usize = 3;
@@ -467,33 +467,39 @@ impl Router {
         shared
     }
 
-    /// The features nearly as likely as `chosen` (picked for `reason`) to be
-    /// what `text` is about, best first, at most [`CLOSE_LIMIT`]: for a
-    /// choice by similarity, those within [`CLOSE_MARGIN`] of its score;
-    /// for an acronym or a parameter/counter name, the other features
-    /// that have it. Empty when the choice is clear (a FAJ code, a full or
-    /// covered name, an example question, or a clear similarity lead).
-    pub fn close_candidates(&self, text: &str, chosen: usize, reason: &Reason) -> Vec<Candidate> {
-        let q = self.lexicon.query(text);
-        let close: Vec<(usize, f32, String)> = match reason {
-            Reason::Similarity(best) => self
-                .similar(&q, CLOSE_LIMIT + 1)
-                .into_iter()
-                .filter(|&(i, s)| i != chosen && s >= best * (1.0 - CLOSE_MARGIN))
-                .map(|(i, s)| (i, s, format!("text similarity {s:.2}")))
-                .collect(),
-            Reason::Acronym(_) | Reason::OwnedName(_) => self
-                .sharing(chosen, reason, &q.embedding)
-                .into_iter()
-                .map(|(i, s)| (i, s, format!("also {reason}")))
-                .collect(),
-            _ => Vec::new(),
-        };
-        close
-            .into_iter()
-            .take(CLOSE_LIMIT)
-            .map(|(index, score, reason)| Candidate { index, score, reason })
-            .collect()
+    /// [`Router::choose`], with the features nearly as likely to be what
+    /// `text` is about, best first, at most [`CLOSE_LIMIT`], from the same
+    /// routing pass: for a choice by similarity, those within
+    /// [`CLOSE_MARGIN`] of its score; for an acronym or a parameter/counter
+    /// name, the other features that have it. No rivals when the choice is
+    /// clear (a FAJ code, a full or covered name, an example question, or
+    /// a clear similarity lead).
+    pub fn choose_with_rivals(&self, text: &str) -> Option<(usize, Reason, Vec<Candidate>)> {
+        let query = std::cell::OnceCell::new();
+        let rival = |(index, score, reason): (usize, f32, String)| Candidate { index, score, reason };
+        if let Some((chosen, reason)) = self.strong_signal(text, &query) {
+            let rivals = match &reason {
+                Reason::Acronym(_) | Reason::OwnedName(_) => {
+                    let q = query.get_or_init(|| self.lexicon.query(text));
+                    self.sharing(chosen, &reason, &q.embedding)
+                        .into_iter()
+                        .take(CLOSE_LIMIT)
+                        .map(|(i, s)| rival((i, s, format!("also {reason}"))))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            return Some((chosen, reason, rivals));
+        }
+        let q = query.get_or_init(|| self.lexicon.query(text));
+        let ranked = self.similar(q, CLOSE_LIMIT + 1);
+        let &(chosen, best) = ranked.first()?;
+        let rivals = ranked[1..]
+            .iter()
+            .filter(|&&(_, s)| s >= best * (1.0 - CLOSE_MARGIN))
+            .map(|&(i, s)| rival((i, s, format!("text similarity {s:.2}"))))
+            .collect();
+        Some((chosen, Reason::Similarity(best), rivals))
     }
 
     /// Keeps `text` as a question feature `i` should answer, and learns

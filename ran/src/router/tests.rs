@@ -324,15 +324,16 @@ fn a_close_choice_names_its_rivals_and_a_clear_one_none() {
     let router = Router::new(catalog.clone());
     // Clear: a FAJ code, a full name.
     for text in ["What is FAJ 121 3094?", "Which parameters control MIMO Sleep Mode?"] {
-        let (i, reason) = router.choose(text).unwrap();
-        assert!(router.close_candidates(text, i, &reason).is_empty(), "{text}");
+        let (i, reason, rivals) = router.choose_with_rivals(text).unwrap();
+        assert!(rivals.is_empty(), "{text}");
+        assert_eq!(router.choose(text), Some((i, reason)), "one choice, with or without rivals");
     }
     // By similarity, with a rival within the margin: it is named, with its
     // score, never the chosen feature itself.
     let text = "throughput lower than expected on the uplink";
-    let (i, reason) = router.choose(text).unwrap();
+    let (i, reason, close) = router.choose_with_rivals(text).unwrap();
+    assert_eq!(router.choose(text), Some((i, reason.clone())));
     let Reason::Similarity(best) = reason else { panic!("{text}: {reason:?}") };
-    let close = router.close_candidates(text, i, &reason);
     assert!(!close.is_empty() && close.len() <= CLOSE_LIMIT, "{close:?}");
     for c in &close {
         assert!(c.index != i && c.score >= best * (1.0 - CLOSE_MARGIN), "{c:?}");
@@ -346,8 +347,7 @@ fn a_close_choice_names_its_rivals_and_a_clear_one_none() {
         .find(|a| catalog.features.iter().filter(|f| f.acronym.as_deref() == Some(a.as_str())).count() > 1)
         .expect("the catalog has a shared acronym");
     let text = format!("how do I turn on {shared}");
-    let (i, reason) = router.choose(&text).unwrap();
+    let (_, reason, close) = router.choose_with_rivals(&text).unwrap();
     assert!(matches!(reason, Reason::Acronym(_)), "{text}: {reason:?}");
-    let close = router.close_candidates(&text, i, &reason);
     assert!(!close.is_empty() && close.iter().all(|c| c.reason.starts_with("also acronym")), "{close:?}");
 }
