@@ -256,12 +256,25 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
 
 fn reset(places: &Places, faj: &str) -> anyhow::Result<()> {
     let catalog = crate::builder(places)?.agents()?;
-    let f = catalog.feature(faj)?;
-    let removed = places.agent_store()?.reset(&f.faj)?;
+    let store = places.agent_store()?;
+    // A live agent by any spelling of its id; else an agent that is gone
+    // (an unloaded plugin) but left state behind, by its exact id.
+    let id = match catalog.feature(faj) {
+        Ok(f) => f.faj.clone(),
+        Err(e) => {
+            let left =
+                store.snapshot_keys()?.iter().any(|k| k.split_once('/').is_some_and(|(_, a)| a == faj));
+            if !left {
+                return Err(e.into());
+            }
+            faj.to_string()
+        }
+    };
+    let removed = store.reset(&id)?;
     if removed == 0 {
-        outln!("{} had learned nothing: no snapshot to remove", f.faj)?;
+        outln!("{id} had learned nothing: no snapshot to remove")?;
     } else {
-        outln!("{} reset: {removed} snapshot(s) removed; it starts fresh in the next run", f.faj)?;
+        outln!("{id} reset: {removed} snapshot(s) removed; it starts fresh in the next run")?;
     }
     Ok(())
 }

@@ -74,7 +74,8 @@ enum Command {
         /// warned about).
         #[arg(long, requires = "component")]
         allow_unsigned: bool,
-        /// Ask the agent of this feature (FAJ code) instead of routing.
+        /// Ask this agent instead of routing: a feature's FAJ code, or a
+        /// plugin's id.
         #[arg(long, value_name = "FAJ")]
         agent: Option<String>,
         /// Print the answer as JSON.
@@ -93,7 +94,7 @@ enum Command {
         /// The reward, from -1 (wrong) to 1 (right).
         #[arg(allow_negative_numbers = true, required_unless_present = "agent")]
         reward: Option<f32>,
-        /// The feature the question was meant for (a FAJ code).
+        /// The agent the question was meant for: a FAJ code, or a plugin's id.
         #[arg(long, value_name = "FAJ")]
         agent: Option<String>,
         /// Who gives the correction [default: $USER].
@@ -179,7 +180,7 @@ enum Command {
     /// Python: componentize-py; JavaScript: componentize-qjs --sync) and
     /// embed its plugin.toml: writes DIR/build/<id>.wasm.
     Build {
-        /// The project folder [default: .].
+        /// The project folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },

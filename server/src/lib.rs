@@ -426,6 +426,14 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see the README's service section")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
 /// The service's routes over `runtime`.
 pub fn router(runtime: Arc<Runtime>, access: Access, limits: Limits) -> Router {
     let body = limits.body_bytes;
@@ -439,6 +447,7 @@ pub fn router(runtime: Arc<Runtime>, access: Access, limits: Limits) -> Router {
         .route("/v1/agents", get(agents))
         .route("/v1/agents/{id}", get(agent))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body))
         .with_state(state)
 }

@@ -213,6 +213,11 @@ fn plugins_in_rust_python_and_javascript_build_load_route_learn_and_unload() {
     assert!(!out.status.success() && text(&out.stderr).contains(gone), "{}", text(&out.stderr));
     let out = elex(&data, cwd, &["unload", gone]);
     assert!(!out.status.success() && text(&out.stderr).contains("no plugin"), "{}", text(&out.stderr));
+    // What it learned stayed stored, and can still be forgotten by its id.
+    let out = ok(elex(&data, cwd, &["agents", "reset", gone]), "agents reset of an unloaded plugin");
+    assert!(out.contains("snapshot(s) removed"), "{out}");
+    let out = elex(&data, cwd, &["agents", "reset", "never-was-here"]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
     let list = json(&ok(elex(&data, cwd, &["agents", "list", "--json"]), "agents list"));
     assert_eq!(list.as_array().unwrap().len(), 593 + 2);
 }

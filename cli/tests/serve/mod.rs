@@ -134,6 +134,8 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     assert_eq!((status, err["code"].as_str()), (413, Some("too_large")));
     let (status, err) = request(addr, "GET", "/v1/nothing-here", Some(READER), "");
     assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
+    let (status, err) = request(addr, "GET", "/v1/query", Some(OPERATOR), "");
+    assert_eq!((status, err["code"].as_str()), (405, Some("method_not_allowed")));
     // Feedback, and one agent with its use.
     let qid = answer["query_id"].as_str().unwrap();
     let (status, fed) = request(
