@@ -284,7 +284,10 @@ pub fn source_of(p: &elex_host::snapshots::InstalledPlugin) -> String {
             format!("registry {name}@{version}")
         }
         elex_host::snapshots::PluginSource::Unsigned => {
-            format!("an unsigned file (blake3 {})", &p.digest[..16])
+            {
+                // The record is read from the data dir: a short digest is shown whole, never a panic.
+                format!("an unsigned file (blake3 {})", p.digest.get(..16).unwrap_or(&p.digest))
+            }
         }
     }
 }

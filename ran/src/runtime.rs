@@ -459,6 +459,11 @@ impl Runtime {
         Ok(self.store.all_usage()?)
     }
 
+    /// One agent's use across runs (`None` before its first call).
+    pub fn usage_of(&self, agent_id: &str) -> Result<Option<Usage>> {
+        Ok(self.store.usage(agent_id)?)
+    }
+
     /// The feature catalog; an [`Answer`]'s `agent` indexes its features.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -400,7 +400,7 @@ async fn agent(
     s.run(move |rt| {
         let i = rt.catalog().index_of(&id)?;
         let f = &rt.catalog().features[i];
-        let usage = rt.usage()?.into_iter().find(|(a, _)| *a == f.faj).map(|(_, u)| {
+        let usage = rt.usage_of(&f.faj)?.map(|u| {
             json!({
                 "calls": u.calls,
                 "errors": u.errors,
