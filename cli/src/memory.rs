@@ -143,19 +143,11 @@ pub fn engram(places: &Places, command: EngramCommand) -> anyhow::Result<()> {
             outln!("{id}")?;
         }
         EngramCommand::Get { id, json, actor } => {
-            let e = graph.get(&actor.actor(), id)?;
             if json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "id": e.id, "owner": e.owner, "content": e.data.content, "source": e.data.source,
-                        "confidence": e.data.confidence, "metadata": e.data.metadata,
-                        "created_ms": e.created_ms, "updated_ms": e.updated_ms,
-                        "connections": graph.connections(&actor.actor(), id)?.iter().map(|c| serde_json::json!({
-                            "target": c.target, "relation": c.relation, "weight": c.weight})).collect::<Vec<_>>(),
-                    }))?
-                )?;
+                let e = elex_ran::json::engram(&graph, &actor.actor(), id)?;
+                outln!("{}", serde_json::to_string_pretty(&e)?)?;
             } else {
+                let e = graph.get(&actor.actor(), id)?;
                 outln!("engram      {}  (owner {}, confidence {:.2})", e.id, e.owner, e.data.confidence)?;
                 outln!("source      {}", clean(&e.data.source))?;
                 for (k, v) in &e.data.metadata {
@@ -183,16 +175,16 @@ pub fn engram(places: &Places, command: EngramCommand) -> anyhow::Result<()> {
         }
         EngramCommand::Search { text, metadata, context, limit, json, actor } => {
             let who = actor.actor();
-            let hits = graph.search(&who, &SearchQuery { text, metadata, context, limit })?;
+            let query = SearchQuery { text, metadata, context, limit };
+            if json {
+                let out = elex_ran::json::search(&graph, &who, &query)?;
+                outln!("{}", serde_json::to_string_pretty(&out)?)?;
+                return Ok(());
+            }
+            let hits = graph.search(&who, &query)?;
             let rows: Vec<_> =
                 hits.iter().map(|h| graph.get(&who, h.id).map(|e| (h.score, e))).collect::<Result<_, _>>()?;
-            if json {
-                let out: Vec<_> = rows
-                    .iter()
-                    .map(|(score, e)| serde_json::json!({"id": e.id, "score": score, "owner": e.owner, "content": e.data.content}))
-                    .collect();
-                outln!("{}", serde_json::to_string_pretty(&out)?)?;
-            } else if rows.is_empty() {
+            if rows.is_empty() {
                 outln!("no engram matches")?;
             } else {
                 let mut table = Table::new();
@@ -233,19 +225,13 @@ pub fn context(places: &Places, command: ContextCommand) -> anyhow::Result<()> {
         }
         ContextCommand::Show { context, limit, json, actor } => {
             let who = actor.actor();
-            let c = graph.context(&who, context)?;
-            let ids = graph.context_engrams(&who, context, limit)?;
-            let engrams: Vec<_> = ids.iter().map(|&id| graph.get(&who, id)).collect::<Result<_, _>>()?;
             if json {
-                let out = serde_json::json!({
-                    "id": c.id, "name": c.name, "creator": c.creator, "created_ms": c.created_ms,
-                    "members": c.members, "engram_count": c.engrams,
-                    "engrams": engrams.iter().map(|e| serde_json::json!({
-                        "id": e.id, "owner": e.owner, "content": e.data.content, "metadata": e.data.metadata,
-                    })).collect::<Vec<_>>(),
-                });
+                let out = elex_ran::json::context(&graph, &who, context, limit)?;
                 outln!("{}", serde_json::to_string_pretty(&out)?)?;
             } else {
+                let c = graph.context(&who, context)?;
+                let ids = graph.context_engrams(&who, context, limit)?;
+                let engrams: Vec<_> = ids.iter().map(|&id| graph.get(&who, id)).collect::<Result<_, _>>()?;
                 outln!("context   {}  {:?}  (created by {})", c.id, c.name, clean(&c.creator))?;
                 outln!("members   {}", c.members.join(", "))?;
                 outln!("engrams   {}", c.engrams)?;

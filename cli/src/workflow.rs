@@ -64,22 +64,8 @@ fn print_report(
         StepStatus::NotRun => ("not run", String::new(), String::from("the workflow stopped first")),
     };
     if json {
-        let steps: Vec<_> = report
-            .steps
-            .iter()
-            .map(|s| {
-                let (status, engram, detail) = status_of(&s.status);
-                let answer = match &s.status {
-                    StepStatus::Done { output, .. } => Some(output.content.clone()),
-                    _ => None,
-                };
-                serde_json::json!({"id": s.id, "agent": s.agent, "status": status,
-                    "engram": engram.parse::<u64>().ok(), "detail": detail, "answer": answer,
-                    "ms": s.took.as_secs_f64() * 1e3})
-            })
-            .collect();
-        let out = serde_json::json!({"workflow": report.workflow, "file": file.display().to_string(),
-            "context": context, "succeeded": report.succeeded(), "ms": report.took.as_secs_f64() * 1e3, "steps": steps});
+        let mut out = elex_ran::json::workflow_report(report, context);
+        out["file"] = serde_json::json!(file.display().to_string());
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }

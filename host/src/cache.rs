@@ -37,7 +37,8 @@ const HEADER_LEN: usize = 16 + 32 + 32 + 8 + 32;
 const KEY_HEADER: &str = "elex-cache-key v1";
 
 /// Where a compiled component came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// Compiled from the wasm bytes now.
     Compiled,

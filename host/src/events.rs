@@ -8,7 +8,8 @@ use tokio::sync::broadcast;
 use crate::cache::Origin;
 
 /// Memory pressure of a swarm: its live agents' linear memory against its limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Pressure {
     /// Below 70 %: no event, no eviction.
     Normal,
@@ -34,7 +35,8 @@ impl Pressure {
 }
 
 /// Why an agent was evicted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvictReason {
     /// It was unused for at least
     /// [`SwarmConfig::idle_timeout`](crate::SwarmConfig::idle_timeout).
@@ -47,8 +49,10 @@ pub enum EvictReason {
     Requested,
 }
 
-/// What happened in the host.
-#[derive(Debug, Clone, PartialEq)]
+/// What happened in the host. As JSON (for a service's event stream), an
+/// object whose `event` names the variant in snake case, with its fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A component was loaded: compiled, or found in the memory or disk cache.
     ModuleLoaded {
@@ -78,6 +82,34 @@ pub enum Event {
         agent: String,
         /// Whether its stored snapshot was restored into the new instance.
         restored: bool,
+    },
+    /// An agent of a swarm answered a query ([`Swarm::ask`](crate::Swarm::ask)).
+    QueryAnswered {
+        /// The query's id (what feedback names).
+        query_id: String,
+        /// The agent's id.
+        agent: String,
+        /// Consults between agents it took.
+        consults: usize,
+        /// Time from the query to the answer, in ms.
+        millis: f64,
+    },
+    /// An agent was given a reward for an answer
+    /// ([`Swarm::feedback`](crate::Swarm::feedback)).
+    AgentRewarded {
+        /// The agent's id.
+        agent: String,
+        /// The rewarded answer's query id.
+        query_id: String,
+        /// The reward, in -1..1.
+        reward: f32,
+    },
+    /// An agent was taken out of its swarm
+    /// ([`Swarm::retire`](crate::Swarm::retire)): its snapshot stored, its
+    /// instance dropped, its index never reused.
+    AgentRetired {
+        /// The agent's id.
+        agent: String,
     },
     /// An agent's snapshot was stored and its instance dropped; its next
     /// call starts a new one.
@@ -176,6 +208,10 @@ impl Events {
             | Event::MemoryPressure { .. }
             | Event::SnapshotQuarantined { .. } => {
                 tracing::warn!(event = ?event, "elex event")
+            }
+            // One per query: too many for the info level.
+            Event::QueryAnswered { .. } | Event::AgentRewarded { .. } => {
+                tracing::debug!(event = ?event, "elex event")
             }
             _ => tracing::info!(event = ?event, "elex event"),
         }

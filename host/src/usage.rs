@@ -73,6 +73,14 @@ impl LatencyHistogram {
         None
     }
 
+    /// Calls that took at most `edge`, as far as the buckets tell: those in
+    /// buckets whose upper edge is at most `edge` (a bucket is at most 9 %
+    /// wide), for exporting as a histogram with coarser buckets.
+    pub fn at_most(&self, edge: Duration) -> u64 {
+        let ns = u64::try_from(edge.as_nanos()).unwrap_or(u64::MAX);
+        self.counts.iter().enumerate().filter(|&(i, _)| Self::upper_ns(i) <= ns).map(|(_, c)| c).sum()
+    }
+
     /// Adds another histogram's counts.
     pub fn merge(&mut self, other: &LatencyHistogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
@@ -172,6 +180,11 @@ mod tests {
         tiny.record(Duration::from_nanos(3));
         tiny.record(Duration::from_secs(100_000));
         assert!(tiny.quantile(1.0).unwrap() >= Duration::from_secs(3600));
+        // 491 µs is the last value below the edge of the bucket that ends
+        // before 500 µs (491.52 µs).
+        assert_eq!(h.at_most(Duration::from_micros(500)), 491);
+        assert_eq!(h.at_most(Duration::from_secs(1)), 1000);
+        assert_eq!(h.at_most(Duration::ZERO), 0);
         let mut both = h.clone();
         both.merge(&tiny);
         assert_eq!(both.count(), 1003);

@@ -51,6 +51,9 @@ pub struct Feature {
     pub about: String,
     /// A plugin an operator loaded (`elex load`), not a RAN feature.
     pub plugin: bool,
+    /// A plugin's example questions, from its manifest (empty for a
+    /// feature of the catalog): the router sends questions like them to it.
+    pub examples: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +146,7 @@ impl Catalog {
                 document: line.to_string(),
                 about: String::new(),
                 plugin: false,
+                examples: Vec::new(),
             });
         }
         Ok(Catalog { features })
@@ -154,10 +158,7 @@ impl Catalog {
     /// with its id is there already.
     pub fn add_plugin(&mut self, manifest: &elex_host::registry::Manifest) -> Result<usize> {
         if self.features.iter().any(|f| f.faj == manifest.id) {
-            return Err(Error::NoAgent(format!(
-                "plugin {:?}: an agent with that id is loaded already",
-                manifest.id
-            )));
+            return Err(Error::Plugin(format!("{:?}: an agent with that id is loaded already", manifest.id)));
         }
         let mut about = manifest.description.clone();
         for keyword in &manifest.keywords {
@@ -178,8 +179,14 @@ impl Catalog {
             document: manifest.to_json(),
             about,
             plugin: true,
+            examples: manifest.examples.clone(),
         });
         Ok(self.features.len() - 1)
+    }
+
+    /// The catalog without plugin `id` (unchanged if it has none).
+    pub fn without_plugin(&self, id: &str) -> Catalog {
+        Catalog { features: self.features.iter().filter(|f| !(f.plugin && f.faj == id)).cloned().collect() }
     }
 
     /// The feature with this FAJ code (`FAJ ddd dddd`).

@@ -21,13 +21,16 @@
 
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod catalog;
 pub mod error;
+pub mod json;
 pub mod plugins;
 pub mod router;
 pub mod runtime;
 pub mod workflow;
 
+pub use agents::Agents;
 pub use catalog::{Catalog, Feature};
 pub use elex_host as host;
 pub use error::{Error, Result};

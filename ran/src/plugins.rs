@@ -29,9 +29,10 @@ use elex_host::registry::{Manifest, Registry};
 use elex_host::snapshots::{InstalledPlugin, PluginSource, SnapshotStore};
 use elex_host::{Grants, Host, LoadedComponent};
 
+use crate::agents::Agents;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::runtime::{RuntimeBuilder, check_data_dir};
+use crate::runtime::{Runtime, RuntimeBuilder, check_data_dir};
 
 /// The data dir's folder of unsigned plugin components.
 pub const FOLDER: &str = "plugins";
@@ -97,6 +98,98 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A plugin component loaded and checked (signature and trust for a
+/// registry entry, world, footprint, manifest, grants), not yet recorded.
+struct Prepared {
+    component: LoadedComponent,
+    manifest: Manifest,
+    source: PluginSource,
+    /// An unsigned component's bytes, to keep in the data dir.
+    unsigned: Option<Vec<u8>>,
+}
+
+/// Loads `spec` on `host` as a runtime would, granted `grants`, and checks
+/// that it starts (its `init` must succeed: one that traps or refuses is
+/// found now, not at every later start) and that its id is not taken in
+/// `catalog` by anything but an earlier version of itself.
+fn prepare(
+    host: &Host,
+    registry: &Path,
+    trust: &[PathBuf],
+    spec: &PluginSpec,
+    grants: &[String],
+    catalog: &Catalog,
+) -> Result<Prepared> {
+    let (mut component, source, unsigned) = match spec {
+        PluginSpec::Registry(spec) => {
+            let registry = Registry::open_trusting(registry, trust)?;
+            // The exact version is what later starts load.
+            let (name, req) = elex_host::registry::parse_spec(spec)?;
+            let version = registry.index.resolve(&name, &req)?.version.to_string();
+            let component = host.load_from_registry(&registry, &format!("{name}@={version}"))?;
+            (component, PluginSource::Registry { name, version }, None)
+        }
+        PluginSpec::Unsigned(file) => {
+            let bytes = read_regular(file, MAX_COMPONENT_BYTES, Links::Follow)
+                .map_err(|e| plugin_error(&file.display().to_string(), e))?;
+            let component = host.load_unsigned_bytes(&file.display().to_string(), &bytes)?;
+            (component, PluginSource::Unsigned, Some(bytes))
+        }
+    };
+    let manifest = manifest_of(&component)?;
+    component.grants = Arc::new(decide(&manifest, grants)?);
+    catalog.without_plugin(&manifest.id).add_plugin(&manifest)?;
+    host.instantiate(&component, plugin_config(&manifest))?;
+    Ok(Prepared { component, manifest, source, unsigned })
+}
+
+/// Records `plugin` as installed in `data_dir` (its database `store`), by
+/// `operator`, replacing a plugin with its id.
+fn record(
+    store: &SnapshotStore,
+    data_dir: &Path,
+    plugin: &Prepared,
+    operator: &str,
+    grants: &[String],
+) -> Result<Plugin> {
+    let manifest = &plugin.manifest;
+    if let Some(bytes) = &plugin.unsigned {
+        let path = data_dir.join(FOLDER).join(format!("{}.wasm", plugin.component.digest));
+        write_atomically(&path, bytes).map_err(|e| plugin_error(&manifest.id, e))?;
+    }
+    let installed = InstalledPlugin {
+        id: manifest.id.clone(),
+        source: plugin.source.clone(),
+        digest: plugin.component.digest.clone(),
+        manifest: manifest.to_json(),
+        grants: grants.to_vec(),
+        operator: operator.to_string(),
+        millis: now_millis(),
+    };
+    store.put_plugin(&installed)?;
+    Ok(Plugin { installed, manifest: manifest.clone() })
+}
+
+/// Removes plugin `id`'s record (and its kept bytes, unless another
+/// plugin has the same); whether it was installed.
+fn unrecord(store: &SnapshotStore, data_dir: &Path, id: &str) -> Result<bool> {
+    let Some(plugin) = store.plugins()?.into_iter().find(|p| p.id == id) else {
+        return Ok(false);
+    };
+    store.remove_plugin(id)?;
+    if plugin.source == PluginSource::Unsigned
+        && !store.plugins()?.iter().any(|p| p.digest == plugin.digest && p.source == PluginSource::Unsigned)
+    {
+        let path = data_dir.join(FOLDER).join(format!("{}.wasm", plugin.digest));
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove an unloaded plugin's file");
+        }
+    }
+    Ok(true)
+}
+
 impl RuntimeBuilder {
     /// Installs a plugin into the data dir, by `operator`, who grants it
     /// `grants` (each a capability its manifest asks for; every one it asks
@@ -104,49 +197,13 @@ impl RuntimeBuilder {
     /// would (signature and trust for a registry entry, world, footprint,
     /// manifest), starts one instance of it (its `init` must succeed) and
     /// records it; a plugin with the same id is replaced. Every runtime
-    /// started on the data dir afterwards runs it.
+    /// started on the data dir afterwards runs it. (A running runtime loads
+    /// one without a restart: [`Runtime::load_plugin`].)
     pub fn install_plugin(&self, spec: &PluginSpec, operator: &str, grants: &[String]) -> Result<Plugin> {
         let data_dir = check_data_dir(self.data_dir.clone())?;
         let host = Host::new(self.host_config_for(&data_dir))?;
-        let (mut component, source, unsigned_bytes) = match spec {
-            PluginSpec::Registry(spec) => {
-                let registry = Registry::open_trusting(&self.registry, &self.trust)?;
-                // The exact version is what later starts load.
-                let (name, req) = elex_host::registry::parse_spec(spec)?;
-                let version = registry.index.resolve(&name, &req)?.version.to_string();
-                let component = host.load_from_registry(&registry, &format!("{name}@={version}"))?;
-                (component, PluginSource::Registry { name, version }, None)
-            }
-            PluginSpec::Unsigned(file) => {
-                let bytes = read_regular(file, MAX_COMPONENT_BYTES, Links::Follow)
-                    .map_err(|e| plugin_error(&file.display().to_string(), e))?;
-                let component = host.load_unsigned_bytes(&file.display().to_string(), &bytes)?;
-                (component, PluginSource::Unsigned, Some(bytes))
-            }
-        };
-        let manifest = manifest_of(&component)?;
-        component.grants = Arc::new(decide(&manifest, grants)?);
-        // Its id must not be a feature's (or another agent's) of the catalog.
-        Catalog::embedded()?.add_plugin(&manifest)?;
-        // It must start: an `init` that traps or refuses is found now, not at
-        // every later start.
-        let config = plugin_config(&manifest);
-        host.instantiate(&component, config)?;
-        if let Some(bytes) = unsigned_bytes {
-            let path = data_dir.join(FOLDER).join(format!("{}.wasm", component.digest));
-            write_atomically(&path, &bytes).map_err(|e| plugin_error(&manifest.id, e))?;
-        }
-        let installed = InstalledPlugin {
-            id: manifest.id.clone(),
-            source,
-            digest: component.digest.clone(),
-            manifest: manifest.to_json(),
-            grants: grants.to_vec(),
-            operator: operator.to_string(),
-            millis: now_millis(),
-        };
-        self.open_store(&data_dir)?.put_plugin(&installed)?;
-        Ok(Plugin { installed, manifest })
+        let prepared = prepare(&host, &self.registry, &self.trust, spec, grants, &Catalog::embedded()?)?;
+        record(&self.open_store(&data_dir)?, &data_dir, &prepared, operator, grants)
     }
 
     /// Removes plugin `id` from the data dir: runtimes started afterwards no
@@ -155,26 +212,7 @@ impl RuntimeBuilder {
     /// installed.
     pub fn uninstall_plugin(&self, id: &str) -> Result<bool> {
         let data_dir = check_data_dir(self.data_dir.clone())?;
-        let store = self.open_store(&data_dir)?;
-        let Some(plugin) = store.plugins()?.into_iter().find(|p| p.id == id) else {
-            return Ok(false);
-        };
-        store.remove_plugin(id)?;
-        // Its bytes go with it, unless another installed plugin has the same.
-        if plugin.source == PluginSource::Unsigned
-            && !store
-                .plugins()?
-                .iter()
-                .any(|p| p.digest == plugin.digest && p.source == PluginSource::Unsigned)
-        {
-            let path = data_dir.join(FOLDER).join(format!("{}.wasm", plugin.digest));
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove an unloaded plugin's file");
-            }
-        }
-        Ok(true)
+        unrecord(&self.open_store(&data_dir)?, &data_dir, id)
     }
 
     /// The plugins installed in the data dir, with their manifests as
@@ -182,15 +220,7 @@ impl RuntimeBuilder {
     pub fn installed_plugins(&self) -> Result<Vec<Plugin>> {
         let data_dir = check_data_dir(self.data_dir.clone())?;
         let installed = self.open_store(&data_dir)?.plugins()?;
-        installed
-            .into_iter()
-            .map(|installed| {
-                let manifest: Manifest = serde_json::from_str(&installed.manifest).map_err(|e| {
-                    plugin_error(&installed.id, format!("its kept manifest is unreadable: {e}"))
-                })?;
-                Ok(Plugin { installed, manifest })
-            })
-            .collect()
+        installed.into_iter().map(with_manifest).collect()
     }
 
     /// The agents a runtime on this data dir would run, without starting
@@ -202,6 +232,13 @@ impl RuntimeBuilder {
         }
         Ok(catalog)
     }
+}
+
+/// An installed plugin with the manifest it was installed with.
+fn with_manifest(installed: InstalledPlugin) -> Result<Plugin> {
+    let manifest: Manifest = serde_json::from_str(&installed.manifest)
+        .map_err(|e| plugin_error(&installed.id, format!("its kept manifest is unreadable: {e}")))?;
+    Ok(Plugin { installed, manifest })
 }
 
 /// The configuration a plugin's agent starts with: its id and name, its
@@ -266,5 +303,72 @@ impl RuntimeBuilder {
             &data_dir.join(elex_host::snapshots::FILE_NAME),
             crate::runtime::OPEN_WAIT,
         )?)
+    }
+}
+
+impl Runtime {
+    /// Loads a plugin into this running runtime, by `operator`, granting it
+    /// `grants` — checked as [`RuntimeBuilder::install_plugin`] checks it and
+    /// recorded the same way (later runtimes on the data dir run it too) —
+    /// and adds its agent to the live swarm, without a restart of the other
+    /// agents. A running plugin with its id is replaced: taken out of
+    /// routing, its state stored, then the new one started (restoring that
+    /// state when its component family is the same).
+    pub fn load_plugin(&self, spec: &PluginSpec, operator: &str, grants: &[String]) -> Result<Plugin> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let sources = self.sources();
+        let current = self.agents();
+        let prepared =
+            prepare(self.host(), &sources.registry, &sources.trust, spec, grants, current.catalog())?;
+        let plugin = record(self.store(), &sources.data_dir, &prepared, operator, grants)?;
+        let id = plugin.manifest.id.clone();
+        let current = self.take_out(&id)?;
+        let config = plugin_config(&plugin.manifest);
+        let slot = self.swarm().add(Arc::new(prepared.component), config).map_err(|e| {
+            plugin_error(&id, format!("is recorded but did not start: {e}; a restart tries again"))
+        })?;
+        let mut catalog = current.catalog().as_ref().clone();
+        catalog.add_plugin(&plugin.manifest)?;
+        let mut slots = current.slots().to_vec();
+        slots.push(slot);
+        self.replace_agents(catalog, slots)?;
+        tracing::info!(plugin = %id, operator, slot, "plugin loaded into the running swarm");
+        Ok(plugin)
+    }
+
+    /// Unloads plugin `id` from this running runtime and from the data dir
+    /// (as [`RuntimeBuilder::uninstall_plugin`]): it leaves routing at once,
+    /// its call in flight finishes, its state is stored and its instance
+    /// dropped. Whether it was installed or running.
+    pub fn unload_plugin(&self, id: &str) -> Result<bool> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let installed = unrecord(self.store(), &self.sources().data_dir, id)?;
+        let running = self.agents().catalog().features.iter().any(|f| f.plugin && f.faj == id);
+        self.take_out(id)?;
+        if installed || running {
+            tracing::info!(plugin = %id, "plugin unloaded from the running swarm");
+        }
+        Ok(installed || running)
+    }
+
+    /// The plugins installed in the data dir (running, or left out with a
+    /// [problem](Runtime::plugin_problems)).
+    pub fn plugins(&self) -> Result<Vec<Plugin>> {
+        self.store().plugins()?.into_iter().map(with_manifest).collect()
+    }
+
+    /// Takes running plugin `id` (if any) out of routing, then out of the
+    /// swarm; the agents afterwards. The caller holds `changing`.
+    fn take_out(&self, id: &str) -> Result<Arc<Agents>> {
+        let current = self.agents();
+        let Some(i) = current.catalog().features.iter().position(|f| f.plugin && f.faj == id) else {
+            return Ok(current);
+        };
+        let slot = current.slot(i)?;
+        let mut slots = current.slots().to_vec();
+        slots.remove(i);
+        self.replace_agents(current.catalog().without_plugin(id), slots)?;
+        self.swarm().retire(slot)?;
+        Ok(self.agents())
     }
 }

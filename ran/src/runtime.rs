@@ -27,6 +27,7 @@ use elex_host::{
 use elex_memgraph::{Actor, GraphConfig, MemoryGraph, Op};
 use elex_registry::Registry;
 
+use crate::agents::{AgentDirectory, Agents};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::router::{Reason, Router};
@@ -35,8 +36,11 @@ use crate::workflow::{Report, Workflow};
 /// An answered query.
 #[derive(Debug, Clone)]
 pub struct Answer {
-    /// Catalog index of the agent that answered.
+    /// Index of the agent that answered in `catalog`.
     pub agent: usize,
+    /// The catalog the question was answered under (the runtime's may have
+    /// changed since: a plugin loaded or unloaded).
+    pub catalog: Arc<Catalog>,
     /// Why it was chosen.
     pub reason: Reason,
     /// The agent's answer; its `query_id` is what [`Runtime::feedback`]
@@ -53,6 +57,13 @@ pub struct Answer {
     pub routing: Duration,
     /// Time from the question to the answer.
     pub took: Duration,
+}
+
+impl Answer {
+    /// The feature (or plugin) whose agent answered.
+    pub fn feature(&self) -> &crate::Feature {
+        &self.catalog.features[self.agent]
+    }
 }
 
 /// The registry name and version requirement of the feature agent.
@@ -170,16 +181,12 @@ impl RuntimeBuilder {
         // Installed plugins, after the features; one that no longer loads is
         // left out, with the reason kept for the caller.
         let mut components = AgentComponents::new(agent.clone());
-        let mut plugin_examples = Vec::new();
         let mut plugin_problems = Vec::new();
         for plugin in &installed {
             let added = crate::plugins::load_installed(&host, &registry, &data_dir, plugin)
                 .and_then(|(component, manifest)| Ok((catalog.add_plugin(&manifest)?, component, manifest)));
             match added {
-                Ok((i, component, manifest)) => {
-                    components = components.with(manifest.id.clone(), component);
-                    plugin_examples.extend(manifest.examples.into_iter().map(|e| (i, e)));
-                }
+                Ok((_, component, manifest)) => components = components.with(manifest.id.clone(), component),
                 Err(e) => {
                     tracing::warn!(plugin = %plugin.id, error = %e, "an installed plugin is left out");
                     plugin_problems.push((plugin.id.clone(), e.to_string()));
@@ -187,57 +194,106 @@ impl RuntimeBuilder {
             }
         }
         let load_time = t.elapsed();
-        let catalog = Arc::new(catalog);
 
         let t = Instant::now();
-        let total = catalog.features.len();
-        let router = Arc::new(Router::new(catalog.clone()));
-        for (i, example) in &plugin_examples {
-            router.add_example(example, *i);
-        }
-        // What operators said questions were meant for, kept across runs.
-        for (agent, example) in store.examples()? {
-            match catalog.index_of(&agent) {
-                Ok(i) => router.learn(&example.text, i),
-                Err(_) => {
-                    tracing::warn!(agent, "an example question names no agent (feature or plugin); ignored")
-                }
-            }
-        }
-        let swarm =
-            Swarm::start(host.clone(), components, router.clone(), Some(store.clone()), self.swarm, |n| {
-                progress(n, total)
-            })?;
         // Similarity routing runs in the signed hnsw component when the
         // registry has it; else the router scans the embeddings itself.
         let (name, req) = HNSW_COMPONENT;
         let req = semver::VersionReq::parse(req).unwrap_or(semver::VersionReq::STAR);
-        let similarity = match registry.fetch(name, &req).map_err(Error::from).and_then(|f| {
-            let index = host.vector_index(&f.bytes, &router.profile_rows(), elex_text::DIM)?;
-            router.attach_index(index);
-            Ok(f.entry.version)
-        }) {
-            Ok(version) => format!("hnsw@{version} component"),
+        let hnsw = match registry.fetch(name, &req) {
+            Ok(f) => Some(Hnsw { bytes: f.bytes, version: f.entry.version.to_string() }),
             Err(e) => {
-                tracing::warn!(error = %e, "routing by exact scan: no usable signed hnsw component");
-                String::from("exact scan")
+                tracing::warn!(error = %e, "routing by exact scan: no signed hnsw component");
+                None
             }
         };
+        let routing = Routing { host: host.clone(), store: store.clone(), hnsw };
+        let total = catalog.features.len();
+        let (router, similarity) = routing.router(Arc::new(catalog))?;
+        let directory = Arc::new(AgentDirectory::new(Agents::new(Arc::new(router), (0..total).collect())));
+        let swarm = Swarm::start(
+            host.clone(),
+            components,
+            directory.clone(),
+            Some(store.clone()),
+            self.swarm,
+            |n| progress(n, total),
+        )?;
         let start_time = t.elapsed();
         Ok(Runtime {
             host,
             graph,
-            catalog,
-            router,
+            agents: directory,
+            routing,
             agent,
             store,
             swarm,
-            similarity,
+            similarity: std::sync::Mutex::new(similarity),
+            sources: Sources { data_dir, registry: self.registry, trust: self.trust },
+            changing: std::sync::Mutex::new(()),
             load_time,
             start_time,
             plugin_problems,
         })
     }
+}
+
+/// The signed hnsw component routing searches in.
+struct Hnsw {
+    bytes: Vec<u8>,
+    version: String,
+}
+
+/// What builds a [`Router`] for a catalog: at the start, and again when a
+/// plugin comes or goes.
+struct Routing {
+    host: Arc<Host>,
+    store: Arc<SnapshotStore>,
+    hnsw: Option<Hnsw>,
+}
+
+impl Routing {
+    /// The router of `catalog`, with the plugins' example questions and
+    /// every correction operators gave (kept in the agents' database), its
+    /// similarity search in an hnsw instance when there is the component;
+    /// and how similarity runs (`hnsw@<version> component` or `exact scan`).
+    fn router(&self, catalog: Arc<Catalog>) -> Result<(Router, String)> {
+        let router = Router::new(catalog.clone());
+        for (i, f) in catalog.features.iter().enumerate() {
+            for example in &f.examples {
+                router.add_example(example, i);
+            }
+        }
+        for (agent, example) in self.store.examples()? {
+            match catalog.index_of(&agent) {
+                Ok(i) => router.learn(&example.text, i),
+                Err(_) => {
+                    tracing::debug!(agent, "an example question names no agent running here; kept, unused")
+                }
+            }
+        }
+        let similarity = match &self.hnsw {
+            None => String::from("exact scan"),
+            Some(h) => match self.host.vector_index(&h.bytes, &router.profile_rows(), elex_text::DIM) {
+                Ok(index) => {
+                    router.attach_index(index);
+                    format!("hnsw@{} component", h.version)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "routing by exact scan: the hnsw component failed");
+                    String::from("exact scan")
+                }
+            },
+        };
+        Ok((router, similarity))
+    }
+}
+
+/// Where a runtime's components come from, for plugins loaded while it runs.
+pub(crate) struct Sources {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) registry: PathBuf,
+    pub(crate) trust: Vec<PathBuf>,
 }
 
 /// The data dir, created if missing; an error naming it when it is not a
@@ -261,12 +317,18 @@ pub fn check_data_dir(dir: PathBuf) -> Result<PathBuf> {
 pub struct Runtime {
     host: Arc<Host>,
     graph: Arc<MemoryGraph>,
-    catalog: Arc<Catalog>,
-    router: Arc<Router>,
+    /// The agents now (catalog, router, swarm slots): swapped whole when a
+    /// plugin comes or goes.
+    agents: Arc<AgentDirectory>,
+    routing: Routing,
     agent: Arc<LoadedComponent>,
     store: Arc<SnapshotStore>,
     swarm: Swarm,
-    similarity: String,
+    similarity: std::sync::Mutex<String>,
+    sources: Sources,
+    /// Held while the set of agents changes (and while a correction is
+    /// learned, which a new router must not miss).
+    pub(crate) changing: std::sync::Mutex<()>,
     load_time: Duration,
     start_time: Duration,
     plugin_problems: Vec<(String, String)>,
@@ -288,28 +350,41 @@ impl Runtime {
 
     /// Routes `text` to an agent and answers it.
     pub fn query(&self, text: &str) -> Result<Answer> {
+        let agents = self.agents.current();
         let asked = check_question(text).and_then(|text| {
             let t = Instant::now();
-            let (i, reason, close) = self
-                .router
+            let (i, reason, close) = agents
+                .router()
                 .choose_with_rivals(text)
                 .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
             let routing = t.elapsed();
-            self.ask_agent(i, text, reason).map(|a| Answer { routing, took: t.elapsed(), close, ..a })
+            self.ask_agent(&agents, i, text, reason).map(|a| Answer {
+                routing,
+                took: t.elapsed(),
+                close,
+                ..a
+            })
         });
-        self.answered(text, asked)
+        self.answered(&agents, text, asked)
     }
 
-    /// Asks the agent of feature `agent` (a FAJ code in any spelling).
+    /// Asks the agent of feature `agent` (a FAJ code in any spelling, or a
+    /// plugin's id).
     pub fn ask(&self, agent: &str, text: &str) -> Result<Answer> {
-        let i = self.catalog.index_of(agent)?;
-        self.answered(text, check_question(text).and_then(|t| self.ask_agent(i, t, Reason::Named)))
+        let agents = self.agents.current();
+        let i = agents.catalog().index_of(agent)?;
+        self.answered(
+            &agents,
+            text,
+            check_question(text).and_then(|t| self.ask_agent(&agents, i, t, Reason::Named)),
+        )
     }
 
-    fn ask_agent(&self, i: usize, text: &str, reason: Reason) -> Result<Answer> {
-        let reply = self.swarm.ask(i, text)?;
+    fn ask_agent(&self, agents: &Arc<Agents>, i: usize, text: &str, reason: Reason) -> Result<Answer> {
+        let reply = self.swarm.ask(agents.slot(i)?, text)?;
         Ok(Answer {
             agent: i,
+            catalog: agents.catalog().clone(),
             reason,
             response: reply.response,
             trace: reply.trace,
@@ -322,18 +397,23 @@ impl Runtime {
     /// Keeps what a query changed, whether it was answered or not: the
     /// snapshots of the agents that took part, every agent's use, and who
     /// answered (for [`Runtime::feedback`]).
-    fn answered(&self, text: &str, answer: Result<Answer>) -> Result<Answer> {
+    fn answered(&self, agents: &Agents, text: &str, answer: Result<Answer>) -> Result<Answer> {
         let mut involved = Vec::new();
         if let Ok(a) = &answer {
-            involved.push(a.agent);
-            involved.extend(a.trace.iter().filter_map(|h| self.router.index_of(&h.to)));
+            involved.push(agents.slot(a.agent)?);
+            involved.extend(
+                a.trace
+                    .iter()
+                    .filter_map(|h| agents.router().index_of(&h.to))
+                    .filter_map(|i| agents.slot(i).ok()),
+            );
             involved.sort_unstable();
             involved.dedup();
         }
         self.swarm.save(involved)?;
         let answer = answer?;
-        let faj = &self.catalog.features[answer.agent].faj;
-        let family = self.swarm.family_of(answer.agent)?;
+        let faj = &agents.feature(answer.agent).faj;
+        let family = self.swarm.family_of(agents.slot(answer.agent)?)?;
         self.store.put_asked(&answer.response.query_id, family, faj, text)?;
         Ok(answer)
     }
@@ -348,16 +428,18 @@ impl Runtime {
         let Some((family, faj)) = self.store.query_agent(query_id)? else {
             return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
         };
-        let i = self.catalog.index_of(&faj)?;
-        let runs = self.swarm.family_of(i)?;
+        let agents = self.agents.current();
+        let i = agents.catalog().index_of(&faj)?;
+        let slot = agents.slot(i)?;
+        let runs = self.swarm.family_of(slot)?;
         if family != runs {
             return Err(Error::Feedback(format!(
                 "{query_id} was answered by component {family}, but {faj} now runs {runs}: that \
                  answer's state is not kept here"
             )));
         }
-        let given = self.swarm.feedback(i, query_id, reward);
-        self.swarm.save([i])?;
+        let given = self.swarm.feedback(slot, query_id, reward);
+        self.swarm.save([slot])?;
         given.map(|()| i).map_err(Error::from)
     }
 
@@ -369,9 +451,11 @@ impl Runtime {
     /// recycled on a trap); afterwards what the agents learned and their
     /// use are saved. A failed step is in the report, not an `Err`.
     pub fn run_workflow(&self, workflow: &mut Workflow, context: u64) -> Result<Report> {
+        let current = self.agents.current();
+        let catalog = current.catalog();
         let mut agents: Vec<usize> = Vec::new();
         for step in &mut workflow.steps {
-            let i = self.catalog.index_of(&step.agent).map_err(|_| {
+            let i = catalog.index_of(&step.agent).map_err(|_| {
                 Error::Workflow(format!(
                     "step {:?}: no feature agent {:?} in the catalog",
                     step.id, step.agent
@@ -379,7 +463,7 @@ impl Runtime {
             })?;
             // One spelling per agent: steps are grouped (and run one at a
             // time) per agent.
-            step.agent = self.catalog.features[i].faj.clone();
+            step.agent = catalog.features[i].faj.clone();
             agents.push(i);
         }
         agents.sort_unstable();
@@ -387,15 +471,15 @@ impl Runtime {
         let graph = self.memory_graph();
         graph.context(&Actor::Operator, context)?;
         let members =
-            agents.iter().map(|&i| Op::AddMember { context, agent: self.catalog.features[i].faj.clone() });
+            agents.iter().map(|&i| Op::AddMember { context, agent: catalog.features[i].faj.clone() });
         graph.apply(&Actor::Operator, members.collect())?;
 
         let workflow = &*workflow;
         let report = workflow.run(
             |step| {
-                let i = self.catalog.index_of(&step.agent)?;
+                let slot = current.slot(catalog.index_of(&step.agent)?)?;
                 let query = self.host.query(step.query.as_deref().unwrap_or_default());
-                Ok(self.swarm.call(i, |a| crate::workflow::execute_step(step, a, &query))?)
+                Ok(self.swarm.call(slot, |a| crate::workflow::execute_step(step, a, &query))?)
             },
             |step, output, deps| {
                 let id = graph.allocate_engram_id();
@@ -405,7 +489,7 @@ impl Runtime {
             },
         );
         // What the agents learned is kept, whether the run completed or not.
-        self.swarm.save(agents)?;
+        self.swarm.save(agents.iter().filter_map(|&i| current.slot(i).ok()))?;
         report
     }
 
@@ -422,7 +506,10 @@ impl Runtime {
     /// [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)),
     /// and later questions like it go there. Returns the feature's index.
     pub fn correct(&self, query_id: &str, agent: &str, operator: &str) -> Result<usize> {
-        let i = self.catalog.index_of(agent)?;
+        // A router built meanwhile (a plugin loading) must not miss it.
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let agents = self.agents.current();
+        let i = agents.catalog().index_of(agent)?;
         let Some((_, _, text)) = self.store.asked(query_id)? else {
             return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
         };
@@ -443,8 +530,8 @@ impl Runtime {
             query_id: query_id.to_string(),
             millis,
         };
-        self.store.put_example(&self.catalog.features[i].faj, &example)?;
-        self.router.learn(&text, i);
+        self.store.put_example(&agents.feature(i).faj, &example)?;
+        agents.router().learn(&text, i);
         Ok(i)
     }
 
@@ -464,9 +551,17 @@ impl Runtime {
         Ok(self.store.usage(agent_id)?)
     }
 
-    /// The feature catalog; an [`Answer`]'s `agent` indexes its features.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The catalog now: the features, then the plugins running. A plugin
+    /// loaded or unloaded while the runtime runs makes a new one; an
+    /// [`Answer`] carries the one it was answered under.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.agents.current().catalog().clone()
+    }
+
+    /// The agents now: catalog, router and where each lives in the swarm,
+    /// one consistent view (see [`crate::agents`]).
+    pub fn agents(&self) -> Arc<Agents> {
+        self.agents.current()
     }
 
     /// The agents' component (name, digest, size, where it was loaded from).
@@ -474,9 +569,9 @@ impl Runtime {
         &self.agent
     }
 
-    /// The router (the swarm's directory).
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The router over the catalog now.
+    pub fn router(&self) -> Arc<Router> {
+        self.agents.current().router().clone()
     }
 
     /// The live agents: their status and upkeep ([`Swarm::maintain`]).
@@ -485,14 +580,14 @@ impl Runtime {
     }
 
     /// How similarity routing runs: `hnsw@<version> component` or `exact scan`.
-    pub fn similarity_search(&self) -> &str {
-        &self.similarity
+    pub fn similarity_search(&self) -> String {
+        self.similarity.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stores every live agent's snapshot and every agent's use: what a
     /// service does when it stops.
     pub fn save_all(&self) -> Result<()> {
-        Ok(self.swarm.save(0..self.swarm.len())?)
+        Ok(self.swarm.save(self.agents.current().slots().iter().copied())?)
     }
 
     /// An answer as the JSON object `elex query --json` prints and the
@@ -501,16 +596,24 @@ impl Runtime {
     /// agent's action, content, confidence and Q-value, sources, the consult
     /// trace, timings, and the answering component.
     pub fn answer_json(&self, answer: &Answer) -> serde_json::Value {
-        let feature = &self.catalog.features[answer.agent];
+        let feature = answer.feature();
         let response = &answer.response;
         let (load, start) = self.start_times();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let component = self.swarm.component_of(answer.agent).ok();
+        // Its component, if the agent still runs (it may have been unloaded
+        // since).
+        let agents = self.agents.current();
+        let component = agents
+            .catalog()
+            .index_of(&feature.faj)
+            .and_then(|i| agents.slot(i))
+            .ok()
+            .and_then(|slot| self.swarm.component_of(slot).ok());
         serde_json::json!({
             "query_id": response.query_id,
             "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
             "close_candidates": answer.close.iter().map(|c| {
-                let f = &self.catalog.features[c.index];
+                let f = &answer.catalog.features[c.index];
                 serde_json::json!({ "faj": f.faj, "name": f.name, "score": c.score, "reason": c.reason })
             }).collect::<Vec<_>>(),
             "action": response.action.to_string(),
@@ -524,7 +627,7 @@ impl Runtime {
             "timing_ms": {
                 "load": ms(load), "start_agents": ms(start), "routing": ms(answer.routing), "answer": ms(answer.took),
             },
-            "agents_live": self.swarm.len(),
+            "agents_live": agents.slots().len(),
             "similarity_search": self.similarity_search(),
             "loaded_from": component.map(|c| c.origin.to_string()),
             "component": component.map(|c| serde_json::json!({ "source": c.what, "digest": c.digest, "size": c.size })),
@@ -535,6 +638,28 @@ impl Runtime {
     /// revoked, their kept file changed, …); see [`crate::plugins`].
     pub fn plugin_problems(&self) -> &[(String, String)] {
         &self.plugin_problems
+    }
+
+    pub(crate) fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    pub(crate) fn store(&self) -> &SnapshotStore {
+        &self.store
+    }
+
+    pub(crate) fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// From now on, the agents of `catalog`, entry `i` in swarm slot
+    /// `slots[i]`, routed by a router built for it. The caller holds
+    /// `changing`.
+    pub(crate) fn replace_agents(&self, catalog: Catalog, slots: Vec<usize>) -> Result<()> {
+        let (router, similarity) = self.routing.router(Arc::new(catalog))?;
+        self.agents.replace(Agents::new(Arc::new(router), slots));
+        *self.similarity.lock().unwrap_or_else(|p| p.into_inner()) = similarity;
+        Ok(())
     }
 
     /// Time spent loading the component, and starting the agents.

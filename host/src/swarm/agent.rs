@@ -8,11 +8,12 @@
 //! queue.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::instance::AgentInstance;
+use crate::load::LoadedComponent;
 use crate::usage::Usage;
 
 /// Where an agent of the swarm is.
@@ -27,6 +28,9 @@ pub enum AgentState {
     /// It trapped or broke a budget and no new instance could be started;
     /// its next call tries again.
     Failed,
+    /// It was taken out of the swarm ([`Swarm::retire`](crate::Swarm::retire)):
+    /// no instance, and calls to it fail.
+    Retired,
 }
 
 /// The agent's health as its `health()` reports have shown it.
@@ -56,8 +60,17 @@ pub(crate) struct Books {
     pub(crate) since_checkpoint: u64,
 }
 
+impl Books {
+    /// Whether the agent was taken out of the swarm.
+    pub(crate) fn retired(&self) -> bool {
+        self.state == AgentState::Retired
+    }
+}
+
 pub(crate) struct LiveAgent {
     id: String,
+    /// The component its instances are made from.
+    component: Arc<LoadedComponent>,
     instance: Mutex<Option<AgentInstance>>,
     /// Callers inside `enter`: the one running plus those waiting.
     in_flight: AtomicU32,
@@ -75,8 +88,9 @@ impl Drop for Leave<'_> {
 }
 
 impl LiveAgent {
-    /// Holds `instance`, with the queue depth of its budgets.
-    pub(crate) fn new(instance: AgentInstance) -> LiveAgent {
+    /// Holds `instance` (made from `component`), with the queue depth of
+    /// its budgets.
+    pub(crate) fn new(instance: AgentInstance, component: Arc<LoadedComponent>) -> LiveAgent {
         let books = Books {
             state: AgentState::Running,
             health: Health::Healthy,
@@ -88,6 +102,7 @@ impl LiveAgent {
         };
         LiveAgent {
             id: instance.id().to_string(),
+            component,
             queue_depth: instance.budgets().queue_depth,
             instance: Mutex::new(Some(instance)),
             in_flight: AtomicU32::new(0),
@@ -97,6 +112,10 @@ impl LiveAgent {
 
     pub(crate) fn id(&self) -> &str {
         &self.id
+    }
+
+    pub(crate) fn component(&self) -> &Arc<LoadedComponent> {
+        &self.component
     }
 
     /// Callers running or waiting now.

@@ -81,12 +81,13 @@ pub trait Directory: Send + Sync + 'static {
         self.len() == 0
     }
     /// Agent `i`'s configuration (its `agent_id` names it), asked each
-    /// time an instance of it starts.
-    fn config(&self, i: usize) -> AgentConfig;
+    /// time an instance of it starts; `None` when the directory no longer
+    /// lists it (an agent [retired](Swarm::retire)).
+    fn config(&self, i: usize) -> Option<AgentConfig>;
     /// Agent `i`'s id: its configuration's `agent_id`, without building the
     /// whole configuration when the directory can say it more cheaply.
-    fn agent_id(&self, i: usize) -> String {
-        self.config(i).agent_id
+    fn agent_id(&self, i: usize) -> Option<String> {
+        self.config(i).map(|c| c.agent_id)
     }
     /// The index of the agent a guest or an operator names.
     fn index_of(&self, agent_id: &str) -> Option<usize>;
@@ -106,8 +107,8 @@ impl Directory for Roster {
     fn len(&self) -> usize {
         self.0.len()
     }
-    fn config(&self, i: usize) -> AgentConfig {
-        self.0[i].clone()
+    fn config(&self, i: usize) -> Option<AgentConfig> {
+        self.0.get(i).cloned()
     }
     fn index_of(&self, agent_id: &str) -> Option<usize> {
         self.0.iter().position(|c| c.agent_id == agent_id)
@@ -139,6 +140,10 @@ pub struct SwarmConfig {
     /// An agent's snapshot is stored every this many of its calls (0: only
     /// when it is saved, evicted or given feedback through a `Runtime`).
     pub checkpoint_every: u64,
+    /// Agents that may be added while the swarm runs ([`Swarm::add`]); a
+    /// retired agent's index is never reused, so this bounds additions,
+    /// not agents alive at once (the host's pool bounds those).
+    pub max_added: usize,
 }
 
 impl Default for SwarmConfig {
@@ -150,6 +155,7 @@ impl Default for SwarmConfig {
             memory_limit_bytes: 4 << 30,
             idle_timeout: None,
             checkpoint_every: 0,
+            max_added: 256,
         }
     }
 }
@@ -189,14 +195,18 @@ impl From<Arc<LoadedComponent>> for AgentComponents {
 /// What the agents' routing calls reach.
 pub(crate) struct Hub {
     pub(crate) host: Arc<Host>,
-    components: AgentComponents,
     snapshots: Option<Arc<SnapshotStore>>,
     pub(crate) directory: Arc<dyn Directory>,
-    /// Each agent's id, as the directory gave it at the start (its whole
-    /// configuration is asked of the directory when an instance starts:
-    /// documents are not kept twice).
-    ids: Vec<String>,
-    agents: OnceLock<Vec<LiveAgent>>,
+    /// Agent `i` in slot `i`: those of the start, then those added
+    /// ([`Swarm::add`]), up to the capacity fixed at the start. Slots fill
+    /// in order and are never emptied (a retired agent stays, marked), so
+    /// an index names one agent for the swarm's life and reading needs no
+    /// lock.
+    slots: Box<[OnceLock<LiveAgent>]>,
+    /// Slots filled: agents `0..placed` exist.
+    placed: AtomicUsize,
+    /// Held while an agent is added.
+    adding: std::sync::Mutex<()>,
     pub(crate) config: SwarmConfig,
 }
 
@@ -223,17 +233,25 @@ impl Swarm {
     ) -> Result<Swarm> {
         let t = Instant::now();
         let n = directory.len();
-        let ids = (0..n).map(|i| directory.agent_id(i)).collect();
         let components = components.into();
-        let hub =
-            Arc::new(Hub { host, components, snapshots, directory, ids, agents: OnceLock::new(), config });
+        let slots = (0..n.saturating_add(config.max_added)).map(|_| OnceLock::new()).collect();
+        let hub = Arc::new(Hub {
+            host,
+            snapshots,
+            directory,
+            slots,
+            placed: AtomicUsize::new(0),
+            adding: std::sync::Mutex::new(()),
+            config,
+        });
         let next = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
         // The first agent that cannot start stops the others: a component
         // whose start traps or spins would fail (or time out) for every
         // agent alike.
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let slots: Vec<OnceLock<Result<AgentInstance>>> = (0..n).map(|_| OnceLock::new()).collect();
+        type Started = Result<(AgentInstance, Arc<LoadedComponent>)>;
+        let started_slots: Vec<OnceLock<Started>> = (0..n).map(|_| OnceLock::new()).collect();
         let threads = hub.config.start_threads.clamp(1, 64);
         std::thread::scope(|scope| {
             for _ in 0..threads {
@@ -243,11 +261,14 @@ impl Swarm {
                         if i >= n {
                             break;
                         }
-                        let result = hub.start_agent(i).map(|(a, _)| a);
+                        let result = hub.config_of(i).and_then(|config| {
+                            let component = components.of(&config.agent_id).clone();
+                            hub.start_agent(&component, config).map(|(a, _)| (a, component))
+                        });
                         if result.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
-                        let _ = slots[i].set(result);
+                        let _ = started_slots[i].set(result);
                         progress(started.fetch_add(1, Ordering::Relaxed) + 1);
                     }
                 });
@@ -255,9 +276,9 @@ impl Swarm {
         });
         let mut agents = Vec::with_capacity(n);
         let mut first_error = None;
-        for (i, slot) in slots.into_iter().enumerate() {
+        for (i, slot) in started_slots.into_iter().enumerate() {
             match slot.into_inner() {
-                Some(Ok(instance)) => agents.push(LiveAgent::new(instance)),
+                Some(Ok((instance, component))) => agents.push(LiveAgent::new(instance, component)),
                 Some(Err(e)) => {
                     first_error.get_or_insert((i, e));
                 }
@@ -266,14 +287,17 @@ impl Swarm {
         }
         if let Some((i, e)) = first_error {
             return Err(Error::Lifecycle {
-                agent: hub.ids[i].clone(),
+                agent: hub.directory.agent_id(i).unwrap_or_else(|| format!("#{i}")),
                 detail: format!(
                     "did not start: {e}; stopped starting the swarm ({} of {n} agents had started)",
                     agents.len()
                 ),
             });
         }
-        let _ = hub.agents.set(agents);
+        for (slot, agent) in hub.slots.iter().zip(agents) {
+            let _ = slot.set(agent);
+        }
+        hub.placed.store(n, Ordering::Release);
         hub.emit(Event::SwarmStarted { agents: n, millis: t.elapsed().as_secs_f64() * 1e3 });
         Ok(Swarm { hub })
     }
@@ -288,14 +312,78 @@ impl Swarm {
         self.hub.agent(i).map(LiveAgent::id)
     }
 
-    /// The number of agents (live or evicted).
+    /// The number of agents placed (running, evicted, failed or retired):
+    /// agent indices are `0..len()`.
     pub fn len(&self) -> usize {
-        self.hub.agents().len()
+        self.hub.placed()
     }
 
     /// Whether the swarm has no agents.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Adds an agent to the running swarm: starts an instance of
+    /// `component` with `config` (restored from its stored snapshot if it
+    /// has one) and places it at the next index, which it returns. The
+    /// other agents keep running. The directory must list it at that index
+    /// from then on (its later instances — after an eviction or a trap —
+    /// start from the directory's configuration); until it does, nothing
+    /// routes or consults to it. Refused once [`SwarmConfig::max_added`]
+    /// agents have been added.
+    pub fn add(&self, component: Arc<LoadedComponent>, config: AgentConfig) -> Result<usize> {
+        let hub = &self.hub;
+        let _adding = hub.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let i = hub.placed();
+        let Some(slot) = hub.slots.get(i) else {
+            return Err(Error::Lifecycle {
+                agent: config.agent_id,
+                detail: format!(
+                    "cannot be added: {} agents were added to this swarm since it started, its \
+                     limit (SwarmConfig::max_added); a restart starts every installed agent afresh",
+                    hub.config.max_added
+                ),
+            });
+        };
+        if let Some(j) = hub.directory.index_of(&config.agent_id)
+            && hub.agent(j).is_ok_and(|a| !a.books().retired())
+        {
+            return Err(Error::Lifecycle {
+                agent: config.agent_id,
+                detail: format!("an agent with that id runs already (#{j})"),
+            });
+        }
+        let agent_id = config.agent_id.clone();
+        let (instance, restored) = hub.start_agent(&component, config)?;
+        let _ = slot.set(LiveAgent::new(instance, component));
+        hub.placed.store(i + 1, Ordering::Release);
+        hub.emit(Event::AgentSpawned { agent: agent_id, restored });
+        Ok(i)
+    }
+
+    /// Takes agent `i` out of the running swarm: waits for its call in
+    /// flight, stores its snapshot (what it learned is kept; an agent added
+    /// later with its id restores it) and drops its instance. Its index
+    /// stays taken: later calls to it fail with [`Error::NoAgent`]. The
+    /// directory should stop listing it first, so that nothing new routes
+    /// to it.
+    pub fn retire(&self, i: usize) -> Result<()> {
+        let hub = &self.hub;
+        let agent = hub.agent(i)?;
+        agent.enter(None, |slot| {
+            if let Some(instance) = slot
+                && hub.snapshots.is_some()
+            {
+                hub.store_snapshot(i, instance)?;
+            }
+            *slot = None;
+            let mut books = agent.books();
+            books.state = AgentState::Retired;
+            books.memory_bytes = 0;
+            Ok(())
+        })?;
+        hub.emit(Event::AgentRetired { agent: agent.id().to_string() });
+        Ok(())
     }
 
     /// Asks agent `i` `text` (a fresh query id; its consults in the trace).
@@ -304,12 +392,25 @@ impl Swarm {
         let query = self.hub.host.query(text);
         let chain = vec![self.hub.agent(i)?.id().to_string()];
         let (response, trace) = self.hub.call(i, None, |a| Hub::handle(a, &query, chain))?;
-        Ok(Reply { response, trace, took: t.elapsed() })
+        let took = t.elapsed();
+        self.hub.emit(Event::QueryAnswered {
+            query_id: response.query_id.clone(),
+            agent: self.hub.agent(i)?.id().to_string(),
+            consults: trace.len(),
+            millis: took.as_secs_f64() * 1e3,
+        });
+        Ok(Reply { response, trace, took })
     }
 
     /// Rewards agent `i`'s answer to `query_id`.
     pub fn feedback(&self, i: usize, query_id: &str, reward: f32) -> Result<()> {
-        self.hub.call(i, None, |a| a.feedback(query_id, reward))
+        self.hub.call(i, None, |a| a.feedback(query_id, reward))?;
+        self.hub.emit(Event::AgentRewarded {
+            agent: self.hub.agent(i)?.id().to_string(),
+            query_id: query_id.to_string(),
+            reward,
+        });
+        Ok(())
     }
 
     /// Runs `f` on agent `i`'s instance, like every other call: it waits in
@@ -323,14 +424,12 @@ impl Swarm {
     /// The component family agent `i`'s snapshots are stored under (its
     /// component's: see [`LoadedComponent::family`]).
     pub fn family_of(&self, i: usize) -> Result<&str> {
-        self.hub.agent(i)?;
-        Ok(&self.hub.component(i).family)
+        Ok(&self.hub.agent(i)?.component().family)
     }
 
     /// The component agent `i` runs.
     pub fn component_of(&self, i: usize) -> Result<&Arc<LoadedComponent>> {
-        self.hub.agent(i)?;
-        Ok(self.hub.component(i))
+        Ok(self.hub.agent(i)?.component())
     }
 
     /// Stores the snapshots of live agents `which` (catalog indices; an
@@ -343,7 +442,7 @@ impl Swarm {
             self.hub.checkpoint(i)?;
         }
         let mut rows = Vec::new();
-        for agent in self.hub.agents() {
+        for (_, agent) in self.hub.agents() {
             let delta = std::mem::take(&mut agent.books().usage);
             if delta.calls == 0 && delta.recycles == 0 && delta.evictions == 0 {
                 continue;
@@ -363,19 +462,30 @@ impl Swarm {
 }
 
 impl Hub {
-    fn agents(&self) -> &[LiveAgent] {
-        self.agents.get().map(Vec::as_slice).unwrap_or(&[])
+    /// Agents `0..placed` exist.
+    fn placed(&self) -> usize {
+        self.placed.load(Ordering::Acquire)
     }
 
-    /// Agent `i`'s component (`i` in range).
-    fn component(&self, i: usize) -> &Arc<LoadedComponent> {
-        self.components.of(&self.ids[i])
+    /// Every agent placed, retired ones included, with its index.
+    fn agents(&self) -> impl Iterator<Item = (usize, &LiveAgent)> {
+        self.slots[..self.placed()].iter().enumerate().filter_map(|(i, s)| s.get().map(|a| (i, a)))
     }
 
     fn agent(&self, i: usize) -> Result<&LiveAgent> {
-        self.agents()
+        let placed = self.placed();
+        self.slots
             .get(i)
-            .ok_or_else(|| Error::NoAgent(format!("#{i}: the swarm has {}", self.agents().len())))
+            .filter(|_| i < placed)
+            .and_then(OnceLock::get)
+            .ok_or_else(|| Error::NoAgent(format!("#{i}: the swarm has {placed}")))
+    }
+
+    /// Agent `i`'s configuration, as the directory gives it now.
+    fn config_of(&self, i: usize) -> Result<AgentConfig> {
+        self.directory
+            .config(i)
+            .ok_or_else(|| Error::NoAgent(format!("#{i}: the directory no longer lists it")))
     }
 
     fn store(&self) -> Result<&SnapshotStore> {
@@ -389,11 +499,14 @@ impl Hub {
         self.host.events().emit(event);
     }
 
-    /// A new instance of agent `i`, linked, restored from its stored
-    /// snapshot if there is one (`true` when it was).
-    fn start_agent(self: &Arc<Self>, i: usize) -> Result<(AgentInstance, bool)> {
-        let config = self.directory.config(i);
-        let component = self.component(i);
+    /// A new instance of `component` configured with `config`, linked,
+    /// restored from its stored snapshot if there is one (`true` when it
+    /// was).
+    fn start_agent(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        config: AgentConfig,
+    ) -> Result<(AgentInstance, bool)> {
         let start = || self.host.instantiate_linked(component, config.clone(), Some(Arc::downgrade(self)));
         let Some(store) = &self.snapshots else { return start().map(|a| (a, false)) };
         let (instance, restored) = store.start_restored(&component.family, &config.agent_id, start)?;
@@ -420,7 +533,10 @@ impl Hub {
             let instance = match slot {
                 Some(instance) => instance,
                 None => {
-                    let (instance, restored) = self.start_agent(i)?;
+                    if agent.books().retired() {
+                        return Err(Error::NoAgent(format!("{}: it was taken out of the swarm", agent.id())));
+                    }
+                    let (instance, restored) = self.start_agent(agent.component(), self.config_of(i)?)?;
                     let mut books = agent.books();
                     books.state = AgentState::Running;
                     books.memory_bytes = instance.memory().used_bytes;
@@ -475,7 +591,7 @@ impl Hub {
     fn store_snapshot(&self, i: usize, a: &mut AgentInstance) -> Result<()> {
         let store = self.store()?;
         let bytes = a.snapshot()?;
-        store.put(&self.component(i).family, a.id(), &bytes)?;
+        store.put(&self.agent(i)?.component().family, a.id(), &bytes)?;
         self.agent(i)?.books().since_checkpoint = 0;
         Ok(())
     }
@@ -495,7 +611,7 @@ impl Hub {
     fn recycle(self: &Arc<Self>, i: usize, slot: &mut Option<AgentInstance>, reason: String) {
         let Ok(agent) = self.agent(i) else { return };
         self.emit(Event::ExecutionFailed { agent: agent.id().to_string(), error: reason });
-        match self.start_agent(i) {
+        match self.config_of(i).and_then(|config| self.start_agent(agent.component(), config)) {
             Ok((fresh, restored)) => {
                 {
                     let mut books = agent.books();
@@ -525,14 +641,15 @@ impl Hub {
         to: &str,
         text: &str,
     ) -> std::result::Result<(Response, Vec<Hop>), ConsultError> {
-        if self.agents.get().is_none() {
+        if self.placed() == 0 {
             return Err(ConsultError::Unavailable(String::from("the swarm is still starting")));
         }
-        let Some(i) = self.directory.index_of(to).filter(|&i| i < self.ids.len()) else {
+        let Some((i, callee)) = self.directory.index_of(to).and_then(|i| self.agent(i).ok().map(|a| (i, a)))
+        else {
             return Err(ConsultError::UnknownAgent(to.to_string()));
         };
         // The callee's own id, however the caller spelled it.
-        let to = self.ids[i].as_str();
+        let to = callee.id();
         if chain.iter().any(|c| c == to) {
             let mut cycle = chain.to_vec();
             cycle.push(to.to_string());

@@ -68,7 +68,7 @@ impl Swarm {
 
     /// Linear memory held by the live agents now.
     pub fn memory_used(&self) -> u64 {
-        self.hub.agents().iter().map(|a| a.books().memory_bytes).sum()
+        self.hub.agents().map(|(_, a)| a.books().memory_bytes).sum()
     }
 
     /// Stores agent `i`'s snapshot and drops its instance; its next call
@@ -94,7 +94,7 @@ impl Swarm {
     /// unhealthy) after the round.
     pub fn check_health(&self) -> Result<(usize, usize, usize)> {
         let hub = &self.hub;
-        for (i, agent) in hub.agents().iter().enumerate() {
+        for (i, agent) in hub.agents() {
             let checked = agent.enter(None, |slot| {
                 let Some(instance) = slot else { return Ok(None) };
                 let ok = matches!(instance.health(), Ok(r) if r.status == HealthStatus::Healthy);
@@ -119,8 +119,12 @@ impl Swarm {
             }
         }
         let mut counts = (0, 0, 0);
-        for agent in hub.agents() {
-            match agent.books().health {
+        for (_, agent) in hub.agents() {
+            let books = agent.books();
+            if books.retired() {
+                continue;
+            }
+            match books.health {
                 Health::Healthy => counts.0 += 1,
                 Health::Degraded => counts.1 += 1,
                 Health::Unhealthy => counts.2 += 1,
@@ -136,11 +140,14 @@ impl Swarm {
     pub fn evict_idle(&self) -> Result<Vec<usize>> {
         let Some(timeout) = self.hub.config.idle_timeout else { return Ok(Vec::new()) };
         let now = Instant::now();
-        let idle: Vec<usize> = (0..self.len())
-            .filter(|&i| {
-                let books = self.hub.agents()[i].books();
+        let idle: Vec<usize> = self
+            .hub
+            .agents()
+            .filter(|(_, a)| {
+                let books = a.books();
                 books.state == AgentState::Running && now.duration_since(books.last_used) >= timeout
             })
+            .map(|(i, _)| i)
             .collect();
         let mut evicted = Vec::new();
         for i in idle {
@@ -166,9 +173,11 @@ impl Swarm {
         if level < Pressure::High {
             return Ok((level, evicted));
         }
-        let mut candidates: Vec<(bool, Instant, usize)> = (0..self.len())
-            .filter_map(|i| {
-                let books = self.hub.agents()[i].books();
+        let mut candidates: Vec<(bool, Instant, usize)> = self
+            .hub
+            .agents()
+            .filter_map(|(i, a)| {
+                let books = a.books();
                 (books.state == AgentState::Running).then_some((
                     books.health != Health::Unhealthy,
                     books.last_used,

@@ -432,6 +432,11 @@ impl Router {
         &self.catalog
     }
 
+    /// The catalog, shared.
+    pub fn catalog_arc(&self) -> &std::sync::Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The catalog index of a FAJ code.
     pub fn index_of(&self, faj: &str) -> Option<usize> {
         self.by_faj.get(faj).copied()
@@ -715,12 +720,12 @@ impl Directory for Router {
         self.catalog.features.len()
     }
 
-    fn config(&self, i: usize) -> AgentConfig {
-        self.catalog.features[i].agent_config()
+    fn config(&self, i: usize) -> Option<AgentConfig> {
+        self.catalog.features.get(i).map(|f| f.agent_config())
     }
 
-    fn agent_id(&self, i: usize) -> String {
-        self.catalog.features[i].faj.clone()
+    fn agent_id(&self, i: usize) -> Option<String> {
+        self.catalog.features.get(i).map(|f| f.faj.clone())
     }
 
     fn index_of(&self, agent_id: &str) -> Option<usize> {
@@ -743,7 +748,7 @@ impl Directory for Router {
 
     fn peers(&self, i: usize) -> Vec<Peer> {
         let features = &self.catalog.features;
-        let f = &features[i];
+        let Some(f) = features.get(i) else { return Vec::new() };
         let known = |codes: &[String], relation: Relation| -> Vec<Peer> {
             codes
                 .iter()

@@ -53,8 +53,11 @@ impl Fixture {
     }
 }
 
+/// The lifecycle events received (queries answered and rewards left out).
 fn events(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|e| !matches!(e, Event::QueryAnswered { .. } | Event::AgentRewarded { .. }))
+        .collect()
 }
 
 const QUESTION: &str = "What is MIMO Sleep Mode?";
@@ -99,6 +102,60 @@ fn an_evicted_agent_answers_as_it_did_before() {
         ]
     );
     assert!(matches!(swarm.status(9), Err(Error::NoAgent(_))));
+}
+
+#[test]
+fn an_agent_added_to_a_running_swarm_answers_and_a_retired_one_is_refused() {
+    let f = fixture();
+    let running = first_features(2);
+    let swarm = f.swarm(&f.agent, running.clone(), SwarmConfig { max_added: 2, ..SwarmConfig::default() });
+    let extra = Catalog::embedded()
+        .unwrap()
+        .features
+        .into_iter()
+        .find(|x| running.features.iter().all(|r| r.faj != x.faj))
+        .unwrap();
+    let mut rx = f.host.subscribe();
+    // Added while the others run: the next index, answering at once.
+    let i = swarm.add(f.agent.clone(), extra.agent_config()).unwrap();
+    assert_eq!((i, swarm.len()), (2, 3));
+    let first = swarm.ask(i, "What is it?").unwrap().response;
+    swarm.feedback(i, &first.query_id, 1.0).unwrap();
+    let learned = swarm.ask(i, "What is it?").unwrap().response;
+    assert!(learned.q_value > first.q_value);
+    assert!(swarm.ask(0, QUESTION).is_ok(), "the others answer as before");
+    // Retired: its state stored, its index refused from then on.
+    swarm.retire(i).unwrap();
+    assert!(matches!(swarm.ask(i, "What is it?"), Err(Error::NoAgent(_))));
+    assert_eq!(swarm.status(i).unwrap().state, AgentState::Retired);
+    assert_eq!(swarm.maintain().unwrap().health, (2, 0, 0), "a retired agent is not checked");
+    // Added again, it takes a new index (never the old one) and restores
+    // what it learned.
+    let again = swarm.add(f.agent.clone(), extra.agent_config()).unwrap();
+    assert_eq!(again, 3);
+    let after = swarm.ask(again, "What is it?").unwrap().response;
+    assert_eq!(after.q_value, learned.q_value);
+    let seen = events(&mut rx);
+    assert_eq!(
+        seen.iter()
+            .filter(|e| matches!(e, Event::AgentSpawned { .. } | Event::AgentRetired { .. }))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![
+            Event::AgentSpawned { agent: extra.faj.clone(), restored: false },
+            Event::AgentRetired { agent: extra.faj.clone() },
+            Event::AgentSpawned { agent: extra.faj.clone(), restored: true },
+        ]
+    );
+    // max_added bounds additions, retired or not.
+    let e = swarm.add(f.agent.clone(), extra.agent_config()).unwrap_err();
+    assert!(e.to_string().contains("max_added"), "{e}");
+    // An id the directory lists and that runs is not added twice.
+    drop(swarm);
+    let swarm = f.swarm(&f.agent, first_features(2), SwarmConfig::default());
+    let msm = first_features(1).features[0].agent_config();
+    let e = swarm.add(f.agent.clone(), msm).unwrap_err();
+    assert!(e.to_string().contains("runs already"), "{e}");
 }
 
 #[test]
