@@ -193,12 +193,13 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Serve the agents over HTTP + JSON until SIGTERM or SIGINT: starts them
-    /// once, prints the address it listens on, and on the signal lets the
-    /// requests in flight finish and stores every agent's state. Routes:
-    /// GET /health, GET /ready, POST /v1/query {"text", "agent"?} (the
-    /// object `elex query --json` prints), POST /v1/feedback {"query_id",
-    /// "reward"?, "agent"?, "operator"?}, GET /v1/agents, GET
-    /// /v1/agents/{id}. Errors are JSON {"code", "message"}.
+    /// once, prints the address it listens on, and on the signal stops
+    /// accepting, ends event streams, lets requests in flight finish and
+    /// stores every agent's state. Routes: queries and feedback, agents,
+    /// plugins loaded and unloaded live, the memory graph and workflows,
+    /// GET /metrics (Prometheus), GET /v1/events (SSE), GET /health, GET
+    /// /ready; every route with its roles in GET /v1/openapi.json (and the
+    /// README). Errors are JSON {"code", "message"}.
     Serve {
         /// Address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:7700")]
@@ -221,6 +222,23 @@ enum Command {
         /// Longest a request may take, in ms (longer: 503).
         #[arg(long, default_value_t = 10_000)]
         request_timeout_ms: u64,
+        /// Take uploaded plugin components (POST /v1/plugins with
+        /// Content-Type: application/wasm), which are UNSIGNED: they run
+        /// without a signature check. Without it, plugins load only signed,
+        /// by name from the registry.
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Largest uploaded plugin component, in bytes.
+        #[arg(long, default_value_t = 32 << 20)]
+        max_upload_bytes: usize,
+        /// Requests per second each client may make (a token, or the address
+        /// of a request without one); beyond it, 429 with Retry-After. 0: no
+        /// limit.
+        #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
+        rate_limit: f64,
+        /// Requests a client may make at once before --rate-limit applies.
+        #[arg(long, default_value_t = 100)]
+        rate_burst: u32,
     },
     /// Print a component's imports and exports as WIT, or say why the file is
     /// not a component.
@@ -766,11 +784,24 @@ fn main() -> ExitCode {
             max_in_flight,
             max_body_bytes,
             request_timeout_ms,
+            allow_unsigned,
+            max_upload_bytes,
+            rate_limit,
+            rate_burst,
         } => {
+            if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
+                eprintln!("error: --rate-limit must be a number of requests per second, 0 or more");
+                return ExitCode::FAILURE;
+            }
             let limits = elex_server::Limits {
                 body_bytes: max_body_bytes,
                 request_timeout: std::time::Duration::from_millis(request_timeout_ms),
                 in_flight: max_in_flight,
+                upload_bytes: max_upload_bytes,
+                allow_unsigned,
+                rate_per_second: rate_limit,
+                rate_burst,
+                ..elex_server::Limits::default()
             };
             serve(&places, listen, access, allow_remote, limits)
         }

@@ -33,7 +33,7 @@ fn tool_path() -> std::ffi::OsString {
     std::env::join_paths(paths).unwrap()
 }
 
-fn elex(data: &Path, cwd: &Path, args: &[&str]) -> Output {
+pub(super) fn elex(data: &Path, cwd: &Path, args: &[&str]) -> Output {
     // A registry of its own (a copy of the development one) in the work
     // folder when there is one, so signing a plugin touches no other test's.
     let own = cwd.join("registry");
@@ -51,7 +51,7 @@ fn elex(data: &Path, cwd: &Path, args: &[&str]) -> Output {
         .expect("run elex")
 }
 
-fn ok(out: Output, what: &str) -> String {
+pub(super) fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed:\nstdout: {}\nstderr: {}",
@@ -61,7 +61,7 @@ fn ok(out: Output, what: &str) -> String {
     text(&out.stdout)
 }
 
-fn json(out: &str) -> serde_json::Value {
+pub(super) fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
@@ -113,7 +113,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Copies the development registry into `work/registry` and adds a new key
 /// (from `elex keygen`) to its trust policy; returns the private key file.
-fn own_registry_trusting_a_new_key(work: &Path) -> PathBuf {
+pub(super) fn own_registry_trusting_a_new_key(work: &Path) -> PathBuf {
     copy_dir(&root().join("target/registry"), &work.join("registry"));
     let keys = work.join("keys");
     ok(elex(&work.join("data"), work, &["keygen", "--out", keys.to_str().unwrap()]), "keygen");

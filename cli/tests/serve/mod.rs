@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::text;
@@ -27,10 +27,15 @@ impl Drop for Server {
 }
 
 fn start(data: &Path, args: &[&str]) -> Server {
+    start_with_registry(data, &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/registry"), args)
+}
+
+fn start_with_registry(data: &Path, registry: &Path, args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_elex"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("ELEX_DATA_DIR", data)
+        .env("ELEX_REGISTRY", registry)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -51,21 +56,86 @@ fn request(
     token: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
+    request_of(addr, method, path, token, "application/json", body.as_bytes())
+}
+
+/// One request with a body of `content_type`; (status, JSON body).
+fn request_of(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let (status, head, body) = raw(addr, method, path, token, content_type, body);
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {head}\n{body}"));
+    (status, json)
+}
+
+/// One request; (status, head, body as text).
+fn raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(300))).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
+    // A server that refuses a request before reading its body (a 403 for an
+    // upload) may close while the body is still being sent.
+    let _ = stream.write_all(body);
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {head}\n{body}"));
-    (status, json)
+    (status, head.to_string(), body.to_string())
+}
+
+/// Opens `GET /v1/events` as `token`; the reader of its stream, past the
+/// response head.
+fn event_stream(addr: &str, token: Option<&str>) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains(" 200 "), "{line}");
+    while line.trim() != "" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    reader
+}
+
+/// Reads the event stream until an event named `name` whose data has
+/// `needle`; that data.
+fn next_event(events: &mut BufReader<TcpStream>, name: &str, needle: &str) -> String {
+    let mut line = String::new();
+    let mut current = String::new();
+    loop {
+        line.clear();
+        assert!(events.read_line(&mut line).unwrap() > 0, "the stream ended before {name}");
+        if let Some(event) = line.trim().strip_prefix("event: ") {
+            current = event.to_string();
+        } else if let Some(data) = line.trim().strip_prefix("data: ")
+            && current == name
+            && data.contains(needle)
+        {
+            return data.to_string();
+        }
+    }
 }
 
 fn access_file(dir: &Path) -> std::path::PathBuf {
@@ -90,6 +160,9 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     let access = access_file(work.path());
     let server = start(&data, &["--access", access.to_str().unwrap(), "--max-body-bytes", "2048"]);
     let addr = server.addr.as_str();
+    let (status, err) = request(addr, "GET", "/v1/events", None, "");
+    assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
+    let mut events = event_stream(addr, Some(READER));
 
     assert_eq!(request(addr, "GET", "/health", None, "").0, 200);
     let (status, ready) = request(addr, "GET", "/ready", None, "");
@@ -136,6 +209,11 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
     let (status, err) = request(addr, "GET", "/v1/query", Some(OPERATOR), "");
     assert_eq!((status, err["code"].as_str()), (405, Some("method_not_allowed")));
+    // Plugins are the admin's; an upload (unsigned) needs --allow-unsigned.
+    let (status, err) = request(addr, "POST", "/v1/plugins", Some(OPERATOR), r#"{"name": "x@1"}"#);
+    assert_eq!((status, err["code"].as_str()), (403, Some("forbidden")));
+    let (status, listed) = request(addr, "GET", "/v1/plugins", Some(READER), "");
+    assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(0)));
     // Feedback, and one agent with its use.
     let qid = answer["query_id"].as_str().unwrap();
     let (status, fed) = request(
@@ -153,6 +231,35 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     let (status, second) = request(addr, "POST", "/v1/query", Some(OPERATOR), ask);
     assert_eq!(status, 200);
     let later_qid = second["query_id"].as_str().unwrap().to_string();
+    // The event stream saw the answers and the reward.
+    let seen: serde_json::Value =
+        serde_json::from_str(&next_event(&mut events, "query_answered", qid)).unwrap();
+    assert_eq!(seen["agent"], "FAJ 121 3094", "{seen}");
+    next_event(&mut events, "agent_rewarded", qid);
+    next_event(&mut events, "query_answered", &later_qid);
+    // Metrics: requests by route template and status, each agent's use.
+    let (status, _, metrics) = raw(addr, "GET", "/metrics", Some(READER), "text/plain", b"");
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        r#"elex_http_requests_total{method="POST",route="/v1/query",status="200"} 2"#,
+        r#"elex_http_requests_total{method="POST",route="/v1/query",status="403"} 1"#,
+        r#"elex_http_requests_total{method="GET",route="/v1/agents/{id}",status="200"} 1"#,
+        // Two answers and a reward.
+        r#"elex_agent_calls_total{agent="FAJ 121 3094"} 3"#,
+        r#"elex_agent_errors_total{agent="FAJ 121 3094"} 0"#,
+        r#"elex_agent_call_duration_seconds_count{agent="FAJ 121 3094"} 3"#,
+        r#"elex_agents{state="running"} 593"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains("elex_http_request_duration_seconds_bucket{"), "{metrics}");
+    let (status, err) = request(addr, "GET", "/metrics", None, "");
+    assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
+    // The OpenAPI document, open to all, is the committed one.
+    let (status, _, served) = raw(addr, "GET", "/v1/openapi.json", None, "application/json", b"");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../server/openapi.json")).unwrap();
+    assert_eq!((status, served), (200, committed));
 
     // SIGTERM: it stops, stores every agent's state, and exits 0.
     let mut server = server;
@@ -162,6 +269,9 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     let mut out = String::new();
     server.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(status.success() && out.contains("every agent's state is stored"), "{status}: {out}");
+    // The open event stream was ended, not left hanging.
+    let mut rest = String::new();
+    events.read_to_string(&mut rest).unwrap();
     // A later run knows the query and what the agent learned from it.
     let later = Command::new(env!("CARGO_BIN_EXE_elex"))
         .args(["feedback", &later_qid, "0.5"])
@@ -194,4 +304,267 @@ fn a_service_off_loopback_needs_an_access_file_and_a_bad_one_is_refused() {
     }
     let out = run(&["--listen", "not-an-address"]);
     assert!(!out.status.success() && text(&out.stderr).contains("--listen"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn plugins_load_and_unload_while_the_service_runs() {
+    use super::plugins::{elex, ok, own_registry_trusting_a_new_key};
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let data = cwd.join("data");
+    let key = own_registry_trusting_a_new_key(cwd);
+    let id = "hot-moon";
+    ok(elex(&data, cwd, &["new", id, "--lang", "js"]), "elex new");
+    ok(elex(&data, cwd, &["build", id]), "elex build");
+    let file = cwd.join(id).join("build").join(format!("{id}.wasm"));
+    let wasm = std::fs::read(&file).unwrap();
+
+    // Without --allow-unsigned an upload is refused, and nothing changes.
+    let server = start_with_registry(&data, &cwd.join("registry"), &[]);
+    let addr = server.addr.as_str();
+    let (status, err) = request_of(addr, "POST", "/v1/plugins", None, "application/wasm", &wasm);
+    assert_eq!((status, err["code"].as_str()), (403, Some("unsigned_refused")), "{err}");
+    drop(server);
+
+    let server = start_with_registry(&data, &cwd.join("registry"), &["--allow-unsigned"]);
+    let addr = server.addr.as_str();
+    let ready = |want: u64| {
+        let (status, ready) = request(addr, "GET", "/ready", None, "");
+        assert_eq!((status, ready["agents"].as_u64()), (200, Some(want)), "{ready}");
+    };
+    ready(593);
+    // Not a component; not a plugin (the feature agent has no manifest);
+    // a registry entry that does not exist: each a 422 with its reason.
+    let (status, err) = request_of(addr, "POST", "/v1/plugins", None, "application/wasm", b"\0asm junk");
+    assert_eq!((status, err["code"].as_str()), (422, Some("bad_plugin")), "{err}");
+    let agent = std::fs::read(super::components().join("feature-agent.composed.wasm")).unwrap();
+    let (status, err) = request_of(addr, "POST", "/v1/plugins", None, "application/wasm", &agent);
+    assert_eq!((status, err["code"].as_str()), (422, Some("bad_plugin")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("manifest"), "{err}");
+    let (status, err) = request(addr, "POST", "/v1/plugins", None, r#"{"name": "no-such-plugin@^1"}"#);
+    assert_eq!((status, err["code"].as_str()), (422, Some("bad_plugin")), "{err}");
+    ready(593);
+
+    // Uploaded while the 593 run: routed to, asked by id, rewarded.
+    let (status, loaded) = request_of(addr, "POST", "/v1/plugins", None, "application/wasm", &wasm);
+    assert_eq!((status, loaded["id"].as_str()), (201, Some(id)), "{loaded}");
+    assert_eq!(loaded["source"], "unsigned upload");
+    ready(594);
+    let (status, answer) =
+        request(addr, "POST", "/v1/query", None, r#"{"text": "What can Hot moon tell me?"}"#);
+    assert_eq!((status, answer["agent"]["faj"].as_str()), (200, Some(id)), "{answer}");
+    let ask = format!(r#"{{"text": "hello", "agent": "{id}"}}"#);
+    let (status, answer) = request(addr, "POST", "/v1/query", None, &ask);
+    assert_eq!((status, answer["q_value"].as_f64()), (200, Some(0.0)), "{answer}");
+    let qid = answer["query_id"].as_str().unwrap();
+    let (status, _) =
+        request(addr, "POST", "/v1/feedback", None, &format!(r#"{{"query_id": "{qid}", "reward": 0.5}}"#));
+    assert_eq!(status, 200);
+    // The features still answer as before.
+    let (status, answer) = request(addr, "POST", "/v1/query", None, r#"{"text": "What is FAJ 121 3094?"}"#);
+    assert_eq!((status, answer["agent"]["faj"].as_str()), (200, Some("FAJ 121 3094")), "{answer}");
+
+    // Signed into the registry, loaded by name: it replaces the upload. Its
+    // state is its own (an unsigned component's is never restored into a
+    // signed one), and it learns.
+    let key = key.to_str().unwrap();
+    let file = file.to_str().unwrap();
+    ok(elex(&data, cwd, &["sign", file, "--name", id, "--version", "0.1.0", "--key", key]), "sign");
+    let (status, loaded) = request(addr, "POST", "/v1/plugins", None, &format!(r#"{{"name": "{id}@^0.1"}}"#));
+    assert_eq!((status, loaded["source"].as_str()), (201, Some("registry hot-moon@0.1.0")), "{loaded}");
+    ready(594);
+    let (status, answer) = request(addr, "POST", "/v1/query", None, &ask);
+    assert_eq!((status, answer["q_value"].as_f64()), (200, Some(0.0)), "{answer}");
+    let qid = answer["query_id"].as_str().unwrap();
+    let (status, _) =
+        request(addr, "POST", "/v1/feedback", None, &format!(r#"{{"query_id": "{qid}", "reward": 0.5}}"#));
+    assert_eq!(status, 200);
+    let (status, listed) = request(addr, "GET", "/v1/plugins", None, "");
+    assert_eq!((status, listed[0]["id"].as_str()), (200, Some(id)), "{listed}");
+
+    // Unloaded: gone from routing and from --agent, at once.
+    let (status, gone) = request(addr, "DELETE", &format!("/v1/plugins/{id}"), None, "");
+    assert_eq!((status, gone["unloaded"].as_str()), (200, Some(id)), "{gone}");
+    ready(593);
+    let (status, err) = request(addr, "POST", "/v1/query", None, &ask);
+    assert_eq!((status, err["code"].as_str()), (404, Some("no_agent")), "{err}");
+    let (status, answer) =
+        request(addr, "POST", "/v1/query", None, r#"{"text": "What can Hot moon tell me?"}"#);
+    assert_eq!(status, 200);
+    assert_ne!(answer["agent"]["faj"], id, "{answer}");
+    let (status, err) = request(addr, "DELETE", &format!("/v1/plugins/{id}"), None, "");
+    assert_eq!((status, err["code"].as_str()), (404, Some("no_agent")), "{err}");
+    // Loaded again, it is back with what it learned.
+    let (status, _) = request(addr, "POST", "/v1/plugins", None, &format!(r#"{{"name": "{id}@^0.1"}}"#));
+    assert_eq!(status, 201);
+    let (status, answer) = request(addr, "POST", "/v1/query", None, &ask);
+    assert_eq!((status, answer["q_value"].as_f64()), (200, Some(0.5)), "{answer}");
+}
+
+#[test]
+fn each_client_is_held_to_its_rate() {
+    let work = tempfile::tempdir().unwrap();
+    let access = access_file(work.path());
+    let server = start(
+        &work.path().join("data"),
+        &["--access", access.to_str().unwrap(), "--rate-limit", "0.5", "--rate-burst", "2"],
+    );
+    let addr = server.addr.as_str();
+    for _ in 0..2 {
+        assert_eq!(request(addr, "GET", "/v1/agents", Some(READER), "").0, 200);
+    }
+    let (status, head, body) = raw(addr, "GET", "/v1/agents", Some(READER), "application/json", b"");
+    assert_eq!(status, 429, "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 2"), "{head}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["code"], "rate_limited");
+    assert!(err["message"].as_str().unwrap().contains("token dashboard"), "{err}");
+    // Another token has its own; requests without a token count by address;
+    // health and readiness are never limited.
+    assert_eq!(request(addr, "GET", "/v1/agents/FAJ%20121%203094", Some(OPERATOR), "").0, 200);
+    for _ in 0..2 {
+        assert_eq!(request(addr, "GET", "/v1/agents", None, "").0, 401);
+    }
+    let (status, err) = request(addr, "GET", "/v1/agents", None, "");
+    assert_eq!((status, err["code"].as_str()), (429, Some("rate_limited")), "{err}");
+    for _ in 0..5 {
+        assert_eq!(request(addr, "GET", "/health", None, "").0, 200);
+    }
+}
+
+#[test]
+fn the_memory_graph_and_workflows_over_http() {
+    let work = tempfile::tempdir().unwrap();
+    let server = start(&work.path().join("data"), &[]);
+    let addr = server.addr.as_str();
+    let (status, context) = request(addr, "POST", "/v1/contexts", None, r#"{"name": "msm-review"}"#);
+    assert_eq!(status, 201, "{context}");
+    let context = context["id"].as_u64().unwrap();
+    let body = format!(
+        r#"{{"content": "MIMO Sleep Mode saves energy at night", "metadata": {{"kind": "fact"}}, "context": {context}}}"#
+    );
+    let (status, engram) = request(addr, "POST", "/v1/engrams", None, &body);
+    assert_eq!(status, 201, "{engram}");
+    let id = engram["id"].as_u64().unwrap();
+    let (status, got) = request(addr, "GET", &format!("/v1/engrams/{id}"), None, "");
+    assert_eq!((status, got["metadata"]["kind"].as_str()), (200, Some("fact")), "{got}");
+    let (status, hits) = request(addr, "POST", "/v1/search", None, r#"{"text": "sleep energy"}"#);
+    assert_eq!((status, hits[0]["id"].as_u64()), (200, Some(id)), "{hits}");
+    let members = r#"{"agents": ["FAJ 121 3094"]}"#;
+    let (status, _) = request(addr, "POST", &format!("/v1/contexts/{context}/members"), None, members);
+    assert_eq!(status, 200);
+    // A workflow's answers become engrams of the context.
+    let workflow = format!(
+        r#"{{"context": {context}, "workflow": {{"name": "msm-review", "steps": [
+            {{"id": "counters", "agent": "FAJ 121 3094", "query": "Which counters show the effect?"}},
+            {{"id": "check", "agent": "FAJ 121 3094", "action": "validate",
+              "params": {{"MimoSleepFunction.sleepMode": 2}}, "depends_on": ["counters"]}}]}}}}"#
+    );
+    let (status, report) = request(addr, "POST", "/v1/workflows", None, &workflow);
+    assert_eq!((status, report["succeeded"].as_bool()), (200, Some(true)), "{report}");
+    assert_eq!(report["steps"].as_array().unwrap().len(), 2);
+    let (status, shown) = request(addr, "GET", &format!("/v1/contexts/{context}?limit=10"), None, "");
+    assert_eq!((status, shown["engram_count"].as_u64()), (200, Some(3)), "{shown}");
+    assert!(shown["members"].as_array().unwrap().iter().any(|m| m == "FAJ 121 3094"), "{shown}");
+    // Bad input: each its status and code.
+    let cases = [
+        ("GET", "/v1/engrams/999999".to_string(), "", 404, "not_found"),
+        ("GET", "/v1/engrams/not-a-number".to_string(), "", 400, "bad_request"),
+        (
+            "POST",
+            "/v1/workflows".to_string(),
+            r#"{"context": 1, "workflow": {"name": "x", "steps": [{"id": "a", "agent": "FAJ 999 9999"}]}}"#,
+            400,
+            "bad_workflow",
+        ),
+        (
+            "POST",
+            "/v1/workflows".to_string(),
+            r#"{"context": 1, "workflow": {"steps": "no"}}"#,
+            400,
+            "bad_workflow",
+        ),
+        ("POST", "/v1/contexts/999999/members".to_string(), members, 404, "not_found"),
+        ("POST", "/v1/search".to_string(), r#"{"text": "x", "limit": "ten"}"#, 422, "bad_request"),
+    ];
+    for (method, path, body, want, code) in cases {
+        let (status, err) = request(addr, method, &path, None, body);
+        assert_eq!((status, err["code"].as_str()), (want, Some(code)), "{method} {path}: {err}");
+    }
+}
+
+/// Splits a shell line into words: single quotes group, `#` after a space
+/// starts a comment.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    let mut previous = ' ';
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                word.get_or_insert_with(String::new);
+            }
+            '#' if !quoted && previous == ' ' => break,
+            c if c.is_whitespace() && !quoted => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+        previous = c;
+    }
+    words.extend(word);
+    words
+}
+
+#[test]
+fn the_readmes_curl_session_runs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block =
+        readme.split("<!-- service-example -->\n```sh\n").nth(1).expect("the README's service example");
+    let lines: Vec<&str> = block[..block.find("```").unwrap()].lines().collect();
+    assert!(lines[0].starts_with("elex serve --listen 127.0.0.1:7700"), "{}", lines[0]);
+    assert!(lines.last().unwrap().starts_with("kill %1"));
+    let work = tempfile::tempdir().unwrap();
+    let server = start(&work.path().join("data"), &[]);
+    let mut ran = 0;
+    for line in &lines[1..lines.len() - 1] {
+        let words = shell_words(line);
+        assert_eq!(words[0], "curl", "{line}");
+        let (mut method, mut headers, mut body, mut url) =
+            ("GET".to_string(), Vec::new(), String::new(), None);
+        let mut args = words[1..].iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-s" | "-N" => {}
+                "-X" => method = args.next().unwrap().clone(),
+                "-H" => headers.push(args.next().unwrap().clone()),
+                "-d" => body = args.next().unwrap().clone(),
+                a if a.starts_with("http://127.0.0.1:7700") => {
+                    url = Some(a.replace("127.0.0.1:7700", &server.addr))
+                }
+                a => panic!("{line}: the test does not know curl's {a}"),
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("{line}: no URL"));
+        let path = url.split_once(server.addr.as_str()).unwrap().1.to_string();
+        if path == "/v1/events" {
+            // A stream: it opens with 200; the service ends it when it stops.
+            event_stream(&server.addr, None);
+        } else {
+            let content_type = headers
+                .iter()
+                .find_map(|h| h.strip_prefix("Content-Type: "))
+                .unwrap_or("application/json")
+                .to_string();
+            let (status, head, text) =
+                raw(&server.addr, &method, &path, None, &content_type, body.as_bytes());
+            assert!((200..300).contains(&status), "{line}: {head}\n{text}");
+        }
+        ran += 1;
+    }
+    assert_eq!(ran, lines.len() - 2);
+    // `kill %1`: SIGTERM, and the service stops cleanly.
+    let mut server = server;
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
+    assert!(server.child.wait().unwrap().success());
 }

@@ -1,0 +1,140 @@
+//! Queries, feedback and the agents.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{ApiError, AppState, Body, Role, UrlPath};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryRequest {
+    /// The question.
+    #[schema(example = "What is FAJ 121 3094?")]
+    text: String,
+    /// Ask this agent (a FAJ code in any spelling, or a plugin id) instead
+    /// of the one the router picks.
+    #[serde(default)]
+    agent: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FeedbackRequest {
+    /// The answer's `query_id`.
+    query_id: String,
+    /// A reward in -1..1 for the agent that answered.
+    #[serde(default)]
+    reward: Option<f32>,
+    /// The agent the question was meant for: a correction the router
+    /// learns from.
+    #[serde(default)]
+    agent: Option<String>,
+    /// Who gives the correction (default: the token's name).
+    #[serde(default)]
+    operator: Option<String>,
+}
+
+#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`", body = serde_json::Value)))]
+pub(crate) async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[utoipa::path(get, path = "/ready", tag = "service", responses((status = 200, description = "The agents are live: `{\"status\": \"ready\", \"agents\": N}` (features and plugins)", body = serde_json::Value)))]
+pub(crate) async fn ready(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ready", "agents": s.runtime.agents().slots().len() }))
+}
+
+#[utoipa::path(post, path = "/v1/query", tag = "agents", request_body = QueryRequest, security(("bearer" = [])), responses((status = 200, description = "The answer: the object `elex query --json` prints (query_id, agent, close_candidates, action, content, confidence, q_value, sources, trace, timing_ms, …)", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 502, description = "The agent failed (trap, budget, error)", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn query(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<QueryRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.access.require(&headers, Role::Operator)?;
+    s.run(move |rt| {
+        let answer = match &req.agent {
+            Some(agent) => rt.ask(agent, &req.text),
+            None => rt.query(&req.text),
+        }?;
+        Ok(Json(rt.answer_json(&answer)))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/feedback", tag = "agents", request_body = FeedbackRequest, security(("bearer" = [])), responses((status = 200, description = "Who was rewarded and/or corrected: `{\"query_id\", \"rewarded\"?: {\"agent\", \"reward\"}, \"corrected\"?: {\"agent\", \"operator\"}}`", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn feedback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<FeedbackRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = s.access.require(&headers, Role::Operator)?;
+    if req.reward.is_none() && req.agent.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "give a reward, an agent, or both",
+        ));
+    }
+    s.run(move |rt| {
+        let mut out = json!({ "query_id": req.query_id });
+        if let Some(reward) = req.reward {
+            let i = rt.feedback(&req.query_id, reward)?;
+            out["rewarded"] = json!({ "agent": rt.catalog().features[i].faj, "reward": reward });
+        }
+        if let Some(agent) = &req.agent {
+            let operator = req.operator.unwrap_or(who);
+            let i = rt.correct(&req.query_id, agent, &operator)?;
+            out["corrected"] = json!({ "agent": rt.catalog().features[i].faj, "operator": operator });
+        }
+        Ok(Json(out))
+    })
+    .await
+}
+
+fn agent_json(f: &elex_ran::Feature) -> serde_json::Value {
+    json!({ "id": f.faj, "name": f.name, "acronym": f.acronym, "category": f.category, "plugin": f.plugin })
+}
+
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", security(("bearer" = [])), responses((status = 200, description = "Every agent (features, then plugins): `[{\"id\", \"name\", \"acronym\", \"category\", \"plugin\"}]`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn agents(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.access.require(&headers, Role::Read)?;
+    Ok(Json(json!(s.runtime.catalog().features.iter().map(agent_json).collect::<Vec<_>>())))
+}
+
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "A FAJ code in any spelling, or a plugin id")), security(("bearer" = [])), responses((status = 200, description = "One agent with its relations and its use across runs", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn agent(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.access.require(&headers, Role::Read)?;
+    s.run(move |rt| {
+        let i = rt.catalog().index_of(&id)?;
+        let f = &rt.catalog().features[i];
+        let usage = rt.usage_of(&f.faj)?.map(|u| {
+            json!({
+                "calls": u.calls,
+                "errors": u.errors,
+                "latency_p50_us": u.latency.quantile(0.5).map(|d| d.as_secs_f64() * 1e6),
+                "latency_p99_us": u.latency.quantile(0.99).map(|d| d.as_secs_f64() * 1e6),
+                "recycles": u.recycles,
+                "evictions": u.evictions,
+            })
+        });
+        let mut out = agent_json(f);
+        out["requires"] = json!(f.requires);
+        out["conflicts"] = json!(f.conflicts);
+        out["related"] = json!(f.related);
+        out["parameters"] = json!(f.parameters.len());
+        out["counters"] = json!(f.counters.len());
+        out["usage"] = json!(usage);
+        Ok(Json(out))
+    })
+    .await
+}
