@@ -35,6 +35,7 @@ mod eval;
 mod memory;
 mod plugins;
 mod runtime;
+mod serve;
 mod swarm;
 
 #[derive(Serialize)]
@@ -503,9 +504,10 @@ fn main() -> Result<()> {
             "swarm" => swarm::run(&out)?,
             "eval" => eval::run(&out)?,
             "plugins" => plugins::run(&out)?,
+            "serve" => serve::run(&out)?,
             other => {
                 anyhow::bail!(
-                    "unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval, plugins"
+                    "unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval, plugins, serve"
                 )
             }
         }

@@ -6,9 +6,11 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod agents;
+mod answer;
 mod memory;
 mod output;
 mod plugin;
+mod remote;
 mod workflow;
 
 use output::{clean, outln};
@@ -48,6 +50,15 @@ struct Cli {
     /// registry's own trust/ folder; repeatable.
     #[arg(long, global = true, value_name = "DIR")]
     trust: Vec<PathBuf>,
+    /// Send the command to a running `elex serve` at this URL
+    /// (http://HOST:PORT) instead of starting the agents here: query,
+    /// feedback, agents list|show, load, unload, engram add|get|search,
+    /// context create|add|show, workflow run.
+    #[arg(long, global = true, value_name = "URL", env = "ELEX_SERVER")]
+    server: Option<String>,
+    /// The bearer token for --server (its access file's).
+    #[arg(long, global = true, value_name = "TOKEN", env = "ELEX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -425,61 +436,7 @@ fn query(
         Some(faj) => runtime.ask(faj, text),
         None => runtime.query(text),
     }?;
-    let feature = &runtime.catalog().features[answer.agent];
-    let response = &answer.response;
-    // The answering agent's component: the feature agent's, or a plugin's.
-    let loaded = runtime.swarm().component_of(answer.agent)?;
-    let (load, start) = runtime.start_times();
-    let (load_ms, start_ms) = (load.as_secs_f64() * 1e3, start.as_secs_f64() * 1e3);
-    let answer_ms = answer.took.as_secs_f64() * 1e3;
-    if json {
-        let out = runtime.answer_json(&answer);
-        outln!("{}", serde_json::to_string_pretty(&out)?)?;
-    } else {
-        outln!("agent       {}  {}  (chosen by {})", feature.faj, feature.name, answer.reason)?;
-        for c in &answer.close {
-            let f = &runtime.catalog().features[c.index];
-            outln!("close call  {}  {}  ({})", f.faj, f.name, c.reason)?;
-        }
-        if !answer.close.is_empty() {
-            outln!(
-                "            if another was meant: elex feedback {} --agent <FAJ>, or ask with --agent",
-                response.query_id
-            )?;
-        }
-        outln!("action      {}", response.action)?;
-        outln!("confidence  {:.2}    q-value {:.2}", response.confidence, response.q_value)?;
-        outln!("answer")?;
-        for line in response.content.lines() {
-            outln!("  {}", clean(line))?;
-        }
-        if !response.sources.is_empty() {
-            outln!("sources     {}", clean(&response.sources.join(", ")))?;
-        }
-        for h in &answer.trace {
-            outln!(
-                "consult     {} -> {} (depth {}, {:.2} ms): {}",
-                h.from,
-                h.to,
-                h.depth,
-                h.millis,
-                clean(&h.outcome)
-            )?;
-        }
-        outln!(
-            "timing      load {load_ms:.1} ms ({}), {} agents started in {start_ms:.0} ms, routing {:.3} ms, answer {answer_ms:.3} ms",
-            loaded.origin,
-            runtime.swarm().len(),
-            answer.routing.as_secs_f64() * 1e3
-        )?;
-        outln!(
-            "query id    {}   (elex feedback {} <reward in -1..1>)",
-            response.query_id,
-            response.query_id
-        )?;
-        outln!("component   {} ({} bytes, blake3 {})", loaded.what, loaded.size, &loaded.digest[..16])?;
-    }
-    Ok(())
+    answer::print(&runtime.answer_json(&answer), json)
 }
 
 /// `elex serve`: the runtime as a service until SIGTERM/SIGINT.
@@ -758,22 +715,41 @@ fn main() -> ExitCode {
         trust: cli.trust,
         opened: std::cell::OnceCell::new(),
     };
-    let result = match cli.command {
+    let result = match &cli.server {
+        Some(url) if cli.command.uses_agents() => {
+            remote::Remote::new(url, cli.token.clone()).and_then(|server| over_server(&server, cli.command))
+        }
+        _ => local(&places, cli.command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `elex … | head -1`: the reader has what it wanted.
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command run here, on the data dir.
+fn local(places: &Places, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Query { text, component, allow_unsigned, agent, json } => {
-            query(&places, &text, component, allow_unsigned, agent, json)
+            query(places, &text, component, allow_unsigned, agent, json)
         }
         Command::Feedback { query_id, reward, agent, operator } => {
-            feedback(&places, &query_id, reward, agent.as_deref(), operator)
+            feedback(places, &query_id, reward, agent.as_deref(), operator)
         }
-        Command::Keygen { out } => keygen(&places, out),
-        Command::Sign(args) => publish(&places, args),
-        Command::Verify { spec } => verify(&places, &spec),
-        Command::Index(command) => index(&places, command),
+        Command::Keygen { out } => keygen(places, out),
+        Command::Sign(args) => publish(places, args),
+        Command::Verify { spec } => verify(places, &spec),
+        Command::Index(command) => index(places, command),
         Command::Inspect { file, world } => inspect(&file, world),
         Command::Load { spec, allow_unsigned, grant, operator } => {
-            plugin::load(&places, &spec, allow_unsigned, &grant, operator)
+            plugin::load(places, &spec, allow_unsigned, &grant, operator)
         }
-        Command::Unload { id } => plugin::unload(&places, &id),
+        Command::Unload { id } => plugin::unload(places, &id),
         Command::New { id, lang, dir } => plugin::new(&id, lang, dir),
         Command::Build { dir } => plugin::build(&dir).map(|_| ()),
         Command::Wit { out } => plugin::wit(out),
@@ -790,8 +766,7 @@ fn main() -> ExitCode {
             rate_burst,
         } => {
             if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
-                eprintln!("error: --rate-limit must be a number of requests per second, 0 or more");
-                return ExitCode::FAILURE;
+                return Err(anyhow!("--rate-limit must be a number of requests per second, 0 or more"));
             }
             let limits = elex_server::Limits {
                 body_bytes: max_body_bytes,
@@ -803,20 +778,128 @@ fn main() -> ExitCode {
                 rate_burst,
                 ..elex_server::Limits::default()
             };
-            serve(&places, listen, access, allow_remote, limits)
+            serve(places, listen, access, allow_remote, limits)
         }
-        Command::Agents(command) => agents::run(&places, command),
-        Command::Engram(command) => memory::engram(&places, command),
-        Command::Context(command) => memory::context(&places, command),
-        Command::Workflow(command) => workflow::run(&places, command),
+        Command::Agents(command) => agents::run(places, command),
+        Command::Engram(command) => memory::engram(places, command),
+        Command::Context(command) => memory::context(places, command),
+        Command::Workflow(command) => workflow::run(places, command),
+    }
+}
+
+impl Command {
+    /// Whether the command uses the agents or their data (and so goes to
+    /// the service under --server); the others (keys, signing, the
+    /// registry index, inspect, plugin authoring) run here either way.
+    fn uses_agents(&self) -> bool {
+        matches!(
+            self,
+            Command::Query { .. }
+                | Command::Feedback { .. }
+                | Command::Load { .. }
+                | Command::Unload { .. }
+                | Command::Serve { .. }
+                | Command::Agents(_)
+                | Command::Engram(_)
+                | Command::Context(_)
+                | Command::Workflow(_)
+        )
+    }
+}
+
+/// A command sent to a running `elex serve` (see [`remote`]).
+fn over_server(server: &remote::Remote, command: Command) -> anyhow::Result<()> {
+    use agents::AgentsCommand;
+    use memory::{ContextCommand, EngramCommand};
+    let here = |what: &str| {
+        Err(anyhow!("`elex {what}` runs where the data dir is, not over --server: run it without --server"))
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // `elex … | head -1`: the reader has what it wanted.
-        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+    let not_as = |actor: &memory::As| match &actor.agent {
+        Some(_) => Err(anyhow!("--as is not available over --server: the service acts as the operator")),
+        None => Ok(()),
+    };
+    match command {
+        Command::Query { text, component, agent, json, .. } => {
+            if component.is_some() {
+                return Err(anyhow!("--component is not available over --server: the service runs its own"));
+            }
+            remote::query(server, &text, agent, json)
         }
+        Command::Feedback { query_id, reward, agent, operator } => {
+            remote::feedback(server, &query_id, reward, agent.as_deref(), operator)
+        }
+        Command::Load { spec, allow_unsigned, grant, .. } => {
+            remote::load(server, &spec, allow_unsigned, &grant)
+        }
+        Command::Unload { id } => remote::unload(server, &id),
+        Command::Agents(AgentsCommand::List { .. }) => {
+            remote::print(&server.call("GET", "/v1/agents", None)?)
+        }
+        Command::Agents(AgentsCommand::Show { faj: agent, .. }) => {
+            remote::print(&server.call("GET", &remote::agent_path(&agent), None)?)
+        }
+        Command::Engram(EngramCommand::Add { content, source, confidence, metadata, context, actor }) => {
+            not_as(&actor)?;
+            let metadata: serde_json::Map<String, serde_json::Value> =
+                metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+            let body = serde_json::json!({ "content": content, "source": source, "confidence": confidence,
+                                           "metadata": metadata, "context": context });
+            outln!("{}", server.post("/v1/engrams", &body)?["id"])?;
+            Ok(())
+        }
+        Command::Engram(EngramCommand::Get { id, actor, .. }) => {
+            not_as(&actor)?;
+            remote::print(&server.call("GET", &format!("/v1/engrams/{id}"), None)?)
+        }
+        Command::Engram(EngramCommand::Search { text, metadata, context, limit, actor, .. }) => {
+            not_as(&actor)?;
+            let metadata: serde_json::Map<String, serde_json::Value> =
+                metadata.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+            let body =
+                serde_json::json!({ "text": text, "metadata": metadata, "context": context, "limit": limit });
+            remote::print(&server.post("/v1/search", &body)?)
+        }
+        Command::Context(ContextCommand::Create { name, actor }) => {
+            not_as(&actor)?;
+            outln!("{}", server.post("/v1/contexts", &serde_json::json!({ "name": name }))?["id"])?;
+            Ok(())
+        }
+        Command::Context(ContextCommand::Add { context, engrams, agents, actor }) => {
+            not_as(&actor)?;
+            let body = serde_json::json!({ "engrams": engrams, "agents": agents });
+            let out = server.post(&format!("/v1/contexts/{context}/members"), &body)?;
+            eprintln!("context {context}: {} added", out["added"]);
+            Ok(())
+        }
+        Command::Context(ContextCommand::Show { context, limit, actor, .. }) => {
+            not_as(&actor)?;
+            remote::print(&server.call("GET", &format!("/v1/contexts/{context}?limit={limit}"), None)?)
+        }
+        Command::Workflow(workflow::WorkflowCommand::Run { file, context, component, .. }) => {
+            if component.is_some() {
+                return Err(anyhow!("--component is not available over --server: the service runs its own"));
+            }
+            // Checked here as a local run checks it (bounded, well-formed),
+            // then sent as JSON (YAML is read as the JSON it stands for).
+            elex_ran::workflow::Workflow::load(&file)?;
+            let text = std::fs::read_to_string(&file)?;
+            let workflow: serde_json::Value = serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("reading {} as JSON or YAML", file.display()))?;
+            let body = serde_json::json!({ "context": context, "workflow": workflow });
+            let report = server.post("/v1/workflows", &body)?;
+            remote::print(&report)?;
+            if report["succeeded"].as_bool() == Some(true) {
+                Ok(())
+            } else {
+                Err(anyhow!("workflow {:?} did not complete", report["workflow"]))
+            }
+        }
+        Command::Serve { .. } => here("serve"),
+        Command::Agents(AgentsCommand::Stats { .. }) => here("agents stats"),
+        Command::Agents(AgentsCommand::Reset { .. }) => here("agents reset"),
+        Command::Agents(AgentsCommand::Check) => here("agents check"),
+        Command::Engram(EngramCommand::Check) => here("engram check"),
+        // `uses_agents` sends no other command here.
+        _ => Err(anyhow!("this command runs here, not over --server")),
     }
 }

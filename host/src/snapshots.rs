@@ -5,6 +5,18 @@
 //! transaction: a crash leaves the previous state or the new one, never half
 //! of either.
 //!
+//! Durability: the routine writes of answering a query — snapshots, usage,
+//! who answered — are committed without waiting for the disk (redb's
+//! `Durability::None`: visible at once, on disk with the next durable
+//! commit), so a query does not pay an fsync. Everything else (an installed
+//! plugin, an operator's correction, a quarantine, a reset) is durable when
+//! its call returns, and so is everything written before it;
+//! [`SnapshotStore::flush`] makes the routine writes durable (feedback does,
+//! a service does every second, and dropping the store does). A crash of
+//! the process (SIGKILL, power) loses at most the routine writes since the
+//! last durable commit: what agents learned from queries in that window,
+//! never a reward that was acknowledged.
+//!
 //! Snapshots are keyed by agent **and** component family
 //! ([`LoadedComponent::family`](crate::LoadedComponent::family)): the bytes
 //! one component wrote are never restored into another. Every stored value
@@ -18,7 +30,10 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, WriteTransaction,
+};
 
 use crate::error::{Error, Result};
 use crate::instance::AgentInstance;
@@ -37,6 +52,9 @@ const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantin
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage_v2");
 /// query id → checked `<family>/<agent>` that answered it.
 const QUERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("queries_v2");
+/// The order answers were recorded in: sequence number → query id, so the
+/// oldest are forgotten first once there are [`MAX_ANSWERED`].
+const ANSWER_ORDER: TableDefinition<u64, &str> = TableDefinition::new("answer_order_v1");
 /// Example questions an operator said an agent should have answered:
 /// `<agent>/<sequence>` → sealed postcard [`Example`].
 const EXAMPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("examples_v1");
@@ -181,10 +199,42 @@ impl Restored {
     }
 }
 
+/// Who answered a query: what [`SnapshotStore::put_answers`] records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The query's id.
+    pub query_id: String,
+    /// The answering agent's component family.
+    pub family: String,
+    /// The answering agent's id.
+    pub agent: String,
+    /// The question (kept up to [`MAX_QUESTION_BYTES`]).
+    pub text: String,
+}
+
 /// The agents' database file.
 pub struct SnapshotStore {
     db: Database,
     path: PathBuf,
+    max_answered: u64,
+}
+
+/// redb's page cache for the agents' database (its default, 1 GiB, would
+/// let a long-running service's memory grow with the file).
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Answers remembered for feedback: beyond this many, the oldest is
+/// forgotten as each new one is stored (feedback on it is then refused as
+/// unknown), which bounds the database of a long-running service.
+pub const MAX_ANSWERED: u64 = 500_000;
+
+impl Drop for SnapshotStore {
+    /// The routine writes become durable before the file closes.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(path = %self.path.display(), error = %e, "the last writes to the agents' database may be lost");
+        }
+    }
 }
 
 impl SnapshotStore {
@@ -210,7 +260,7 @@ impl SnapshotStore {
         }
         let deadline = Instant::now() + wait;
         let db = loop {
-            match Database::create(path) {
+            match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
                 Ok(db) => break db,
                 Err(DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -239,14 +289,35 @@ impl SnapshotStore {
             tx.open_table(QUERIES).map_err(|e| err(&e))?;
             tx.open_table(EXAMPLES).map_err(|e| err(&e))?;
             tx.open_table(PLUGINS).map_err(|e| err(&e))?;
+            tx.open_table(ANSWER_ORDER).map_err(|e| err(&e))?;
         }
         migrate_v1(&tx).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
-        Ok(SnapshotStore { db, path: path.to_path_buf() })
+        Ok(SnapshotStore { db, path: path.to_path_buf(), max_answered: MAX_ANSWERED })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::Storage { path: self.path.clone(), detail: e.to_string() }
+    }
+
+    /// A write transaction for a routine write, committed without waiting
+    /// for the disk (see the module docs).
+    fn routine(&self) -> Result<WriteTransaction> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(Durability::None).map_err(|e| self.err(e))?;
+        Ok(tx)
+    }
+
+    /// Remembers at most `n` answers for feedback (default [`MAX_ANSWERED`]).
+    pub fn with_max_answered(mut self, n: u64) -> SnapshotStore {
+        self.max_answered = n.max(1);
+        self
+    }
+
+    /// Makes every write so far durable: one commit that waits for the disk.
+    pub fn flush(&self) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn corrupt(&self, table: &str, key: &str) -> Error {
@@ -256,7 +327,7 @@ impl SnapshotStore {
     /// Stores `bytes` as `agent`'s snapshot from component `family`
     /// (replacing the previous one).
     pub fn put(&self, family: &str, agent: &str, bytes: &[u8]) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.routine()?;
         {
             let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             let key = snapshot_key(family, agent);
@@ -269,7 +340,7 @@ impl SnapshotStore {
     /// Stores `agent`'s snapshot (from component `family`) and usage
     /// together, in one transaction.
     pub fn put_with_usage(&self, family: &str, agent: &str, snapshot: &[u8], usage: &Usage) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.routine()?;
         {
             let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             let key = snapshot_key(family, agent);
@@ -284,7 +355,7 @@ impl SnapshotStore {
 
     /// Stores the usage of many agents in one transaction.
     pub fn put_usage<'a>(&self, usage: impl IntoIterator<Item = (&'a str, &'a Usage)>) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.routine()?;
         {
             let mut u = tx.open_table(USAGE).map_err(|e| self.err(e))?;
             for (agent, usage) in usage {
@@ -327,18 +398,42 @@ impl SnapshotStore {
 
     /// Records that `agent` of component `family` answered `query_id`,
     /// asked as `text` (kept up to [`MAX_QUESTION_BYTES`], so an operator
-    /// can later say which agent it was meant for).
+    /// can later say which agent it was meant for). Beyond the latest
+    /// [`MAX_ANSWERED`] answers, the oldest is forgotten.
     pub fn put_asked(&self, query_id: &str, family: &str, agent: &str, text: &str) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.put_answers(&[Answered {
+            query_id: query_id.to_string(),
+            family: family.to_string(),
+            agent: agent.to_string(),
+            text: text.to_string(),
+        }])
+    }
+
+    /// [`SnapshotStore::put_asked`] for many answers, in one transaction.
+    pub fn put_answers(&self, answers: &[Answered]) -> Result<()> {
+        if answers.is_empty() {
+            return Ok(());
+        }
+        let tx = self.routine()?;
         {
             let mut t = tx.open_table(QUERIES).map_err(|e| self.err(e))?;
-            let mut who = snapshot_key(family, agent);
-            if !text.is_empty() {
-                who.push('\n');
-                who.push_str(bounded(text));
+            let mut order = tx.open_table(ANSWER_ORDER).map_err(|e| self.err(e))?;
+            let first = order.last().map_err(|e| self.err(e))?.map_or(0, |(k, _)| k.value() + 1);
+            for (next, a) in (first..).zip(answers) {
+                let mut who = snapshot_key(&a.family, &a.agent);
+                if !a.text.is_empty() {
+                    who.push('\n');
+                    who.push_str(bounded(&a.text));
+                }
+                t.insert(a.query_id.as_str(), seal(QUERIES.name(), &a.query_id, who.as_bytes()).as_slice())
+                    .map_err(|e| self.err(e))?;
+                order.insert(next, a.query_id.as_str()).map_err(|e| self.err(e))?;
             }
-            t.insert(query_id, seal(QUERIES.name(), query_id, who.as_bytes()).as_slice())
-                .map_err(|e| self.err(e))?;
+            while order.len().map_err(|e| self.err(e))? > self.max_answered {
+                let Some((_, oldest)) = order.pop_first().map_err(|e| self.err(e))? else { break };
+                let oldest = oldest.value().to_string();
+                t.remove(oldest.as_str()).map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -626,6 +721,25 @@ fn migrate_v1(tx: &redb::WriteTransaction) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_answers_are_forgotten_beyond_the_bound_and_routine_writes_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("elex.redb");
+        let s = SnapshotStore::open(&path).unwrap().with_max_answered(3);
+        for n in 0..5 {
+            s.put_asked(&format!("q{n}"), "fam", "FAJ 1", "why?").unwrap();
+        }
+        let known: Vec<bool> = (0..5).map(|n| s.asked(&format!("q{n}")).unwrap().is_some()).collect();
+        assert_eq!(known, [false, false, true, true, true]);
+        s.put("fam", "FAJ 1", b"state").unwrap();
+        // Routine writes are committed without an fsync; closing the store
+        // makes them durable.
+        drop(s);
+        let s = SnapshotStore::open(&path).unwrap();
+        assert_eq!(s.get("fam", "FAJ 1").unwrap().as_deref(), Some(&b"state"[..]));
+        assert!(s.asked("q4").unwrap().is_some());
+    }
 
     #[test]
     fn questions_and_examples_are_kept_bounded() {

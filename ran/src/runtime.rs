@@ -5,9 +5,17 @@
 //! signed feature-agent component from a registry, the agents' database
 //! (`<data dir>/agents.redb`), the memory graph (`<data dir>/memory.redb`),
 //! the [`Router`] of the catalog and the [`Swarm`] of every catalog feature
-//! (the router is its directory), restored from what it learned before. Every query saves what the agents that took part
-//! learned, their use (failed calls included) and who answered (for
-//! feedback).
+//! (its directory is the router's view of the agents, [`crate::agents`]),
+//! restored from what it learned before.
+//!
+//! Storing what agents learn: who answered each query (for feedback), what
+//! the agents learned from queries and their use (failed calls included)
+//! are kept in memory and stored by [`Runtime::save_changed`] — which a
+//! service calls every second and dropping the runtime calls (answers are
+//! also written every 32,768) — so a query does not pay for a database
+//! write. Feedback and corrections are stored, durably, before
+//! their call returns. A crash loses at most the learning from queries
+//! since the last save, never an acknowledged reward.
 //!
 //! It is `Send + Sync`: share it in an `Arc`. Its calls run guest code on
 //! the calling thread and block it (a query takes ~0.1–2 ms, starting ~0.1–
@@ -71,6 +79,10 @@ pub const AGENT_COMPONENT: &str = "feature-agent@^0.1";
 /// The registry name and version requirement of the HNSW store the router
 /// uses for similarity search.
 const HNSW_COMPONENT: (&str, &str) = ("hnsw", "^0.1");
+
+/// Answers recorded in memory before they are written to the database
+/// whether or not [`Runtime::save_changed`] came first.
+const MAX_PENDING_ANSWERS: usize = 32_768;
 
 /// How long opening the agents' database or memory graph waits for another
 /// process that holds it.
@@ -227,6 +239,8 @@ impl RuntimeBuilder {
             routing,
             agent,
             store,
+            answers: Default::default(),
+            saving: std::sync::Mutex::new(()),
             swarm,
             similarity: std::sync::Mutex::new(similarity),
             sources: Sources { data_dir, registry: self.registry, trust: self.trust },
@@ -323,6 +337,10 @@ pub struct Runtime {
     routing: Routing,
     agent: Arc<LoadedComponent>,
     store: Arc<SnapshotStore>,
+    /// Held while agents' use moves from the swarm to the database.
+    saving: std::sync::Mutex<()>,
+    /// Who answered each query since the answers were last stored.
+    answers: std::sync::Mutex<std::collections::HashMap<String, elex_host::snapshots::Answered>>,
     swarm: Swarm,
     similarity: std::sync::Mutex<String>,
     sources: Sources,
@@ -394,27 +412,27 @@ impl Runtime {
         })
     }
 
-    /// Keeps what a query changed, whether it was answered or not: the
-    /// snapshots of the agents that took part, every agent's use, and who
-    /// answered (for [`Runtime::feedback`]).
+    /// Records who answered (for [`Runtime::feedback`]). What the agents
+    /// learned and their use are stored by [`Runtime::save_changed`] (see
+    /// the module docs).
     fn answered(&self, agents: &Agents, text: &str, answer: Result<Answer>) -> Result<Answer> {
-        let mut involved = Vec::new();
-        if let Ok(a) = &answer {
-            involved.push(agents.slot(a.agent)?);
-            involved.extend(
-                a.trace
-                    .iter()
-                    .filter_map(|h| agents.router().index_of(&h.to))
-                    .filter_map(|i| agents.slot(i).ok()),
-            );
-            involved.sort_unstable();
-            involved.dedup();
-        }
-        self.swarm.save(involved)?;
         let answer = answer?;
         let faj = &agents.feature(answer.agent).faj;
         let family = self.swarm.family_of(agents.slot(answer.agent)?)?;
-        self.store.put_asked(&answer.response.query_id, family, faj, text)?;
+        let answered = elex_host::snapshots::Answered {
+            query_id: answer.response.query_id.clone(),
+            family: family.to_string(),
+            agent: faj.clone(),
+            text: text.to_string(),
+        };
+        let full = {
+            let mut pending = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            pending.insert(answered.query_id.clone(), answered);
+            pending.len() >= MAX_PENDING_ANSWERS
+        };
+        if full {
+            self.store_answers()?;
+        }
         Ok(answer)
     }
 
@@ -425,7 +443,7 @@ impl Runtime {
         if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
             return Err(Error::Feedback(format!("reward {reward} is outside -1..1")));
         }
-        let Some((family, faj)) = self.store.query_agent(query_id)? else {
+        let Some((family, faj, _)) = self.asked(query_id)? else {
             return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
         };
         let agents = self.agents.current();
@@ -439,7 +457,9 @@ impl Runtime {
             )));
         }
         let given = self.swarm.feedback(slot, query_id, reward);
-        self.swarm.save([slot])?;
+        self.save_agents([slot])?;
+        // Acknowledged feedback is on disk, with everything before it.
+        self.store.flush()?;
         given.map(|()| i).map_err(Error::from)
     }
 
@@ -489,7 +509,7 @@ impl Runtime {
             },
         );
         // What the agents learned is kept, whether the run completed or not.
-        self.swarm.save(agents.iter().filter_map(|&i| current.slot(i).ok()))?;
+        self.save_agents(agents.iter().filter_map(|&i| current.slot(i).ok()))?;
         report
     }
 
@@ -510,7 +530,7 @@ impl Runtime {
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let agents = self.agents.current();
         let i = agents.catalog().index_of(agent)?;
-        let Some((_, _, text)) = self.store.asked(query_id)? else {
+        let Some((_, _, text)) = self.asked(query_id)? else {
             return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
         };
         if text.is_empty() {
@@ -541,14 +561,36 @@ impl Runtime {
     }
 
     /// Every agent's use across runs (calls, errors, latency, fuel, memory),
-    /// sorted by agent id.
+    /// sorted by agent id: what the database holds plus what the running
+    /// agents did since their use was last saved.
     pub fn usage(&self) -> Result<Vec<(String, Usage)>> {
-        Ok(self.store.all_usage()?)
+        // Not while a save moves use from the agents to the database: it
+        // would be counted twice or not at all.
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: std::collections::BTreeMap<String, Usage> =
+            self.store.all_usage()?.into_iter().collect();
+        for &slot in self.agents.current().slots() {
+            let status = self.swarm.status(slot)?;
+            if status.usage.calls > 0 || status.usage.recycles > 0 || status.usage.evictions > 0 {
+                all.entry(status.id).or_default().merge(&status.usage);
+            }
+        }
+        Ok(all.into_iter().collect())
     }
 
-    /// One agent's use across runs (`None` before its first call).
+    /// One agent's use across runs, as [`Runtime::usage`] counts it (`None`
+    /// before its first call).
     pub fn usage_of(&self, agent_id: &str) -> Result<Option<Usage>> {
-        Ok(self.store.usage(agent_id)?)
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let mut usage = self.store.usage(agent_id)?;
+        let agents = self.agents.current();
+        if let Ok(i) = agents.catalog().index_of(agent_id) {
+            let status = self.swarm.status(agents.slot(i)?)?;
+            if status.usage.calls > 0 || status.usage.recycles > 0 || status.usage.evictions > 0 {
+                usage.get_or_insert_with(Usage::default).merge(&status.usage);
+            }
+        }
+        Ok(usage)
     }
 
     /// The catalog now: the features, then the plugins running. A plugin
@@ -584,10 +626,59 @@ impl Runtime {
         self.similarity.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Stores what the agents learned from queries since the last save
+    /// (the snapshots of those called, every agent's use) and makes every
+    /// write to the agents' database durable; how many snapshots it stored.
+    /// A service calls it periodically (`elex serve`: every second);
+    /// dropping the runtime does it too. Feedback and corrections are
+    /// stored at once, whatever the period.
+    pub fn save_changed(&self) -> Result<usize> {
+        self.store_answers()?;
+        let n = {
+            let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+            self.swarm.save_changed()?
+        };
+        self.store.flush()?;
+        Ok(n)
+    }
+
+    /// Stores the snapshots of swarm slots `which` and every agent's use.
+    fn save_agents(&self, which: impl IntoIterator<Item = usize>) -> Result<()> {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.swarm.save(which)?)
+    }
+
+    /// Writes the answers recorded since the last time to the database.
+    fn store_answers(&self) -> Result<()> {
+        // One writer at a time; kept in memory until written, so feedback
+        // always finds them.
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let answers: Vec<_> =
+            self.answers.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        if answers.is_empty() {
+            return Ok(());
+        }
+        self.store.put_answers(&answers)?;
+        let mut pending = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &answers {
+            pending.remove(&a.query_id);
+        }
+        Ok(())
+    }
+
+    /// The component family, agent and question of the answer `query_id`:
+    /// recorded in this run and not stored yet, or stored.
+    fn asked(&self, query_id: &str) -> Result<Option<(String, String, String)>> {
+        if let Some(a) = self.answers.lock().unwrap_or_else(|p| p.into_inner()).get(query_id) {
+            return Ok(Some((a.family.clone(), a.agent.clone(), a.text.clone())));
+        }
+        Ok(self.store.asked(query_id)?)
+    }
+
     /// Stores every live agent's snapshot and every agent's use: what a
     /// service does when it stops.
     pub fn save_all(&self) -> Result<()> {
-        Ok(self.swarm.save(self.agents.current().slots().iter().copied())?)
+        self.save_agents(self.agents.current().slots().iter().copied())
     }
 
     /// An answer as the JSON object `elex query --json` prints and the
@@ -665,6 +756,15 @@ impl Runtime {
     /// Time spent loading the component, and starting the agents.
     pub fn start_times(&self) -> (Duration, Duration) {
         (self.load_time, self.start_time)
+    }
+}
+
+impl Drop for Runtime {
+    /// What the agents learned since the last save is stored.
+    fn drop(&mut self) {
+        if let Err(e) = self.save_changed() {
+            tracing::error!(error = %e, "what the agents learned since the last save could not be stored");
+        }
     }
 }
 

@@ -200,6 +200,9 @@ fn app(
         .with_state(state)
 }
 
+/// How often what agents learned from queries is stored.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// How long requests in flight may take to finish once the service stops.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -214,6 +217,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    // What agents learn from queries is stored once a second (a crash loses
+    // at most that second's learning from queries, never acknowledged
+    // feedback: feedback is stored at once).
+    let flusher = {
+        let runtime = Arc::clone(&runtime);
+        let mut stopped = stopping.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(FLUSH_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
+                let runtime = Arc::clone(&runtime);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || runtime.save_changed()).await {
+                    tracing::error!(error = %e, "what the agents learned could not be stored");
+                }
+            }
+        })
+    };
     let app = app(Arc::clone(&runtime), access, limits, stopping.clone());
     let mut stopped = stopping.clone();
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -232,10 +255,13 @@ pub async fn serve(
             }
         }
     }
+    let _ = stop.send(true);
+    let _ = flusher.await;
     tracing::info!("stopped accepting; storing every agent's state");
-    let saved = tokio::task::spawn_blocking(move || runtime.save_all()).await;
+    let saved =
+        tokio::task::spawn_blocking(move || runtime.save_all().and_then(|()| runtime.save_changed())).await;
     match saved {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(Error::Io(std::io::Error::other(e.to_string()))),
         Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
     }

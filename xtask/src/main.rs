@@ -101,8 +101,8 @@ tasks:
   catalog         regenerate registry-index/catalog.jsonl from the RAN feature data
   eval            routing accuracy and learning of the swarm -> target/bench/eval.json
   demo [QUESTION] build, then ask the feature agents a question with `elex query`
-  bench [SUITE..] build, then run the benchmarks (libraries, runtime, memory, swarm; eval, plugins
-                  on request); writes target/bench/<suite>.json";
+  bench [SUITE..] build, then run the benchmarks (libraries, runtime, memory, swarm; eval, plugins,
+                  serve on request); writes target/bench/<suite>.json";
 
 fn root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -314,6 +314,9 @@ fn bench(root: &Path, suites: &[String]) -> Result<()> {
     if suites.iter().any(|s| s == "plugins") {
         // The suite builds plugins with `elex` and the real toolchains.
         ensure_plugin_toolchains(root)?;
+    }
+    if suites.iter().any(|s| s == "plugins" || s == "serve") {
+        // These suites run the `elex` binary.
         run(cargo().current_dir(root).args(["build", "--quiet", "-p", "elex-cli", "--bin", "elex"]))?;
     }
     run(cargo().current_dir(root).args(["run", "--quiet", "-p", "elex-bench", "--"]).args(suites))

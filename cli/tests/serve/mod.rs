@@ -568,3 +568,120 @@ fn the_readmes_curl_session_runs() {
     assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
     assert!(server.child.wait().unwrap().success());
 }
+
+#[test]
+fn a_sigkill_loses_no_acknowledged_feedback_and_no_committed_engram() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = start(&data, &[]);
+    let addr = server.addr.clone();
+    let ask = r#"{"text": "What is FAJ 121 3094?"}"#;
+    for _ in 0..3 {
+        let (status, answer) = request(&addr, "POST", "/v1/query", None, ask);
+        assert_eq!(status, 200, "{answer}");
+        let qid = answer["query_id"].as_str().unwrap();
+        let reward = format!(r#"{{"query_id": "{qid}", "reward": 1}}"#);
+        assert_eq!(request(&addr, "POST", "/v1/feedback", None, &reward).0, 200);
+    }
+    let (_, learned) = request(&addr, "POST", "/v1/query", None, ask);
+    let learned = learned["q_value"].as_f64().unwrap();
+    assert!(learned > 0.0, "three rewards of 1 raised the value: {learned}");
+    let (status, engram) =
+        request(&addr, "POST", "/v1/engrams", None, r#"{"content": "kept through a crash"}"#);
+    assert_eq!(status, 201);
+    let id = engram["id"].as_u64().unwrap();
+    // SIGKILL under load (other agents asked meanwhile): no shutdown, no
+    // save.
+    let load = std::thread::spawn(move || {
+        let mut answered = 0;
+        for k in 0..100_000 {
+            let body = format!(r#"{{"text": "What does feature number {k} require?"}}"#);
+            let Ok(mut stream) = TcpStream::connect(&addr) else { break };
+            let _ = write!(
+                stream,
+                "POST /v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut response = String::new();
+            if stream.read_to_string(&mut response).is_err() || !response.contains(" 200 ") {
+                break;
+            }
+            answered += 1;
+        }
+        answered
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(server);
+    let answered_before_the_kill = load.join().unwrap();
+    assert!(answered_before_the_kill > 0 && answered_before_the_kill < 100_000, "{answered_before_the_kill}");
+    let server = start(&data, &[]);
+    let (status, after) = request(&server.addr, "POST", "/v1/query", None, ask);
+    assert_eq!((status, after["q_value"].as_f64()), (200, Some(learned)), "{after}");
+    let (status, kept) = request(&server.addr, "GET", &format!("/v1/engrams/{id}"), None, "");
+    assert_eq!((status, kept["content"].as_str()), (200, Some("kept through a crash")), "{kept}");
+}
+
+#[test]
+fn the_cli_talks_to_a_running_service_with_server() {
+    let work = tempfile::tempdir().unwrap();
+    let access = access_file(work.path());
+    let server = start(&work.path().join("data"), &["--access", access.to_str().unwrap()]);
+    let url = format!("http://{}", server.addr);
+    // A data dir of its own that the commands must not touch.
+    let untouched = work.path().join("untouched");
+    let elex = |args: &[&str], env_server: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_elex"));
+        if env_server {
+            cmd.env("ELEX_SERVER", &url);
+        } else {
+            cmd.args(["--server", &url]);
+        }
+        cmd.args(args).env("ELEX_DATA_DIR", &untouched).env("ELEX_TOKEN", OPERATOR).env_remove("RUST_LOG");
+        cmd.output().unwrap()
+    };
+    let out = elex(&["query", "--json", "What is FAJ 121 3094?"], false);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["agent"]["faj"], "FAJ 121 3094");
+    let qid = answer["query_id"].as_str().unwrap();
+    // People see what a local query shows.
+    let out = elex(&["query", "What is FAJ 121 3094?"], true);
+    let shown = text(&out.stdout);
+    assert!(out.status.success() && shown.contains("agent       FAJ 121 3094"), "{shown}");
+    assert!(shown.contains("query id    q"), "{shown}");
+    let out = elex(&["feedback", qid, "0.5"], true);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("FAJ 121 3094 rewarded +0.50"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = elex(&["agents", "show", "faj1213094"], true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(shown["usage"]["calls"].as_u64().unwrap() >= 3, "{shown}");
+    let out = elex(&["context", "create", "remote-review"], true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let context = text(&out.stdout).trim().to_string();
+    let out =
+        elex(&["engram", "add", "written over HTTP", "--context", &context, "--meta", "kind=test"], true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = elex(&["engram", "search", "written HTTP"], true);
+    assert!(out.status.success() && text(&out.stdout).contains("written over HTTP"), "{}", text(&out.stdout));
+    // Refusals, each clear.
+    let out = elex(&["agents", "stats"], true);
+    assert!(!out.status.success() && text(&out.stderr).contains("without --server"), "{}", text(&out.stderr));
+    let out = elex(&["engram", "get", "1", "--as", "FAJ 121 3094"], true);
+    assert!(!out.status.success() && text(&out.stderr).contains("--as"), "{}", text(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_elex"))
+        .args(["--server", &url, "query", "hi"])
+        .env_remove("ELEX_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = elex(&["--server", "https://127.0.0.1:1", "query", "hi"], true);
+    assert!(!out.status.success() && text(&out.stderr).contains("http://HOST:PORT"), "{}", text(&out.stderr));
+    let out = elex(&["--server", "http://127.0.0.1:1", "query", "hi"], true);
+    assert!(!out.status.success() && text(&out.stderr).contains("cannot reach"), "{}", text(&out.stderr));
+    // Nothing was started or written here.
+    assert!(!untouched.exists());
+}

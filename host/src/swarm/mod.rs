@@ -432,6 +432,25 @@ impl Swarm {
         Ok(self.hub.agent(i)?.component())
     }
 
+    /// Stores the snapshot of every live agent called since its snapshot was
+    /// last stored, and every agent's use since the last save: what a
+    /// long-running embedder calls periodically. Returns how many snapshots
+    /// it stored.
+    pub fn save_changed(&self) -> Result<usize> {
+        let changed: Vec<usize> = self
+            .hub
+            .agents()
+            .filter(|(_, a)| {
+                let books = a.books();
+                books.since_checkpoint > 0 && books.state == AgentState::Running
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let n = changed.len();
+        self.save(changed)?;
+        Ok(n)
+    }
+
     /// Stores the snapshots of live agents `which` (catalog indices; an
     /// evicted agent's is stored already) and the use of every agent since
     /// the last save (added to what the database holds). Without a snapshot
