@@ -2,7 +2,8 @@
 //! machine. Keep-alive clients (plain HTTP/1.1 on std sockets, one thread
 //! each) post questions to `/v1/query` for a bounded time at 1, 8, 32 and
 //! 128 concurrent clients: throughput, p50/p99 latency, the share of 503
-//! (`--max-in-flight`) answers, the server's RSS before and after. Then
+//! (`--max-in-flight`) answers, the server's RSS before and after; then 60 s
+//! more at 32 clients, watching whether the RSS still grows. Then
 //! the same 32-client load while abusive clients run beside it — malformed
 //! JSON, oversized bodies, bad tokens, unknown agents, slow clients
 //! (slowloris-style, bounded), and a hostile plugin that loops on every
@@ -23,6 +24,8 @@ use crate::{Row, quantile};
 
 /// How long each concurrency level runs.
 const LEVEL_TIME: Duration = Duration::from_secs(6);
+/// The steady load after the levels, watching the server's memory.
+const SOAK_TIME: Duration = Duration::from_secs(60);
 /// The first part of each level, not measured (connections, caches).
 const WARMUP: Duration = Duration::from_secs(1);
 const OPERATOR: &str = "bench-operator-token-0123456789";
@@ -45,13 +48,18 @@ impl Drop for Server {
 
 impl Server {
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        rss_mib_of(self.child.id())
     }
+}
+
+/// The resident memory of process `pid`, in MiB (0 when unknown).
+fn rss_mib_of(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn start(data: &Path, access: &Path) -> Result<Server> {
@@ -155,6 +163,12 @@ struct Level {
 
 /// `clients` keep-alive clients asking for `LEVEL_TIME`.
 fn load(addr: &str, clients: usize, questions: &Arc<Vec<Vec<u8>>>) -> Level {
+    load_for(addr, clients, questions, LEVEL_TIME)
+}
+
+/// `clients` keep-alive clients asking for `time` (the first second not
+/// measured).
+fn load_for(addr: &str, clients: usize, questions: &Arc<Vec<Vec<u8>>>, time: Duration) -> Level {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let measure_from = started + WARMUP;
@@ -197,13 +211,13 @@ fn load(addr: &str, clients: usize, questions: &Arc<Vec<Vec<u8>>>) -> Level {
             })
         })
         .collect();
-    std::thread::sleep(LEVEL_TIME);
+    std::thread::sleep(time);
     stop.store(true, Ordering::Relaxed);
     let mut level = Level {
         ok_latencies_us: Vec::new(),
         statuses: Default::default(),
         errors: 0,
-        seconds: (LEVEL_TIME - WARMUP).as_secs_f64(),
+        seconds: (time - WARMUP).as_secs_f64(),
     };
     for t in threads {
         if let Ok((l, s, e)) = t.join() {
@@ -292,6 +306,41 @@ pub fn run(out: &Path) -> Result<()> {
                 .settings(format!("after {requests} requests in all")),
         );
     }
+    // A longer steady load: does the server's memory keep growing?
+    let soak_start = server.rss_mib();
+    let soak_time = std::env::var("ELEX_BENCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(SOAK_TIME, Duration::from_secs);
+    // The RSS every 10 s while it runs.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (sampling, pid) = (sampling.clone(), server.child.id());
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(10));
+                samples.push(rss_mib_of(pid));
+            }
+            samples
+        })
+    };
+    let mut soak = load_for(&server.addr, 32, &questions, soak_time);
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let soak_requests: u64 = soak.statuses.values().sum::<u64>() + soak.errors;
+    requests += soak_requests;
+    let soak_end = server.rss_mib();
+    let soak_qps = soak.statuses.get(&200).copied().unwrap_or(0) as f64 / soak.seconds;
+    let soak_p99 = quantile(&mut soak.ok_latencies_us, 0.99);
+    table.push(format!(
+        "soak: 32 clients for {} s: {soak_qps:.0} answers/s, p99 {soak_p99:.0} µs, RSS {soak_start:.0} -> {soak_end:.0} MiB over {soak_requests} requests; every 10 s: {:?}",
+        soak_time.as_secs(),
+        samples.iter().map(|m| m.round()).collect::<Vec<_>>()
+    ));
+    rows.push(Row::new("server RSS growth over the soak", "MiB", soak_end - soak_start, None).settings(
+        format!("32 clients, {} s, {soak_requests} requests, from {soak_start:.0} MiB", soak_time.as_secs()),
+    ));
     let rss_end = server.rss_mib();
     rows.push(
         Row::new("server RSS before the load", "MiB", rss_start, None)

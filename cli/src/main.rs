@@ -56,7 +56,8 @@ struct Cli {
     /// context create|add|show, workflow run.
     #[arg(long, global = true, value_name = "URL", env = "ELEX_SERVER")]
     server: Option<String>,
-    /// The bearer token for --server (its access file's).
+    /// The bearer token for --server (its access file's); prefer
+    /// ELEX_TOKEN, which other users cannot see in the process list.
     #[arg(long, global = true, value_name = "TOKEN", env = "ELEX_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -492,13 +493,11 @@ fn feedback(
     }
     let runtime = runtime(places, None)?;
     if let Some(reward) = reward {
-        let i = runtime.feedback(query_id, reward)?;
-        let feature = &runtime.catalog().features[i];
+        let feature = runtime.feedback(query_id, reward)?;
         outln!("{} ({}) rewarded {reward:+.2} for {query_id}", feature.faj, feature.name)?;
     }
     if let Some(agent) = agent {
-        let i = runtime.correct(query_id, agent, &operator)?;
-        let feature = &runtime.catalog().features[i];
+        let feature = runtime.correct(query_id, agent, &operator)?;
         outln!(
             "{query_id} was meant for {} ({}): kept as its example, on {}'s word",
             feature.faj,
@@ -776,7 +775,6 @@ fn local(places: &Places, command: Command) -> anyhow::Result<()> {
                 allow_unsigned,
                 rate_per_second: rate_limit,
                 rate_burst,
-                ..elex_server::Limits::default()
             };
             serve(places, listen, access, allow_remote, limits)
         }
@@ -798,7 +796,6 @@ impl Command {
                 | Command::Feedback { .. }
                 | Command::Load { .. }
                 | Command::Unload { .. }
-                | Command::Serve { .. }
                 | Command::Agents(_)
                 | Command::Engram(_)
                 | Command::Context(_)
@@ -812,7 +809,10 @@ fn over_server(server: &remote::Remote, command: Command) -> anyhow::Result<()> 
     use agents::AgentsCommand;
     use memory::{ContextCommand, EngramCommand};
     let here = |what: &str| {
-        Err(anyhow!("`elex {what}` runs where the data dir is, not over --server: run it without --server"))
+        Err(anyhow!(
+            "`elex {what}` runs where the data dir is, not over --server: run it without --server (and \
+             without ELEX_SERVER)"
+        ))
     };
     let not_as = |actor: &memory::As| match &actor.agent {
         Some(_) => Err(anyhow!("--as is not available over --server: the service acts as the operator")),
@@ -828,12 +828,22 @@ fn over_server(server: &remote::Remote, command: Command) -> anyhow::Result<()> 
         Command::Feedback { query_id, reward, agent, operator } => {
             remote::feedback(server, &query_id, reward, agent.as_deref(), operator)
         }
-        Command::Load { spec, allow_unsigned, grant, .. } => {
+        Command::Load { spec, allow_unsigned, grant, operator } => {
+            if operator.is_some() {
+                return Err(anyhow!(
+                    "--operator is not available over --server: the service records the token's name"
+                ));
+            }
             remote::load(server, &spec, allow_unsigned, &grant)
         }
         Command::Unload { id } => remote::unload(server, &id),
-        Command::Agents(AgentsCommand::List { .. }) => {
-            remote::print(&server.call("GET", "/v1/agents", None)?)
+        Command::Agents(AgentsCommand::List { category, .. }) => {
+            let mut agents = server.call("GET", "/v1/agents", None)?;
+            if let (Some(category), Some(list)) = (category, agents.as_array_mut()) {
+                let want = category.to_lowercase();
+                list.retain(|a| a["category"].as_str().is_some_and(|c| c.to_lowercase().contains(&want)));
+            }
+            remote::print(&agents)
         }
         Command::Agents(AgentsCommand::Show { faj: agent, .. }) => {
             remote::print(&server.call("GET", &remote::agent_path(&agent), None)?)
@@ -894,7 +904,6 @@ fn over_server(server: &remote::Remote, command: Command) -> anyhow::Result<()> 
                 Err(anyhow!("workflow {:?} did not complete", report["workflow"]))
             }
         }
-        Command::Serve { .. } => here("serve"),
         Command::Agents(AgentsCommand::Stats { .. }) => here("agents stats"),
         Command::Agents(AgentsCommand::Reset { .. }) => here("agents reset"),
         Command::Agents(AgentsCommand::Check) => here("agents check"),

@@ -89,7 +89,12 @@ impl AgentDirectory {
 
     /// From now on, `agents`.
     pub(crate) fn replace(&self, agents: Agents) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(agents);
+        self.restore(Arc::new(agents));
+    }
+
+    /// From now on, `agents` again (an earlier value).
+    pub(crate) fn restore(&self, agents: Arc<Agents>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = agents;
     }
 }
 

@@ -9,7 +9,7 @@
 //! # fn main() -> elex_ran::Result<()> {
 //! let runtime = elex_ran::Runtime::builder("/tmp/elex-data").registry("target/registry").start()?;
 //! let answer = runtime.query("Which parameters control MIMO Sleep Mode?")?;
-//! let feature = &runtime.catalog().features[answer.agent];
+//! let feature = answer.feature();
 //! println!("{} answered: {}", feature.faj, answer.response.content);
 //! runtime.feedback(&answer.response.query_id, 1.0)?;
 //! # Ok(()) }

@@ -29,7 +29,6 @@ use elex_host::registry::{Manifest, Registry};
 use elex_host::snapshots::{InstalledPlugin, PluginSource, SnapshotStore};
 use elex_host::{Grants, Host, LoadedComponent};
 
-use crate::agents::Agents;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::runtime::{Runtime, RuntimeBuilder, check_data_dir};
@@ -101,7 +100,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A plugin component loaded and checked (signature and trust for a
 /// registry entry, world, footprint, manifest, grants), not yet recorded.
 struct Prepared {
-    component: LoadedComponent,
+    component: Arc<LoadedComponent>,
     manifest: Manifest,
     source: PluginSource,
     /// An unsigned component's bytes, to keep in the data dir.
@@ -140,7 +139,7 @@ fn prepare(
     component.grants = Arc::new(decide(&manifest, grants)?);
     catalog.without_plugin(&manifest.id).add_plugin(&manifest)?;
     host.instantiate(&component, plugin_config(&manifest))?;
-    Ok(Prepared { component, manifest, source, unsigned })
+    Ok(Prepared { component: Arc::new(component), manifest, source, unsigned })
 }
 
 /// Records `plugin` as installed in `data_dir` (its database `store`), by
@@ -166,7 +165,15 @@ fn record(
         operator: operator.to_string(),
         millis: now_millis(),
     };
+    let replaced = store.plugins()?.into_iter().find(|p| p.id == installed.id);
     store.put_plugin(&installed)?;
+    // A replaced upload's bytes go, unless a plugin still uses them.
+    if let Some(old) = replaced
+        && old.source == PluginSource::Unsigned
+        && !store.plugins()?.iter().any(|p| p.digest == old.digest && p.source == PluginSource::Unsigned)
+    {
+        remove_kept_file(data_dir, &old.digest);
+    }
     Ok(Plugin { installed, manifest: manifest.clone() })
 }
 
@@ -180,14 +187,19 @@ fn unrecord(store: &SnapshotStore, data_dir: &Path, id: &str) -> Result<bool> {
     if plugin.source == PluginSource::Unsigned
         && !store.plugins()?.iter().any(|p| p.digest == plugin.digest && p.source == PluginSource::Unsigned)
     {
-        let path = data_dir.join(FOLDER).join(format!("{}.wasm", plugin.digest));
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove an unloaded plugin's file");
-        }
+        remove_kept_file(data_dir, &plugin.digest);
     }
     Ok(true)
+}
+
+/// Removes the kept bytes of an unsigned plugin with `digest`.
+fn remove_kept_file(data_dir: &Path, digest: &str) {
+    let path = data_dir.join(FOLDER).join(format!("{digest}.wasm"));
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a plugin's kept file");
+    }
 }
 
 impl RuntimeBuilder {
@@ -311,27 +323,64 @@ impl Runtime {
     /// `grants` — checked as [`RuntimeBuilder::install_plugin`] checks it and
     /// recorded the same way (later runtimes on the data dir run it too) —
     /// and adds its agent to the live swarm, without a restart of the other
-    /// agents. A running plugin with its id is replaced: taken out of
-    /// routing, its state stored, then the new one started (restoring that
-    /// state when its component family is the same).
+    /// agents. A running plugin with its id is replaced: the new one is
+    /// started first (restoring the old one's state when its component
+    /// family is the same), then routing moves to it and the old one is
+    /// retired. If anything fails before routing moves, nothing changed.
     pub fn load_plugin(&self, spec: &PluginSpec, operator: &str, grants: &[String]) -> Result<Plugin> {
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let sources = self.sources();
-        let current = self.agents();
+        let before = self.agents();
         let prepared =
-            prepare(self.host(), &sources.registry, &sources.trust, spec, grants, current.catalog())?;
-        let plugin = record(self.store(), &sources.data_dir, &prepared, operator, grants)?;
-        let id = plugin.manifest.id.clone();
-        let current = self.take_out(&id)?;
-        let config = plugin_config(&plugin.manifest);
-        let slot = self.swarm().add(Arc::new(prepared.component), config).map_err(|e| {
-            plugin_error(&id, format!("is recorded but did not start: {e}; a restart tries again"))
-        })?;
-        let mut catalog = current.catalog().as_ref().clone();
+            prepare(self.host(), &sources.registry, &sources.trust, spec, grants, before.catalog())?;
+        let id = prepared.manifest.id.clone();
+        // The old one (if any) leaves routing, not the swarm, so that the new
+        // one may take its id; it comes back if the new one fails.
+        let old = before.catalog().features.iter().position(|f| f.plugin && f.faj == id);
+        let old_slot = old.map(|i| before.slot(i)).transpose()?;
+        let mut slots = before.slots().to_vec();
+        if let Some(i) = old {
+            slots.remove(i);
+        }
+        let mut catalog = before.catalog().without_plugin(&id);
+        if old.is_some() {
+            self.replace_agents(catalog.clone(), slots.clone())?;
+        }
+        let undo = |slot: Option<usize>| {
+            if let Some(slot) = slot
+                && let Err(e) = self.swarm().retire(slot)
+            {
+                tracing::warn!(plugin = %id, error = %e, "a plugin that failed to load could not be retired");
+            }
+            self.restore_agents(before.clone());
+        };
+        let config = plugin_config(&prepared.manifest);
+        let component = prepared.component.clone();
+        let slot = match self.swarm().add(component, config) {
+            Ok(slot) => slot,
+            Err(e) => {
+                undo(None);
+                return Err(e.into());
+            }
+        };
+        let plugin = match record(self.store(), &sources.data_dir, &prepared, operator, grants) {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                undo(Some(slot));
+                return Err(e);
+            }
+        };
         catalog.add_plugin(&plugin.manifest)?;
-        let mut slots = current.slots().to_vec();
         slots.push(slot);
-        self.replace_agents(catalog, slots)?;
+        if let Err(e) = self.replace_agents(catalog, slots) {
+            undo(Some(slot));
+            return Err(e);
+        }
+        if let Some(old) = old_slot
+            && let Err(e) = self.swarm().retire(old)
+        {
+            tracing::warn!(plugin = %id, error = %e, "the replaced plugin could not be retired");
+        }
         tracing::info!(plugin = %id, operator, slot, "plugin loaded into the running swarm");
         Ok(plugin)
     }
@@ -339,12 +388,11 @@ impl Runtime {
     /// Unloads plugin `id` from this running runtime and from the data dir
     /// (as [`RuntimeBuilder::uninstall_plugin`]): it leaves routing at once,
     /// its call in flight finishes, its state is stored and its instance
-    /// dropped. Whether it was installed or running.
+    /// dropped, then its record goes. Whether it was installed or running.
     pub fn unload_plugin(&self, id: &str) -> Result<bool> {
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.take_out(id)?;
         let installed = unrecord(self.store(), &self.sources().data_dir, id)?;
-        let running = self.agents().catalog().features.iter().any(|f| f.plugin && f.faj == id);
-        self.take_out(id)?;
         if installed || running {
             tracing::info!(plugin = %id, "plugin unloaded from the running swarm");
         }
@@ -358,17 +406,17 @@ impl Runtime {
     }
 
     /// Takes running plugin `id` (if any) out of routing, then out of the
-    /// swarm; the agents afterwards. The caller holds `changing`.
-    fn take_out(&self, id: &str) -> Result<Arc<Agents>> {
+    /// swarm; whether it was running. The caller holds `changing`.
+    fn take_out(&self, id: &str) -> Result<bool> {
         let current = self.agents();
         let Some(i) = current.catalog().features.iter().position(|f| f.plugin && f.faj == id) else {
-            return Ok(current);
+            return Ok(false);
         };
         let slot = current.slot(i)?;
         let mut slots = current.slots().to_vec();
         slots.remove(i);
         self.replace_agents(current.catalog().without_plugin(id), slots)?;
         self.swarm().retire(slot)?;
-        Ok(self.agents())
+        Ok(true)
     }
 }

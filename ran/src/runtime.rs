@@ -437,9 +437,10 @@ impl Runtime {
     }
 
     /// Rewards (`reward` in -1..1) the agent that gave the answer with id
-    /// `query_id`, in this run or an earlier one; what it learns is stored.
-    /// Returns the catalog index of that agent.
-    pub fn feedback(&self, query_id: &str, reward: f32) -> Result<usize> {
+    /// `query_id`, in this run or an earlier one; what it learns is stored
+    /// (durably) before it returns. Returns that agent's feature (or
+    /// plugin).
+    pub fn feedback(&self, query_id: &str, reward: f32) -> Result<crate::Feature> {
         if !reward.is_finite() || !(-1.0..=1.0).contains(&reward) {
             return Err(Error::Feedback(format!("reward {reward} is outside -1..1")));
         }
@@ -457,10 +458,9 @@ impl Runtime {
             )));
         }
         let given = self.swarm.feedback(slot, query_id, reward);
+        // Acknowledged feedback is on disk (a save ends durable).
         self.save_agents([slot])?;
-        // Acknowledged feedback is on disk, with everything before it.
-        self.store.flush()?;
-        given.map(|()| i).map_err(Error::from)
+        given.map(|()| agents.feature(i).clone()).map_err(Error::from)
     }
 
     /// Runs `workflow` on the live agents, its results stored as engrams of
@@ -525,7 +525,7 @@ impl Runtime {
     /// of that feature (persisted; a feature keeps its latest
     /// [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)),
     /// and later questions like it go there. Returns the feature's index.
-    pub fn correct(&self, query_id: &str, agent: &str, operator: &str) -> Result<usize> {
+    pub fn correct(&self, query_id: &str, agent: &str, operator: &str) -> Result<crate::Feature> {
         // A router built meanwhile (a plugin loading) must not miss it.
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let agents = self.agents.current();
@@ -552,7 +552,7 @@ impl Runtime {
         };
         self.store.put_example(&agents.feature(i).faj, &example)?;
         agents.router().learn(&text, i);
-        Ok(i)
+        Ok(agents.feature(i).clone())
     }
 
     /// Every [`Event`] of this runtime from now on.
@@ -634,12 +634,9 @@ impl Runtime {
     /// stored at once, whatever the period.
     pub fn save_changed(&self) -> Result<usize> {
         self.store_answers()?;
-        let n = {
-            let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-            self.swarm.save_changed()?
-        };
-        self.store.flush()?;
-        Ok(n)
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        // Ends with a durable commit, which takes the answers along.
+        Ok(self.swarm.save_changed()?)
     }
 
     /// Stores the snapshots of swarm slots `which` and every agent's use.
@@ -751,6 +748,12 @@ impl Runtime {
         self.agents.replace(Agents::new(Arc::new(router), slots));
         *self.similarity.lock().unwrap_or_else(|p| p.into_inner()) = similarity;
         Ok(())
+    }
+
+    /// Puts back `agents`, an earlier value (its router as it was). The
+    /// caller holds `changing`.
+    pub(crate) fn restore_agents(&self, agents: Arc<Agents>) {
+        self.agents.restore(agents);
     }
 
     /// Time spent loading the component, and starting the agents.

@@ -4,30 +4,28 @@
 //! code does so on tokio's blocking pool (a runtime call blocks its thread
 //! for the length of a guest call, bounded by the agent's time budget).
 //!
-//! | route | role | what |
-//! |---|---|---|
-//! | `GET /health` | none | the process is up |
-//! | `GET /ready` | none | the agents are live: their count |
-//! | `POST /v1/query` | operator | `{"text", "agent"?}` → the object `elex query --json` prints |
-//! | `POST /v1/feedback` | operator | `{"query_id", "reward"?, "agent"?, "operator"?}` |
-//! | `GET /v1/agents` | read | every agent: features, then plugins |
-//! | `GET /v1/agents/{id}` | read | one agent, with its use across runs |
-//! | `GET /v1/plugins` | read | the plugins installed |
-//! | `POST /v1/plugins` | admin | `{"name": "id@version", "grants"?}` loads a signed plugin from the registry; a wasm body (`Content-Type: application/wasm`, `?grant=`…) an unsigned one, if the service allows it |
-//! | `DELETE /v1/plugins/{id}` | admin | unloads a plugin |
+//! The routes, by concern, are in `routes/` (agents, plugins, memory,
+//! observe); each with its role and answers in the OpenAPI document
+//! ([`openapi_document`], served at `GET /v1/openapi.json`, committed as
+//! `server/openapi.json`).
 //!
 //! Access: bearer tokens from a file ([`Access::from_file`]), each with a
 //! role (`read` < `operator` < `admin`); without a token a request has the
 //! file's `anonymous` role, if any. Tokens are compared by their blake3
-//! digests (constant time) and never logged.
+//! digests (constant time) and never logged; the role is checked before a
+//! body is read.
 //!
-//! Limits ([`Limits`]): request body size (413), time per request (503 with
-//! `Retry-After`; the guest call itself is held to its own budget), and a
-//! bound on requests in flight (503 with `Retry-After` at once, never a
-//! queue). Every error is JSON `{"code", "message"}` with its status.
+//! Limits ([`Limits`]): request body size (413), uploads, time per query or
+//! read (503 with `Retry-After`; a write runs to its end, its guest calls
+//! held to their budgets), a bound on requests in flight (503 with
+//! `Retry-After` at once, never a queue), requests per client per second
+//! (429 with `Retry-After`), event streams open at once (64). Every error is
+//! JSON `{"code", "message"}` with its status.
 //!
-//! On the shutdown signal the server stops accepting, lets requests in
-//! flight finish, then stores every agent's snapshot ([`serve`]).
+//! What agents learn from queries is stored every second
+//! ([`Runtime::save_changed`]). On the shutdown signal the server stops
+//! accepting, ends the event streams, lets requests in flight finish (at
+//! most 30 s), then stores every agent's snapshot ([`serve`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +60,13 @@ pub(crate) struct Shared {
     pub(crate) rate: Option<limits::RateLimiter>,
     /// Turns true when the service stops: event streams end.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// Event streams open at once (`GET /v1/events`), at most
+    /// [`MAX_EVENT_STREAMS`].
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams a service keeps open at once; more get a 503.
+pub(crate) const MAX_EVENT_STREAMS: usize = 64;
 
 pub(crate) type AppState = Arc<Shared>;
 
@@ -76,12 +80,25 @@ impl Shared {
         self.run_for(self.limits.request_timeout, f).await
     }
 
-    /// [`Shared::run`] with its own time limit.
-    pub(crate) async fn run_for<T: Send + 'static>(
+    /// Runs a write (feedback, a plugin, an engram, a workflow) on the
+    /// runtime in the blocking pool, held to the in-flight bound but not to
+    /// the request timeout: once started it runs to its end and says how it
+    /// ended, so a 503 never hides a write that happened (its guest calls
+    /// are each held to their budgets).
+    pub(crate) async fn run_write<T: Send + 'static>(
         &self,
-        timeout: Duration,
         f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.run_for(None, f).await
+    }
+
+    /// [`Shared::run`] with its own time limit, or none.
+    pub(crate) async fn run_for<T: Send + 'static>(
+        &self,
+        timeout: impl Into<Option<Duration>>,
+        f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let timeout = timeout.into();
         let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| {
             ApiError::busy(format!("{} requests are in flight; try again", self.limits.in_flight))
         })?;
@@ -90,13 +107,60 @@ impl Shared {
             let _permit = permit;
             f(&runtime)
         });
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => {
-                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", join.to_string()))
-            }
-            Err(_) => Err(ApiError::busy(format!("the request took longer than {} ms", timeout.as_millis()))),
-        }
+        let joined = match timeout {
+            None => task.await,
+            Some(timeout) => match tokio::time::timeout(timeout, task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    return Err(ApiError::busy(format!(
+                        "the request took longer than {} ms",
+                        timeout.as_millis()
+                    )));
+                }
+            },
+        };
+        joined.unwrap_or_else(|join| {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", join.to_string()))
+        })
+    }
+}
+
+/// A request's caller, who has at least the role `R` needs — checked from
+/// the headers before the body is read, so an unauthorised request gets 401
+/// or 403 whatever its body. Holds the token's name (`anonymous` without
+/// one).
+pub(crate) struct Caller<R>(pub(crate) String, std::marker::PhantomData<R>);
+
+/// A role a route needs (see [`Caller`]).
+pub(crate) trait Needs {
+    const ROLE: Role;
+}
+
+/// Needs `read`.
+pub(crate) struct Reader;
+/// Needs `operator`.
+pub(crate) struct Operator;
+/// Needs `admin`.
+pub(crate) struct Admin;
+
+impl Needs for Reader {
+    const ROLE: Role = Role::Read;
+}
+impl Needs for Operator {
+    const ROLE: Role = Role::Operator;
+}
+impl Needs for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+impl<R: Needs> axum::extract::FromRequestParts<AppState> for Caller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.access.require(&parts.headers, R::ROLE).map(|who| Caller(who, std::marker::PhantomData))
     }
 }
 
@@ -169,7 +233,8 @@ fn app(
     let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.in_flight.max(1)));
     let metrics = Metrics::new(Arc::clone(&runtime));
     let rate = limits::RateLimiter::of(&limits);
-    let state = Arc::new(Shared { runtime, access, limits, in_flight, metrics, rate, stopping });
+    let streams = Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS));
+    let state = Arc::new(Shared { runtime, access, limits, in_flight, metrics, rate, stopping, streams });
     use routes::{agents, memory, observe, plugins};
     Router::new()
         .route("/health", get(agents::health))

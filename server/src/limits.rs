@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// Largest request body, in bytes.
     pub body_bytes: usize,
-    /// Longest a request may take before a 503.
+    /// Longest a query or a read may take before a 503 (a write — feedback,
+    /// a plugin, an engram, a workflow — runs to its end and says how it
+    /// ended; its guest calls are held to their budgets).
     pub request_timeout: Duration,
     /// Most requests running guest code at once; more get a 503 at once.
     pub in_flight: usize,
     /// Largest plugin component uploaded (`POST /v1/plugins` with a wasm
     /// body), in bytes.
     pub upload_bytes: usize,
-    /// Longest a plugin load may take (compiling a large component, once).
-    pub load_timeout: Duration,
     /// Whether `POST /v1/plugins` takes an uploaded component, which is
     /// unsigned: run without a signature check, only when the operator
     /// started the service allowing it.
@@ -38,7 +38,6 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             in_flight: 64,
             upload_bytes: 32 << 20,
-            load_timeout: Duration::from_secs(300),
             allow_unsigned: false,
             rate_per_second: 0.0,
             rate_burst: 1,

@@ -685,3 +685,39 @@ fn the_cli_talks_to_a_running_service_with_server() {
     // Nothing was started or written here.
     assert!(!untouched.exists());
 }
+
+#[test]
+fn a_looping_plugin_meets_the_request_timeout_and_the_in_flight_bound() {
+    let work = tempfile::tempdir().unwrap();
+    let hostile = std::fs::read(super::components().join("testing-hostile.wasm")).unwrap();
+    let manifest = "id = \"looper\"\nname = \"Looper\"\n[budgets]\ntime-ms = 3000\n";
+    let looper = elex_registry::Manifest::from_toml(manifest).unwrap().embed(&hostile).unwrap();
+    let server = start(
+        &work.path().join("data"),
+        &["--allow-unsigned", "--request-timeout-ms", "100", "--max-in-flight", "1"],
+    );
+    let addr = server.addr.clone();
+    let (status, loaded) = request_of(&addr, "POST", "/v1/plugins", None, "application/wasm", &looper);
+    assert_eq!(status, 201, "{loaded}");
+    // The loop outlasts the request: 503 with Retry-After, while the guest
+    // runs on until its own budget stops it ...
+    let (status, head, body) =
+        raw(&addr, "POST", "/v1/query", None, "application/json", br#"{"text": "loop", "agent": "looper"}"#);
+    assert_eq!(status, 503, "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert!(body.contains("took longer than 100 ms"), "{body}");
+    // ... holding the one request slot: the next request is refused at once.
+    let (status, err) = request(&addr, "POST", "/v1/query", None, r#"{"text": "What is FAJ 121 3094?"}"#);
+    assert_eq!((status, err["code"].as_str()), (503, Some("busy")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("in flight"), "{err}");
+    // Once the budget has stopped the loop, the service answers again.
+    let mut answered = false;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if request(&addr, "GET", "/v1/agents/looper", None, "").0 == 200 {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the service did not recover after the plugin's budget");
+}

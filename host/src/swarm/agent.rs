@@ -135,11 +135,31 @@ impl LiveAgent {
         wait: Option<Duration>,
         f: impl FnOnce(&mut Option<AgentInstance>) -> Result<T>,
     ) -> Result<T> {
+        self.enter_queue(true, wait, f)
+    }
+
+    /// Takes the instance slot for the swarm's own work (a checkpoint, an
+    /// eviction, retiring the agent, a health check): it waits its turn like
+    /// any caller but is never refused for a full queue — a busy agent must
+    /// still be saved.
+    pub(crate) fn enter_for_upkeep<T>(
+        &self,
+        f: impl FnOnce(&mut Option<AgentInstance>) -> Result<T>,
+    ) -> Result<T> {
+        self.enter_queue(false, None, f)
+    }
+
+    fn enter_queue<T>(
+        &self,
+        bounded: bool,
+        wait: Option<Duration>,
+        f: impl FnOnce(&mut Option<AgentInstance>) -> Result<T>,
+    ) -> Result<T> {
         let ahead = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.in_flight);
         let busy = || Error::Busy { agent: self.id.clone(), queue_depth: self.queue_depth };
         // `ahead` counts the running caller and the waiting ones.
-        if ahead > self.queue_depth {
+        if bounded && ahead > self.queue_depth {
             return Err(busy());
         }
         // A panic inside `f` cannot leave the instance half-updated in a way

@@ -370,7 +370,7 @@ impl Swarm {
     pub fn retire(&self, i: usize) -> Result<()> {
         let hub = &self.hub;
         let agent = hub.agent(i)?;
-        agent.enter(None, |slot| {
+        agent.enter_for_upkeep(|slot| {
             if let Some(instance) = slot
                 && hub.snapshots.is_some()
             {
@@ -451,32 +451,45 @@ impl Swarm {
         Ok(n)
     }
 
-    /// Stores the snapshots of live agents `which` (catalog indices; an
+    /// Stores the snapshots of live agents `which` (swarm indices; an
     /// evicted agent's is stored already) and the use of every agent since
-    /// the last save (added to what the database holds). Without a snapshot
-    /// database, an error.
+    /// the last save (added to what the database holds), then makes every
+    /// write durable. An agent whose snapshot cannot be taken does not stop
+    /// the others from being saved; the first such error is returned after.
+    /// Without a snapshot database, an error.
     pub fn save(&self, which: impl IntoIterator<Item = usize>) -> Result<()> {
         let store = self.hub.store()?;
+        let mut first_error = None;
         for i in which {
-            self.hub.checkpoint(i)?;
+            if let Err(e) = self.hub.checkpoint(i) {
+                tracing::warn!(agent = i, error = %e, "an agent's snapshot could not be stored");
+                first_error.get_or_insert(e);
+            }
         }
-        let mut rows = Vec::new();
+        // Use per agent id: an agent retired and added again has two slots.
+        let mut deltas: std::collections::BTreeMap<String, crate::usage::Usage> = Default::default();
         for (_, agent) in self.hub.agents() {
             let delta = std::mem::take(&mut agent.books().usage);
             if delta.calls == 0 && delta.recycles == 0 && delta.evictions == 0 {
                 continue;
             }
+            deltas.entry(agent.id().to_string()).or_default().merge(&delta);
+        }
+        let mut rows = Vec::with_capacity(deltas.len());
+        for (id, delta) in deltas {
             let mut total = store
-                .usage(agent.id())
+                .usage(&id)
                 .unwrap_or_else(|e| {
-                    tracing::warn!(agent = %agent.id(), error = %e, "stored usage is unreadable; counting from zero");
+                    tracing::warn!(agent = %id, error = %e, "stored usage is unreadable; counting from zero");
                     None
                 })
                 .unwrap_or_default();
             total.merge(&delta);
-            rows.push((agent.id().to_string(), total));
+            rows.push((id, total));
         }
-        store.put_usage(rows.iter().map(|(id, u)| (id.as_str(), u)))
+        store.put_usage(rows.iter().map(|(id, u)| (id.as_str(), u)))?;
+        store.flush()?;
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -617,7 +630,7 @@ impl Hub {
 
     /// Stores live agent `i`'s snapshot (an evicted one's is stored already).
     fn checkpoint(&self, i: usize) -> Result<()> {
-        self.agent(i)?.enter(None, |slot| match slot {
+        self.agent(i)?.enter_for_upkeep(|slot| match slot {
             Some(a) => self.store_snapshot(i, a),
             None => Ok(()),
         })

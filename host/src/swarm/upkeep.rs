@@ -95,7 +95,7 @@ impl Swarm {
     pub fn check_health(&self) -> Result<(usize, usize, usize)> {
         let hub = &self.hub;
         for (i, agent) in hub.agents() {
-            let checked = agent.enter(None, |slot| {
+            let checked = agent.enter_for_upkeep(|slot| {
                 let Some(instance) = slot else { return Ok(None) };
                 let ok = matches!(instance.health(), Ok(r) if r.status == HealthStatus::Healthy);
                 let unhealthy = {
@@ -212,10 +212,12 @@ impl Hub {
                 ),
             });
         }
-        agent.enter(None, |slot| {
+        agent.enter_for_upkeep(|slot| {
             let Some(instance) = slot else { return Ok(false) };
-            // The snapshot first: if it cannot be stored, the agent stays.
+            // The snapshot first, on disk: if it cannot be stored, the agent
+            // stays.
             self.store_snapshot(i, instance)?;
+            self.store()?.flush()?;
             *slot = None;
             {
                 let mut books = agent.books();

@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{ApiError, AppState, Body, Role, UrlPath};
+use crate::{ApiError, AppState, Body, Caller, Operator, Reader, UrlPath};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,10 +50,9 @@ pub(crate) async fn ready(State(s): State<AppState>) -> Json<serde_json::Value> 
 #[utoipa::path(post, path = "/v1/query", tag = "agents", request_body = QueryRequest, security(("bearer" = [])), responses((status = 200, description = "The answer: the object `elex query --json` prints (query_id, agent, close_candidates, action, content, confidence, q_value, sources, trace, timing_ms, …)", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 502, description = "The agent failed (trap, budget, error)", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn query(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     Body(req): Body<QueryRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.access.require(&headers, Role::Operator)?;
     s.run(move |rt| {
         let answer = match &req.agent {
             Some(agent) => rt.ask(agent, &req.text),
@@ -67,10 +66,9 @@ pub(crate) async fn query(
 #[utoipa::path(post, path = "/v1/feedback", tag = "agents", request_body = FeedbackRequest, security(("bearer" = [])), responses((status = 200, description = "Who was rewarded and/or corrected: `{\"query_id\", \"rewarded\"?: {\"agent\", \"reward\"}, \"corrected\"?: {\"agent\", \"operator\"}}`", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn feedback(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Caller(who, _): Caller<Operator>,
     Body(req): Body<FeedbackRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let who = s.access.require(&headers, Role::Operator)?;
     if req.reward.is_none() && req.agent.is_none() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -78,16 +76,16 @@ pub(crate) async fn feedback(
             "give a reward, an agent, or both",
         ));
     }
-    s.run(move |rt| {
+    s.run_write(move |rt| {
         let mut out = json!({ "query_id": req.query_id });
         if let Some(reward) = req.reward {
-            let i = rt.feedback(&req.query_id, reward)?;
-            out["rewarded"] = json!({ "agent": rt.catalog().features[i].faj, "reward": reward });
+            let rewarded = rt.feedback(&req.query_id, reward)?;
+            out["rewarded"] = json!({ "agent": rewarded.faj, "reward": reward });
         }
         if let Some(agent) = &req.agent {
             let operator = req.operator.unwrap_or(who);
-            let i = rt.correct(&req.query_id, agent, &operator)?;
-            out["corrected"] = json!({ "agent": rt.catalog().features[i].faj, "operator": operator });
+            let meant = rt.correct(&req.query_id, agent, &operator)?;
+            out["corrected"] = json!({ "agent": meant.faj, "operator": operator });
         }
         Ok(Json(out))
     })
@@ -101,22 +99,21 @@ fn agent_json(f: &elex_ran::Feature) -> serde_json::Value {
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", security(("bearer" = [])), responses((status = 200, description = "Every agent (features, then plugins): `[{\"id\", \"name\", \"acronym\", \"category\", \"plugin\"}]`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn agents(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Reader>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.access.require(&headers, Role::Read)?;
     Ok(Json(json!(s.runtime.catalog().features.iter().map(agent_json).collect::<Vec<_>>())))
 }
 
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "A FAJ code in any spelling, or a plugin id")), security(("bearer" = [])), responses((status = 200, description = "One agent with its relations and its use across runs", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn agent(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Reader>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.access.require(&headers, Role::Read)?;
     s.run(move |rt| {
-        let i = rt.catalog().index_of(&id)?;
-        let f = &rt.catalog().features[i];
+        // One view of the catalog: a plugin may be unloaded meanwhile.
+        let catalog = rt.catalog();
+        let f = catalog.feature(&id)?;
         let usage = rt.usage_of(&f.faj)?.map(|u| {
             json!({
                 "calls": u.calls,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use elex_ran::host::memgraph::{Actor, EngramData, Op, SearchQuery};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, AppState, Body, Role, UrlPath, UrlQuery};
+use crate::{ApiError, AppState, Body, Caller, Operator, UrlPath, UrlQuery};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -43,11 +43,10 @@ fn default_confidence() -> f32 {
 #[utoipa::path(post, path = "/v1/engrams", tag = "memory", request_body = NewEngram, security(("bearer" = [])), responses((status = 201, description = "`{\"id\"}`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn create_engram(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     Body(req): Body<NewEngram>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    s.access.require(&headers, Role::Operator)?;
-    s.run(move |rt| {
+    s.run_write(move |rt| {
         let data = EngramData {
             content: req.content,
             source: req.source,
@@ -65,10 +64,9 @@ pub(crate) async fn create_engram(
 #[utoipa::path(get, path = "/v1/engrams/{id}", tag = "memory", params(("id" = u64, Path, description = "The engram id")), security(("bearer" = [])), responses((status = 200, description = "The engram (as `elex engram get --json`)", body = serde_json::Value), (status = 404, description = "No such engram", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn engram(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     UrlPath(id): UrlPath<u64>,
 ) -> Result<Json<Value>, ApiError> {
-    s.access.require(&headers, Role::Operator)?;
     s.run(move |rt| Ok(Json(elex_ran::json::engram(rt.memory_graph(), &Actor::Operator, id)?))).await
 }
 
@@ -98,10 +96,9 @@ fn default_limit() -> u32 {
 #[utoipa::path(post, path = "/v1/search", tag = "memory", request_body = Search, security(("bearer" = [])), responses((status = 200, description = "Hits, best first: `[{\"id\", \"score\", \"owner\", \"content\"}]`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn search(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     Body(req): Body<Search>,
 ) -> Result<Json<Value>, ApiError> {
-    s.access.require(&headers, Role::Operator)?;
     s.run(move |rt| {
         let query = SearchQuery {
             text: req.text,
@@ -125,11 +122,10 @@ pub(crate) struct NewContext {
 #[utoipa::path(post, path = "/v1/contexts", tag = "memory", request_body = NewContext, security(("bearer" = [])), responses((status = 201, description = "`{\"id\"}`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn create_context(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     Body(req): Body<NewContext>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    s.access.require(&headers, Role::Operator)?;
-    s.run(move |rt| {
+    s.run_write(move |rt| {
         let id =
             rt.memory_graph().create_context(&Actor::Operator, &req.name).map_err(elex_ran::Error::from)?;
         Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
@@ -153,11 +149,10 @@ fn default_context_limit() -> u32 {
 #[utoipa::path(get, path = "/v1/contexts/{id}", tag = "memory", params(("id" = u64, Path, description = "The context id"), ("limit" = Option<u32>, Query, description = "Engrams shown (default 20)")), security(("bearer" = [])), responses((status = 200, description = "The context (as `elex context show --json`)", body = serde_json::Value), (status = 404, description = "No such context", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn context(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     UrlPath(id): UrlPath<u64>,
     UrlQuery(q): UrlQuery<ContextQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    s.access.require(&headers, Role::Operator)?;
     s.run(move |rt| Ok(Json(elex_ran::json::context(rt.memory_graph(), &Actor::Operator, id, q.limit)?)))
         .await
 }
@@ -177,15 +172,14 @@ pub(crate) struct Members {
 #[utoipa::path(post, path = "/v1/contexts/{id}/members", tag = "memory", params(("id" = u64, Path, description = "The context id")), request_body = Members, security(("bearer" = [])), responses((status = 200, description = "`{\"context\", \"added\"}`", body = serde_json::Value), (status = 404, description = "No such context or engram", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn add_to_context(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     UrlPath(context): UrlPath<u64>,
     Body(req): Body<Members>,
 ) -> Result<Json<Value>, ApiError> {
-    s.access.require(&headers, Role::Operator)?;
     if req.engrams.is_empty() && req.agents.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "give engrams, agents or both"));
     }
-    s.run(move |rt| {
+    s.run_write(move |rt| {
         let ops: Vec<Op> = req
             .engrams
             .iter()
@@ -215,13 +209,12 @@ pub(crate) struct RunWorkflow {
 #[utoipa::path(post, path = "/v1/workflows", tag = "memory", request_body = RunWorkflow, security(("bearer" = [])), responses((status = 200, description = "The report (as `elex workflow run --json`), `succeeded` false when a step failed", body = serde_json::Value), (status = 400, description = "A malformed workflow, an unknown agent or dependency, a cycle (`bad_workflow`)", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn run_workflow(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Operator>,
     Body(req): Body<RunWorkflow>,
 ) -> Result<Json<Value>, ApiError> {
-    s.access.require(&headers, Role::Operator)?;
     let mut workflow =
         elex_ran::workflow::Workflow::parse(&req.workflow.to_string(), elex_ran::workflow::Format::Json)?;
-    s.run(move |rt| {
+    s.run_write(move |rt| {
         let report = rt.run_workflow(&mut workflow, req.context)?;
         Ok(Json(elex_ran::json::workflow_report(&report, req.context)))
     })

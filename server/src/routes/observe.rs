@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{self, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::{ApiError, AppState, Role, metrics};
+use crate::{ApiError, AppState, Caller, Reader, metrics};
 
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "service", security(("bearer" = [])), responses((status = 200, description = "Prometheus text (format 0.0.4): requests by route and status, agents' calls, errors, latency, fuel, memory, evictions, recycles", content_type = "text/plain", body = String), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn prometheus(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.access.require(&headers, Role::Read)?;
+pub(crate) async fn prometheus(
+    State(s): State<AppState>,
+    _caller: Caller<Reader>,
+) -> Result<Response, ApiError> {
     let shared = Arc::clone(&s);
     let text = s
         .run(move |_| {
@@ -33,11 +35,15 @@ pub(crate) async fn prometheus(State(s): State<AppState>, headers: HeaderMap) ->
 /// `agent_spawned`, …); `lagged` with the count of events a slow reader
 /// missed. The stream ends when the service stops.
 #[utoipa::path(get, path = "/v1/events", tag = "service", security(("bearer" = [])), responses((status = 200, description = "Server-Sent Events: each a JSON object named by its `event` (query_answered, agent_rewarded, agent_spawned, agent_evicted, agent_recycled, agent_retired, …); `lagged` with the count a slow reader missed", content_type = "text/event-stream", body = String), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.access.require(&headers, Role::Read)?;
+pub(crate) async fn events(State(s): State<AppState>, _caller: Caller<Reader>) -> Result<Response, ApiError> {
+    let open = Arc::clone(&s.streams).try_acquire_owned().map_err(|_| {
+        ApiError::busy(format!("{} event streams are open; try again later", crate::MAX_EVENT_STREAMS))
+    })?;
     let mut stopping = s.stopping.clone();
     let stream = tokio_stream::wrappers::BroadcastStream::new(s.runtime.subscribe())
-        .map(|item| {
+        .map(move |item| {
+            // The stream's place among those open, given back when it ends.
+            let _open = &open;
             let event = match item {
                 Ok(event) => {
                     let data = serde_json::to_value(&event).unwrap_or_default();

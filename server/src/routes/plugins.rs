@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{ApiError, AppState, Body, Role, UrlPath};
+use crate::{Admin, ApiError, AppState, Body, Caller, Reader, UrlPath};
 use axum::extract::FromRequest;
 use axum::http::header;
 
@@ -46,11 +46,10 @@ fn plugin_json(p: &elex_ran::Plugin) -> serde_json::Value {
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins", request_body(content((LoadRequest = "application/json"), (Vec<u8> = "application/wasm")), description = "A signed registry entry by name, or an unsigned component (only with `elex serve --allow-unsigned`; grants as `?grant=CAP`, repeatable)"), params(("grant" = Option<Vec<String>>, Query, description = "A capability granted to an uploaded component (repeatable)")), security(("bearer" = [])), responses((status = 201, description = "Loaded into the running swarm: the plugin record", body = serde_json::Value), (status = 403, description = "Not an admin, or an upload to a service that takes signed plugins only (`unsigned_refused`)", body = crate::openapi::ErrorBody), (status = 413, description = "The upload is larger than `--max-upload-bytes`", body = crate::openapi::ErrorBody), (status = 422, description = "Not a plugin: not a component, unsigned or untrusted, no manifest, wrong world, its id taken, capabilities not granted (`bad_plugin`)", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn load_plugin(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Caller(who, _): Caller<Admin>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let who = s.access.require(&headers, Role::Admin)?;
     // `?grant=CAP` (repeatable) for an upload; nothing else.
     let mut upload_grants = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
@@ -63,7 +62,8 @@ pub(crate) async fn load_plugin(
         }
         upload_grants.push(value.into_owned());
     }
-    let wasm = headers
+    let wasm = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/wasm"));
@@ -109,8 +109,7 @@ pub(crate) async fn load_plugin(
         }
         (elex_ran::PluginSpec::Registry(req.name), req.grants, None)
     };
-    let timeout = s.limits.load_timeout;
-    s.run_for(timeout, move |rt| {
+    s.run_write(move |rt| {
         let plugin = rt.load_plugin(&spec, &who, &grants)?;
         drop(upload_file);
         Ok((StatusCode::CREATED, Json(plugin_json(&plugin))))
@@ -121,12 +120,10 @@ pub(crate) async fn load_plugin(
 #[utoipa::path(delete, path = "/v1/plugins/{id}", tag = "plugins", params(("id" = String, Path, description = "The plugin id")), security(("bearer" = [])), responses((status = 200, description = "`{\"unloaded\": id}`: out of routing at once, its state stored", body = serde_json::Value), (status = 404, description = "No plugin with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn unload_plugin(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Admin>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.access.require(&headers, Role::Admin)?;
-    let timeout = s.limits.load_timeout;
-    s.run_for(timeout, move |rt| {
+    s.run_write(move |rt| {
         if !rt.unload_plugin(&id)? {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -142,8 +139,7 @@ pub(crate) async fn unload_plugin(
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", security(("bearer" = [])), responses((status = 200, description = "The installed plugins: `[{\"id\", \"name\", \"description\", \"source\", \"digest\", \"grants\", \"operator\"}]`", body = serde_json::Value), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn plugins(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Reader>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.access.require(&headers, Role::Read)?;
     s.run(|rt| Ok(Json(json!(rt.plugins()?.iter().map(plugin_json).collect::<Vec<_>>())))).await
 }
