@@ -343,8 +343,13 @@ impl Runtime {
             slots.remove(i);
         }
         let mut catalog = before.catalog().without_plugin(&id);
-        if old.is_some() {
+        if let Some(old) = old_slot {
             self.replace_agents(catalog.clone(), slots.clone())?;
+            // Its latest state, for the new one to restore (same family).
+            if let Err(e) = self.swarm().save([old]) {
+                self.restore_agents(before.clone());
+                return Err(e.into());
+            }
         }
         let undo = |slot: Option<usize>| {
             if let Some(slot) = slot
@@ -376,8 +381,10 @@ impl Runtime {
             undo(Some(slot));
             return Err(e);
         }
+        // Its state was stored before the new one started; storing it again
+        // now could overwrite what the new one has learned since.
         if let Some(old) = old_slot
-            && let Err(e) = self.swarm().retire(old)
+            && let Err(e) = self.swarm().discard(old)
         {
             tracing::warn!(plugin = %id, error = %e, "the replaced plugin could not be retired");
         }

@@ -368,10 +368,23 @@ impl Swarm {
     /// directory should stop listing it first, so that nothing new routes
     /// to it.
     pub fn retire(&self, i: usize) -> Result<()> {
+        self.take_out(i, true)
+    }
+
+    /// [`Swarm::retire`] without storing its snapshot: for an agent whose
+    /// state was stored already and that another agent with its id has
+    /// taken over (a plugin replaced by a new version), so that its last
+    /// snapshot cannot overwrite what the new one has learned since.
+    pub fn discard(&self, i: usize) -> Result<()> {
+        self.take_out(i, false)
+    }
+
+    fn take_out(&self, i: usize, keep_state: bool) -> Result<()> {
         let hub = &self.hub;
         let agent = hub.agent(i)?;
         agent.enter_for_upkeep(|slot| {
             if let Some(instance) = slot
+                && keep_state
                 && hub.snapshots.is_some()
             {
                 hub.store_snapshot(i, instance)?;

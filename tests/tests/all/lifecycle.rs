@@ -135,6 +135,10 @@ fn an_agent_added_to_a_running_swarm_answers_and_a_retired_one_is_refused() {
     assert_eq!(again, 3);
     let after = swarm.ask(again, "What is it?").unwrap().response;
     assert_eq!(after.q_value, learned.q_value);
+    // Discarded (its state not stored again), it is refused like a retired one.
+    swarm.discard(again).unwrap();
+    assert_eq!(swarm.status(again).unwrap().state, AgentState::Retired);
+    assert!(matches!(swarm.ask(again, "What is it?"), Err(Error::NoAgent(_))));
     let seen = events(&mut rx);
     assert_eq!(
         seen.iter()
@@ -145,6 +149,7 @@ fn an_agent_added_to_a_running_swarm_answers_and_a_retired_one_is_refused() {
             Event::AgentSpawned { agent: extra.faj.clone(), restored: false },
             Event::AgentRetired { agent: extra.faj.clone() },
             Event::AgentSpawned { agent: extra.faj.clone(), restored: true },
+            Event::AgentRetired { agent: extra.faj.clone() },
         ]
     );
     // max_added bounds additions, retired or not.
