@@ -210,8 +210,9 @@ enum Command {
     /// stores every agent's state. Routes: queries and feedback, agents,
     /// plugins loaded and unloaded live, the memory graph and workflows,
     /// GET /metrics (Prometheus), GET /v1/events (SSE), GET /health, GET
-    /// /ready; every route with its roles in GET /v1/openapi.json (and the
-    /// README). Errors are JSON {"code", "message"}.
+    /// /ready; every route in GET /v1/openapi.json, with the roles in the
+    /// README. Errors are JSON {"code", "message"}. It always runs here:
+    /// --server and ELEX_SERVER do not apply to it.
     Serve {
         /// Address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:7700")]
@@ -243,9 +244,9 @@ enum Command {
         /// Largest uploaded plugin component, in bytes.
         #[arg(long, default_value_t = 32 << 20)]
         max_upload_bytes: usize,
-        /// Requests per second each client may make (a token, or the address
-        /// of a request without one); beyond it, 429 with Retry-After. 0: no
-        /// limit.
+        /// Requests per second each client may make (a token's name, or the
+        /// address of a request without a valid token); beyond it, 429 with
+        /// Retry-After. 0: no limit.
         #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
         rate_limit: f64,
         /// Requests a client may make at once before --rate-limit applies.

@@ -245,6 +245,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the agent refused the caller's input (its `agent-error` was
+    /// `invalid-input` or `unsupported`, which `detail` starts with): the
+    /// caller's mistake — a second reward for one answer, say — not the
+    /// agent's failure.
+    pub fn is_refused_input(&self) -> bool {
+        matches!(self, Error::Agent { detail, .. }
+            if detail.starts_with("invalid input:") || detail.starts_with("unsupported:"))
+    }
+
     pub(crate) fn timeout(agent: &str, call: &'static str, limit: Duration, used: Duration) -> Error {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Error::Budget {

@@ -97,6 +97,7 @@ impl From<elex_ran::Error> for ApiError {
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 }
             }
+            E::Host(h) if h.is_refused_input() => (StatusCode::BAD_REQUEST, "bad_request"),
             E::Host(h) => match h {
                 elex_ran::host::Error::Busy { .. } | elex_ran::host::Error::Capacity { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, "busy")

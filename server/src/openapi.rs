@@ -73,9 +73,9 @@ impl Modify for Bearer {
     components(schemas(ErrorBody)),
     modifiers(&Bearer),
     tags(
-        (name = "service", description = "Health, readiness, metrics, events"),
-        (name = "agents", description = "Queries, feedback, the agents (role: read to list, operator to ask)"),
-        (name = "plugins", description = "Plugins loaded and unloaded while the service runs (role: admin)"),
+        (name = "service", description = "Health and readiness (no role), metrics and events (role: read), this document (no role)"),
+        (name = "agents", description = "Queries and feedback (role: operator), the agents (role: read)"),
+        (name = "plugins", description = "Plugins loaded (role: admin) and unloaded (admin) while the service runs, and listed (read)"),
         (name = "memory", description = "The memory graph and workflows (role: operator)"),
     )
 )]

@@ -224,6 +224,10 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
         &format!(r#"{{"query_id": "{qid}", "reward": 1}}"#),
     );
     assert_eq!((status, fed["rewarded"]["agent"].as_str()), (200, Some("FAJ 121 3094")), "{fed}");
+    // A second reward for the same answer is the caller's mistake: 400.
+    let again = format!(r#"{{"query_id": "{qid}", "reward": 1}}"#);
+    let (status, err) = request(addr, "POST", "/v1/feedback", Some(OPERATOR), &again);
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad_request")), "{err}");
     let (status, one) = request(addr, "GET", "/v1/agents/faj1213094", Some(READER), "");
     assert_eq!(status, 200);
     assert!(one["usage"]["calls"].as_u64().is_some_and(|c| c >= 2), "{one}");
@@ -244,10 +248,10 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
         r#"elex_http_requests_total{method="POST",route="/v1/query",status="200"} 2"#,
         r#"elex_http_requests_total{method="POST",route="/v1/query",status="403"} 1"#,
         r#"elex_http_requests_total{method="GET",route="/v1/agents/{id}",status="200"} 1"#,
-        // Two answers and a reward.
-        r#"elex_agent_calls_total{agent="FAJ 121 3094"} 3"#,
-        r#"elex_agent_errors_total{agent="FAJ 121 3094"} 0"#,
-        r#"elex_agent_call_duration_seconds_count{agent="FAJ 121 3094"} 3"#,
+        // Two answers, a reward and a refused second reward.
+        r#"elex_agent_calls_total{agent="FAJ 121 3094"} 4"#,
+        r#"elex_agent_errors_total{agent="FAJ 121 3094"} 1"#,
+        r#"elex_agent_call_duration_seconds_count{agent="FAJ 121 3094"} 4"#,
         r#"elex_agents{state="running"} 593"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
