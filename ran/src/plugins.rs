@@ -342,9 +342,13 @@ impl Runtime {
         if let Some(i) = old {
             slots.remove(i);
         }
-        let mut catalog = before.catalog().without_plugin(&id);
+        let catalog = before.catalog().without_plugin(&id);
+        // The catalog with the new one, made before anything changes: its
+        // check (the id is not a feature's) cannot fail half-way through.
+        let mut with_new = catalog.clone();
+        with_new.add_plugin(&prepared.manifest)?;
         if let Some(old) = old_slot {
-            self.replace_agents(catalog.clone(), slots.clone())?;
+            self.replace_agents(catalog, slots.clone())?;
             // Its latest state, for the new one to restore (same family).
             if let Err(e) = self.swarm().save([old]) {
                 self.restore_agents(before.clone());
@@ -375,9 +379,8 @@ impl Runtime {
                 return Err(e);
             }
         };
-        catalog.add_plugin(&plugin.manifest)?;
         slots.push(slot);
-        if let Err(e) = self.replace_agents(catalog, slots) {
+        if let Err(e) = self.replace_agents(with_new, slots) {
             undo(Some(slot));
             return Err(e);
         }
