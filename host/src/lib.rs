@@ -76,8 +76,8 @@ pub use host::Host;
 pub use instance::AgentInstance;
 pub use load::LoadedComponent;
 pub use swarm::{
-    AgentComponents, AgentState, AgentStatus, Directory, Health, Hop, Reply, Roster, Swarm, SwarmConfig,
-    Upkeep,
+    AgentComponents, AgentState, AgentStatus, Directory, Health, Hop, RemoteAgents, Reply, Roster, Swarm,
+    SwarmConfig, Upkeep,
 };
 pub use types::{Action, AgentConfig, Query, Response};
 pub use vector_index::VectorIndex;

@@ -90,6 +90,20 @@ pub fn workflow_report(report: &Report, context: ContextId) -> Value {
             "ms": report.took.as_secs_f64() * 1e3, "steps": steps })
 }
 
+/// An answer's close candidates (other agents nearly as likely to be
+/// meant), best first: `[{"faj", "name", "score", "reason"}]`.
+pub fn close_candidates(catalog: &crate::Catalog, close: &[crate::router::Candidate]) -> Value {
+    json!(
+        close
+            .iter()
+            .map(|c| {
+                let f = &catalog.features[c.index];
+                json!({ "faj": f.faj, "name": f.name, "score": c.score, "reason": c.reason })
+            })
+            .collect::<Vec<_>>()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -36,4 +36,4 @@ pub use elex_host as host;
 pub use error::{Error, Result};
 pub use plugins::{Plugin, PluginSpec};
 pub use router::{Reason, Router};
-pub use runtime::{Answer, Runtime, RuntimeBuilder};
+pub use runtime::{Answer, Routed, Runtime, RuntimeBuilder};

@@ -67,6 +67,32 @@ pub struct Answer {
     pub took: Duration,
 }
 
+/// A question routed to an agent and not asked yet ([`Runtime::route`]).
+#[derive(Clone)]
+pub struct Routed {
+    agents: Arc<Agents>,
+    /// Index of the chosen agent in [`Routed::catalog`].
+    pub index: usize,
+    /// Why it was chosen.
+    pub reason: Reason,
+    /// Other agents nearly as likely to be meant (see [`Answer::close`]).
+    pub close: Vec<crate::router::Candidate>,
+    /// Time spent routing.
+    pub took: Duration,
+}
+
+impl Routed {
+    /// The catalog the agent was chosen from.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        self.agents.catalog()
+    }
+
+    /// The chosen agent's feature (or plugin).
+    pub fn feature(&self) -> &crate::Feature {
+        &self.catalog().features[self.index]
+    }
+}
+
 impl Answer {
     /// The feature (or plugin) whose agent answered.
     pub fn feature(&self) -> &crate::Feature {
@@ -366,19 +392,35 @@ impl Runtime {
         }
     }
 
-    /// Routes `text` to an agent and answers it.
+    /// Routes `text` to an agent and answers it: [`Runtime::route`], then
+    /// [`Runtime::answer`].
     pub fn query(&self, text: &str) -> Result<Answer> {
+        let routed = self.route(text)?;
+        self.answer(routed, text)
+    }
+
+    /// The agent the router chooses for `text`, why, and its close rivals,
+    /// without asking it (a cluster host routes, then asks the agent
+    /// wherever it lives).
+    pub fn route(&self, text: &str) -> Result<Routed> {
+        let text = check_question(text)?;
         let agents = self.agents.current();
+        let t = Instant::now();
+        let (index, reason, close) = agents
+            .router()
+            .choose_with_rivals(text)
+            .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
+        Ok(Routed { agents, index, reason, close, took: t.elapsed() })
+    }
+
+    /// Asks the agent `routed` chose (in the agents it was chosen from).
+    pub fn answer(&self, routed: Routed, text: &str) -> Result<Answer> {
+        let t = Instant::now();
+        let Routed { agents, index, reason, close, took: routing } = routed;
         let asked = check_question(text).and_then(|text| {
-            let t = Instant::now();
-            let (i, reason, close) = agents
-                .router()
-                .choose_with_rivals(text)
-                .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
-            let routing = t.elapsed();
-            self.ask_agent(&agents, i, text, reason).map(|a| Answer {
+            self.ask_agent(&agents, index, text, reason).map(|a| Answer {
                 routing,
-                took: t.elapsed(),
+                took: routing + t.elapsed(),
                 close,
                 ..a
             })
@@ -389,13 +431,16 @@ impl Runtime {
     /// Asks the agent of feature `agent` (a FAJ code in any spelling, or a
     /// plugin's id).
     pub fn ask(&self, agent: &str, text: &str) -> Result<Answer> {
+        let routed = self.route_to(agent)?;
+        self.answer(routed, text)
+    }
+
+    /// The agent of feature `agent` (a FAJ code in any spelling, or a
+    /// plugin's id), as if routed there by name.
+    pub fn route_to(&self, agent: &str) -> Result<Routed> {
         let agents = self.agents.current();
-        let i = agents.catalog().index_of(agent)?;
-        self.answered(
-            &agents,
-            text,
-            check_question(text).and_then(|t| self.ask_agent(&agents, i, t, Reason::Named)),
-        )
+        let index = agents.catalog().index_of(agent)?;
+        Ok(Routed { agents, index, reason: Reason::Named, close: Vec::new(), took: Duration::ZERO })
     }
 
     fn ask_agent(&self, agents: &Arc<Agents>, i: usize, text: &str, reason: Reason) -> Result<Answer> {
@@ -700,18 +745,21 @@ impl Runtime {
         serde_json::json!({
             "query_id": response.query_id,
             "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
-            "close_candidates": answer.close.iter().map(|c| {
-                let f = &answer.catalog.features[c.index];
-                serde_json::json!({ "faj": f.faj, "name": f.name, "score": c.score, "reason": c.reason })
-            }).collect::<Vec<_>>(),
+            "close_candidates": crate::json::close_candidates(&answer.catalog, &answer.close),
             "action": response.action.to_string(),
             "content": response.content,
             "confidence": response.confidence,
             "q_value": response.q_value,
             "sources": response.sources,
-            "trace": answer.trace.iter().map(|h| serde_json::json!({
-                "from": h.from, "to": h.to, "depth": h.depth, "ms": h.millis, "outcome": h.outcome,
-            })).collect::<Vec<_>>(),
+            "trace": answer.trace.iter().map(|h| {
+                let mut hop = serde_json::json!({
+                    "from": h.from, "to": h.to, "depth": h.depth, "ms": h.millis, "outcome": h.outcome,
+                });
+                if let Some(host) = &h.host {
+                    hop["host"] = serde_json::json!(host);
+                }
+                hop
+            }).collect::<Vec<_>>(),
             "timing_ms": {
                 "load": ms(load), "start_agents": ms(start), "routing": ms(answer.routing), "answer": ms(answer.took),
             },

@@ -58,11 +58,11 @@ impl Host for RoutingState {
             Err(ConsultError::DepthExceeded(d)) => Err(RoutingError::DepthExceeded(d)),
             Err(ConsultError::Cycle(c)) => Err(RoutingError::Cycle(c)),
             Err(ConsultError::Busy(a, hop)) => {
-                self.trace.push(hop);
+                self.trace.push(*hop);
                 Err(RoutingError::Busy(a))
             }
             Err(ConsultError::Failed(m, hop)) => {
-                self.trace.push(hop);
+                self.trace.push(*hop);
                 Err(RoutingError::Failed(m))
             }
         }

@@ -55,6 +55,9 @@ pub struct Hop {
     pub millis: f64,
     /// `ok`, or why the consult failed.
     pub outcome: String,
+    /// The host the callee answered on, when not this one (a cluster's:
+    /// see [`RemoteAgents`]).
+    pub host: Option<String>,
 }
 
 /// An agent's answer to a query, with the consults it made.
@@ -119,6 +122,27 @@ impl Directory for Roster {
     fn peers(&self, _i: usize) -> Vec<Peer> {
         Vec::new()
     }
+}
+
+/// Agents a swarm lists that answer on other hosts (a cluster's): a consult
+/// to one of them goes there instead of to this host's instance, with its
+/// call chain, so the depth limit and cycle refusal hold across hosts.
+/// Set with [`Swarm::set_remote`]; called from guest calls, on the thread
+/// that runs them (it may block).
+pub trait RemoteAgents: Send + Sync + 'static {
+    /// Whether agent `agent` (as its configuration names it) answers on
+    /// another host now.
+    fn elsewhere(&self, agent: &str) -> bool;
+    /// Runs `query` on agent `agent` on another host as the end of call
+    /// chain `chain` (which ends with `agent`): its answer, the consults it
+    /// made, and the host that answered. `None`: no other host answered
+    /// and this one may (it holds the agent too), so it runs here.
+    fn consult(
+        &self,
+        chain: &[String],
+        agent: &str,
+        query: &Query,
+    ) -> Option<Result<(Response, Vec<Hop>, String)>>;
 }
 
 /// Limits of a swarm.
@@ -208,6 +232,8 @@ pub(crate) struct Hub {
     /// Held while an agent is added.
     adding: std::sync::Mutex<()>,
     pub(crate) config: SwarmConfig,
+    /// Where consults to agents on other hosts go, in a cluster.
+    remote: OnceLock<Arc<dyn RemoteAgents>>,
 }
 
 /// Every agent of a [`Directory`], live and linked.
@@ -243,6 +269,7 @@ impl Swarm {
             placed: AtomicUsize::new(0),
             adding: std::sync::Mutex::new(()),
             config,
+            remote: OnceLock::new(),
         });
         let next = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
@@ -443,6 +470,74 @@ impl Swarm {
     /// The component agent `i` runs.
     pub fn component_of(&self, i: usize) -> Result<&Arc<LoadedComponent>> {
         Ok(self.hub.agent(i)?.component())
+    }
+
+    /// Sends consults to the agents `remote` says answer elsewhere to
+    /// them (a cluster host's); `false` when one was set already.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteAgents>) -> bool {
+        self.hub.remote.set(remote).is_ok()
+    }
+
+    /// Runs a consult another host sent: `query` on the last agent of call
+    /// chain `chain`, like a consult made here (the callee waits at most
+    /// `consult_wait` for its turn; its own consults continue the chain).
+    pub fn consult_here(&self, chain: Vec<String>, query: &Query) -> Result<(Response, Vec<Hop>)> {
+        let agent = chain.last().ok_or_else(|| Error::NoAgent(String::from("(an empty call chain)")))?;
+        let i = self.hub.directory.index_of(agent).ok_or_else(|| Error::NoAgent(agent.clone()))?;
+        if chain[..chain.len() - 1].contains(agent) {
+            return Err(Error::NoAgent(format!(
+                "{agent}: a consult cycle ({}) is refused",
+                chain.join(" -> ")
+            )));
+        }
+        if chain.len() as u32 > self.hub.config.max_depth + 1 {
+            return Err(Error::NoAgent(format!(
+                "{agent}: a consult deeper than {} hops is refused",
+                self.hub.config.max_depth
+            )));
+        }
+        self.hub.call(i, Some(self.hub.config.consult_wait), |a| Hub::handle(a, query, chain))
+    }
+
+    /// Agent `i`'s state now, as snapshot bytes: its live instance's (taken
+    /// in its turn), or the stored one while it has no instance; `None` when
+    /// it has neither (never started here, no snapshot stored).
+    pub fn snapshot(&self, i: usize) -> Result<Option<Vec<u8>>> {
+        let hub = &self.hub;
+        let agent = hub.agent(i)?;
+        agent.enter_for_upkeep(|slot| match slot {
+            Some(instance) => instance.snapshot().map(Some),
+            None => match &hub.snapshots {
+                Some(store) => store.get(&agent.component().family, agent.id()),
+                None => Ok(None),
+            },
+        })
+    }
+
+    /// Makes `bytes` — agent `i`'s state taken elsewhere (another host of a
+    /// cluster) — its state here: stored as its snapshot and its instance
+    /// dropped, so its next call starts restored from it (checked like any
+    /// stored snapshot: one that does not restore is quarantined and the
+    /// agent starts fresh). What the dropped instance learned since its last
+    /// snapshot is replaced, not merged. Needs a snapshot database.
+    pub fn adopt(&self, i: usize, bytes: &[u8]) -> Result<()> {
+        let hub = &self.hub;
+        let agent = hub.agent(i)?;
+        let store = hub.store()?;
+        agent.enter_for_upkeep(|slot| {
+            if agent.books().retired() {
+                return Err(Error::NoAgent(format!("{}: it was taken out of the swarm", agent.id())));
+            }
+            // Durable with the next save: the cluster's bucket keeps it too.
+            store.put(&agent.component().family, agent.id(), bytes)?;
+            if slot.take().is_some() {
+                let mut books = agent.books();
+                books.state = AgentState::Evicted;
+                books.memory_bytes = 0;
+                books.since_checkpoint = 0;
+            }
+            Ok(())
+        })
     }
 
     /// Stores the snapshot of every live agent called since its snapshot was
@@ -714,17 +809,34 @@ impl Hub {
         };
         let mut callee_chain = chain.to_vec();
         callee_chain.push(to.to_string());
-        let result = self.call(i, Some(self.config.consult_wait), |a| Hub::handle(a, &query, callee_chain));
+        let mut answered_on = None;
+        let remote = self.remote.get().filter(|r| r.elsewhere(to));
+        let result = match remote.and_then(|r| r.consult(&callee_chain, to, &query)) {
+            Some(result) => result.map(|(response, sub, host)| {
+                answered_on = Some(host);
+                (response, sub)
+            }),
+            None => self.call(i, Some(self.config.consult_wait), |a| Hub::handle(a, &query, callee_chain)),
+        };
         let millis = started.elapsed().as_secs_f64() * 1e3;
-        let hop = |outcome: String| Hop { from: from.clone(), to: to.to_string(), depth, millis, outcome };
+        let hop = |outcome: String| Hop {
+            from: from.clone(),
+            to: to.to_string(),
+            depth,
+            millis,
+            outcome,
+            host: answered_on.clone(),
+        };
         match result {
             Ok((response, sub)) => {
                 let mut trace = vec![hop(String::from("ok"))];
                 trace.extend(sub);
                 Ok((response, trace))
             }
-            Err(Error::Busy { .. }) => Err(ConsultError::Busy(to.to_string(), hop(String::from("busy")))),
-            Err(e) => Err(ConsultError::Failed(e.to_string(), hop(format!("failed: {e}")))),
+            Err(Error::Busy { .. }) => {
+                Err(ConsultError::Busy(to.to_string(), Box::new(hop(String::from("busy")))))
+            }
+            Err(e) => Err(ConsultError::Failed(e.to_string(), Box::new(hop(format!("failed: {e}"))))),
         }
     }
 }
@@ -735,6 +847,6 @@ pub(crate) enum ConsultError {
     UnknownAgent(String),
     DepthExceeded(u32),
     Cycle(Vec<String>),
-    Busy(String, Hop),
-    Failed(String, Hop),
+    Busy(String, Box<Hop>),
+    Failed(String, Box<Hop>),
 }
