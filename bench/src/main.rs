@@ -31,6 +31,7 @@ use elex_tests::guests::{Hnsw, Vector};
 use serde::Serialize;
 use wasmtime::{Config, Engine};
 
+mod cluster;
 mod eval;
 mod memory;
 mod plugins;
@@ -505,9 +506,10 @@ fn main() -> Result<()> {
             "eval" => eval::run(&out)?,
             "plugins" => plugins::run(&out)?,
             "serve" => serve::run(&out)?,
+            "cluster" => cluster::run(&out)?,
             other => {
                 anyhow::bail!(
-                    "unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval, plugins, serve"
+                    "unknown suite {other:?}; suites: libraries, runtime, memory, swarm, eval, plugins, serve, cluster"
                 )
             }
         }

@@ -23,20 +23,20 @@ use elex_ran::Catalog;
 use crate::{Row, quantile};
 
 /// How long each concurrency level runs.
-const LEVEL_TIME: Duration = Duration::from_secs(6);
+pub(crate) const LEVEL_TIME: Duration = Duration::from_secs(6);
 /// The steady load after the levels, watching the server's memory.
 const SOAK_TIME: Duration = Duration::from_secs(60);
 /// The first part of each level, not measured (connections, caches).
 const WARMUP: Duration = Duration::from_secs(1);
-const OPERATOR: &str = "bench-operator-token-0123456789";
+pub(crate) const OPERATOR: &str = "bench-operator-token-0123456789";
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for Server {
@@ -53,7 +53,7 @@ impl Server {
 }
 
 /// The resident memory of process `pid`, in MiB (0 when unknown).
-fn rss_mib_of(pid: u32) -> f64 {
+pub(crate) fn rss_mib_of(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -86,13 +86,13 @@ fn start(data: &Path, access: &Path) -> Result<Server> {
 }
 
 /// A keep-alive HTTP/1.1 connection.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
     addr: String,
 }
 
 impl Client {
-    fn connect(addr: &str) -> Result<Client> {
+    pub(crate) fn connect(addr: &str) -> Result<Client> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -100,7 +100,24 @@ impl Client {
     }
 
     /// One request; its status (the body is read and dropped).
-    fn request(&mut self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Result<u16> {
+    pub(crate) fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<u16> {
+        self.exchange(method, path, token, body).map(|(status, _)| status)
+    }
+
+    /// One request; its status and body.
+    pub(crate) fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -132,12 +149,12 @@ impl Client {
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
         ensure!(!close, "the server closed the connection");
-        Ok(status)
+        Ok((status, body))
     }
 }
 
 /// Questions like the swarm suite's: every kind, many features.
-fn questions() -> Result<Vec<Vec<u8>>> {
+pub(crate) fn questions() -> Result<Vec<Vec<u8>>> {
     let catalog = Catalog::embedded().map_err(|e| anyhow!("{e}"))?;
     Ok((0..512)
         .map(|k| {
@@ -154,27 +171,33 @@ fn questions() -> Result<Vec<Vec<u8>>> {
 }
 
 /// What a load level measured.
-struct Level {
-    ok_latencies_us: Vec<f64>,
-    statuses: std::collections::BTreeMap<u16, u64>,
-    errors: u64,
-    seconds: f64,
+pub(crate) struct Level {
+    pub(crate) ok_latencies_us: Vec<f64>,
+    pub(crate) statuses: std::collections::BTreeMap<u16, u64>,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
 }
 
 /// `clients` keep-alive clients asking for `LEVEL_TIME`.
 fn load(addr: &str, clients: usize, questions: &Arc<Vec<Vec<u8>>>) -> Level {
-    load_for(addr, clients, questions, LEVEL_TIME)
+    load_for(&[addr], clients, questions, LEVEL_TIME)
 }
 
 /// `clients` keep-alive clients asking for `time` (the first second not
-/// measured).
-fn load_for(addr: &str, clients: usize, questions: &Arc<Vec<Vec<u8>>>, time: Duration) -> Level {
+/// measured), spread over the servers at `addrs`.
+pub(crate) fn load_for(
+    addrs: &[&str],
+    clients: usize,
+    questions: &Arc<Vec<Vec<u8>>>,
+    time: Duration,
+) -> Level {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let measure_from = started + WARMUP;
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let (addr, stop, questions) = (addr.to_string(), stop.clone(), questions.clone());
+            let (addr, stop, questions) =
+                (addrs[c % addrs.len()].to_string(), stop.clone(), questions.clone());
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
                 let mut statuses = std::collections::BTreeMap::new();
@@ -231,7 +254,7 @@ fn load_for(addr: &str, clients: usize, questions: &Arc<Vec<Vec<u8>>>, time: Dur
     level
 }
 
-fn write_access(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn write_access(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("access.json");
     let text = format!(
         r#"{{"tokens": [{{"name": "bench", "token": "{OPERATOR}", "role": "admin"}}], "anonymous": null}}"#
@@ -325,7 +348,7 @@ pub fn run(out: &Path) -> Result<()> {
             samples
         })
     };
-    let mut soak = load_for(&server.addr, 32, &questions, soak_time);
+    let mut soak = load_for(&[&server.addr], 32, &questions, soak_time);
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
     let soak_requests: u64 = soak.statuses.values().sum::<u64>() + soak.errors;

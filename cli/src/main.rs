@@ -252,6 +252,8 @@ enum Command {
         /// Requests a client may make at once before --rate-limit applies.
         #[arg(long, default_value_t = 100)]
         rate_burst: u32,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Print a component's imports and exports as WIT, or say why the file is
     /// not a component.
@@ -441,6 +443,55 @@ fn query(
     answer::print(&runtime.answer_json(&answer), json)
 }
 
+/// `elex serve --cluster`: joining a cluster of hosts over NATS.
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// Join the cluster on this NATS server (nats://HOST:PORT): the hosts
+    /// share the agents, forward queries to the host holding each, and keep
+    /// what the agents learn in a JetStream bucket (needs JetStream: run
+    /// nats-server with -js).
+    #[arg(long, value_name = "NATS_URL", requires = "host_id")]
+    cluster: Option<String>,
+    /// This host's id in the cluster (letters, digits, '-', '_'); a host
+    /// restarted with the same id takes back the same agents.
+    #[arg(long, value_name = "ID")]
+    host_id: Option<String>,
+    /// The cluster's name: hosts with the same name and NATS server form
+    /// one cluster.
+    #[arg(long, default_value = "elex", value_name = "NAME")]
+    cluster_name: String,
+    /// Hosts holding each agent: its primary, which answers, and standbys
+    /// that follow its state and answer when it does not.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    replicas: u32,
+    /// How long a silent host stays a member, in ms.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1500..=600_000))]
+    dead_after_ms: u64,
+    /// How long a query forwarded to another host waits for its answer, in ms.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    forward_timeout_ms: u64,
+    /// Replicas of the agents' state bucket in JetStream (3 on a
+    /// three-server NATS cluster).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    state_replicas: u32,
+}
+
+impl ClusterArgs {
+    /// The cluster configuration, if --cluster was given; `http` is this
+    /// host's address.
+    fn config(&self, http: std::net::SocketAddr) -> Option<elex_cluster::ClusterConfig> {
+        let url = self.cluster.clone()?;
+        let mut config = elex_cluster::ClusterConfig::new(url, self.host_id.clone().unwrap_or_default());
+        config.cluster = self.cluster_name.clone();
+        config.http = format!("http://{http}");
+        config.replicas = self.replicas as usize;
+        config.dead_after = std::time::Duration::from_millis(self.dead_after_ms);
+        config.forward_timeout = std::time::Duration::from_millis(self.forward_timeout_ms);
+        config.state_replicas = self.state_replicas as usize;
+        Some(config)
+    }
+}
+
 /// `elex serve`: the runtime as a service until SIGTERM/SIGINT.
 fn serve(
     places: &Places,
@@ -448,6 +499,7 @@ fn serve(
     access: Option<PathBuf>,
     allow_remote: bool,
     limits: elex_server::Limits,
+    cluster: ClusterArgs,
 ) -> anyhow::Result<()> {
     let access = match &access {
         Some(path) => elex_server::Access::from_file(path)?,
@@ -456,12 +508,29 @@ fn serve(
         }
         None => elex_server::Access::open(),
     };
+    if let Some(config) = cluster.config(listen) {
+        // Before the agents start: a bad id is refused at once.
+        config.check()?;
+    }
     let runtime = std::sync::Arc::new(runtime(places, None)?);
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async move {
         let listener = elex_server::bind(listen, allow_remote).await?;
-        outln!("listening on http://{}", listener.local_addr()?)?;
-        elex_server::serve(runtime, listener, access, limits, elex_server::shutdown_signal()).await?;
+        let address = listener.local_addr()?;
+        let cluster = match cluster.config(address) {
+            Some(config) => {
+                let (url, host) = (config.url.clone(), config.host_id.clone());
+                let handler = elex_server::Forwarded::handler(std::sync::Arc::clone(&runtime));
+                let joined =
+                    elex_cluster::Cluster::join(std::sync::Arc::clone(&runtime), config, handler).await?;
+                outln!("joined cluster {} at {url} as host {host}", joined.status().cluster)?;
+                Some(joined)
+            }
+            None => None,
+        };
+        outln!("listening on http://{address}")?;
+        elex_server::serve(runtime, listener, access, limits, cluster, elex_server::shutdown_signal())
+            .await?;
         outln!("stopped; every agent's state is stored")?;
         anyhow::Ok(())
     })
@@ -764,6 +833,7 @@ fn local(places: &Places, command: Command) -> anyhow::Result<()> {
             max_upload_bytes,
             rate_limit,
             rate_burst,
+            cluster,
         } => {
             if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
                 return Err(anyhow!("--rate-limit must be a number of requests per second, 0 or more"));
@@ -777,7 +847,7 @@ fn local(places: &Places, command: Command) -> anyhow::Result<()> {
                 rate_per_second: rate_limit,
                 rate_burst,
             };
-            serve(places, listen, access, allow_remote, limits)
+            serve(places, listen, access, allow_remote, limits, cluster)
         }
         Command::Agents(command) => agents::run(places, command),
         Command::Engram(command) => memory::engram(places, command),

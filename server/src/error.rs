@@ -28,7 +28,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: std::borrow::Cow<'static, str>,
     message: String,
     /// Seconds to wait before trying again (`Retry-After`), for a 429 or 503.
     retry_after: Option<u64>,
@@ -37,7 +37,7 @@ pub struct ApiError {
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
-        ApiError { status, code, message: message.into(), retry_after }
+        ApiError { status, code: code.into(), message: message.into(), retry_after }
     }
 
     /// 503: the service is too busy now; try again in a second.
@@ -51,7 +51,7 @@ impl ApiError {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
-            code: "rate_limited",
+            code: "rate_limited".into(),
             message: format!("{client} made more requests than its rate allows; try again in {seconds} s"),
             retry_after: Some(seconds.max(1)),
         }
@@ -63,8 +63,21 @@ impl ApiError {
     }
 
     /// The machine-readable code (`bad_request`, `no_agent`, `busy`, …).
-    pub fn code(&self) -> &'static str {
-        self.code
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// What went wrong, as the response body's `message` says it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// An error another host of the cluster answered (status, code and
+    /// message as it gave them).
+    pub(crate) fn remote(status: u16, code: String, message: String) -> ApiError {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        ApiError { status, code: code.into(), message, retry_after }
     }
 }
 

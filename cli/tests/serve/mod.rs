@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 use super::text;
 
+mod cluster;
+
 const OPERATOR: &str = "operator-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 

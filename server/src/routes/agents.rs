@@ -13,28 +13,28 @@ use crate::{ApiError, AppState, Body, Caller, Operator, Reader, UrlPath};
 pub(crate) struct QueryRequest {
     /// The question.
     #[schema(example = "What is FAJ 121 3094?")]
-    text: String,
+    pub(crate) text: String,
     /// Ask this agent (a FAJ code in any spelling, or a plugin id) instead
     /// of the one the router picks.
     #[serde(default)]
-    agent: Option<String>,
+    pub(crate) agent: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FeedbackRequest {
     /// The answer's `query_id`.
-    query_id: String,
+    pub(crate) query_id: String,
     /// A reward in -1..1 for the agent that answered.
     #[serde(default)]
-    reward: Option<f32>,
+    pub(crate) reward: Option<f32>,
     /// The agent the question was meant for: a correction the router
     /// learns from.
     #[serde(default)]
-    agent: Option<String>,
+    pub(crate) agent: Option<String>,
     /// Who gives the correction (default: the token's name).
     #[serde(default)]
-    operator: Option<String>,
+    pub(crate) operator: Option<String>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`", body = serde_json::Value)))]
@@ -53,6 +53,9 @@ pub(crate) async fn query(
     _caller: Caller<Operator>,
     Body(req): Body<QueryRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(cluster) = &s.cluster {
+        return crate::cluster::query(&s, cluster, req).await.map(Json);
+    }
     s.run(move |rt| {
         let answer = match &req.agent {
             Some(agent) => rt.ask(agent, &req.text),
@@ -76,20 +79,36 @@ pub(crate) async fn feedback(
             "give a reward, an agent, or both",
         ));
     }
-    s.run_write(move |rt| {
-        let mut out = json!({ "query_id": req.query_id });
-        if let Some(reward) = req.reward {
-            let rewarded = rt.feedback(&req.query_id, reward)?;
-            out["rewarded"] = json!({ "agent": rewarded.faj, "reward": reward });
-        }
-        if let Some(agent) = &req.agent {
-            let operator = req.operator.unwrap_or(who);
-            let meant = rt.correct(&req.query_id, agent, &operator)?;
-            out["corrected"] = json!({ "agent": meant.faj, "operator": operator });
-        }
-        Ok(Json(out))
-    })
-    .await
+    let operator = req.operator.unwrap_or(who);
+    if let Some(cluster) = &s.cluster {
+        return crate::cluster::feedback(&s, cluster, req.query_id, req.reward, req.agent, operator)
+            .await
+            .map(Json);
+    }
+    s.run_write(move |rt| feedback_on(rt, &req.query_id, req.reward, req.agent.as_deref(), &operator))
+        .await
+        .map(Json)
+}
+
+/// Rewards and/or corrects the answer `query_id` (this runtime's): what
+/// `POST /v1/feedback` does, here or on the cluster host that answered.
+pub(crate) fn feedback_on(
+    rt: &elex_ran::Runtime,
+    query_id: &str,
+    reward: Option<f32>,
+    agent: Option<&str>,
+    operator: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let mut out = json!({ "query_id": query_id });
+    if let Some(reward) = reward {
+        let rewarded = rt.feedback(query_id, reward)?;
+        out["rewarded"] = json!({ "agent": rewarded.faj, "reward": reward });
+    }
+    if let Some(agent) = agent {
+        let meant = rt.correct(query_id, agent, operator)?;
+        out["corrected"] = json!({ "agent": meant.faj, "operator": operator });
+    }
+    Ok(out)
 }
 
 fn agent_json(f: &elex_ran::Feature) -> serde_json::Value {
