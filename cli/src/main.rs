@@ -470,6 +470,10 @@ struct ClusterArgs {
     /// How long a query forwarded to another host waits for its answer, in ms.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     forward_timeout_ms: u64,
+    /// How long a consult sent to another host waits for its answer, in ms
+    /// (the consulting agent's own call deadline keeps running meanwhile).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    consult_timeout_ms: u64,
     /// Replicas of the agents' state bucket in JetStream (3 on a
     /// three-server NATS cluster).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
@@ -487,6 +491,7 @@ impl ClusterArgs {
         config.replicas = self.replicas as usize;
         config.dead_after = std::time::Duration::from_millis(self.dead_after_ms);
         config.forward_timeout = std::time::Duration::from_millis(self.forward_timeout_ms);
+        config.consult_timeout = std::time::Duration::from_millis(self.consult_timeout_ms);
         config.state_replicas = self.state_replicas as usize;
         Some(config)
     }

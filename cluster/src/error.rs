@@ -32,6 +32,13 @@ pub enum Error {
         /// No responders, timed out, …
         detail: String,
     },
+    /// Another host wrote a newer state of the agent since this host last
+    /// saw it: this host's state was not written (the newer one was adopted).
+    #[error("{agent}'s state changed on another host meanwhile: this host's state was not kept")]
+    Stale {
+        /// The agent.
+        agent: String,
+    },
     /// A NATS operation failed otherwise.
     #[error("NATS: {0}")]
     Nats(String),

@@ -19,17 +19,23 @@
 //! - **One writer per agent.** A query is routed where it arrives (every
 //!   host has the same catalog and router) and answered by the agent's
 //!   primary; when the primary does not answer (no responders: it died or
-//!   left; or the forward timeout), the next holder answers. Replicas do
-//!   not share load for one agent: two instances learning from their own
-//!   answers would diverge, and Q-tables cannot be merged. The load is
-//!   shared across agents instead (each host is primary of its share).
+//!   left; or the forward timeout), the next holder answers, from the state
+//!   it follows. Only the primary learns: feedback on an answer is taken by
+//!   the host that gave it only while that host is the agent's primary
+//!   (otherwise 409: ask again and reward the new answer). Replicas do not share load
+//!   for one agent: two instances learning from their own answers would
+//!   diverge, and Q-tables cannot be merged. The load is shared across
+//!   agents instead (each host is primary of its share).
 //! - **Learned state.** An agent's state lives in the JetStream key-value
-//!   bucket `elex-<cluster>-state`: its host copies it there before it
-//!   acknowledges feedback, and periodically when it changed
-//!   ([`ClusterConfig::publish_every`]). The other holders follow the
-//!   bucket (a watch) and adopt each new state, so the next holder answers
-//!   with everything acknowledged; a host that gains an agent (a host left,
-//!   or it joined) adopts the bucket's state before it claims the agent.
+//!   bucket `elex-<cluster>-state`. Its primary catches up with the bucket
+//!   before it takes feedback and copies the new state there before it
+//!   acknowledges, by compare-and-set on the revision it last saw: a write
+//!   from a host whose state is no longer the latest fails (409) instead of
+//!   replacing a newer state. It also copies changed states periodically
+//!   ([`ClusterConfig::publish_every`]), and before it hands an agent over
+//!   or leaves. The other holders follow the bucket (a watch) and adopt
+//!   each newer state; a host that gains an agent, or becomes its primary,
+//!   adopts the bucket's state before it claims it.
 //! - **Requests between hosts** go to `elex.<cluster>.host.<id>` (request
 //!   and reply) rather than to a queue group per agent: the asking host
 //!   picks the holder (primary first) and, on no responders or a timeout,
@@ -39,10 +45,19 @@
 //! - **Feedback** names a cluster query id, `HOST:ID`: it goes to the host
 //!   that answered, which holds that answer's record.
 //!
+//! - **Consults** to an agent this host is not the primary of go to its
+//!   primary with their call chain ([`ClusterConfig::consult_timeout`]);
+//!   the depth limit and cycle refusal hold across hosts.
+//! - **Trust.** Whoever can publish on the NATS server can ask and reward
+//!   agents and write their state: secure the NATS server (accounts,
+//!   credentials, TLS) as you would the hosts themselves.
+//!
 //! Not distributed (yet): plugins (each host serves its own, locally),
-//! consults between agents (they run on the consulting host, with that
-//! host's copy of the callee), router corrections (learned by the host that
-//! answered) and the memory graph (each host has its own).
+//! router corrections (learned by the host that answered) and the memory
+//! graph (each host has its own).
+//!
+//! Call [`Cluster::leave`] before dropping a cluster: its background tasks
+//! run until then.
 
 mod error;
 pub mod placement;
@@ -154,6 +169,9 @@ pub enum Request {
     },
 }
 
+/// The longest a host waits for another to run a write it forwarded.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What crosses between hosts: a [`Request`] for the embedder's
 /// [`Handler`], or a consult, which the cluster runs itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +217,20 @@ impl Reply {
     }
 }
 
+/// Why a host may not learn for an agent now ([`Cluster::may_learn_blocking`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// This host is not the agent's primary now; `primary` is. (It gave the
+    /// answer as a standby while the primary did not answer, or as the
+    /// primary before the agent moved.)
+    Moved {
+        /// The agent's primary now.
+        primary: String,
+    },
+    /// The bucket could not be read.
+    Unavailable(String),
+}
+
 /// What a host does with the requests other hosts send it. It runs in the
 /// blocking pool (it may call agents), at most
 /// [`ClusterConfig::in_flight`] at once.
@@ -231,6 +263,10 @@ pub struct Status {
     pub adopted: u64,
     /// Agent states this host copied to the bucket.
     pub published: u64,
+    /// Hosts dropped because they said they left.
+    pub left: u64,
+    /// Hosts dropped because they went silent.
+    pub timed_out: u64,
 }
 
 /// A member host.
@@ -258,6 +294,9 @@ struct Beat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StateHeader {
     host: String,
+    /// The writing process (a host restarted with the same id adopts what
+    /// its previous run wrote).
+    incarnation: u64,
     family: String,
     agent: String,
 }
@@ -284,6 +323,8 @@ struct Counters {
     served: AtomicU64,
     adopted: AtomicU64,
     published: AtomicU64,
+    left: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 /// This host's membership of a cluster. See the crate docs.
@@ -304,9 +345,11 @@ pub struct Cluster {
     /// bucket: a state is copied only when it changed.
     published: Mutex<HashMap<String, blake3::Hash>>,
     /// Per agent, the bucket revision of the state last adopted or written
-    /// here; held while a state moves (to or from the bucket), so moves of
-    /// one host happen one at a time and never go back to an older state.
-    revisions: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// here: a write expects it (compare-and-set), an adoption must be newer.
+    revisions: Mutex<HashMap<String, u64>>,
+    /// Per agent, held while its state moves to or from the bucket, so its
+    /// moves happen one at a time and never go back to an older state.
+    moving: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Counters,
@@ -418,7 +461,8 @@ impl Cluster {
             placing: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             published: Mutex::new(HashMap::new()),
-            revisions: tokio::sync::Mutex::new(HashMap::new()),
+            revisions: Mutex::new(HashMap::new()),
+            moving: Mutex::new(HashMap::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.in_flight.max(1))),
             tasks: Mutex::new(Vec::new()),
             counters: Counters::default(),
@@ -475,7 +519,12 @@ impl Cluster {
                 return Err(Error::Config(format!("another live host already has the id {me}")));
             }
         }
-        self.place().await?;
+        if let Err(e) = self.place().await {
+            for t in tasks {
+                t.abort();
+            }
+            return Err(e);
+        }
         self.runtime.swarm().set_remote(Arc::new(remote::ClusterAgents::new(self)));
         tasks.push(tokio::spawn(Arc::clone(self).beating()));
         tasks.push(tokio::spawn(Arc::clone(self).placing_loop()));
@@ -540,7 +589,14 @@ impl Cluster {
             return false;
         }
         if beat.leaving {
-            return members.remove(&beat.host).is_some();
+            // Only the process that beat: a late last beat of an earlier run
+            // must not drop a host that restarted.
+            if members.get(&beat.host).is_some_and(|m| m.incarnation == beat.incarnation) {
+                members.remove(&beat.host);
+                self.counters.left.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            return false;
         }
         let seen = Seen { http: beat.http, incarnation: beat.incarnation, at: Instant::now() };
         members.insert(beat.host, seen).is_none()
@@ -553,6 +609,7 @@ impl Cluster {
         let me = &self.config.host_id;
         members.retain(|host, seen| host == me || seen.at.elapsed() <= self.config.dead_after);
         if members.len() != before {
+            self.counters.timed_out.fetch_add((before - members.len()) as u64, Ordering::Relaxed);
             tracing::warn!(hosts = ?members.keys().collect::<Vec<_>>(), "a host went silent and was dropped");
         }
         members.len() != before
@@ -590,9 +647,18 @@ impl Cluster {
                 .contains(&self.config.host_id.as_str())
     }
 
-    /// Applies the placement of the current members: adopts the bucket's
-    /// state of every agent gained (before claiming it), then claims the
-    /// new share, then evicts the agents now held elsewhere.
+    /// Whether this host is `agent`'s primary in `view`.
+    fn primary_in(&self, view: &View, agent: &str) -> bool {
+        view.applied
+            && placement::owners(&view.hosts, agent, self.config.replicas).first()
+                == Some(&self.config.host_id.as_str())
+    }
+
+    /// Applies the placement of the current members: copies the state of
+    /// every agent this host hands over as primary to the bucket, adopts
+    /// the bucket's state of every agent it gains or becomes primary of
+    /// (before claiming it), claims the new share, then evicts the agents
+    /// now held elsewhere.
     async fn place(self: &Arc<Self>) -> Result<()> {
         let _placing = self.placing.lock().await;
         let hosts: BTreeSet<String> =
@@ -602,20 +668,33 @@ impl Cluster {
             return Ok(());
         }
         let new = View { hosts, applied: true };
-        let (mut gained, mut lost) = (Vec::new(), Vec::new());
+        let (mut handed_over, mut gained, mut lost) = (Vec::new(), Vec::new(), Vec::new());
         for agent in self.placed_agents() {
-            let now = self.held_in(&new, &agent);
+            let (held, primary) = (self.held_in(&new, &agent), self.primary_in(&new, &agent));
             // Before the first placement every agent runs here.
-            let before = if old.applied { self.held_in(&old, &agent) } else { !now };
-            match (before, now) {
-                (false, true) => gained.push(agent),
-                (true, false) => lost.push(agent),
-                _ => {}
+            let (was_held, was_primary) = if old.applied {
+                (self.held_in(&old, &agent), self.primary_in(&old, &agent))
+            } else {
+                (!held, false)
+            };
+            if was_primary && !primary {
+                handed_over.push(agent.clone());
+            }
+            if (held && !was_held) || (primary && !was_primary) {
+                gained.push(agent.clone());
+            }
+            if was_held && !held {
+                lost.push(agent);
             }
         }
         let first = !old.applied;
+        for agent in &handed_over {
+            if let Err(e) = self.publish_state(agent).await {
+                tracing::warn!(agent = %agent, error = %e, "the state of an agent handed over could not be copied");
+            }
+        }
         for agent in &gained {
-            self.adopt_from_bucket(agent, true).await?;
+            self.adopt_from_bucket(agent, first).await?;
         }
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
         // A state written while the view changed was not followed (the
@@ -642,11 +721,26 @@ impl Cluster {
         tracing::info!(
             hosts = ?new.hosts,
             gained = gained.len(),
+            handed_over = handed_over.len(),
             lost = n_lost,
             first,
             "placement applied"
         );
         Ok(())
+    }
+
+    /// The lock held while `agent`'s state moves to or from the bucket.
+    fn moving(&self, agent: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(moving.entry(agent.to_string()).or_default())
+    }
+
+    fn revision(&self, agent: &str) -> Option<u64> {
+        self.revisions.lock().unwrap_or_else(|p| p.into_inner()).get(agent).copied()
+    }
+
+    fn set_revision(&self, agent: &str, revision: u64) {
+        self.revisions.lock().unwrap_or_else(|p| p.into_inner()).insert(agent.to_string(), revision);
     }
 
     /// Takes `agent`'s state from the bucket if another host wrote it;
@@ -661,7 +755,7 @@ impl Cluster {
         })?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
-                self.adopt(&entry.value, entry.revision).await
+                self.adopt(&entry.key, &entry.value, entry.revision).await
             }
             // Nothing learned anywhere yet: what runs here is the baseline a
             // later change is measured against.
@@ -696,23 +790,29 @@ impl Cluster {
         self.runtime.swarm().family_of(slot).ok().map(str::to_string)
     }
 
-    /// Makes a state from the bucket (at `revision`) its agent's state
-    /// here, unless this host wrote it, it is not newer than what this host
-    /// has, or the agent runs another component here.
-    async fn adopt(&self, value: &Bytes, revision: u64) {
+    /// Makes a state from the bucket (key `key`, at `revision`) its
+    /// agent's state here, unless this process wrote it, it is not newer
+    /// than what this host has, it is not the state its key names, or the
+    /// agent runs another component here.
+    async fn adopt(&self, key: &str, value: &Bytes, revision: u64) {
         let Some((header, snapshot)) = open_state(value) else {
-            tracing::warn!("a malformed state in the bucket was ignored");
+            tracing::warn!(key, "a malformed state in the bucket was ignored");
             return;
         };
-        if header.host == self.config.host_id {
+        if state_key(&header.family, &header.agent) != key {
+            tracing::warn!(key, agent = %header.agent, "a state under another agent's key was ignored");
+            return;
+        }
+        if header.host == self.config.host_id && header.incarnation == self.incarnation {
             return;
         }
         if self.family_of(&header.agent).as_deref() != Some(header.family.as_str()) {
             tracing::warn!(agent = %header.agent, family = %header.family, "a state of another component was not adopted");
             return;
         }
-        let mut revisions = self.revisions.lock().await;
-        if revisions.get(&header.agent).is_some_and(|&r| r >= revision) {
+        let moving = self.moving(&header.agent);
+        let _turn = moving.lock().await;
+        if self.revision(&header.agent).is_some_and(|r| r >= revision) {
             return;
         }
         let hash = blake3::hash(snapshot);
@@ -727,10 +827,10 @@ impl Cluster {
         .await;
         match adopted {
             Ok(Ok(())) => {
-                revisions.insert(header.agent.clone(), revision);
+                self.set_revision(&header.agent, revision);
                 self.published.lock().unwrap_or_else(|p| p.into_inner()).insert(header.agent.clone(), hash);
                 self.counters.adopted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(agent = %header.agent, from = %header.host, "adopted a state from the bucket");
+                tracing::debug!(agent = %header.agent, from = %header.host, revision, "adopted a state from the bucket");
             }
             Ok(Err(e)) => {
                 tracing::warn!(agent = %header.agent, error = %e, "a state from the bucket was not adopted")
@@ -755,7 +855,7 @@ impl Cluster {
             }
             let held = open_state(&entry.value).is_some_and(|(h, _)| self.held_in(&self.view(), &h.agent));
             if held {
-                self.adopt(&entry.value, entry.revision).await;
+                self.adopt(&entry.key, &entry.value, entry.revision).await;
             }
         }
         tracing::error!(
@@ -872,10 +972,12 @@ impl Cluster {
 
     /// Whether this host is `agent`'s primary.
     pub fn is_primary(&self, agent: &str) -> bool {
-        let view = self.view();
-        view.applied
-            && placement::owners(&view.hosts, agent, self.config.replicas).first()
-                == Some(&self.config.host_id.as_str())
+        self.primary_in(&self.view(), agent)
+    }
+
+    /// Whether `host` is a member now (as this host sees it).
+    pub fn is_member(&self, host: &str) -> bool {
+        self.members.lock().unwrap_or_else(|p| p.into_inner()).contains_key(host)
     }
 
     /// The id other hosts and clients use for this host's answer `local`:
@@ -892,8 +994,15 @@ impl Cluster {
 
     /// Sends `request` to host `host` and waits for its reply, at most
     /// [`ClusterConfig::forward_timeout`].
+    /// A query waits at most [`ClusterConfig::forward_timeout`]; feedback,
+    /// a write, runs to its end ([`WRITE_TIMEOUT`] at most), so a timeout
+    /// never hides a reward that was given.
     pub async fn send(&self, host: &str, request: &Request) -> Result<Reply> {
-        self.send_wire(host, &Wire::Handled(request.clone()), self.config.forward_timeout).await
+        let timeout = match request {
+            Request::Ask { .. } => self.config.forward_timeout,
+            Request::Feedback { .. } => WRITE_TIMEOUT,
+        };
+        self.send_wire(host, &Wire::Handled(request.clone()), timeout).await
     }
 
     async fn send_wire(&self, host: &str, wire: &Wire, timeout: Duration) -> Result<Reply> {
@@ -923,11 +1032,13 @@ impl Cluster {
 
     /// Copies `agent`'s state to the bucket if it changed since it was
     /// last copied or adopted; whether it was copied. Returns once the
-    /// bucket has it (JetStream acknowledged).
+    /// bucket has it (JetStream acknowledged). The write expects the bucket
+    /// to hold the revision this host last saw: when another host wrote
+    /// since, nothing is written, the newer state is adopted, and the
+    /// answer is [`Error::Stale`].
     pub async fn publish_state(&self, agent: &str) -> Result<bool> {
-        // One move at a time: a snapshot taken before another one must not
-        // reach the bucket after it.
-        let mut revisions = self.revisions.lock().await;
+        let moving = self.moving(agent);
+        let turn = moving.lock().await;
         let runtime = Arc::clone(&self.runtime);
         let name = agent.to_string();
         let taken = tokio::task::spawn_blocking(move || {
@@ -945,23 +1056,86 @@ impl Cluster {
         }
         let header = StateHeader {
             host: self.config.host_id.clone(),
+            incarnation: self.incarnation,
             family: family.clone(),
             agent: agent.to_string(),
         };
         let key = state_key(&family, agent);
-        let revision = self.state.put(key.as_str(), seal_state(&header, &snapshot)).await.map_err(|e| {
-            Error::State { bucket: self.bucket.clone(), detail: format!("cannot write {key}: {e}") }
-        })?;
-        revisions.insert(agent.to_string(), revision);
-        self.published.lock().unwrap_or_else(|p| p.into_inner()).insert(agent.to_string(), hash);
-        self.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
+        let sealed = seal_state(&header, &snapshot);
+        let limit = self.client.server_info().max_payload;
+        if limit > 0 && sealed.len() + key.len() + 256 > limit {
+            return Err(Error::State {
+                bucket: self.bucket.clone(),
+                detail: format!(
+                    "{agent}'s state is {} bytes, more than the NATS server's max_payload ({limit}): raise it",
+                    sealed.len()
+                ),
+            });
+        }
+        let written = match self.revision(agent) {
+            Some(seen) => self.state.update(key.as_str(), sealed, seen).await.map_err(|e| {
+                let stale = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                (stale, e.to_string())
+            }),
+            None => self.state.create(key.as_str(), sealed).await.map_err(|e| {
+                let stale = e.kind() == kv::CreateErrorKind::AlreadyExists;
+                (stale, e.to_string())
+            }),
+        };
+        match written {
+            Ok(revision) => {
+                self.set_revision(agent, revision);
+                self.published.lock().unwrap_or_else(|p| p.into_inner()).insert(agent.to_string(), hash);
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err((true, _)) => {
+                drop(turn);
+                // Another host wrote a newer state: take it instead.
+                if let Err(e) = self.adopt_from_bucket(agent, false).await {
+                    tracing::warn!(agent, error = %e, "the newer state could not be adopted");
+                }
+                Err(Error::Stale { agent: agent.to_string() })
+            }
+            Err((false, detail)) => Err(Error::State {
+                bucket: self.bucket.clone(),
+                detail: format!("cannot write {key}: {detail}"),
+            }),
+        }
     }
 
     /// [`Cluster::publish_state`] from a blocking thread (a [`Handler`], or
     /// a service's blocking pool).
     pub fn publish_state_blocking(&self, agent: &str) -> Result<bool> {
         self.tokio.block_on(self.publish_state(agent))
+    }
+
+    /// Brings this host's state of `agent` up to the bucket's when this host
+    /// is not its primary (a standby about to answer for a primary that did
+    /// not): the answer then rests on everything acknowledged. From a
+    /// blocking thread.
+    pub fn catch_up_blocking(&self, agent: &str) -> Result<()> {
+        if self.placed(agent) && !self.is_primary(agent) {
+            self.tokio.block_on(self.adopt_from_bucket(agent, false))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this host may learn for `agent` (take feedback on an answer
+    /// it gave) now, after catching up with the bucket: only its primary
+    /// may. Plugins (not placed) always may. From a blocking thread.
+    pub fn may_learn_blocking(&self, agent: &str) -> std::result::Result<(), Refusal> {
+        if !self.placed(agent) {
+            return Ok(());
+        }
+        if !self.is_primary(agent) {
+            return Err(Refusal::Moved {
+                primary: self.owners(agent).into_iter().next().unwrap_or_default(),
+            });
+        }
+        self.tokio
+            .block_on(self.adopt_from_bucket(agent, false))
+            .map_err(|e| Refusal::Unavailable(e.to_string()))
     }
 
     /// This host's view of the cluster.
@@ -996,17 +1170,19 @@ impl Cluster {
             served: self.counters.served.load(Ordering::Relaxed),
             adopted: self.counters.adopted.load(Ordering::Relaxed),
             published: self.counters.published.load(Ordering::Relaxed),
+            left: self.counters.left.load(Ordering::Relaxed),
+            timed_out: self.counters.timed_out.load(Ordering::Relaxed),
         }
     }
 
     /// Leaves the cluster cleanly: copies the changed state of this host's
-    /// primaries to the bucket, says it leaves (the others take its share at
-    /// once) and stops answering other hosts.
+    /// primaries to the bucket while it still answers, says it leaves (the
+    /// others take its share at once), then stops answering other hosts.
     pub async fn leave(&self) {
+        self.publish_primaries().await;
         for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
-        self.publish_primaries().await;
         if let Err(e) = self.client.publish(self.subject("beat"), self.beat(true)).await {
             tracing::warn!(error = %e, "could not say this host leaves; the others drop it when its beats stop");
         }
@@ -1035,7 +1211,8 @@ mod tests {
 
     #[test]
     fn states_seal_and_open() {
-        let header = StateHeader { host: "h1".into(), family: "f".into(), agent: "FAJ 1".into() };
+        let header =
+            StateHeader { host: "h1".into(), incarnation: 7, family: "f".into(), agent: "FAJ 1".into() };
         let sealed = seal_state(&header, b"\n\x00bytes");
         let (h, bytes) = open_state(&sealed).unwrap();
         assert_eq!((h.host.as_str(), h.agent.as_str(), bytes), ("h1", "FAJ 1", &b"\n\x00bytes"[..]));

@@ -708,6 +708,12 @@ impl Runtime {
         Ok(())
     }
 
+    /// The agent (FAJ code, or plugin id) that gave the answer `query_id`,
+    /// in this run or an earlier one; `None` when no such answer is known.
+    pub fn answered_by(&self, query_id: &str) -> Result<Option<String>> {
+        Ok(self.asked(query_id)?.map(|(_, agent, _)| agent))
+    }
+
     /// The component family, agent and question of the answer `query_id`:
     /// recorded in this run and not stored yet, or stored.
     fn asked(&self, query_id: &str) -> Result<Option<(String, String, String)>> {

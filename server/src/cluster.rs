@@ -34,9 +34,11 @@ impl elex_cluster::Handler for Forwarded {
     fn handle(&self, cluster: &Cluster, request: Request) -> Reply {
         let rt = &self.runtime;
         let done = match request {
-            Request::Ask { agent, text } => {
-                rt.ask(&agent, &text).map_err(ApiError::from).map(|a| answer_json(rt, cluster, &a))
-            }
+            Request::Ask { agent, text } => cluster
+                .catch_up_blocking(&agent)
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))
+                .and_then(|()| rt.ask(&agent, &text).map_err(ApiError::from))
+                .map(|a| answer_json(rt, cluster, &a)),
             Request::Feedback { query_id, reward, agent, operator } => {
                 feedback_here(rt, cluster, &query_id, reward, agent.as_deref(), &operator)
             }
@@ -67,10 +69,23 @@ fn feedback_here(
     agent: Option<&str>,
     operator: &str,
 ) -> Result<Value, ApiError> {
+    // Only the agent's primary learns, from the bucket's latest state.
+    if reward.is_some()
+        && let Some(answered_by) = rt.answered_by(query_id)?
+    {
+        cluster
+            .may_learn_blocking(&answered_by)
+            .map_err(|refusal| refused(cluster, &answered_by, refusal))?;
+    }
     let mut out = feedback_on(rt, query_id, reward, agent, operator)?;
     if let Some(rewarded) = out["rewarded"]["agent"].as_str() {
-        cluster.publish_state_blocking(rewarded).map_err(|e| {
-            ApiError::new(
+        cluster.publish_state_blocking(rewarded).map_err(|e| match e {
+            elex_cluster::Error::Stale { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_state",
+                format!("{e}; the reward is lost: ask again and reward the new answer"),
+            ),
+            e => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_replicated",
                 format!(
@@ -78,7 +93,7 @@ fn feedback_here(
                      copied to the cluster: {e}",
                     cluster.host_id()
                 ),
-            )
+            ),
         })?;
     }
     out["query_id"] = json!(cluster.query_id(query_id));
@@ -89,6 +104,23 @@ fn feedback_here(
 enum Routed {
     Answered(Value),
     Elsewhere(elex_ran::Routed, String),
+}
+
+/// Why this host may not learn for `agent`, as an error response.
+fn refused(cluster: &Cluster, agent: &str, refusal: elex_cluster::Refusal) -> ApiError {
+    use elex_cluster::Refusal as R;
+    let me = cluster.host_id();
+    match refusal {
+        R::Moved { primary } => ApiError::new(
+            StatusCode::CONFLICT,
+            "agent_moved",
+            format!(
+                "host {me} answered for {agent} but is not its primary now (host {primary} is), so this \
+                 answer cannot be learned from: ask again and reward the new answer"
+            ),
+        ),
+        R::Unavailable(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why),
+    }
 }
 
 /// `POST /v1/query` on a cluster host.
@@ -125,6 +157,10 @@ pub(crate) async fn query(s: &Shared, cluster: &Arc<Cluster>, req: QueryRequest)
             let cluster = Arc::clone(cluster);
             return s
                 .run(move |rt| {
+                    let faj = routed.feature().faj.clone();
+                    cluster.catch_up_blocking(&faj).map_err(|e| {
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+                    })?;
                     let answer = rt.answer(routed, &text)?;
                     Ok(answer_json(rt, &cluster, &answer))
                 })
@@ -172,6 +208,15 @@ pub(crate) async fn feedback(
         Some((host, local)) => (host.to_string(), local.to_string()),
         None => (me.clone(), query_id.clone()),
     };
+    if !cluster.is_member(&host) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_host",
+            format!(
+                "{query_id} names host {host}, which is not in the cluster now (it may have left or died)"
+            ),
+        ));
+    }
     if host == me {
         let cluster = Arc::clone(cluster);
         return s
@@ -191,7 +236,7 @@ pub(crate) async fn feedback(
     }
 }
 
-#[utoipa::path(get, path = "/v1/cluster", tag = "service", security(("bearer" = [])), responses((status = 200, description = "This host's view of its cluster: `{\"host\", \"cluster\", \"replicas\", \"hosts\": [{\"host\", \"http\", \"seen_ms_ago\"}], \"primary_of\", \"holds\", \"forwarded\", \"served\", \"adopted\", \"published\"}`", body = serde_json::Value), (status = 404, description = "This service is not in a cluster", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/cluster", tag = "service", security(("bearer" = [])), responses((status = 200, description = "This host's view of its cluster: `{\"host\", \"cluster\", \"replicas\", \"hosts\": [{\"host\", \"http\", \"seen_ms_ago\"}], \"primary_of\", \"holds\", \"forwarded\", \"served\", \"adopted\", \"published\", \"left\", \"timed_out\"}`", body = serde_json::Value), (status = 404, description = "This service is not in a cluster", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn status(
     State(s): State<AppState>,
     _caller: Caller<Reader>,

@@ -75,7 +75,11 @@ impl ApiError {
     /// An error another host of the cluster answered (status, code and
     /// message as it gave them).
     pub(crate) fn remote(status: u16, code: String, message: String) -> ApiError {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        // An error is 4xx or 5xx; anything else another host says is its fault.
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
         let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
         ApiError { status, code: code.into(), message, retry_after }
     }

@@ -264,10 +264,10 @@ fn a_three_host_cluster_places_forwards_fails_over_and_takes_its_share_back() {
     reward(&hosts[others[0]], answers[1]["query_id"].as_str().unwrap());
     let learned = answered(&hosts[others[1]], MIMO)["q_value"].as_f64().unwrap();
     assert!(learned > 0.0, "the reward raised the value: {learned}");
-    // An unknown host in a query id is a clear retryable error, not a hang.
+    // An unknown host in a query id is a clear error, not a hang.
     let body = r#"{"query_id": "nosuchhost:q1-1", "reward": 1}"#;
     let (code, err) = request(&hosts[0].addr, "POST", "/v1/feedback", None, body);
-    assert_eq!((code, err["code"].as_str()), (503, Some("unavailable")), "{err}");
+    assert_eq!((code, err["code"].as_str()), (404, Some("unknown_host")), "{err}");
 
     // SIGKILL the primary under a steady bounded load on the two others:
     // every query is answered or refused with a retryable 503, none is lost
@@ -336,7 +336,8 @@ fn a_three_host_cluster_places_forwards_fails_over_and_takes_its_share_back() {
 
     // What the standby learns meanwhile goes back with the share.
     reward(&hosts[1], standby["query_id"].as_str().unwrap());
-    let relearned = answered(&hosts[0], MIMO)["q_value"].as_f64().unwrap();
+    let interim = answered(&hosts[0], MIMO);
+    let relearned = interim["q_value"].as_f64().unwrap();
     assert!(relearned > learned, "{relearned} > {learned}");
     let back = start_host(work.path(), &nats.url, &primary);
     hosts.insert(p, back);
@@ -349,20 +350,31 @@ fn a_three_host_cluster_places_forwards_fails_over_and_takes_its_share_back() {
         assert_eq!(a["q_value"].as_f64(), Some(relearned), "with the state learned while it was away: {a}");
     }
 
+    // Feedback on an answer the interim primary gave is refused now that
+    // the agent is back on its own host: only the primary learns.
+    let body = serde_json::json!({ "query_id": interim["query_id"], "reward": 1.0 }).to_string();
+    let (code, err) = request(&hosts[0].addr, "POST", "/v1/feedback", None, &body);
+    assert_eq!((code, err["code"].as_str()), (409, Some("agent_moved")), "{err}");
+
     // A second live process with a member's id is refused.
     let twin = host_command(work.path(), &nats.url, "b", "b-twin").output().unwrap();
     assert!(!twin.status.success());
     assert!(text(&twin.stderr).contains("already has the id b"), "{}", text(&twin.stderr));
 
     // A clean stop (SIGTERM) is said, not waited for: the others drop the
-    // host before its beats could have timed out.
+    // host because it said it left, not because its beats stopped.
+    let left_before = status(&hosts[0])["left"].as_u64().unwrap();
+    let timed_out_before = status(&hosts[0])["timed_out"].as_u64().unwrap();
     let mut leaving = hosts.pop().unwrap();
     let left = leaving.id.clone();
     let pid = leaving.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(leaving.child.wait().unwrap().success());
     let remaining: Vec<&str> = ["a", "b", "c"].into_iter().filter(|h| *h != left).collect();
-    wait_for_members(&hosts[0], &remaining, Duration::from_secs(1));
+    wait_for_members(&hosts[0], &remaining, Duration::from_secs(30));
+    let after = status(&hosts[0]);
+    assert_eq!(after["left"].as_u64(), Some(left_before + 1), "{after}");
+    assert_eq!(after["timed_out"].as_u64(), Some(timed_out_before), "{after}");
 }
 
 /// Teaches an agent to consult its prerequisite (on another host) and
@@ -380,6 +392,14 @@ fn consults_cross_hosts(hosts: &[Host]) {
         })
         .expect("an agent whose prerequisites live on other hosts");
     let asked = hosts.iter().find(|h| h.id != primary(&feature.faj)).unwrap();
+    // The prerequisites answer once first (their instances warm on their
+    // primaries), as they would in a service that has run a while.
+    for p in feature.requires.iter().filter_map(|r| catalog.index_of(r).ok()) {
+        let peer = &catalog.features[p];
+        let body = serde_json::json!({ "text": format!("What is {}?", peer.name), "agent": peer.faj });
+        let (code, answer) = request(&asked.addr, "POST", "/v1/query", None, &body.to_string());
+        assert_eq!(code, 200, "{answer}");
+    }
     for _ in 0..200 {
         let body =
             serde_json::json!({ "text": format!("How do I enable {}?", feature.name), "agent": feature.faj });
