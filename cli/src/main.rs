@@ -446,37 +446,41 @@ fn query(
 /// `elex serve --cluster`: joining a cluster of hosts over NATS.
 #[derive(clap::Args, Debug)]
 struct ClusterArgs {
-    /// Join the cluster on this NATS server (nats://HOST:PORT): the hosts
-    /// share the agents, forward queries to the host holding each, and keep
-    /// what the agents learn in a JetStream bucket (needs JetStream: run
-    /// nats-server with -js).
+    /// Join the cluster on this NATS server (nats://HOST:PORT, or several,
+    /// comma-separated, of one NATS cluster): the hosts share the agents,
+    /// forward queries to the host holding each, and keep what the agents
+    /// learn in a JetStream bucket (needs JetStream: run nats-server with
+    /// -js).
     #[arg(long, value_name = "NATS_URL", requires = "host_id")]
     cluster: Option<String>,
-    /// This host's id in the cluster (letters, digits, '-', '_'); a host
-    /// restarted with the same id takes back the same agents.
-    #[arg(long, value_name = "ID")]
+    /// This host's id in the cluster (1 to 64 letters, digits, '-', '_');
+    /// a host restarted with the same id takes back the same agents.
+    #[arg(long, value_name = "ID", requires = "cluster")]
     host_id: Option<String>,
     /// The cluster's name: hosts with the same name and NATS server form
     /// one cluster.
-    #[arg(long, default_value = "elex", value_name = "NAME")]
+    #[arg(long, default_value = "elex", value_name = "NAME", requires = "cluster")]
     cluster_name: String,
-    /// Hosts holding each agent: its primary, which answers, and standbys
-    /// that follow its state and answer when it does not.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// Hosts holding each agent (1 to 16, the same on every host): its
+    /// primary, which answers, and standbys that follow its state and
+    /// answer when it does not.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16), requires = "cluster")]
     replicas: u32,
-    /// How long a silent host stays a member, in ms.
-    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1500..=600_000))]
+    /// How long a silent host stays a member, in ms (1500 to 600000).
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1500..=600_000), requires = "cluster")]
     dead_after_ms: u64,
-    /// How long a query forwarded to another host waits for its answer, in ms.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    /// How long a query forwarded to another host waits for its answer, in
+    /// ms; a query in flight when its host dies waits this long, then goes
+    /// to the next holder.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000), requires = "cluster")]
     forward_timeout_ms: u64,
     /// How long a consult sent to another host waits for its answer, in ms
     /// (the consulting agent's own call deadline keeps running meanwhile).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000), requires = "cluster")]
     consult_timeout_ms: u64,
-    /// Replicas of the agents' state bucket in JetStream (3 on a
+    /// Replicas of the agents' state bucket in JetStream (1 to 5; 3 on a
     /// three-server NATS cluster).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5), requires = "cluster")]
     state_replicas: u32,
 }
 

@@ -267,6 +267,10 @@ pub struct Status {
     pub left: u64,
     /// Hosts dropped because they went silent.
     pub timed_out: u64,
+    /// Whether this host is connected to NATS now (`connected`,
+    /// `disconnected`, `pending`): while it is not, forwarded requests and
+    /// state copies fail (503) and its view of the members is frozen.
+    pub nats: String,
 }
 
 /// A member host.
@@ -287,6 +291,9 @@ struct Beat {
     http: String,
     /// Random per process: two processes with one id are told apart.
     incarnation: u64,
+    /// Its `--replicas`: hosts that place with another count disagree on
+    /// every agent's holders.
+    replicas: usize,
     leaving: bool,
 }
 
@@ -354,6 +361,8 @@ pub struct Cluster {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     counters: Counters,
     handler: Arc<dyn Handler>,
+    /// Hosts heard with another `--replicas` (not members), with theirs.
+    mismatched: Mutex<BTreeMap<String, usize>>,
 }
 
 /// Letters, digits, `-` and `_`, 1 to 64 of them.
@@ -420,6 +429,17 @@ impl Cluster {
         let client = async_nats::ConnectOptions::new()
             .name(format!("elex {}", config.host_id))
             .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::error!(
+                            "lost the NATS connection: forwarding and state copies fail until it is back"
+                        )
+                    }
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    other => tracing::warn!(event = %other, "NATS"),
+                }
+            })
             .connect(config.url.split(',').map(str::trim).collect::<Vec<_>>())
             .await
             .map_err(|e| Error::Connect { url: config.url.clone(), detail: e.to_string() })?;
@@ -444,7 +464,9 @@ impl Cluster {
             {
                 Ok(store) => store,
                 // Another host created it meanwhile.
-                Err(created) => js.get_key_value(bucket.as_str()).await.map_err(|_| state_err(&created))?,
+                Err(created) => js.get_key_value(bucket.as_str()).await.map_err(|_| {
+                    state_err(&format!("{created} (is JetStream on? start nats-server with -js)"))
+                })?,
             },
         };
         let mut incarnation = [0u8; 8];
@@ -467,6 +489,7 @@ impl Cluster {
             tasks: Mutex::new(Vec::new()),
             counters: Counters::default(),
             handler,
+            mismatched: Mutex::new(BTreeMap::new()),
             config,
         });
         cluster.start().await?;
@@ -486,6 +509,7 @@ impl Cluster {
             host: self.config.host_id.clone(),
             http: self.config.http.clone(),
             incarnation: self.incarnation,
+            replicas: self.config.replicas,
             leaving,
         };
         Bytes::from(serde_json::to_vec(&beat).unwrap_or_default())
@@ -517,6 +541,19 @@ impl Cluster {
                     t.abort();
                 }
                 return Err(Error::Config(format!("another live host already has the id {me}")));
+            }
+            let mismatched = self.mismatched.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((host, replicas)) = mismatched.iter().next() {
+                let message = format!(
+                    "host {host} of this cluster places each agent on {replicas} hosts, this one on {}: \
+                     start every host with the same --replicas",
+                    self.config.replicas
+                );
+                drop(mismatched);
+                for t in tasks {
+                    t.abort();
+                }
+                return Err(Error::Config(message));
             }
         }
         if let Err(e) = self.place().await {
@@ -588,18 +625,35 @@ impl Cluster {
             }
             return false;
         }
+        if beat.replicas != self.config.replicas {
+            // Its placement would differ from this host's on every agent.
+            tracing::error!(
+                host = %beat.host,
+                its = beat.replicas,
+                ours = self.config.replicas,
+                "a host with another --replicas is not taken as a member"
+            );
+            self.mismatched.lock().unwrap_or_else(|p| p.into_inner()).insert(beat.host, beat.replicas);
+            return false;
+        }
         if beat.leaving {
             // Only the process that beat: a late last beat of an earlier run
             // must not drop a host that restarted.
             if members.get(&beat.host).is_some_and(|m| m.incarnation == beat.incarnation) {
                 members.remove(&beat.host);
                 self.counters.left.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(host = %beat.host, "a host left the cluster");
                 return true;
             }
             return false;
         }
         let seen = Seen { http: beat.http, incarnation: beat.incarnation, at: Instant::now() };
-        members.insert(beat.host, seen).is_none()
+        let host = beat.host.clone();
+        let new = members.insert(beat.host, seen).is_none();
+        if new {
+            tracing::info!(host = %host, "a host joined the cluster");
+        }
+        new
     }
 
     /// Drops the members silent for longer than `dead_after`.
@@ -607,10 +661,17 @@ impl Cluster {
         let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
         let before = members.len();
         let me = &self.config.host_id;
-        members.retain(|host, seen| host == me || seen.at.elapsed() <= self.config.dead_after);
-        if members.len() != before {
-            self.counters.timed_out.fetch_add((before - members.len()) as u64, Ordering::Relaxed);
-            tracing::warn!(hosts = ?members.keys().collect::<Vec<_>>(), "a host went silent and was dropped");
+        let mut dropped = Vec::new();
+        members.retain(|host, seen| {
+            let keep = host == me || seen.at.elapsed() <= self.config.dead_after;
+            if !keep {
+                dropped.push(host.clone());
+            }
+            keep
+        });
+        if !dropped.is_empty() {
+            self.counters.timed_out.fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            tracing::warn!(dropped = ?dropped, remaining = ?members.keys().collect::<Vec<_>>(), "a host went silent and was dropped");
         }
         members.len() != before
     }
@@ -975,6 +1036,15 @@ impl Cluster {
         self.primary_in(&self.view(), agent)
     }
 
+    /// This host's NATS connection: `connected`, `disconnected` or `pending`.
+    pub fn nats_state(&self) -> &'static str {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => "connected",
+            async_nats::connection::State::Disconnected => "disconnected",
+            async_nats::connection::State::Pending => "pending",
+        }
+    }
+
     /// Whether `host` is a member now (as this host sees it).
     pub fn is_member(&self, host: &str) -> bool {
         self.members.lock().unwrap_or_else(|p| p.into_inner()).contains_key(host)
@@ -1172,6 +1242,7 @@ impl Cluster {
             published: self.counters.published.load(Ordering::Relaxed),
             left: self.counters.left.load(Ordering::Relaxed),
             timed_out: self.counters.timed_out.load(Ordering::Relaxed),
+            nats: self.nats_state().to_string(),
         }
     }
 

@@ -259,10 +259,19 @@ impl SnapshotStore {
             return Err(err(&"not a regular file"));
         }
         let deadline = Instant::now() + wait;
+        let mut said = false;
         let db = loop {
             match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
                 Ok(db) => break db,
                 Err(DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    if !said {
+                        said = true;
+                        tracing::warn!(
+                            path = %path.display(),
+                            "another process (an elex serve?) holds this data dir's database; waiting up to {} s for it",
+                            wait.as_secs()
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => return Err(err(&e)),

@@ -350,6 +350,11 @@ fn a_three_host_cluster_places_forwards_fails_over_and_takes_its_share_back() {
         assert_eq!(a["q_value"].as_f64(), Some(relearned), "with the state learned while it was away: {a}");
     }
 
+    // A host that would place agents on another number of hosts is refused.
+    let odd = host_command(work.path(), &nats.url, "d", "elex-d").args(["--replicas", "3"]).output().unwrap();
+    assert!(!odd.status.success());
+    assert!(text(&odd.stderr).contains("same --replicas"), "{}", text(&odd.stderr));
+
     // Feedback on an answer the interim primary gave is refused now that
     // the agent is back on its own host: only the primary learns.
     let body = serde_json::json!({ "query_id": interim["query_id"], "reward": 1.0 }).to_string();
@@ -456,4 +461,8 @@ fn a_host_that_cannot_reach_nats_says_so() {
     assert!(text(&out.stderr).contains("cannot reach NATS"), "{}", text(&out.stderr));
     let bad = host_command(work.path(), "nats://127.0.0.1:1", "a.b", "a").output().unwrap();
     assert!(text(&bad.stderr).contains("host id"), "{}", text(&bad.stderr));
+    // Cluster flags without --cluster are an error, not silently ignored.
+    let alone = elex_command(&work.path().join("a"), &["serve", "--host-id", "a"]).output().unwrap();
+    assert!(!alone.status.success());
+    assert!(text(&alone.stderr).contains("--cluster"), "{}", text(&alone.stderr));
 }
