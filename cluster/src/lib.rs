@@ -52,20 +52,24 @@
 //!   agents and write their state: secure the NATS server (accounts,
 //!   credentials, TLS) as you would the hosts themselves.
 //!
-//! Not distributed (yet): plugins (each host serves its own, locally),
-//! router corrections (learned by the host that answered) and the memory
-//! graph (each host has its own).
+//! - **Plugins** loaded by name from the registry are shared: recorded in
+//!   the bucket `elex-<cluster>-plugins`, loaded by every host, placed like
+//!   features (see `plugins.rs`). An uploaded plugin stays on its host.
+//!
+//! Not distributed (yet): router corrections (learned by the host that
+//! answered) and the memory graph (each host has its own).
 //!
 //! Call [`Cluster::leave`] before dropping a cluster: its background tasks
 //! run until then.
 
 mod error;
 pub mod placement;
+mod plugins;
 mod remote;
 
 pub use error::{Error, Result};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -341,6 +345,10 @@ pub struct Cluster {
     client: async_nats::Client,
     state: kv::Store,
     bucket: String,
+    /// The plugins the cluster shares (see `plugins.rs`).
+    plugins: kv::Store,
+    /// Their ids.
+    shared: RwLock<HashSet<String>>,
     incarnation: u64,
     tokio: tokio::runtime::Handle,
     members: Mutex<BTreeMap<String, Seen>>,
@@ -363,6 +371,37 @@ pub struct Cluster {
     handler: Arc<dyn Handler>,
     /// Hosts heard with another `--replicas` (not members), with theirs.
     mismatched: Mutex<BTreeMap<String, usize>>,
+}
+
+/// Opens JetStream key-value bucket `name` (keeping the latest value per
+/// key), creating it with `replicas` replicas if it does not exist.
+async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: name.to_string(),
+            description: description.to_string(),
+            history: 1,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another host created it meanwhile.
+        Err(e) => js.get_key_value(name).await.map_err(|_| Error::State {
+            bucket: name.to_string(),
+            detail: format!("{e} (is JetStream on? start nats-server with -js)"),
+        }),
+    }
 }
 
 /// Letters, digits, `-` and `_`, 1 to 64 of them.
@@ -445,30 +484,20 @@ impl Cluster {
             .map_err(|e| Error::Connect { url: config.url.clone(), detail: e.to_string() })?;
         let js = async_nats::jetstream::new(client.clone());
         let bucket = format!("elex-{}-state", config.cluster);
-        let state_err =
-            |e: &dyn std::fmt::Display| Error::State { bucket: bucket.clone(), detail: e.to_string() };
-        let state = match js.get_key_value(bucket.as_str()).await {
-            Ok(store) => store,
-            Err(_) => match js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: String::from(
-                        "elex: each agent's learned state, by component family and agent id",
-                    ),
-                    history: 1,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    num_replicas: config.state_replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(store) => store,
-                // Another host created it meanwhile.
-                Err(created) => js.get_key_value(bucket.as_str()).await.map_err(|_| {
-                    state_err(&format!("{created} (is JetStream on? start nats-server with -js)"))
-                })?,
-            },
-        };
+        let state = open_bucket(
+            &js,
+            &bucket,
+            "elex: each agent's learned state, by component family and agent id",
+            config.state_replicas,
+        )
+        .await?;
+        let plugins = open_bucket(
+            &js,
+            &format!("elex-{}-plugins", config.cluster),
+            "elex: the plugins every host of the cluster loads, by plugin id",
+            config.state_replicas,
+        )
+        .await?;
         let mut incarnation = [0u8; 8];
         getrandom::fill(&mut incarnation).map_err(|e| Error::Config(format!("no random source: {e}")))?;
         let cluster = Arc::new(Cluster {
@@ -476,6 +505,8 @@ impl Cluster {
             client,
             state,
             bucket,
+            plugins,
+            shared: RwLock::new(HashSet::new()),
             incarnation: u64::from_le_bytes(incarnation),
             tokio: tokio::runtime::Handle::current(),
             members: Mutex::new(BTreeMap::new()),
@@ -568,6 +599,18 @@ impl Cluster {
         tasks.push(tokio::spawn(Arc::clone(self).following(watch)));
         tasks.push(tokio::spawn(Arc::clone(self).serving(requests)));
         tasks.push(tokio::spawn(Arc::clone(self).publishing()));
+        match self.plugins.watch_with_history(">").await {
+            Ok(watch) => tasks.push(tokio::spawn(Arc::clone(self).following_plugins(watch))),
+            Err(e) => {
+                for t in tasks {
+                    t.abort();
+                }
+                return Err(Error::State {
+                    bucket: self.plugins_bucket(),
+                    detail: format!("cannot watch it: {e}"),
+                });
+            }
+        }
         *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         tracing::info!(host = %me, hosts = ?self.view().hosts, "joined the cluster");
         Ok(())
@@ -691,15 +734,25 @@ impl Cluster {
         Arc::clone(&self.view.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The catalog's agents that are placed (plugins stay on their host).
+    /// The agents that are placed: the catalog's features and the plugins
+    /// the cluster shares (an uploaded plugin stays on its host).
     fn placed_agents(&self) -> Vec<String> {
-        self.runtime.catalog().features.iter().filter(|f| !f.plugin).map(|f| f.faj.clone()).collect()
+        self.runtime
+            .catalog()
+            .features
+            .iter()
+            .filter(|f| !f.plugin || self.is_shared(&f.faj))
+            .map(|f| f.faj.clone())
+            .collect()
     }
 
-    /// Whether `agent` is placed on hosts (a catalog feature, not a plugin).
-    fn placed(&self, agent: &str) -> bool {
+    /// Whether `agent` runs here and is placed on hosts (a feature, or a
+    /// plugin the cluster shares), rather than answered only here.
+    pub fn placed(&self, agent: &str) -> bool {
         let catalog = self.runtime.catalog();
-        catalog.index_of(agent).is_ok_and(|i| !catalog.features[i].plugin)
+        catalog
+            .index_of(agent)
+            .is_ok_and(|i| !catalog.features[i].plugin || self.is_shared(&catalog.features[i].faj))
     }
 
     fn held_in(&self, view: &View, agent: &str) -> bool {
@@ -941,7 +994,7 @@ impl Cluster {
                         ),
                     ),
                     (_, Err(e)) => Reply::refused(400, "bad_request", format!("not a cluster request: {e}")),
-                    (Ok(_), Ok(Wire::Handled(Request::Ask { agent, .. }))) if !cluster.holds(&agent) => {
+                    (Ok(_), Ok(Wire::Handled(Request::Ask { agent, .. }))) if !cluster.answers(&agent) => {
                         Reply::refused(
                             409,
                             "not_held",
@@ -949,7 +1002,7 @@ impl Cluster {
                         )
                     }
                     (Ok(_), Ok(Wire::Consult { chain, .. }))
-                        if !chain.last().is_some_and(|agent| cluster.holds(agent)) =>
+                        if !chain.last().is_some_and(|agent| cluster.answers(agent)) =>
                     {
                         Reply::refused(
                             409,
@@ -1029,6 +1082,12 @@ impl Cluster {
     /// Whether this host holds `agent` (as its primary or a standby).
     pub fn holds(&self, agent: &str) -> bool {
         self.held_in(&self.view(), agent)
+    }
+
+    /// Whether this host answers for `agent` when asked: it holds it and
+    /// runs it (a shared plugin may still be loading here).
+    fn answers(&self, agent: &str) -> bool {
+        self.holds(agent) && self.placed(agent)
     }
 
     /// Whether this host is `agent`'s primary.

@@ -127,8 +127,8 @@ fn refused(cluster: &Cluster, agent: &str, refusal: elex_cluster::Refusal) -> Ap
 pub(crate) async fn query(s: &Shared, cluster: &Arc<Cluster>, req: QueryRequest) -> Result<Value, ApiError> {
     let QueryRequest { text, agent } = req;
     // Routed here, and answered in the same blocking call when this host is
-    // the agent's primary (or it is a plugin, which runs only on the host
-    // that loaded it).
+    // the agent's primary (or the agent is not placed: a plugin uploaded
+    // here runs only here).
     let here = Arc::clone(cluster);
     let (routed, text) = match s
         .run(move |rt| {
@@ -137,7 +137,7 @@ pub(crate) async fn query(s: &Shared, cluster: &Arc<Cluster>, req: QueryRequest)
                 None => rt.route(&text)?,
             };
             let feature = routed.feature();
-            if feature.plugin || here.is_primary(&feature.faj) {
+            if !here.placed(&feature.faj) || here.is_primary(&feature.faj) {
                 let answer = rt.answer(routed, &text)?;
                 return Ok(Routed::Answered(answer_json(rt, &here, &answer)));
             }

@@ -466,3 +466,72 @@ fn a_host_that_cannot_reach_nats_says_so() {
     assert!(!alone.status.success());
     assert!(text(&alone.stderr).contains("--cluster"), "{}", text(&alone.stderr));
 }
+
+#[test]
+fn a_plugin_loaded_on_one_host_is_loaded_placed_and_unloaded_on_every_host() {
+    use super::super::plugins::{elex, ok, own_registry_trusting_a_new_key};
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let key = own_registry_trusting_a_new_key(cwd);
+    let id = "cluster-moon";
+    ok(elex(&cwd.join("data"), cwd, &["new", id, "--lang", "js"]), "elex new");
+    ok(elex(&cwd.join("data"), cwd, &["build", id]), "elex build");
+    let file = cwd.join(id).join("build").join(format!("{id}.wasm"));
+    let (key, file) = (key.to_str().unwrap(), file.to_str().unwrap());
+    let sign = ["sign", file, "--name", id, "--version", "0.1.0", "--key", key];
+    ok(elex(&cwd.join("data"), cwd, &sign), "sign");
+
+    let nats = start_nats(&cwd.join("nats"));
+    let start = |h: &str| {
+        let mut command = host_command(cwd, &nats.url, h, &format!("elex-{h}"));
+        command.env("ELEX_REGISTRY", cwd.join("registry"));
+        spawn_host(cwd, command, h)
+    };
+    let mut hosts: Vec<Host> = ["a", "b"].iter().map(|h| start(h)).collect();
+    for host in &hosts {
+        wait_for_members(host, &["a", "b"], Duration::from_secs(60));
+    }
+    // Running there: among its agents (routed to, asked by id).
+    let listed = |host: &Host| {
+        let (code, agent) = request(&host.addr, "GET", &format!("/v1/agents/{id}"), None, "");
+        assert!(code == 200 || code == 404, "{agent}");
+        code == 200
+    };
+    let wait_until = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Loaded by name on a: b loads it too, and its agent is placed.
+    let body = format!(r#"{{"name": "{id}@^0.1"}}"#);
+    let (code, loaded) = request(&hosts[0].addr, "POST", "/v1/plugins", None, &body);
+    assert_eq!((code, loaded["id"].as_str()), (201, Some(id)), "{loaded}");
+    wait_until("b loading the plugin", &|| listed(&hosts[1]));
+    let live: std::collections::BTreeSet<String> = ["a", "b"].iter().map(|h| h.to_string()).collect();
+    let primary = elex_cluster::placement::owners(&live, id, 2)[0].to_string();
+    let ask = format!(r#"{{"text": "hello", "agent": "{id}"}}"#);
+    for host in &hosts {
+        let (code, answer) = request(&host.addr, "POST", "/v1/query", None, &ask);
+        assert_eq!((code, answer["host"].as_str()), (200, Some(primary.as_str())), "{answer}");
+    }
+    // It learns on its primary, whichever host takes the feedback.
+    let (_, answer) = request(&hosts[0].addr, "POST", "/v1/query", None, &ask);
+    reward(&hosts[1], answer["query_id"].as_str().unwrap());
+    let (_, after) = request(&hosts[1].addr, "POST", "/v1/query", None, &ask);
+    assert!(after["q_value"].as_f64().unwrap() > 0.0, "{after}");
+
+    // A host that joins later loads it too.
+    hosts.push(start("c"));
+    wait_until("c loading the plugin", &|| listed(&hosts[2]));
+
+    // Unloaded on b: gone from a too.
+    let (code, gone) = request(&hosts[1].addr, "DELETE", &format!("/v1/plugins/{id}"), None, "");
+    assert_eq!((code, gone["unloaded"].as_str()), (200, Some(id)), "{gone}");
+    wait_until("a unloading the plugin", &|| !listed(&hosts[0]));
+    wait_until("c unloading the plugin", &|| !listed(&hosts[2]));
+    let (code, err) = request(&hosts[0].addr, "POST", "/v1/query", None, &ask);
+    assert_eq!((code, err["code"].as_str()), (404, Some("no_agent")), "{err}");
+}

@@ -109,9 +109,23 @@ pub(crate) async fn load_plugin(
         }
         (elex_ran::PluginSpec::Registry(req.name), req.grants, None)
     };
+    let cluster = s.cluster.clone();
     s.run_write(move |rt| {
         let plugin = rt.load_plugin(&spec, &who, &grants)?;
         drop(upload_file);
+        // In a cluster a plugin from the registry is loaded by every host.
+        if let (Some(cluster), elex_ran::PluginSpec::Registry(name)) = (&cluster, &spec) {
+            cluster.share_plugin_blocking(&plugin.manifest.id, name, &grants, &who).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_replicated",
+                    format!(
+                        "{} is loaded on this host, but the other hosts were not told: {e}",
+                        plugin.manifest.id
+                    ),
+                )
+            })?;
+        }
         Ok((StatusCode::CREATED, Json(plugin_json(&plugin))))
     })
     .await
@@ -123,8 +137,21 @@ pub(crate) async fn unload_plugin(
     _caller: Caller<Admin>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let cluster = s.cluster.clone();
     s.run_write(move |rt| {
-        if !rt.unload_plugin(&id)? {
+        let unloaded = rt.unload_plugin(&id)?;
+        // In a cluster every host unloads a shared plugin.
+        let unshared = match &cluster {
+            Some(cluster) => cluster.unshare_plugin_blocking(&id).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_replicated",
+                    format!("{id} is unloaded on this host, but the other hosts were not told: {e}"),
+                )
+            })?,
+            None => false,
+        };
+        if !unloaded && !unshared {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_agent",
