@@ -209,16 +209,27 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromR
 /// A JSON body, with JSON errors for a malformed or oversized one.
 pub(crate) struct Body<T>(pub(crate) T);
 
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(rejection) => {
                 let status = rejection.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_request" };
-                Err(ApiError::new(status, code, rejection.body_text()))
+                let (code, message) = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => (
+                        "too_large",
+                        format!(
+                            "the body is larger than the service takes (--max-body-bytes {}; a plugin \
+                             upload --max-upload-bytes {})",
+                            state.limits.body_bytes, state.limits.upload_bytes
+                        ),
+                    ),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", rejection.body_text()),
+                    _ => ("bad_request", rejection.body_text()),
+                };
+                Err(ApiError::new(status, code, message))
             }
         }
     }

@@ -164,6 +164,8 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     let addr = server.addr.as_str();
     let (status, err) = request(addr, "GET", "/v1/events", None, "");
     assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
+    let (_, head, _) = raw(addr, "GET", "/v1/agents", None, "application/json", b"");
+    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
     let mut events = event_stream(addr, Some(READER));
 
     assert_eq!(request(addr, "GET", "/health", None, "").0, 200);
@@ -207,6 +209,9 @@ fn the_service_answers_with_roles_limits_and_json_errors_and_keeps_state_on_sigt
     let huge = format!(r#"{{"text": "{}"}}"#, "x".repeat(4096));
     let (status, err) = request(addr, "POST", "/v1/query", Some(OPERATOR), &huge);
     assert_eq!((status, err["code"].as_str()), (413, Some("too_large")));
+    assert!(err["message"].as_str().unwrap().contains("--max-body-bytes 2048"), "{err}");
+    let (status, _, body) = raw(addr, "POST", "/v1/query", Some(OPERATOR), "text/plain", ask.as_bytes());
+    assert!(status == 415 && body.contains("unsupported_media_type"), "{status}: {body}");
     let (status, err) = request(addr, "GET", "/v1/nothing-here", Some(READER), "");
     assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
     let (status, err) = request(addr, "GET", "/v1/query", Some(OPERATOR), "");
