@@ -56,12 +56,16 @@
 //!   the bucket `elex-<cluster>-plugins`, loaded by every host, placed like
 //!   features (see `plugins.rs`). An uploaded plugin stays on its host.
 //!
-//! Not distributed (yet): router corrections (learned by the host that
-//! answered) and the memory graph (each host has its own).
+//! - **Router corrections** are shared: recorded in the bucket
+//!   `elex-<cluster>-corrections` and learned by every host (see
+//!   `corrections.rs`).
+//!
+//! Not distributed (yet): the memory graph (each host has its own).
 //!
 //! Call [`Cluster::leave`] before dropping a cluster: its background tasks
 //! run until then.
 
+mod corrections;
 mod error;
 pub mod placement;
 mod plugins;
@@ -347,6 +351,8 @@ pub struct Cluster {
     bucket: String,
     /// The plugins the cluster shares (see `plugins.rs`).
     plugins: kv::Store,
+    /// The router corrections the cluster shares (see `corrections.rs`).
+    corrections: kv::Store,
     /// Their ids.
     shared: RwLock<HashSet<String>>,
     incarnation: u64,
@@ -498,6 +504,13 @@ impl Cluster {
             config.state_replicas,
         )
         .await?;
+        let corrections = open_bucket(
+            &js,
+            &format!("elex-{}-corrections", config.cluster),
+            "elex: router corrections every host learns, by corrected query id",
+            config.state_replicas,
+        )
+        .await?;
         let mut incarnation = [0u8; 8];
         getrandom::fill(&mut incarnation).map_err(|e| Error::Config(format!("no random source: {e}")))?;
         let cluster = Arc::new(Cluster {
@@ -506,6 +519,7 @@ impl Cluster {
             state,
             bucket,
             plugins,
+            corrections,
             shared: RwLock::new(HashSet::new()),
             incarnation: u64::from_le_bytes(incarnation),
             tokio: tokio::runtime::Handle::current(),
@@ -599,16 +613,18 @@ impl Cluster {
         tasks.push(tokio::spawn(Arc::clone(self).following(watch)));
         tasks.push(tokio::spawn(Arc::clone(self).serving(requests)));
         tasks.push(tokio::spawn(Arc::clone(self).publishing()));
-        match self.plugins.watch_with_history(">").await {
-            Ok(watch) => tasks.push(tokio::spawn(Arc::clone(self).following_plugins(watch))),
-            Err(e) => {
+        let watches =
+            (self.plugins.watch_with_history(">").await, self.corrections.watch_with_history(">").await);
+        match watches {
+            (Ok(plugins), Ok(corrections)) => {
+                tasks.push(tokio::spawn(Arc::clone(self).following_plugins(plugins)));
+                tasks.push(tokio::spawn(Arc::clone(self).following_corrections(corrections)));
+            }
+            (Err(e), _) | (_, Err(e)) => {
                 for t in tasks {
                     t.abort();
                 }
-                return Err(Error::State {
-                    bucket: self.plugins_bucket(),
-                    detail: format!("cannot watch it: {e}"),
-                });
+                return Err(Error::Nats(format!("cannot watch the plugins and corrections buckets: {e}")));
             }
         }
         *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;

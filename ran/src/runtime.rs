@@ -600,6 +600,33 @@ impl Runtime {
         Ok(agents.feature(i).clone())
     }
 
+    /// Keeps `example` as a question `agent` should answer and teaches it to
+    /// the router, as [`Runtime::correct`] does: for a correction given on
+    /// another host of a cluster. An example of the same query already kept
+    /// is not kept twice.
+    pub fn learn_example(
+        &self,
+        agent: &str,
+        example: &elex_host::snapshots::Example,
+    ) -> Result<crate::Feature> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let agents = self.agents.current();
+        let i = agents.catalog().index_of(agent)?;
+        let faj = &agents.feature(i).faj;
+        let kept =
+            self.store.examples()?.into_iter().any(|(a, e)| a == *faj && e.query_id == example.query_id);
+        if !kept {
+            self.store.put_example(faj, example)?;
+            agents.router().learn(&example.text, i);
+        }
+        Ok(agents.feature(i).clone())
+    }
+
+    /// The question of the answer `query_id`, if it is known and was kept.
+    pub fn question_of(&self, query_id: &str) -> Result<Option<String>> {
+        Ok(self.asked(query_id)?.map(|(_, _, text)| text).filter(|t| !t.is_empty()))
+    }
+
     /// Every [`Event`] of this runtime from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.host.subscribe()

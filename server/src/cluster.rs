@@ -96,6 +96,27 @@ fn feedback_here(
             ),
         })?;
     }
+    // A correction is learned by every host.
+    if let (Some(meant), Some(text)) = (out["corrected"]["agent"].as_str(), rt.question_of(query_id)?) {
+        let example = elex_ran::host::snapshots::Example {
+            text,
+            operator: operator.to_string(),
+            query_id: cluster.query_id(query_id),
+            millis: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        cluster.share_correction_blocking(meant, &example).map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_replicated",
+                format!(
+                    "the correction was learned on host {}, but the other hosts were not told: {e}",
+                    cluster.host_id()
+                ),
+            )
+        })?;
+    }
     out["query_id"] = json!(cluster.query_id(query_id));
     Ok(out)
 }

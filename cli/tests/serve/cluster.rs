@@ -260,6 +260,9 @@ fn a_three_host_cluster_places_forwards_fails_over_and_takes_its_share_back() {
     // another primary, taught to consult (every other action penalised).
     consults_cross_hosts(&hosts);
 
+    // A correction given through one host is learned by every host.
+    corrections_reach_every_host(&hosts);
+
     // Feedback through a host that did not answer reaches the one that did.
     reward(&hosts[others[0]], answers[1]["query_id"].as_str().unwrap());
     let learned = answered(&hosts[others[1]], MIMO)["q_value"].as_f64().unwrap();
@@ -428,6 +431,29 @@ fn consults_cross_hosts(hosts: &[Host]) {
         assert_eq!(code, 200, "{out}");
     }
     panic!("{} never consulted its prerequisite", feature.faj);
+}
+
+/// Corrects the agent of a vague question through one host; the others
+/// route it to the corrected agent.
+fn corrections_reach_every_host(hosts: &[Host]) {
+    let question = "Which setting lets the cells sleep at night to save power?";
+    let first = answered(&hosts[0], question);
+    let routed = first["agent"]["faj"].as_str().unwrap().to_string();
+    let meant = if routed == "FAJ 121 0484" { "FAJ 121 3094" } else { "FAJ 121 0484" };
+    let body = serde_json::json!({ "query_id": first["query_id"], "agent": meant, "operator": "ran-ops" });
+    let (code, out) = request(&hosts[1].addr, "POST", "/v1/feedback", None, &body.to_string());
+    assert_eq!((code, out["corrected"]["agent"].as_str()), (200, Some(meant)), "{out}");
+    for host in hosts {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = answered(host, question);
+            if answer["agent"]["faj"] == meant {
+                break;
+            }
+            assert!(Instant::now() < deadline, "host {} never learned the correction: {answer}", host.id);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 fn survivor_ids(hosts: &[Host]) -> Vec<&str> {
