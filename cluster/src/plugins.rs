@@ -21,7 +21,8 @@ use crate::{Cluster, Error, Result, key_token};
 pub(crate) struct SharedPlugin {
     /// Its agent id.
     id: String,
-    /// `name@version-requirement` in the registry.
+    /// `name@=version` in the registry: the exact version the recording
+    /// host loaded.
     name: String,
     /// The capabilities granted to it.
     grants: Vec<String>,
@@ -143,11 +144,12 @@ impl Cluster {
         let runtime = Arc::clone(&self.runtime);
         let record = plugin.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            // Already running this registry entry (a restart): nothing to do.
+            // Already running this registry entry and version (a restart):
+            // nothing to do.
             let running = runtime.plugins()?.into_iter().any(|p| {
                 p.installed.id == record.id
-                    && matches!(&p.installed.source, elex_ran::host::snapshots::PluginSource::Registry { name, .. }
-                        if record.name.split('@').next() == Some(name.as_str()))
+                    && matches!(&p.installed.source, elex_ran::host::snapshots::PluginSource::Registry { name, version }
+                        if record.name == format!("{name}@={version}"))
                     && runtime.catalog().index_of(&record.id).is_ok()
             });
             if running {

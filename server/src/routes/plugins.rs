@@ -113,9 +113,13 @@ pub(crate) async fn load_plugin(
     s.run_write(move |rt| {
         let plugin = rt.load_plugin(&spec, &who, &grants)?;
         drop(upload_file);
-        // In a cluster a plugin from the registry is loaded by every host.
-        if let (Some(cluster), elex_ran::PluginSpec::Registry(name)) = (&cluster, &spec) {
-            cluster.share_plugin_blocking(&plugin.manifest.id, name, &grants, &who).map_err(|e| {
+        // In a cluster a plugin from the registry is loaded by every host:
+        // the exact version loaded here.
+        if let (Some(cluster), elex_ran::host::snapshots::PluginSource::Registry { name, version }) =
+            (&cluster, &plugin.installed.source)
+        {
+            let exact = format!("{name}@={version}");
+            cluster.share_plugin_blocking(&plugin.manifest.id, &exact, &grants, &who).map_err(|e| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_replicated",
