@@ -838,7 +838,7 @@ impl Cluster {
         tokio::task::spawn_blocking(move || {
             let agents = runtime.agents();
             for agent in lost {
-                let evicted = agents.catalog().index_of(&agent).and_then(|i| agents.slot(i)).and_then(|slot| {
+                let evicted = agents.slot_of(&agent).and_then(|slot| {
                     Ok(runtime.swarm().evict(slot, elex_ran::host::events::EvictReason::Requested)?)
                 });
                 if let Err(e) = evicted {
@@ -895,17 +895,25 @@ impl Cluster {
         Ok(())
     }
 
-    /// Records the hash of `agent`'s state here as already published.
-    async fn remember_state(&self, agent: &str) {
+    /// `agent`'s component family here and its state now (see
+    /// [`Swarm::snapshot`](elex_ran::host::Swarm::snapshot)), taken in the
+    /// blocking pool.
+    async fn snapshot_of(&self, agent: &str) -> Result<(String, Option<Vec<u8>>)> {
         let runtime = Arc::clone(&self.runtime);
         let name = agent.to_string();
-        let taken = tokio::task::spawn_blocking(move || {
-            let agents = runtime.agents();
-            let slot = agents.catalog().index_of(&name).and_then(|i| agents.slot(i))?;
-            Ok::<_, elex_ran::Error>(runtime.swarm().snapshot(slot)?)
+        tokio::task::spawn_blocking(move || {
+            let slot = runtime.agents().slot_of(&name)?;
+            let family = runtime.swarm().family_of(slot)?.to_string();
+            Ok::<_, elex_ran::Error>((family, runtime.swarm().snapshot(slot)?))
         })
-        .await;
-        if let Ok(Ok(Some(snapshot))) = taken {
+        .await
+        .map_err(nats)?
+        .map_err(Error::from)
+    }
+
+    /// Records the hash of `agent`'s state here as already published.
+    async fn remember_state(&self, agent: &str) {
+        if let Ok((_, Some(snapshot))) = self.snapshot_of(agent).await {
             self.published
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -915,8 +923,7 @@ impl Cluster {
 
     /// The component family `agent` runs here, if it runs here.
     fn family_of(&self, agent: &str) -> Option<String> {
-        let agents = self.runtime.agents();
-        let slot = agents.catalog().index_of(agent).and_then(|i| agents.slot(i)).ok()?;
+        let slot = self.runtime.agents().slot_of(agent).ok()?;
         self.runtime.swarm().family_of(slot).ok().map(str::to_string)
     }
 
@@ -950,8 +957,7 @@ impl Cluster {
         let snapshot = snapshot.to_vec();
         let agent = header.agent.clone();
         let adopted = tokio::task::spawn_blocking(move || {
-            let agents = runtime.agents();
-            let slot = agents.catalog().index_of(&agent).and_then(|i| agents.slot(i))?;
+            let slot = runtime.agents().slot_of(&agent)?;
             Ok::<_, elex_ran::Error>(runtime.swarm().adopt(slot, &snapshot)?)
         })
         .await;
@@ -1184,17 +1190,7 @@ impl Cluster {
     pub async fn publish_state(&self, agent: &str) -> Result<bool> {
         let moving = self.moving(agent);
         let turn = moving.lock().await;
-        let runtime = Arc::clone(&self.runtime);
-        let name = agent.to_string();
-        let taken = tokio::task::spawn_blocking(move || {
-            let agents = runtime.agents();
-            let slot = agents.catalog().index_of(&name).and_then(|i| agents.slot(i))?;
-            let family = runtime.swarm().family_of(slot)?.to_string();
-            Ok::<_, elex_ran::Error>((family, runtime.swarm().snapshot(slot)?))
-        })
-        .await
-        .map_err(nats)??;
-        let (family, Some(snapshot)) = taken else { return Ok(false) };
+        let (family, Some(snapshot)) = self.snapshot_of(agent).await? else { return Ok(false) };
         let hash = blake3::hash(&snapshot);
         if self.published.lock().unwrap_or_else(|p| p.into_inner()).get(agent) == Some(&hash) {
             return Ok(false);

@@ -60,6 +60,12 @@ impl Agents {
         self.slots.get(i).copied().ok_or_else(|| Error::NoAgent(format!("#{i}")))
     }
 
+    /// The swarm slot of the agent `agent` names (a FAJ code in any
+    /// spelling, or a plugin id).
+    pub fn slot_of(&self, agent: &str) -> Result<usize> {
+        self.slot(self.catalog().index_of(agent)?)
+    }
+
     /// Every catalog entry's swarm slot, in catalog order.
     pub fn slots(&self) -> &[usize] {
         &self.slots

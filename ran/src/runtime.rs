@@ -769,12 +769,7 @@ impl Runtime {
         // Its component, if the agent still runs (it may have been unloaded
         // since).
         let agents = self.agents.current();
-        let component = agents
-            .catalog()
-            .index_of(&feature.faj)
-            .and_then(|i| agents.slot(i))
-            .ok()
-            .and_then(|slot| self.swarm.component_of(slot).ok());
+        let component = agents.slot_of(&feature.faj).ok().and_then(|slot| self.swarm.component_of(slot).ok());
         serde_json::json!({
             "query_id": response.query_id,
             "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
