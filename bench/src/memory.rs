@@ -78,7 +78,7 @@ fn fill(path: &Path, batch: usize) -> Result<Filled> {
             let n = 8 + rng.below(17);
             let content: Vec<&str> = (0..n).map(|_| words.pick(&mut rng)).collect();
             let content = content.join(" ");
-            let id = g.allocate_engram_id();
+            let id = g.allocate_engram_id().expect("a local graph allocates ids");
             let data = EngramData {
                 content: content.clone(),
                 source: format!("bench/{b}"),

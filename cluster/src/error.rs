@@ -39,6 +39,15 @@ pub enum Error {
         /// The agent.
         agent: String,
     },
+    /// The memory graph's log (a JetStream stream) failed, or this host's
+    /// graph cannot follow it.
+    #[error("the memory-graph log {stream}: {detail}")]
+    Graph {
+        /// The stream's name.
+        stream: String,
+        /// What failed, and what to do.
+        detail: String,
+    },
     /// A NATS operation failed otherwise.
     #[error("NATS: {0}")]
     Nats(String),

@@ -60,13 +60,19 @@
 //!   `elex-<cluster>-corrections` and learned by every host (see
 //!   `corrections.rs`).
 //!
-//! Not distributed (yet): the memory graph (each host has its own).
+//! - **The memory graph** is one graph on every host: each write goes
+//!   through the JetStream stream `elex-<cluster>-graph` and every host
+//!   applies the stream in order to its own copy (see `graph.rs`). A write
+//!   returns once the host it was made on applied it; the others follow
+//!   within their distance to the stream's end (`graph_applied` in
+//!   [`Status`]).
 //!
 //! Call [`Cluster::leave`] before dropping a cluster: its background tasks
 //! run until then.
 
 mod corrections;
 mod error;
+mod graph;
 pub mod placement;
 mod plugins;
 mod remote;
@@ -275,6 +281,9 @@ pub struct Status {
     pub left: u64,
     /// Hosts dropped because they went silent.
     pub timed_out: u64,
+    /// The last entry of the memory-graph log this host applied (equal on
+    /// every host once they caught up with each other).
+    pub graph_applied: u64,
     /// Whether this host is connected to NATS now (`connected`,
     /// `disconnected`, `pending`): while it is not, forwarded requests and
     /// state copies fail (503) and its view of the members is frozen.
@@ -346,6 +355,8 @@ struct Counters {
 pub struct Cluster {
     config: ClusterConfig,
     runtime: Arc<Runtime>,
+    /// This host's end of the memory-graph log.
+    graph: Arc<graph::GraphLog>,
     client: async_nats::Client,
     state: kv::Store,
     bucket: String,
@@ -513,6 +524,18 @@ impl Cluster {
         .await?;
         let mut incarnation = [0u8; 8];
         getrandom::fill(&mut incarnation).map_err(|e| Error::Config(format!("no random source: {e}")))?;
+        let incarnation = u64::from_le_bytes(incarnation);
+        // Before saying hello: catching up with a long log must not make
+        // the others take this host for dead.
+        let graph = graph::GraphLog::attach(
+            &client,
+            &config.cluster,
+            config.state_replicas,
+            &config.host_id,
+            incarnation,
+            Arc::clone(runtime.memory_graph()),
+        )
+        .await?;
         let cluster = Arc::new(Cluster {
             runtime,
             client,
@@ -521,7 +544,8 @@ impl Cluster {
             plugins,
             corrections,
             shared: RwLock::new(HashSet::new()),
-            incarnation: u64::from_le_bytes(incarnation),
+            incarnation,
+            graph,
             tokio: tokio::runtime::Handle::current(),
             members: Mutex::new(BTreeMap::new()),
             view: RwLock::new(Arc::new(View::default())),
@@ -537,7 +561,10 @@ impl Cluster {
             mismatched: Mutex::new(BTreeMap::new()),
             config,
         });
-        cluster.start().await?;
+        if let Err(e) = cluster.start().await {
+            cluster.graph.close();
+            return Err(e);
+        }
         Ok(cluster)
     }
 
@@ -1313,6 +1340,7 @@ impl Cluster {
             published: self.counters.published.load(Ordering::Relaxed),
             left: self.counters.left.load(Ordering::Relaxed),
             timed_out: self.counters.timed_out.load(Ordering::Relaxed),
+            graph_applied: self.graph.applied(),
             nats: self.nats_state().to_string(),
         }
     }
@@ -1328,6 +1356,7 @@ impl Cluster {
         if let Err(e) = self.client.publish(self.subject("beat"), self.beat(true)).await {
             tracing::warn!(error = %e, "could not say this host leaves; the others drop it when its beats stop");
         }
+        self.graph.close();
         let _ = self.client.flush().await;
         let _ = self.client.drain().await;
         tracing::info!(host = %self.config.host_id, "left the cluster");

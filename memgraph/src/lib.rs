@@ -29,6 +29,7 @@
 //! the engrams; graph walks are bounded by [`GraphConfig`].
 
 mod graph;
+mod log;
 pub mod postings;
 mod record;
 mod schema;
@@ -42,6 +43,7 @@ use std::time::Duration;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+pub use log::{LEASE, LogPosition, LoggedWrite, WriteLog};
 pub use schema::SCHEMA_VERSION;
 use schema::*;
 pub use write::Op;
@@ -52,7 +54,7 @@ pub const FILE_NAME: &str = "memory.redb";
 pub type EngramId = u64;
 pub type ContextId = u64;
 
-/// Why a memory-graph call failed. The first six mirror the WIT
+/// Why a memory-graph call failed. The first seven mirror the WIT
 /// `graph-error`; `Storage` is a failure of the database itself, `Corrupt`
 /// a stored record that fails its checksum or does not decode.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -69,6 +71,10 @@ pub enum GraphError {
     Invalid(String),
     #[error("no transaction is open (or one is already open)")]
     NoTransaction,
+    /// The graph cannot take the write now (its cluster write log is
+    /// unreachable); retrying later may succeed.
+    #[error("memory graph unavailable: {0}")]
+    Unavailable(String),
     #[error("memory graph database {path}: {detail}")]
     Storage { path: PathBuf, detail: String },
     /// The record under `key` (as the error shows it) in table `table`
@@ -80,7 +86,7 @@ pub enum GraphError {
 pub type Result<T, E = GraphError> = std::result::Result<T, E>;
 
 /// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Actor {
     /// An agent, by id: sees its own engrams and its contexts' engrams.
     Agent(String),
@@ -221,6 +227,12 @@ pub struct MemoryGraph {
     next_context: AtomicU64,
     /// Last posting blocks of recently written terms (see `TailCache`).
     tails: std::sync::Mutex<postings::TailCache>,
+    /// The write log every write goes through, once attached (see `log`).
+    log: std::sync::OnceLock<std::sync::Arc<dyn WriteLog>>,
+    /// Ids leased from the log.
+    lease: std::sync::Mutex<log::Lease>,
+    /// The graph has applied log entries: direct writes would diverge.
+    replica: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for MemoryGraph {
@@ -268,6 +280,14 @@ impl MemoryGraph {
             next_engram: AtomicU64::new(next_engram),
             next_context: AtomicU64::new(next_context),
             tails: Default::default(),
+            log: std::sync::OnceLock::new(),
+            lease: Default::default(),
+            replica: std::sync::atomic::AtomicBool::new(false),
+        })
+        .and_then(|graph| {
+            let replica = graph.log_position()?.seq > 0;
+            graph.replica.store(replica, Ordering::Relaxed);
+            Ok(graph)
         })
     }
 
@@ -294,27 +314,16 @@ impl MemoryGraph {
         }
     }
 
-    /// A fresh engram id (never reused, even if the op that takes it is
-    /// rolled back).
-    pub fn allocate_engram_id(&self) -> EngramId {
-        self.next_engram.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A fresh context id.
-    pub fn allocate_context_id(&self) -> ContextId {
-        self.next_context.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Creates an engram now (one transaction); returns its id.
     pub fn create(&self, actor: &Actor, data: EngramData, context: Option<ContextId>) -> Result<EngramId> {
-        let id = self.allocate_engram_id();
+        let id = self.allocate_engram_id()?;
         self.apply(actor, vec![Op::Create { id, data, context }])?;
         Ok(id)
     }
 
     /// Creates a context now with `actor` as its first member.
     pub fn create_context(&self, actor: &Actor, name: &str) -> Result<ContextId> {
-        let id = self.allocate_context_id();
+        let id = self.allocate_context_id()?;
         self.apply(actor, vec![Op::CreateContext { id, name: name.to_string() }])?;
         Ok(id)
     }

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// One change to the graph.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// A new engram owned by the actor (id from
     /// [`MemoryGraph::allocate_engram_id`]), optionally in a context.
@@ -87,6 +87,8 @@ pub(crate) struct Tables<'t> {
     next_ids: BTreeMap<&'static str, u64>,
     /// Quota use of owners touched by this transaction, written by `flush`.
     quotas: BTreeMap<String, QuotaUse>,
+    /// The time stamped on what this transaction creates or updates.
+    now: u64,
 }
 
 type S = String;
@@ -120,6 +122,7 @@ impl<'t> Tables<'t> {
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
             quotas: BTreeMap::new(),
+            now: 0,
         })
     }
 }
@@ -385,8 +388,25 @@ fn quota_check(graph: &MemoryGraph, owner: &str, q: QuotaUse, is_agent: bool) ->
 impl MemoryGraph {
     /// Applies `ops` atomically as `actor`: all of them, or (on the first
     /// refusal or storage failure) none. Returns, per op, whether it changed
-    /// something (for `Disconnect`: whether the edge existed).
+    /// something (for `Disconnect`: whether the edge existed). On a graph
+    /// that follows a write log, the ops go through the log (see
+    /// [`MemoryGraph::follow`]).
     pub fn apply(&self, actor: &Actor, ops: Vec<Op>) -> Result<Vec<bool>> {
+        self.check_size(&ops)?;
+        if let Some(log) = self.log.get() {
+            return log.append(crate::LoggedWrite { actor: actor.clone(), ops, time_ms: now_ms() });
+        }
+        if self.replica.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(GraphError::Denied(format!(
+                "{} is a cluster host's copy of the memory graph, written only from the cluster's log: \
+                 write through a host of the cluster",
+                self.path.display()
+            )));
+        }
+        self.apply_at(actor, ops, now_ms(), None)
+    }
+
+    fn check_size(&self, ops: &[Op]) -> Result<()> {
         if ops.len() > self.config.max_ops_per_transaction {
             return Err(GraphError::LimitExceeded(format!(
                 "a transaction holds at most {} operations; this one has {}",
@@ -394,6 +414,19 @@ impl MemoryGraph {
                 ops.len()
             )));
         }
+        Ok(())
+    }
+
+    /// Applies `ops` stamped with `time_ms`, recording the log position
+    /// `at` (if any) in the same transaction.
+    pub(crate) fn apply_at(
+        &self,
+        actor: &Actor,
+        ops: Vec<Op>,
+        time_ms: u64,
+        at: Option<crate::LogPosition>,
+    ) -> Result<Vec<bool>> {
+        self.check_size(&ops)?;
         let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
         let many = ops.iter().filter(|op| matches!(op, Op::Create { .. } | Op::Update { .. })).count()
             >= PARALLEL_TOKENISE;
@@ -423,7 +456,7 @@ impl MemoryGraph {
                         .map(|_| receive)
                 })
                 .flatten();
-            self.apply_in(tx, actor, ops, counted)
+            self.apply_in(tx, actor, ops, counted, time_ms, at)
         })
     }
 
@@ -433,10 +466,13 @@ impl MemoryGraph {
         actor: &Actor,
         ops: Vec<Op>,
         counted: Option<Receiver<TermCounts>>,
+        time_ms: u64,
+        at: Option<crate::LogPosition>,
     ) -> Result<Vec<bool>> {
         let outcome = {
             let mut t = Tables::open(&tx).map_err(|e| self.storage(e))?;
             t.counted = counted;
+            t.now = time_ms;
             let mut changed = Vec::with_capacity(ops.len());
             let mut result = Ok(());
             for op in ops {
@@ -451,7 +487,16 @@ impl MemoryGraph {
             // Writers are serialised by redb; the cache lock is held from
             // reading the tails to recording the new ones.
             let tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
-            result.and_then(|()| t.flush(&tails)).map(|written| (changed, written, tails))
+            result
+                .and_then(|()| t.flush(&tails))
+                .and_then(|written| {
+                    if let Some(at) = at {
+                        t.meta.insert("log_id", at.log).map_err(sf)?;
+                        t.meta.insert("log_seq", at.seq).map_err(sf)?;
+                    }
+                    Ok(written)
+                })
+                .map(|written| (changed, written, tails))
         };
         match outcome {
             Ok((changed, written, mut tails)) => {
@@ -484,7 +529,7 @@ impl MemoryGraph {
                 if let Some(c) = context {
                     t.require_member(actor, c)?;
                 }
-                let now = now_ms();
+                let now = t.now;
                 let owner = actor.name().to_string();
                 let e = StoredEngram {
                     owner: owner.clone(),
@@ -522,7 +567,7 @@ impl MemoryGraph {
                     confidence: data.confidence,
                     metadata: data.metadata,
                     created_ms: old.created_ms,
-                    updated_ms: now_ms().max(old.created_ms),
+                    updated_ms: t.now.max(old.created_ms),
                 };
                 let mut q = t.quota_of(&old.owner)?;
                 q.bytes = q.bytes.saturating_sub(old.bytes()) + new.bytes();
@@ -608,7 +653,7 @@ impl MemoryGraph {
                 if t.contexts.get(id).map_err(sf)?.is_some() {
                     return Err(GraphError::Invalid(format!("context id {id} is taken")).into());
                 }
-                let c = StoredContext { name, creator: actor.name().to_string(), created_ms: now_ms() };
+                let c = StoredContext { name, creator: actor.name().to_string(), created_ms: t.now };
                 t.contexts.insert(id, c.encode(id)?.as_slice()).map_err(sf)?;
                 t.members.insert((id, actor.name()), ()).map_err(sf)?;
                 t.memberships.insert((actor.name(), id), ()).map_err(sf)?;

@@ -27,7 +27,7 @@ fn child(path: &str, round: &str) -> ! {
         let mut ops = Vec::with_capacity(BATCH * 2);
         let mut prev = None;
         for i in 0..BATCH {
-            let id = g.allocate_engram_id();
+            let id = g.allocate_engram_id().unwrap();
             let data = EngramData {
                 content: format!("crash test engram {i} of batch {tag} with some words to index"),
                 source: "crash".into(),

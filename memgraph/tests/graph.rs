@@ -89,7 +89,7 @@ fn bad_data_is_refused_with_reasons() {
     let stored = g.create(&a, data("stored"), None).unwrap();
     let taken = |r: Result<Vec<bool>>| matches!(r, Err(GraphError::Invalid(m)) if m.contains("is taken"));
     assert!(taken(g.apply(&a, vec![Op::Create { id: stored, data: data("again"), context: None }])));
-    let fresh = g.allocate_engram_id();
+    let fresh = g.allocate_engram_id().unwrap();
     let twice = vec![
         Op::Create { id: fresh, data: data("one"), context: None },
         Op::Create { id: fresh, data: data("two"), context: None },
@@ -151,7 +151,7 @@ fn many_engrams_search_matches_a_scan() {
     for i in 0..2_000u64 {
         let text: Vec<&str> = (0..6).map(|k| words[((i * 7 + k * k * 3 + i / 5) % 8) as usize]).collect();
         let content = text.join(" ");
-        let id = g.allocate_engram_id();
+        let id = g.allocate_engram_id().unwrap();
         ops.push(Op::Create { id, data: data(&content), context: None });
         docs.push((id, content));
     }
@@ -209,7 +209,7 @@ fn ranked_search_returns_the_best_by_bm25() {
                     vocab[((u * u) * vocab.len() as f64) as usize].clone()
                 })
                 .collect();
-            let id = g.allocate_engram_id();
+            let id = g.allocate_engram_id().unwrap();
             ops.push(Op::Create { id, data: data(&words.join(" ")), context: None });
             docs.push((id, words));
         }
@@ -314,7 +314,7 @@ fn a_walk_over_a_huge_graph_is_stopped_at_the_visit_limit() {
     let hub = g.create(&op, data("hub"), None).unwrap();
     let mut ops = Vec::new();
     for i in 0..2_000 {
-        let id = g.allocate_engram_id();
+        let id = g.allocate_engram_id().unwrap();
         ops.push(Op::Create { id, data: data(&format!("leaf {i}")), context: None });
         ops.push(edge(hub, id, "has"));
     }
@@ -370,7 +370,7 @@ fn a_batch_applies_all_or_nothing() {
     let g = open(&dir);
     let a = Actor::agent("a");
     let keep = g.create(&a, data("kept"), None).unwrap();
-    let new = g.allocate_engram_id();
+    let new = g.allocate_engram_id().unwrap();
     let ops = vec![
         Op::Create { id: new, data: data("half written"), context: None },
         edge(new, keep, "cites"),
@@ -386,7 +386,7 @@ fn a_batch_applies_all_or_nothing() {
     // half-way leaves nothing; updates in the batch index the new text.
     let mut ops: Vec<Op> = (0..300)
         .map(|i| Op::Create {
-            id: g.allocate_engram_id(),
+            id: g.allocate_engram_id().unwrap(),
             data: data(&format!("bulk number{i}")),
             context: None,
         })
@@ -394,7 +394,7 @@ fn a_batch_applies_all_or_nothing() {
     ops.insert(150, Op::Update { id: 424242, data: data("missing") });
     assert_eq!(g.apply(&a, ops), Err(GraphError::NotFound(424242)));
     assert!(g.search(&a, &text("bulk", 10)).unwrap().is_empty());
-    let ids: Vec<u64> = (0..300).map(|_| g.allocate_engram_id()).collect();
+    let ids: Vec<u64> = (0..300).map(|_| g.allocate_engram_id().unwrap()).collect();
     let mut ops: Vec<Op> =
         ids.iter().map(|&id| Op::Create { id, data: data("bulk original"), context: None }).collect();
     ops.push(Op::Update { id: ids[7], data: data("bulk rewritten") });
@@ -453,4 +453,92 @@ fn the_schema_version_is_checked_and_junk_is_refused() {
     let junk = dir.path().join("junk.redb");
     std::fs::write(&junk, vec![0x42; 4096]).unwrap();
     assert!(matches!(MemoryGraph::open(&junk, GraphConfig::default()), Err(GraphError::Storage { .. })));
+}
+
+/// A log with one reader and one writer, in this process: what the cluster
+/// does over JetStream, for the graph's side of the contract.
+struct LocalLog {
+    graph: std::sync::OnceLock<std::sync::Weak<MemoryGraph>>,
+    seq: std::sync::Mutex<u64>,
+}
+
+impl LocalLog {
+    fn next(&self, write: Option<&LoggedWrite>) -> Result<(u64, Vec<bool>)> {
+        let mut seq = self.seq.lock().unwrap();
+        *seq += 1;
+        let graph = self.graph.get().unwrap().upgrade().unwrap();
+        graph.apply_logged(LogPosition { log: 7, seq: *seq }, write).map(|changed| (*seq, changed))
+    }
+}
+
+impl WriteLog for LocalLog {
+    fn append(&self, write: LoggedWrite) -> Result<Vec<bool>> {
+        self.next(Some(&write)).map(|(_, changed)| changed)
+    }
+    fn lease(&self) -> Result<std::ops::Range<u64>> {
+        let (seq, _) = self.next(None)?;
+        Ok(seq * LEASE..(seq + 1) * LEASE)
+    }
+}
+
+#[test]
+fn copies_fed_the_same_log_stay_equal_and_refuse_writes_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_at = |name: &str| MemoryGraph::open(&dir.path().join(name), GraphConfig::default()).unwrap();
+    let (one, two) = (open_at("one.redb"), open_at("two.redb"));
+    assert!(one.is_blank().unwrap());
+    let (a, operator) = (Actor::agent("a"), Actor::Operator);
+    let entries = [
+        Some(LoggedWrite {
+            actor: operator.clone(),
+            ops: vec![Op::CreateContext { id: LEASE, name: "c".into() }],
+            time_ms: 5,
+        }),
+        None,
+        Some(LoggedWrite {
+            actor: a.clone(),
+            ops: vec![Op::Create { id: 2 * LEASE, data: data("MIMO sleep saves energy"), context: None }],
+            time_ms: 9,
+        }),
+        // Refused on every copy alike: b cannot see a's engram.
+        Some(LoggedWrite { actor: Actor::agent("b"), ops: vec![Op::Delete { id: 2 * LEASE }], time_ms: 11 }),
+    ];
+    for graph in [&one, &two] {
+        for (i, entry) in entries.iter().enumerate() {
+            let at = LogPosition { log: 7, seq: i as u64 + 1 };
+            let outcome = graph.apply_logged(at, entry.as_ref());
+            assert_eq!(outcome.is_err(), i == 3, "entry {i}: {outcome:?}");
+        }
+        assert_eq!(graph.log_position().unwrap(), LogPosition { log: 7, seq: 4 });
+    }
+    let (e1, e2) = (one.get(&a, 2 * LEASE).unwrap(), two.get(&a, 2 * LEASE).unwrap());
+    assert_eq!(e1, e2);
+    assert_eq!((e1.created_ms, e1.updated_ms), (9, 9), "the log's time, not the applying host's");
+    assert_eq!(one.context(&operator, LEASE).unwrap(), two.context(&operator, LEASE).unwrap());
+    // An entry is applied once, and only from the log it came from.
+    let again = one.apply_logged(LogPosition { log: 7, seq: 4 }, entries[0].as_ref());
+    assert!(matches!(again, Err(GraphError::Invalid(_))), "{again:?}");
+    let other = one.apply_logged(LogPosition { log: 8, seq: 5 }, entries[0].as_ref());
+    assert!(matches!(other, Err(GraphError::Invalid(_))), "{other:?}");
+    // A copy written on its own would diverge: refused, also after a restart.
+    let direct = two.create(&a, data("only here"), None);
+    assert!(
+        matches!(&direct, Err(GraphError::Denied(m)) if m.contains("write through a host of the cluster")),
+        "{direct:?}"
+    );
+    drop(two);
+    let two = std::sync::Arc::new(open_at("two.redb"));
+    assert!(matches!(two.create(&a, data("only here"), None), Err(GraphError::Denied(_))));
+    assert!(!two.is_blank().unwrap());
+
+    // Following a log: writes go through it, ids come from leased blocks.
+    let log = std::sync::Arc::new(LocalLog { graph: Default::default(), seq: std::sync::Mutex::new(4) });
+    log.graph.set(std::sync::Arc::downgrade(&two)).unwrap();
+    two.follow(log.clone()).unwrap();
+    let id = two.create(&a, data("through the log"), None).unwrap();
+    assert_eq!(id, 5 * LEASE, "the first id of the block leased at entry 5");
+    assert_eq!(two.get(&a, id).unwrap().data.content, "through the log");
+    assert_eq!(two.log_position().unwrap(), LogPosition { log: 7, seq: 6 });
+    assert_eq!(two.create(&a, data("next"), None).unwrap(), 5 * LEASE + 1, "one lease serves many ids");
+    assert!(two.follow(log).is_err(), "one log per graph");
 }

@@ -547,7 +547,7 @@ impl Runtime {
                 Ok(self.swarm.call(slot, |a| crate::workflow::execute_step(step, a, &query))?)
             },
             |step, output, deps| {
-                let id = graph.allocate_engram_id();
+                let id = graph.allocate_engram_id()?;
                 let ops = crate::workflow::result_ops(workflow, step, output, deps, id, context);
                 graph.apply(&Actor::agent(step.agent.clone()), ops)?;
                 Ok(id)

@@ -115,6 +115,7 @@ impl From<elex_ran::Error> for ApiError {
                     G::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
                     G::Invalid(_) | G::LimitExceeded(_) => (StatusCode::BAD_REQUEST, "bad_request"),
                     G::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
+                    G::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 }
             }

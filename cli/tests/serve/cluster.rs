@@ -561,3 +561,141 @@ fn a_plugin_loaded_on_one_host_is_loaded_placed_and_unloaded_on_every_host() {
     let (code, err) = request(&hosts[0].addr, "POST", "/v1/query", None, &ask);
     assert_eq!((code, err["code"].as_str()), (404, Some("no_agent")), "{err}");
 }
+
+/// Waits (bounded) until every host applied the same memory-graph log
+/// position.
+fn wait_for_one_graph(hosts: &[Host]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied: Vec<u64> = hosts.iter().map(|h| status(h)["graph_applied"].as_u64().unwrap()).collect();
+        if applied.iter().all(|&a| a == applied[0]) {
+            return applied[0];
+        }
+        assert!(Instant::now() < deadline, "the hosts' graphs stay apart: {applied:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `host` shows of the graph: the context's engrams, a search, and
+/// the first engrams in full.
+fn graph_seen(host: &Host, context: u64) -> (serde_json::Value, serde_json::Value, Vec<serde_json::Value>) {
+    let (code, shown) = request(&host.addr, "GET", &format!("/v1/contexts/{context}?limit=200"), None, "");
+    assert_eq!(code, 200, "{shown}");
+    let (code, hits) =
+        request(&host.addr, "POST", "/v1/search", None, r#"{"text": "sleep energy", "limit": 200}"#);
+    assert_eq!(code, 200, "{hits}");
+    let engrams = shown["engrams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(5)
+        .map(|e| {
+            let id = e.as_u64().or_else(|| e["id"].as_u64()).unwrap();
+            let (code, engram) = request(&host.addr, "GET", &format!("/v1/engrams/{id}"), None, "");
+            assert_eq!(code, 200, "{engram}");
+            engram
+        })
+        .collect();
+    (shown, hits, engrams)
+}
+
+#[test]
+fn the_memory_graph_is_one_graph_on_every_host() {
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    let nats = start_nats(&cwd.join("nats"));
+    let mut hosts: Vec<Host> = ["a", "b"].iter().map(|h| start_host(cwd, &nats.url, h)).collect();
+    for host in &hosts {
+        wait_for_members(host, &["a", "b"], Duration::from_secs(60));
+    }
+    let (code, context) = request(&hosts[0].addr, "POST", "/v1/contexts", None, r#"{"name": "msm-review"}"#);
+    assert_eq!(code, 201, "{context}");
+    let context = context["id"].as_u64().unwrap();
+
+    // Writes through both hosts at once: every id is new on every host.
+    let mut ids: Vec<u64> = std::thread::scope(|s| {
+        let writers: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                s.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let body = serde_json::json!({
+                                "content": format!("MIMO sleep saves energy, note {i} through {}", host.id),
+                                "context": context,
+                            });
+                            let (code, out) =
+                                request(&host.addr, "POST", "/v1/engrams", None, &body.to_string());
+                            assert_eq!(code, 201, "{out}");
+                            // The host that took the write reads it at once.
+                            let id = out["id"].as_u64().unwrap();
+                            let (code, got) =
+                                request(&host.addr, "GET", &format!("/v1/engrams/{id}"), None, "");
+                            assert_eq!(code, 200, "{got}");
+                            id
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        writers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "two hosts handed out the same engram id");
+
+    // Engrams the agents write (a workflow's answers) are shared too.
+    let members = r#"{"agents": ["FAJ 121 3094"]}"#;
+    let (code, out) =
+        request(&hosts[1].addr, "POST", &format!("/v1/contexts/{context}/members"), None, members);
+    assert_eq!(code, 200, "{out}");
+    let workflow = format!(
+        r#"{{"context": {context}, "workflow": {{"name": "msm-review", "steps": [
+            {{"id": "counters", "agent": "FAJ 121 3094", "query": "Which counters show the effect?"}}]}}}}"#
+    );
+    let (code, report) = request(&hosts[1].addr, "POST", "/v1/workflows", None, &workflow);
+    assert_eq!((code, report["succeeded"].as_bool()), (200, Some(true)), "{report}");
+
+    wait_for_one_graph(&hosts);
+    let seen: Vec<_> = hosts.iter().map(|h| graph_seen(h, context)).collect();
+    assert_eq!(seen[0].0["engram_count"].as_u64(), Some(51), "{}", seen[0].0);
+    assert!(seen[0].1.as_array().unwrap().len() >= 50, "{}", seen[0].1);
+    assert_eq!(seen[0], seen[1], "host a and host b show different graphs");
+
+    // A host that was down catches up before it answers again.
+    hosts[1].child.kill().unwrap();
+    hosts[1].child.wait().unwrap();
+    let body = serde_json::json!({ "content": "written while b was down", "context": context });
+    let (code, out) = request(&hosts[0].addr, "POST", "/v1/engrams", None, &body.to_string());
+    assert_eq!(code, 201, "{out}");
+    let while_down = out["id"].as_u64().unwrap();
+    hosts[1] = start_host(cwd, &nats.url, "b");
+    let (code, got) = request(&hosts[1].addr, "GET", &format!("/v1/engrams/{while_down}"), None, "");
+    assert_eq!((code, got["content"].as_str()), (200, Some("written while b was down")), "{got}");
+
+    // A host that joins later builds the whole graph from the log.
+    hosts.push(start_host(cwd, &nats.url, "c"));
+    wait_for_one_graph(&hosts);
+    let seen: Vec<_> = hosts.iter().map(|h| graph_seen(h, context)).collect();
+    assert_eq!(seen[2].0["engram_count"].as_u64(), Some(52), "{}", seen[2].0);
+    assert!(seen.iter().all(|s| *s == seen[0]), "the hosts show different graphs");
+
+    // A graph written outside the cluster cannot join it (its engrams
+    // would be on one host only) …
+    let d = cwd.join("elex-d");
+    let local = elex_command(&d, &["engram", "add", "a note of this host only"]).output().unwrap();
+    assert!(local.status.success(), "{}", text(&local.stderr));
+    let refused = host_command(cwd, &nats.url, "d", "elex-d").output().unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("written outside the cluster"), "{}", text(&refused.stderr));
+    // … and a host's copy, outside the cluster, takes no writes.
+    let mut c = hosts.pop().unwrap();
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    let alone = elex_command(&cwd.join("elex-c"), &["engram", "add", "x"]).output().unwrap();
+    assert!(!alone.status.success());
+    assert!(text(&alone.stderr).contains("write through a host of the cluster"), "{}", text(&alone.stderr));
+    let read =
+        elex_command(&cwd.join("elex-c"), &["engram", "get", &while_down.to_string()]).output().unwrap();
+    assert!(text(&read.stdout).contains("written while b was down"), "{}", text(&read.stderr));
+}

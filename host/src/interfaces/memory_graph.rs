@@ -24,6 +24,7 @@ fn convert(e: mg::GraphError) -> GraphError {
         mg::GraphError::LimitExceeded(m) => GraphError::LimitExceeded(m),
         mg::GraphError::Invalid(m) => GraphError::Invalid(m),
         mg::GraphError::NoTransaction => GraphError::NoTransaction,
+        mg::GraphError::Unavailable(m) => GraphError::Unavailable(m),
         e @ (mg::GraphError::Storage { .. } | mg::GraphError::Corrupt { .. }) => {
             tracing::error!(error = %e, "memory graph storage failure");
             GraphError::Unavailable(e.to_string())
@@ -83,7 +84,7 @@ impl GraphState {
 impl Host for GraphState {
     fn create(&mut self, d: EngramData, context: Option<ContextId>) -> Result<EngramId, GraphError> {
         let (graph, _) = self.graph()?;
-        let id = graph.allocate_engram_id();
+        let id = graph.allocate_engram_id().map_err(convert)?;
         self.write(Op::Create { id, data: data(d), context })?;
         Ok(id)
     }
@@ -192,7 +193,7 @@ impl Host for GraphState {
 
     fn create_context(&mut self, name: String) -> Result<ContextId, GraphError> {
         let (graph, _) = self.graph()?;
-        let id = graph.allocate_context_id();
+        let id = graph.allocate_context_id().map_err(convert)?;
         self.write(Op::CreateContext { id, name })?;
         Ok(id)
     }
