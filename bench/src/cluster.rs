@@ -153,6 +153,40 @@ fn one_client(addr: &str, questions: &[Vec<u8>], time: Duration) -> Result<(f64,
     Ok((quantile(&mut latencies, 0.5), quantile(&mut latencies, 0.99), n))
 }
 
+/// `count` engrams written through `writer`, each then read through
+/// `reader` until it is there: p50 and p99 of the write, of the time from
+/// its answer until `reader` has it, and the count.
+fn graph_writes(writer: &str, reader: &str, count: usize) -> Result<(f64, f64, f64, f64, usize)> {
+    let (mut write, mut read) = (Client::connect(writer)?, Client::connect(reader)?);
+    let (mut writes, mut lags) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for i in 0..count {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "content": format!("bench note {i}: MIMO sleep saves energy at night"),
+            "metadata": { "bench": "cluster" },
+        }))?;
+        let t = Instant::now();
+        let (status, out) = write.exchange("POST", "/v1/engrams", Some(OPERATOR), &body)?;
+        writes.push(t.elapsed().as_secs_f64() * 1e6);
+        ensure!(status == 201, "a write answered {status}");
+        let id = serde_json::from_slice::<serde_json::Value>(&out)?["id"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("a write gave no id"))?;
+        let t = Instant::now();
+        let path = format!("/v1/engrams/{id}");
+        while read.exchange("GET", &path, Some(OPERATOR), b"")?.0 != 200 {
+            ensure!(t.elapsed() < Duration::from_secs(10), "engram {id} never reached {reader}");
+        }
+        lags.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok((
+        quantile(&mut writes, 0.5),
+        quantile(&mut writes, 0.99),
+        quantile(&mut lags, 0.5),
+        quantile(&mut lags, 0.99),
+        count,
+    ))
+}
+
 pub fn run(out: &Path) -> Result<()> {
     let work = tempfile::tempdir()?;
     let access = write_access(work.path())?;
@@ -220,6 +254,22 @@ pub fn run(out: &Path) -> Result<()> {
     rows.push(Row::new("forwarded query p50", "µs", f50, None).settings(settings.clone()));
     rows.push(Row::new("forwarded query p99", "µs", f99, None).settings(settings.clone()));
     rows.push(Row::new("added by forwarding, p50", "µs", f50 - l50, None).settings(settings));
+
+    // The memory graph: a write through host a (appended to the stream and
+    // applied there before it answers), then how long until host c has it.
+    let (w50, w99, lag50, lag99, writes) = graph_writes(&hosts[0].addr, &hosts[2].addr, 1_000)?;
+    table.push(format!(
+        "memory graph: write through a  p50 {w50:>6.0} µs  p99 {w99:>6.0} µs; on c after p50 {lag50:>5.0} µs  p99 {lag99:>6.0} µs  ({writes} writes)"
+    ));
+    let settings = String::from(
+        "one keep-alive client: POST /v1/engrams on host a, then GET on host c until found; 3 hosts",
+    );
+    rows.push(Row::new("graph write p50", "µs", w50, None).settings(settings.clone()));
+    rows.push(Row::new("graph write p99", "µs", w99, None).settings(settings.clone()));
+    rows.push(
+        Row::new("graph write on another host after, p50", "µs", lag50, None).settings(settings.clone()),
+    );
+    rows.push(Row::new("graph write on another host after, p99", "µs", lag99, None).settings(settings));
 
     // Failover: feedback on an agent of host a, then load on b and c, a
     // SIGKILLed under it.
