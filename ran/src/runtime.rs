@@ -544,6 +544,18 @@ impl Runtime {
             |step| {
                 let slot = current.slot(catalog.index_of(&step.agent)?)?;
                 let query = self.host.query(step.query.as_deref().unwrap_or_default());
+                // In a cluster a question goes to the host the agent lives
+                // on, which answers from what it learned; `validate` and
+                // `kpis` depend on the feature's data only.
+                if step.action == crate::workflow::StepAction::Query
+                    && let Some(answer) = self.swarm.ask_elsewhere(slot, &query)
+                {
+                    let (response, _host) = answer?;
+                    return Ok(crate::workflow::StepOutput {
+                        content: response.content,
+                        confidence: response.confidence,
+                    });
+                }
                 Ok(self.swarm.call(slot, |a| crate::workflow::execute_step(step, a, &query))?)
             },
             |step, output, deps| {

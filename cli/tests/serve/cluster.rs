@@ -644,17 +644,23 @@ fn the_memory_graph_is_one_graph_on_every_host() {
     ids.dedup();
     assert_eq!(ids.len(), 50, "two hosts handed out the same engram id");
 
-    // Engrams the agents write (a workflow's answers) are shared too.
+    // Engrams the agents write (a workflow's answers) are shared too. The
+    // workflow runs through the host that is not the agent's primary: its
+    // question step is answered by the primary.
+    let primary = answered(&hosts[0], MIMO)["host"].as_str().unwrap().to_string();
+    let (primary, other) =
+        if hosts[0].id == primary { (&hosts[0], &hosts[1]) } else { (&hosts[1], &hosts[0]) };
     let members = r#"{"agents": ["FAJ 121 3094"]}"#;
-    let (code, out) =
-        request(&hosts[1].addr, "POST", &format!("/v1/contexts/{context}/members"), None, members);
+    let (code, out) = request(&other.addr, "POST", &format!("/v1/contexts/{context}/members"), None, members);
     assert_eq!(code, 200, "{out}");
     let workflow = format!(
         r#"{{"context": {context}, "workflow": {{"name": "msm-review", "steps": [
             {{"id": "counters", "agent": "FAJ 121 3094", "query": "Which counters show the effect?"}}]}}}}"#
     );
-    let (code, report) = request(&hosts[1].addr, "POST", "/v1/workflows", None, &workflow);
+    let served = status(primary)["served"].as_u64().unwrap();
+    let (code, report) = request(&other.addr, "POST", "/v1/workflows", None, &workflow);
     assert_eq!((code, report["succeeded"].as_bool()), (200, Some(true)), "{report}");
+    assert_eq!(status(primary)["served"].as_u64(), Some(served + 1), "the primary answered the step");
 
     wait_for_one_graph(&hosts);
     let seen: Vec<_> = hosts.iter().map(|h| graph_seen(h, context)).collect();

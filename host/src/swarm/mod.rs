@@ -478,6 +478,23 @@ impl Swarm {
         self.hub.remote.set(remote).is_ok()
     }
 
+    /// Runs `query` on agent `i` where it answers now when that is another
+    /// host (the [`RemoteAgents`] of [`Swarm::set_remote`] says it lives
+    /// there): its answer and that host, as the first call of a chain.
+    /// `None`: it answers here (call it as usual), also when no other host
+    /// answered and this one holds it.
+    pub fn ask_elsewhere(&self, i: usize, query: &Query) -> Option<Result<(Response, String)>> {
+        let agent = match self.hub.agent(i) {
+            Ok(agent) => agent,
+            Err(e) => return Some(Err(e)),
+        };
+        let id = agent.id();
+        let remote = self.hub.remote.get().filter(|r| r.elsewhere(id))?;
+        remote
+            .consult(&[id.to_string()], id, query)
+            .map(|result| result.map(|(response, _, host)| (response, host)))
+    }
+
     /// Runs a consult another host sent: `query` on the last agent of call
     /// chain `chain`, like a consult made here (the callee waits at most
     /// `consult_wait` for its turn; its own consults continue the chain).
