@@ -172,12 +172,27 @@ const POOL: usize = 32;
 /// matches a profile term equal to it or sharing its five-letter stem. It
 /// lets a word few features have (`vswr`, `ntp`) count for more than one
 /// most have (`lte`, `nr`), which the hashed embedding cannot do.
+///
+/// A second, lighter match runs over the words of each feature's parameter
+/// and counter names (`LagPort.lacpEnabled`: `lag port lacp enabled`): an
+/// operator describing a behaviour often uses the word its managed objects
+/// are named by (`LACP`, `IMEISV`, `duct`) rather than the feature's name.
 struct Lexicon {
+    profile: TermIndex,
+    detail: TermIndex,
+}
+
+/// How much the parameter/counter-word match adds to a similarity score
+/// (the embedding cosine and the profile match weigh 0.5 each).
+const DETAIL_WEIGHT: f32 = 0.35;
+
+/// One set of terms per feature, with idf, norms and a stem index.
+struct TermIndex {
     terms: Vec<Vec<String>>,
     idf: HashMap<String, f32>,
     norms: Vec<f32>,
-    /// The features whose profile has a term of each five-letter stem (or
-    /// each shorter term).
+    /// The features that have a term of each five-letter stem (or each
+    /// shorter term).
     by_stem: HashMap<String, Vec<usize>>,
     /// The largest idf of the terms of each five-letter stem.
     stem_idf: HashMap<String, f32>,
@@ -187,13 +202,16 @@ struct Lexicon {
 /// into the similarity pool even when the embedding does not.
 const RARE: usize = 24;
 
-impl Lexicon {
-    fn of(catalog: &Catalog) -> Lexicon {
-        let terms: Vec<Vec<String>> = catalog
-            .features
-            .iter()
-            .map(|f| {
-                let mut t = elex_text::terms(&profile(f));
+/// The words of a feature's parameter and counter names.
+fn detail(f: &crate::catalog::Feature) -> String {
+    f.parameters.iter().chain(&f.counters).map(String::as_str).collect::<Vec<_>>().join(" ")
+}
+
+impl TermIndex {
+    fn of(texts: impl Iterator<Item = String>) -> TermIndex {
+        let terms: Vec<Vec<String>> = texts
+            .map(|text| {
+                let mut t = elex_text::terms(&text);
                 t.sort();
                 t.dedup();
                 t
@@ -219,40 +237,24 @@ impl Lexicon {
             let e = stem_idf.entry(t[..STEM].to_string()).or_default();
             *e = e.max(*w);
         }
-        Lexicon { terms, idf, norms, by_stem, stem_idf }
+        TermIndex { terms, idf, norms, by_stem, stem_idf }
     }
 
-    /// Features that share a rare term (or its stem) with the query.
-    fn rare_matches(&self, q: &Query) -> Vec<usize> {
-        let mut out: Vec<usize> = q
-            .terms
-            .iter()
-            .filter_map(|q| self.by_stem.get(names::stem(q)))
-            .filter(|list| list.len() <= RARE)
-            .flatten()
-            .copied()
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+    /// Features that have a rare term of the query (or of its stem).
+    fn rare_matches(&self, q: &Query, out: &mut Vec<usize>) {
+        out.extend(
+            q.terms
+                .iter()
+                .filter_map(|q| self.by_stem.get(names::stem(q)))
+                .filter(|list| list.len() <= RARE)
+                .flatten()
+                .copied(),
+        );
     }
 
-    /// Whether some profile has the term `q` or a term of its stem.
+    /// Whether some feature has the term `q` or a term of its stem.
     fn knows(&self, q: &str) -> bool {
         self.idf.contains_key(q) || (q.len() >= STEM && self.stem_idf.contains_key(&q[..STEM]))
-    }
-
-    /// The [`Query`] of `text`: its terms without [`QUESTION_WORDS`], and
-    /// the embedding of those some profile has (or a term of their stem:
-    /// `sleeping` for `sleep`), of all of them if none. An operator's
-    /// question words ("which", "show", ...) are in no profile, and in a
-    /// hashed embedding they would only add noise.
-    fn query(&self, text: &str) -> Query {
-        let mut terms = elex_text::terms(text);
-        terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
-        let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
-        let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
-        Query { terms, embedding }
     }
 
     /// Lexical similarity of each candidate to the query, in [0, 1].
@@ -282,14 +284,57 @@ impl Lexicon {
             })
             .collect()
     }
+}
+
+impl Lexicon {
+    fn of(catalog: &Catalog) -> Lexicon {
+        Lexicon {
+            profile: TermIndex::of(catalog.features.iter().map(profile)),
+            detail: TermIndex::of(catalog.features.iter().map(detail)),
+        }
+    }
+
+    /// Features that share a rare term (or its stem) with the query, in
+    /// their profile or their parameter and counter names.
+    fn rare_matches(&self, q: &Query) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.profile.rare_matches(q, &mut out);
+        self.detail.rare_matches(q, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether some profile has the term `q` or a term of its stem.
+    fn knows(&self, q: &str) -> bool {
+        self.profile.knows(q)
+    }
+
+    /// The [`Query`] of `text`: its terms without [`QUESTION_WORDS`], and
+    /// the embedding of those some profile has (or a term of their stem:
+    /// `sleeping` for `sleep`), of all of them if none. An operator's
+    /// question words ("which", "show", ...) are in no profile, and in a
+    /// hashed embedding they would only add noise.
+    fn query(&self, text: &str) -> Query {
+        let mut terms = elex_text::terms(text);
+        terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
+        let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
+        let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
+        Query { terms, embedding }
+    }
 
     /// `pool` (feature, embedding cosine) reranked by the mean of the cosine
-    /// and the lexical similarity; best first, lowest index on ties.
+    /// and the profile match, plus [`DETAIL_WEIGHT`] times the parameter
+    /// and counter-word match; best first, lowest index on ties.
     fn rerank(&self, q: &Query, pool: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
         let ids: Vec<usize> = pool.iter().map(|p| p.0).collect();
-        let lexical = self.scores(q, &ids);
-        let mut out: Vec<(usize, f32)> =
-            pool.into_iter().zip(lexical).map(|((i, cos), lex)| (i, 0.5 * cos + 0.5 * lex)).collect();
+        let lexical = self.profile.scores(q, &ids);
+        let detail = self.detail.scores(q, &ids);
+        let mut out: Vec<(usize, f32)> = pool
+            .into_iter()
+            .zip(lexical.into_iter().zip(detail))
+            .map(|((i, cos), (lex, det))| (i, 0.5 * cos + 0.5 * lex + DETAIL_WEIGHT * det))
+            .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out
     }
@@ -302,6 +347,14 @@ fn name_words(text: &str) -> Vec<&str> {
         .map(|w| w.trim_matches('.'))
         .filter(|w| !w.is_empty())
         .collect()
+}
+
+/// Whether an attribute name is matched bare (without its `MoClass.`):
+/// six characters or more in two or more words (`sleepMode`,
+/// `x2BlackList`). A one-word attribute (`unlock`, `priority`) is an
+/// ordinary word of many questions about other features.
+fn bare_attribute(attribute: &str) -> bool {
+    attribute.len() >= 6 && elex_text::tokens(attribute).len() >= 2
 }
 
 /// Lower-case alphanumeric words of `text`, as the name index keys them.
@@ -336,7 +389,7 @@ impl Router {
                 if list.last() != Some(&i) {
                     list.push(i);
                 }
-                if let Some(attr) = n.rsplit('.').next().filter(|a| a.len() >= 6 && n.contains('.')) {
+                if let Some(attr) = n.rsplit('.').next().filter(|a| bare_attribute(a) && n.contains('.')) {
                     let list = bare_owners.entry(attr.to_string()).or_default();
                     if list.last() != Some(&i) {
                         list.push(i);
@@ -626,7 +679,11 @@ impl Router {
                 .map(|(i, _)| (i, Reason::CoveredName))
         };
         if let Some(i) = best {
-            if covered_size > self.names.size(i) {
+            // A longer name the text covers wins, unless naming `i` is
+            // what covers it.
+            if covered_size > self.names.size(i)
+                && !covered.iter().all(|&c| self.names.within(c, &features[i].name))
+            {
                 return pick_covered();
             }
             return Some((i, Reason::Name));
@@ -635,7 +692,7 @@ impl Router {
         for w in &raw_words {
             let owners = match self.owners.get(*w) {
                 Some(o) => Some(o),
-                None if !w.contains('.') && w.len() >= 6 => self.bare_owners.get(*w),
+                None if !w.contains('.') && bare_attribute(w) => self.bare_owners.get(*w),
                 None => None,
             };
             if let Some(owners) = owners

@@ -36,6 +36,23 @@ const STANDARD: &[(&str, &str)] = &[
     ("ext", "extension"),
     ("adv", "advanced"),
     ("bw", "bandwidth"),
+    // 3GPP and RAN terms of art.
+    ("enb", "enodeb"),
+    ("gnb", "gnodeb"),
+    ("sdl", "supplemental downlink"),
+    ("sul", "supplementary uplink"),
+    ("hpue", "high power ue"),
+    ("uac", "unified access control"),
+    ("ecid", "enhanced cell id"),
+    ("rrm", "radio resource management"),
+    ("son", "self organizing network"),
+    ("mdt", "minimization drive test"),
+    ("anr", "automated neighbor relation"),
+    ("bb", "baseband"),
+    ("sw", "software"),
+    ("hw", "hardware"),
+    ("meas", "measurement"),
+    ("pc", "power control"),
 ];
 
 /// Longest word that may be learned as an abbreviation.
@@ -264,6 +281,15 @@ impl Names {
     #[cfg(test)]
     pub(crate) fn name_terms(&self, i: usize) -> &[String] {
         &self.terms[i]
+    }
+
+    /// Whether `name`, its abbreviations expanded, has every significant
+    /// word of feature `i`'s name: `IFLB Activation Threshold` has those of
+    /// `Inter-Frequency Load Balancing`, so a text naming the first does
+    /// not cover the second by naming the first.
+    pub(crate) fn within(&self, i: usize, name: &str) -> bool {
+        let own = self.expanded_terms(name);
+        self.terms[i].iter().all(|n| own.iter().any(|t| same(t, n)))
     }
 }
 

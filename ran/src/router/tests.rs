@@ -41,8 +41,8 @@ fn named(
     let covered: Vec<usize> = covered.into_iter().filter(|&i| names.size(i) == most).collect();
     let pick_covered =
         || most_similar(q, &mut covered.iter().copied()).map(|(i, _)| (i, Reason::CoveredName));
-    if let Some((i, _)) = by_name {
-        if most > names.size(i) {
+    if let Some((i, f)) = by_name {
+        if most > names.size(i) && !covered.iter().all(|&c| names.within(c, &f.name)) {
             return pick_covered();
         }
         return Some((i, Reason::Name));
@@ -52,7 +52,7 @@ fn named(
         // `MoClass.attribute` matches exactly; a bare `attribute` (six
         // characters or more) matches the attribute part.
         let owns =
-            |n: &String| n == w || (!w.contains('.') && w.len() >= 6 && n.rsplit('.').next() == Some(*w));
+            |n: &String| n == w || (!w.contains('.') && bare_attribute(w) && n.rsplit('.').next() == Some(*w));
         let owners: Vec<usize> = (0..features.len())
             .filter(|&i| features[i].parameters.iter().chain(&features[i].counters).any(owns))
             .collect();
@@ -170,12 +170,12 @@ fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
 fn a_correction_teaches_its_abbreviations_for_other_questions() {
     let c = std::sync::Arc::new(Catalog::embedded().unwrap());
     let r = Router::new(c.clone());
-    let hpue = c.features.iter().position(|f| f.name == "High Power UE").unwrap();
-    let later = "which counters show how many HPUE devices attach?";
-    assert_ne!(r.choose(later).unwrap().0, hpue, "unknown before the correction");
-    r.learn("HPUE (power class 2) on LTE TDD — what has to be configured?", hpue);
+    let pcq = c.features.iter().position(|f| f.name == "Prioritized Call Queuing at High Load").unwrap();
+    let later = "which counters show PCQ at high load working?";
+    assert_ne!(r.choose(later).unwrap().0, pcq, "unknown before the correction");
+    r.learn("PCQ on a busy LTE cell — what has to be configured?", pcq);
     // A different question with the abbreviation now covers the name.
-    assert_eq!(r.choose(later).unwrap(), (hpue, Reason::CoveredName));
+    assert_eq!(r.choose(later).unwrap(), (pcq, Reason::CoveredName));
 }
 
 #[test]
