@@ -257,6 +257,10 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     // misses whose right feature is among the close candidates).
     let (mut hits, mut misses) = (0usize, 0usize);
     let (mut hits_flagged, mut misses_flagged, mut misses_listed) = (0usize, 0usize, 0usize);
+    // Questions asked back (a close choice by similarity, see
+    // `Routed::is_close`): right and wrong choices among them, and those
+    // whose right feature is among the features offered.
+    let (mut hits_asked, mut misses_asked, mut offered_right) = (0usize, 0usize, 0usize);
     for (n, q) in set.iter().enumerate() {
         // Even lines are the development half (their misses are what
         // `ELEX_EVAL_MISSES` shows, and what the router may be tuned on);
@@ -266,7 +270,13 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
         let top5 = router.route(&q.question, 5);
         let top1 = top5.first().is_some_and(|c| c.index == want);
         let in5 = top5.iter().any(|c| c.index == want);
-        if let Some((chosen, _, close)) = router.choose_with_rivals(&q.question) {
+        if let Some((chosen, reason, close)) = router.choose_with_rivals(&q.question) {
+            if matches!(reason, elex_ran::router::Reason::Similarity(_)) && !close.is_empty() {
+                hits_asked += usize::from(chosen == want);
+                misses_asked += usize::from(chosen != want);
+                let offers = router.most_like(&q.question, elex_ran::runtime::CLARIFY_OFFERS);
+                offered_right += usize::from(offers.iter().any(|c| c.index == want));
+            }
             if chosen == want {
                 hits += 1;
                 hits_flagged += usize::from(!close.is_empty());
@@ -303,6 +313,21 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     rows.push(
         Row::new("route_realistic_hits_flagged_close", "share", share(hits_flagged, hits), None)
             .settings(format!("of {hits} right answers, flagged close all the same")),
+    );
+    let asked = hits_asked + misses_asked;
+    let total = hits + misses;
+    rows.push(Row::new("route_realistic_asked_back", "share", share(asked, total), None).settings(format!(
+        "{asked} of {total} questions asked back which feature was meant (the default): {misses_asked} \
+         instead of a wrong answer, {hits_asked} instead of a right one; the right feature among the \
+         {} offered in {offered_right}",
+        elex_ran::runtime::CLARIFY_OFFERS
+    )));
+    rows.push(
+        Row::new("route_realistic_wrong_answers", "share", share(misses - misses_asked, total), None)
+            .settings(format!(
+                "answered with the wrong feature when close choices ask back; {:.3} with --best-guess",
+                share(misses, total)
+            )),
     );
     // Learning from corrections: an operator corrects every development-
     // half question the router got wrong (`Router::learn`, as `elex

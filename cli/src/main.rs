@@ -72,9 +72,11 @@ enum Command {
     /// dependency peer; the consult trace is printed), each from what it
     /// learned in earlier runs (<DATA_DIR>/agents.redb). The agent is chosen
     /// from the text: a FAJ code, a feature name, a parameter or counter a
-    /// feature owns, an acronym, or else the most similar feature. The state
-    /// of the agents that took part is stored again afterwards, with the
-    /// query id for `elex feedback`.
+    /// feature owns, an acronym, or else the most similar feature; when
+    /// several features are about as similar, it asks back which one is
+    /// meant (offering the closest five) instead of answering (see
+    /// --best-guess). The state of the agents that took part is stored again
+    /// afterwards, with the query id for `elex feedback`.
     Query {
         /// The question.
         text: String,
@@ -90,6 +92,10 @@ enum Command {
         /// plugin's id.
         #[arg(long, value_name = "FAJ")]
         agent: Option<String>,
+        /// Answer with the most similar feature's agent even when other
+        /// features are about as similar (instead of asking back).
+        #[arg(long, conflicts_with = "agent")]
+        best_guess: bool,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -414,6 +420,7 @@ fn query(
     component: Option<PathBuf>,
     allow_unsigned: bool,
     agent: Option<String>,
+    best_guess: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     if let Some(path) = &component {
@@ -438,6 +445,7 @@ fn query(
     let runtime = runtime(places, component.as_deref())?;
     let answer = match &agent {
         Some(faj) => runtime.ask(faj, text),
+        None if best_guess => runtime.route(text).and_then(|r| runtime.answer(r.best_guess(), text)),
         None => runtime.query(text),
     }?;
     answer::print(&runtime.answer_json(&answer), json)
@@ -813,8 +821,8 @@ fn main() -> ExitCode {
 /// A command run here, on the data dir.
 fn local(places: &Places, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Query { text, component, allow_unsigned, agent, json } => {
-            query(places, &text, component, allow_unsigned, agent, json)
+        Command::Query { text, component, allow_unsigned, agent, best_guess, json } => {
+            query(places, &text, component, allow_unsigned, agent, best_guess, json)
         }
         Command::Feedback { query_id, reward, agent, operator } => {
             feedback(places, &query_id, reward, agent.as_deref(), operator)
@@ -899,11 +907,11 @@ fn over_server(server: &remote::Remote, command: Command) -> anyhow::Result<()> 
         None => Ok(()),
     };
     match command {
-        Command::Query { text, component, agent, json, .. } => {
+        Command::Query { text, component, agent, best_guess, json, .. } => {
             if component.is_some() {
                 return Err(anyhow!("--component is not available over --server: the service runs its own"));
             }
-            remote::query(server, &text, agent, json)
+            remote::query(server, &text, agent, best_guess, json)
         }
         Command::Feedback { query_id, reward, agent, operator } => {
             remote::feedback(server, &query_id, reward, agent.as_deref(), operator)

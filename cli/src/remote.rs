@@ -89,8 +89,15 @@ pub fn print(value: &Value) -> anyhow::Result<()> {
 }
 
 /// `elex query` over the service.
-pub fn query(remote: &Remote, text: &str, agent: Option<String>, json: bool) -> anyhow::Result<()> {
-    let answer = remote.post("/v1/query", &json!({ "text": text, "agent": agent }))?;
+pub fn query(
+    remote: &Remote,
+    text: &str,
+    agent: Option<String>,
+    best_guess: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let answer =
+        remote.post("/v1/query", &json!({ "text": text, "agent": agent, "clarify": !best_guess }))?;
     crate::answer::print(&answer, json)
 }
 

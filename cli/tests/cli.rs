@@ -747,3 +747,41 @@ fn a_correction_teaches_the_router_where_questions_like_it_go() {
         );
     }
 }
+
+#[test]
+fn a_close_choice_asks_back_and_the_answer_to_it_teaches_the_router() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| elex_in(data.path(), args);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let vague = "how to reduce interference between cells";
+    let asked = json(&["query", vague, "--json"]);
+    assert_eq!(asked["action"], "request-clarification", "{asked}");
+    assert!(!asked["close_candidates"].as_array().unwrap().is_empty(), "{asked}");
+    let offered = asked["sources"].as_array().unwrap();
+    assert_eq!(offered.len(), 5, "{asked}");
+    let content = asked["content"].as_str().unwrap();
+    assert!(content.starts_with("Several features match") && content.contains("FAJ 121 5065"), "{content}");
+    assert!(asked["trace"].as_array().unwrap().is_empty(), "no agent ran: {asked}");
+    let qid = asked["query_id"].as_str().unwrap().to_string();
+    // --best-guess answers at once with the most similar feature's agent.
+    let guessed = json(&["query", vague, "--best-guess", "--json"]);
+    assert_eq!(guessed["agent"]["faj"], asked["agent"]["faj"], "{guessed}");
+    assert_ne!(guessed["action"], "request-clarification", "{guessed}");
+
+    // Nothing to reward; the operator says which was meant.
+    let out = run(&["feedback", &qid, "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nothing to reward"), "{}", text(&out.stderr));
+    let out = run(&["feedback", &qid, "--agent", "FAJ 121 5065", "--operator", "ana"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = json(&["query", vague, "--json"]);
+    assert_eq!(
+        (again["agent"]["faj"].as_str(), again["action"].as_str()),
+        (Some("FAJ 121 5065"), Some("direct-answer")),
+        "{again}"
+    );
+}

@@ -79,9 +79,32 @@ pub struct Routed {
     pub close: Vec<crate::router::Candidate>,
     /// Time spent routing.
     pub took: Duration,
+    /// Whether a close choice asks back (see [`Routed::is_close`]).
+    clarify: bool,
 }
 
+/// Most features a clarification offers.
+pub const CLARIFY_OFFERS: usize = 5;
+
+/// The component family recorded for a clarification (no agent answered).
+const CLARIFIED: &str = "(clarification)";
+
 impl Routed {
+    /// Whether the router's choice is uncertain: made by text similarity,
+    /// with other features within [`CLOSE_MARGIN`](crate::router::CLOSE_MARGIN)
+    /// of it. [`Runtime::answer`] then asks back which feature is meant
+    /// instead of answering what may be the wrong one, unless
+    /// [`Routed::best_guess`] said not to.
+    pub fn is_close(&self) -> bool {
+        self.clarify && matches!(self.reason, Reason::Similarity(_)) && !self.close.is_empty()
+    }
+
+    /// Answers with the router's best guess even when the choice is close.
+    pub fn best_guess(mut self) -> Routed {
+        self.clarify = false;
+        self
+    }
+
     /// The catalog the agent was chosen from.
     pub fn catalog(&self) -> &Arc<Catalog> {
         self.agents.catalog()
@@ -410,22 +433,63 @@ impl Runtime {
             .router()
             .choose_with_rivals(text)
             .ok_or_else(|| Error::NoAgent(String::from("(the catalog is empty)")))?;
-        Ok(Routed { agents, index, reason, close, took: t.elapsed() })
+        Ok(Routed { agents, index, reason, close, took: t.elapsed(), clarify: true })
     }
 
-    /// Asks the agent `routed` chose (in the agents it was chosen from).
+    /// Asks the agent `routed` chose (in the agents it was chosen from);
+    /// when the choice is close ([`Routed::is_close`]), asks back instead:
+    /// the answer's action is `request-clarification`, its content offers
+    /// the [`CLARIFY_OFFERS`] features most like the question, and a
+    /// correction naming the one meant ([`Runtime::correct`]) teaches the
+    /// router. No agent runs, so there is nothing to reward.
     pub fn answer(&self, routed: Routed, text: &str) -> Result<Answer> {
         let t = Instant::now();
-        let Routed { agents, index, reason, close, took: routing } = routed;
+        let close_call = routed.is_close();
+        let Routed { agents, index, reason, close, took: routing, .. } = routed;
         let asked = check_question(text).and_then(|text| {
-            self.ask_agent(&agents, index, text, reason).map(|a| Answer {
-                routing,
-                took: routing + t.elapsed(),
-                close,
-                ..a
-            })
+            let answer = if close_call {
+                self.clarification(&agents, index, text, reason)
+            } else {
+                self.ask_agent(&agents, index, text, reason)
+            };
+            answer.map(|a| Answer { routing, took: routing + t.elapsed(), close, ..a })
         });
-        self.answered(&agents, text, asked)
+        self.answered(&agents, text, asked, close_call)
+    }
+
+    /// The question back when `text`'s best features are close.
+    fn clarification(&self, agents: &Arc<Agents>, i: usize, text: &str, reason: Reason) -> Result<Answer> {
+        let catalog = agents.catalog();
+        let offers = agents.router().most_like(text, CLARIFY_OFFERS);
+        let mut content =
+            String::from("Several features match this question about as well; which one do you mean?");
+        for c in &offers {
+            let f = &catalog.features[c.index];
+            content.push_str(&format!("\n- {} ({}): {}", f.name, f.faj, c.reason));
+        }
+        content.push_str(
+            "\nAsk again with its name, acronym or FAJ code, or name it in feedback on this answer \
+             (`elex feedback QUERY_ID --agent FAJ`): the router then sends questions like this one there.",
+        );
+        let query = self.host.query(text);
+        Ok(Answer {
+            agent: i,
+            catalog: catalog.clone(),
+            reason,
+            response: Response {
+                query_id: query.id,
+                agent_id: catalog.features[i].faj.clone(),
+                action: elex_host::Action::RequestClarification,
+                content,
+                confidence: 0.0,
+                q_value: 0.0,
+                sources: offers.iter().map(|c| catalog.features[c.index].faj.clone()).collect(),
+            },
+            trace: Vec::new(),
+            close: Vec::new(),
+            routing: Duration::ZERO,
+            took: Duration::ZERO,
+        })
     }
 
     /// Asks the agent of feature `agent` (a FAJ code in any spelling, or a
@@ -440,7 +504,14 @@ impl Runtime {
     pub fn route_to(&self, agent: &str) -> Result<Routed> {
         let agents = self.agents.current();
         let index = agents.catalog().index_of(agent)?;
-        Ok(Routed { agents, index, reason: Reason::Named, close: Vec::new(), took: Duration::ZERO })
+        Ok(Routed {
+            agents,
+            index,
+            reason: Reason::Named,
+            close: Vec::new(),
+            took: Duration::ZERO,
+            clarify: false,
+        })
     }
 
     fn ask_agent(&self, agents: &Arc<Agents>, i: usize, text: &str, reason: Reason) -> Result<Answer> {
@@ -457,13 +528,20 @@ impl Runtime {
         })
     }
 
-    /// Records who answered (for [`Runtime::feedback`]). What the agents
+    /// Records who answered (for [`Runtime::feedback`]; `asked_back`: a
+    /// clarification, which no agent gave). What the agents
     /// learned and their use are stored by [`Runtime::save_changed`] (see
     /// the module docs).
-    fn answered(&self, agents: &Agents, text: &str, answer: Result<Answer>) -> Result<Answer> {
+    fn answered(
+        &self,
+        agents: &Agents,
+        text: &str,
+        answer: Result<Answer>,
+        asked_back: bool,
+    ) -> Result<Answer> {
         let answer = answer?;
         let faj = &agents.feature(answer.agent).faj;
-        let family = self.swarm.family_of(agents.slot(answer.agent)?)?;
+        let family = if asked_back { CLARIFIED } else { self.swarm.family_of(agents.slot(answer.agent)?)? };
         let answered = elex_host::snapshots::Answered {
             query_id: answer.response.query_id.clone(),
             family: family.to_string(),
@@ -492,6 +570,12 @@ impl Runtime {
         let Some((family, faj, _)) = self.asked(query_id)? else {
             return Err(Error::Feedback(format!("no answered query {query_id:?} is known")));
         };
+        if family == CLARIFIED {
+            return Err(Error::Feedback(format!(
+                "{query_id} asked back which feature was meant; no agent answered it, so there is nothing \
+                 to reward: name the feature meant (--agent), or ask again"
+            )));
+        }
         let agents = self.agents.current();
         let i = agents.catalog().index_of(&faj)?;
         let slot = agents.slot(i)?;
@@ -748,9 +832,10 @@ impl Runtime {
     }
 
     /// The agent (FAJ code, or plugin id) that gave the answer `query_id`,
-    /// in this run or an earlier one; `None` when no such answer is known.
+    /// in this run or an earlier one; `None` when no such answer is known,
+    /// or no agent gave it (a question back, see [`Runtime::answer`]).
     pub fn answered_by(&self, query_id: &str) -> Result<Option<String>> {
-        Ok(self.asked(query_id)?.map(|(_, agent, _)| agent))
+        Ok(self.asked(query_id)?.filter(|(family, _, _)| family != CLARIFIED).map(|(_, agent, _)| agent))
     }
 
     /// The component family, agent and question of the answer `query_id`:

@@ -732,3 +732,25 @@ fn a_looping_plugin_meets_the_request_timeout_and_the_in_flight_bound() {
     }
     assert!(answered, "the service did not recover after the plugin's budget");
 }
+
+#[test]
+fn a_close_choice_asks_back_unless_the_request_says_not_to() {
+    let work = tempfile::tempdir().unwrap();
+    let server = start(&work.path().join("data"), &[]);
+    let addr = server.addr.as_str();
+    let vague = r#"{"text": "how to reduce interference between cells"}"#;
+    let (status, asked) = request(addr, "POST", "/v1/query", None, vague);
+    assert_eq!((status, asked["action"].as_str()), (200, Some("request-clarification")), "{asked}");
+    let body = serde_json::json!({ "query_id": asked["query_id"], "reward": 1.0 }).to_string();
+    let (status, refused) = request(addr, "POST", "/v1/feedback", None, &body);
+    assert_eq!((status, refused["code"].as_str()), (400, Some("bad_request")), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("nothing to reward"), "{refused}");
+    let guess = r#"{"text": "how to reduce interference between cells", "clarify": false}"#;
+    let (status, answered) = request(addr, "POST", "/v1/query", None, guess);
+    assert_eq!(
+        (status, answered["agent"]["faj"].clone()),
+        (200, asked["agent"]["faj"].clone()),
+        "{answered}"
+    );
+    assert_ne!(answered["action"], "request-clarification", "{answered}");
+}

@@ -722,6 +722,17 @@ impl Router {
         candidates.map(|i| (i, self.similarity(q, i))).max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
     }
 
+    /// The `limit` features whose profile is most like `text`, best first,
+    /// with their similarity: what a clarification offers when the choice
+    /// by similarity is close ([`Router::choose_with_rivals`]).
+    pub fn most_like(&self, text: &str, limit: usize) -> Vec<Candidate> {
+        let q = self.lexicon.query(text);
+        self.similar(&q, limit)
+            .into_iter()
+            .map(|(index, s)| Candidate { index, score: s, reason: format!("text similarity {s:.2}") })
+            .collect()
+    }
+
     /// Up to `limit` candidates, best first: the chosen agent, then the
     /// most similar others, then dependency peers (requires) of the chosen
     /// one.

@@ -51,8 +51,9 @@ fn named(
     for w in &words {
         // `MoClass.attribute` matches exactly; a bare `attribute` (six
         // characters or more) matches the attribute part.
-        let owns =
-            |n: &String| n == w || (!w.contains('.') && bare_attribute(w) && n.rsplit('.').next() == Some(*w));
+        let owns = |n: &String| {
+            n == w || (!w.contains('.') && bare_attribute(w) && n.rsplit('.').next() == Some(*w))
+        };
         let owners: Vec<usize> = (0..features.len())
             .filter(|&i| features[i].parameters.iter().chain(&features[i].counters).any(owns))
             .collect();

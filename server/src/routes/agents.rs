@@ -18,6 +18,16 @@ pub(crate) struct QueryRequest {
     /// of the one the router picks.
     #[serde(default)]
     pub(crate) agent: Option<String>,
+    /// When several features are about as similar to the text, ask back
+    /// which one is meant (the default: the answer's action is
+    /// `request-clarification` and its content offers the closest five);
+    /// `false`: answer with the most similar one's agent.
+    #[serde(default = "yes")]
+    pub(crate) clarify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -59,6 +69,7 @@ pub(crate) async fn query(
     s.run(move |rt| {
         let answer = match &req.agent {
             Some(agent) => rt.ask(agent, &req.text),
+            None if !req.clarify => rt.route(&req.text).and_then(|r| rt.answer(r.best_guess(), &req.text)),
             None => rt.query(&req.text),
         }?;
         Ok(Json(rt.answer_json(&answer)))
