@@ -362,6 +362,30 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
             )),
         );
     }
+    // The same with every development-half question named by an operator
+    // (`feedback --agent` on right answers too): what the router learns of
+    // the features' vocabulary, on the held-out half.
+    let labelled = Router::new(catalog.clone());
+    for q in set.iter().step_by(2) {
+        labelled.learn(&q.question, catalog.index_of(&q.faj).map_err(|e| anyhow!("{e}"))?);
+    }
+    let held_out: Vec<&Realistic> = set.iter().skip(1).step_by(2).collect();
+    let right = held_out
+        .iter()
+        .filter(|q| labelled.choose(&q.question).map(|(i, _)| i) == catalog.index_of(&q.faj).ok())
+        .count();
+    rows.push(
+        Row::new(
+            "route_realistic_half_held_out_after_labelling_top1",
+            "share",
+            right as f64 / held_out.len() as f64,
+            None,
+        )
+        .settings(format!(
+            "after an operator named the feature of every one of the {} development-half questions",
+            set.len().div_ceil(2)
+        )),
+    );
     for (key, (n, t1, t5)) in &tally {
         let name = format!("route_realistic_{}", key.replace([':', ' ', '-'], "_"));
         rows.push(

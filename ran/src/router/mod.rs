@@ -140,8 +140,13 @@ pub const CLOSE_LIMIT: usize = 3;
 
 /// How alike a question must be to an example question (the share of
 /// their combined significant words both have) to go where the example
-/// went.
+/// went, unless it names a feature (its full name, or every word of it).
 pub const EXAMPLE_MATCH: f32 = 0.6;
+
+/// How alike a question must be to an example question to go where the
+/// example went even when it names another feature: the same question,
+/// give or take a word.
+pub const SAME_QUESTION: f32 = 0.9;
 
 use std::collections::HashMap;
 
@@ -257,18 +262,21 @@ impl TermIndex {
         self.idf.contains_key(q) || (q.len() >= STEM && self.stem_idf.contains_key(&q[..STEM]))
     }
 
+    /// The idf of `q` (or of a term of its stem); 0 for a term no feature
+    /// has.
+    fn weight(&self, q: &str) -> f32 {
+        self.idf.get(q).copied().unwrap_or_else(|| {
+            (q.len() >= STEM).then(|| self.stem_idf.get(&q[..STEM]).copied()).flatten().unwrap_or(0.0)
+        })
+    }
+
     /// Lexical similarity of each candidate to the query, in [0, 1].
     fn scores(&self, q: &Query, candidates: &[usize]) -> Vec<f32> {
         let mut query = q.terms.clone();
         query.sort();
         query.dedup();
         // A query term's weight: its idf, or a stem-sharing term's.
-        let weight = |q: &str| {
-            self.idf.get(q).copied().unwrap_or_else(|| {
-                (q.len() >= STEM).then(|| self.stem_idf.get(&q[..STEM]).copied()).flatten().unwrap_or(0.0)
-            })
-        };
-        let q_norm = query.iter().map(|q| weight(q).powi(2)).sum::<f32>().sqrt();
+        let q_norm = query.iter().map(|q| self.weight(q).powi(2)).sum::<f32>().sqrt();
         if q_norm == 0.0 {
             return vec![0.0; candidates.len()];
         }
@@ -565,7 +573,8 @@ impl Router {
     /// `HPUE`; see `names.rs`) for every question: a later
     /// question whose significant words (abbreviations expanded) are at
     /// least [`EXAMPLE_MATCH`] the same goes to `i`, before any signal but
-    /// a FAJ code. A feature keeps its latest [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)).
+    /// a FAJ code or a feature's name ([`SAME_QUESTION`] alike: before a
+    /// name too). A feature keeps its latest [`MAX_EXAMPLES_PER_AGENT`](elex_host::snapshots::MAX_EXAMPLES_PER_AGENT)).
     pub fn learn(&self, text: &str, i: usize) {
         if i >= self.catalog.features.len() {
             return;
@@ -637,15 +646,21 @@ impl Router {
                 return Some((i, Reason::FajCode));
             }
         }
-        if let Some((i, alike)) = self.example(text) {
+        let example = self.example(text);
+        if let Some((i, alike)) = example.filter(|&(_, alike)| alike >= SAME_QUESTION) {
             return Some((i, Reason::Example(alike)));
         }
-        if let Some(subject) = names::comparison_subject(text)
-            && let Some(hit) = self.named(subject, text, query)
-        {
-            return Some(hit);
+        let named = names::comparison_subject(text)
+            .and_then(|subject| self.named(subject, text, query))
+            .or_else(|| self.named(text, text, query));
+        match (named, example) {
+            // A feature's name in the text outweighs a question merely like
+            // an example ("EPS Fallback for IMS Voice … instead of VoNR" is
+            // not about Voice over NR because a question about VoNR was).
+            (Some(hit @ (_, Reason::Name | Reason::CoveredName)), _) => Some(hit),
+            (_, Some((i, alike))) => Some((i, Reason::Example(alike))),
+            (named, None) => named,
         }
-        self.named(text, text, query)
     }
 
     /// The feature `part` of `text` names: by its name as written (the

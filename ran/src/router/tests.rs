@@ -352,3 +352,20 @@ fn a_close_choice_names_its_rivals_and_a_clear_one_none() {
     assert!(matches!(reason, Reason::Acronym(_)), "{text}: {reason:?}");
     assert!(!close.is_empty() && close.iter().all(|c| c.reason.starts_with("also acronym")), "{close:?}");
 }
+
+#[test]
+fn a_feature_named_in_the_text_outweighs_a_question_merely_like_an_example() {
+    let c = std::sync::Arc::new(Catalog::embedded().unwrap());
+    let r = Router::new(c.clone());
+    let index = |name: &str| c.features.iter().position(|f| f.name == name).unwrap();
+    let (vonr, fallback) = (index("Voice over NR"), index("EPS Fallback for IMS Voice"));
+    let corrected = "when should I enable VoNR on the NR cells instead of the IMS voice fallback";
+    r.learn(corrected, vonr);
+    // The same question goes where the operator said.
+    assert_eq!(r.choose(corrected).unwrap().0, vonr);
+    // One like it that names another feature goes to that feature.
+    let naming = "when should I enable EPS Fallback for IMS Voice on the NR cells instead of VoNR";
+    let alike = r.example(naming).map(|(_, a)| a);
+    assert!(alike.is_some_and(|a| (EXAMPLE_MATCH..SAME_QUESTION).contains(&a)), "{alike:?}");
+    assert_eq!(r.choose(naming).unwrap(), (fallback, Reason::Name));
+}
