@@ -138,6 +138,9 @@ pub enum Vectors {
     Int8 { codes: Vec<u8>, ranges: Vec<(f32, f32)> },
 }
 
+/// Single inserts grow the storage by `len / GROWTH` nodes at a time.
+const GROWTH: usize = 8;
+
 /// Generation-stamped visited set: clearing is O(1).
 #[derive(Default)]
 struct Visited {
@@ -435,6 +438,11 @@ impl Graph {
         let v = self.normalized(v);
         let node = self.len() as u32;
         let level = self.random_level();
+        if self.ids.len() == self.ids.capacity() {
+            // Grow by an eighth, not by doubling: one insert past a
+            // reserved batch must not double the vectors' memory.
+            self.reserve((self.len() / GROWTH).max(16));
+        }
         self.ids.push(id);
         self.index.insert(id, node);
         self.push_vector(&v);
