@@ -23,6 +23,7 @@ use alloc::collections::BinaryHeap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
+use core::hash::BuildHasher;
 
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -110,19 +111,46 @@ pub struct Graph {
     /// Layer-0 links: node `n` owns `links0[n * (m0 + 1)..]`, first the
     /// count, then up to `m0` neighbours.
     pub links0: Vec<u32>,
-    /// Upper-layer links: `upper[n][l - 1]` for layers 1..=levels[n].
-    pub upper: Vec<Vec<Vec<u32>>>,
+    /// Upper-layer links: `upper[n][l - 1]` for layers 1..=levels[n] (a
+    /// boxed slice: most nodes have none, and its header is smaller).
+    pub upper: Vec<alloc::boxed::Box<[Vec<u32>]>>,
     pub removed: Vec<bool>,
     pub live: usize,
     pub entry: Option<u32>,
     pub rng: u64,
+    /// External id → node, kept as node numbers only (the ids are in
+    /// `ids`): a third of a map's memory.
     #[serde(skip)]
-    pub index: HashMap<u64, u32>,
+    index: IdIndex,
     #[serde(skip)]
     visited: Visited,
     /// Reused search heaps (no allocation per search).
     #[serde(skip)]
     scratch: Scratch,
+}
+
+/// A hash table of node numbers keyed by their external ids.
+#[derive(Default)]
+struct IdIndex {
+    nodes: hashbrown::HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl IdIndex {
+    fn get(&self, ids: &[u64], id: u64) -> Option<u32> {
+        self.nodes.find(self.hasher.hash_one(id), |&n| ids[n as usize] == id).copied()
+    }
+
+    fn insert(&mut self, ids: &[u64], node: u32) {
+        let hasher = &self.hasher;
+        self.nodes
+            .insert_unique(hasher.hash_one(ids[node as usize]), node, |&n| hasher.hash_one(ids[n as usize]));
+    }
+
+    fn bytes(&self) -> usize {
+        // A bucket and its control byte.
+        self.nodes.capacity() * (core::mem::size_of::<u32>() + 1)
+    }
 }
 
 #[derive(Default)]
@@ -210,7 +238,7 @@ impl Graph {
             live: 0,
             entry: None,
             rng,
-            index: HashMap::new(),
+            index: IdIndex::default(),
             visited: Visited::default(),
             scratch: Scratch::default(),
         })
@@ -228,9 +256,19 @@ impl Graph {
         self.ids.len()
     }
 
+    /// Whether a vector with external id `id` is stored (removed or not).
+    pub fn contains(&self, id: u64) -> bool {
+        self.index.get(&self.ids, id).is_some()
+    }
+
     /// Rebuilds what snapshots do not store.
     pub fn reindex(&mut self) {
-        self.index = self.ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
+        let mut index = IdIndex::default();
+        index.nodes.reserve(self.ids.len(), |&n| index.hasher.hash_one(self.ids[n as usize]));
+        for node in 0..self.ids.len() as u32 {
+            index.insert(&self.ids, node);
+        }
+        self.index = index;
     }
 
     /// Node `n`'s vector as f32 (decoded for int8 storage).
@@ -432,7 +470,7 @@ impl Graph {
     /// Inserts one vector (already checked with [`check_vector`]).
     pub fn insert(&mut self, id: u64, v: &[f32]) -> Result<(), GraphError> {
         self.check_vector(id, v)?;
-        if self.index.contains_key(&id) {
+        if self.contains(id) {
             return Err(GraphError::Duplicate(id));
         }
         let v = self.normalized(v);
@@ -444,12 +482,12 @@ impl Graph {
             self.reserve((self.len() / GROWTH).max(16));
         }
         self.ids.push(id);
-        self.index.insert(id, node);
+        self.index.insert(&self.ids, node);
         self.push_vector(&v);
         self.levels.push(level as u8);
         let stride = self.stride0();
         self.links0.resize(self.links0.len() + stride, 0);
-        self.upper.push(vec![Vec::new(); level]);
+        self.upper.push(vec![Vec::new(); level].into_boxed_slice());
         self.removed.push(false);
         self.live += 1;
 
@@ -516,8 +554,8 @@ impl Graph {
 
     /// Tombstones `id`; true if it was live.
     pub fn remove(&mut self, id: u64) -> bool {
-        match self.index.get(&id) {
-            Some(&n) if !self.removed[n as usize] => {
+        match self.index.get(&self.ids, id) {
+            Some(n) if !self.removed[n as usize] => {
                 self.removed[n as usize] = true;
                 self.live -= 1;
                 true
@@ -532,7 +570,7 @@ impl Graph {
         let upper: usize = self
             .upper
             .iter()
-            .map(|u| u.capacity() * size_of::<Vec<u32>>() + u.iter().map(|l| l.capacity() * 4).sum::<usize>())
+            .map(|u| u.len() * size_of::<Vec<u32>>() + u.iter().map(|l| l.capacity() * 4).sum::<usize>())
             .sum();
         let vectors = match &self.vectors {
             Vectors::Full(v) => v.capacity() * 4,
@@ -543,9 +581,9 @@ impl Graph {
             + self.ids.capacity() * 8
             + self.levels.capacity()
             + self.removed.capacity()
-            + self.upper.capacity() * size_of::<Vec<Vec<u32>>>()
+            + self.upper.capacity() * size_of::<alloc::boxed::Box<[Vec<u32>]>>()
             + upper
-            + self.index.capacity() * (size_of::<(u64, u32)>() + 1)
+            + self.index.bytes()
             + self.visited.marks.capacity() * 4
     }
 

@@ -86,7 +86,7 @@ impl GuestIndex for HnswIndex {
         let mut seen = hashbrown::HashSet::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             g.check_vector(*id, &vectors[i * d..i * d + d]).map_err(to_wit)?;
-            if g.index.contains_key(id) || !seen.insert(*id) {
+            if g.contains(*id) || !seen.insert(*id) {
                 return Err(HnswError::DuplicateId(*id));
             }
         }
