@@ -284,6 +284,10 @@ pub struct Status {
     /// The last entry of the memory-graph log this host applied (equal on
     /// every host once they caught up with each other).
     pub graph_applied: u64,
+    /// Why this host stopped following the memory-graph log, if it did
+    /// (an entry missing or unreadable; see `graph.rs`): its graph stays
+    /// as it was, and writes through it fail with this reason.
+    pub graph_error: Option<String>,
     /// Whether this host is connected to NATS now (`connected`,
     /// `disconnected`, `pending`): while it is not, forwarded requests and
     /// state copies fail (503) and its view of the members is frozen.
@@ -1341,6 +1345,7 @@ impl Cluster {
             left: self.counters.left.load(Ordering::Relaxed),
             timed_out: self.counters.timed_out.load(Ordering::Relaxed),
             graph_applied: self.graph.applied(),
+            graph_error: self.graph.error(),
             nats: self.nats_state().to_string(),
         }
     }

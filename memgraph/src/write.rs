@@ -521,6 +521,11 @@ impl MemoryGraph {
         match op {
             Op::Create { id, data, context } => {
                 check_data(self, &data)?;
+                if id == u64::MAX {
+                    return Err(
+                        GraphError::Invalid(String::from("engram id 2^64-1 is never handed out")).into()
+                    );
+                }
                 let taken = t.created.contains(&id)
                     || (id < t.first_free_id && t.engrams.get(id).map_err(sf)?.is_some());
                 if taken {
@@ -647,6 +652,11 @@ impl MemoryGraph {
                 Ok(existed)
             }
             Op::CreateContext { id, name } => {
+                if id == u64::MAX {
+                    return Err(
+                        GraphError::Invalid(String::from("context id 2^64-1 is never handed out")).into()
+                    );
+                }
                 if name.trim().is_empty() {
                     return Err(GraphError::Invalid(String::from("context name is empty")).into());
                 }

@@ -541,4 +541,13 @@ fn copies_fed_the_same_log_stay_equal_and_refuse_writes_of_their_own() {
     assert_eq!(two.log_position().unwrap(), LogPosition { log: 7, seq: 6 });
     assert_eq!(two.create(&a, data("next"), None).unwrap(), 5 * LEASE + 1, "one lease serves many ids");
     assert!(two.follow(log).is_err(), "one log per graph");
+    // The one id never handed out is refused (its successor would wrap).
+    let last = LoggedWrite {
+        actor: a.clone(),
+        ops: vec![Op::Create { id: u64::MAX, data: data("x"), context: None }],
+        time_ms: 1,
+    };
+    let refused = one.apply_logged(LogPosition { log: 7, seq: 5 }, Some(&last));
+    assert!(matches!(refused, Err(GraphError::Invalid(_))), "{refused:?}");
+    assert_eq!(one.log_position().unwrap().seq, 5, "refused alike everywhere: its position is kept");
 }

@@ -259,7 +259,7 @@ pub(crate) async fn feedback(
     }
 }
 
-#[utoipa::path(get, path = "/v1/cluster", tag = "service", security(("bearer" = [])), responses((status = 200, description = "This host's view of its cluster: `{\"host\", \"cluster\", \"replicas\", \"hosts\": [{\"host\", \"http\", \"seen_ms_ago\"}], \"primary_of\", \"holds\", \"forwarded\", \"served\", \"adopted\", \"published\", \"left\", \"timed_out\", \"graph_applied\", \"nats\"}`", body = serde_json::Value), (status = 404, description = "This service is not in a cluster", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/cluster", tag = "service", security(("bearer" = [])), responses((status = 200, description = "This host's view of its cluster: `{\"host\", \"cluster\", \"replicas\", \"hosts\": [{\"host\", \"http\", \"seen_ms_ago\"}], \"primary_of\", \"holds\", \"forwarded\", \"served\", \"adopted\", \"published\", \"left\", \"timed_out\", \"graph_applied\", \"graph_error\", \"nats\"}`", body = serde_json::Value), (status = 404, description = "This service is not in a cluster", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn status(
     State(s): State<AppState>,
     _caller: Caller<Reader>,
