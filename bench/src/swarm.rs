@@ -107,6 +107,35 @@ pub fn run(out: &Path) -> Result<()> {
     rows.push(Row::new("swarm_query_p50", "us", quantile(&mut lat, 0.5), None).settings(note.clone()));
     rows.push(Row::new("swarm_query_p99", "us", quantile(&mut lat, 0.99), None).settings(note));
 
+    // Routing alone, as the runtime routes (the choice and its close
+    // rivals; similarity in the attached hnsw instance): the question mix,
+    // and the hand-written operator questions of the eval (longer, vaguer).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/realistic.jsonl");
+    let realistic: Vec<String> = std::fs::read_to_string(&path)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["question"].as_str().map(str::to_string))
+        .collect();
+    for (name, texts) in [("mix", &qs), ("realistic", &realistic)] {
+        let mut lat = Vec::with_capacity(texts.len() * 3);
+        for _ in 0..3 {
+            for text in texts.iter() {
+                let t = Instant::now();
+                std::hint::black_box(router.choose_with_rivals(text));
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let note = format!("Router::choose_with_rivals, {} questions ({name}) three times", texts.len());
+        rows.push(
+            Row::new(&format!("swarm_routing_{name}_p50"), "us", quantile(&mut lat, 0.5), None)
+                .settings(note.clone()),
+        );
+        rows.push(
+            Row::new(&format!("swarm_routing_{name}_p99"), "us", quantile(&mut lat, 0.99), None)
+                .settings(note),
+        );
+    }
+
     // With a consult: agents that have a prerequisite in the catalog are
     // taught (negative feedback otherwise) to consult it for prerequisite
     // questions; then those questions are timed.

@@ -201,6 +201,12 @@ struct TermIndex {
     by_stem: HashMap<String, Vec<usize>>,
     /// The largest idf of the terms of each five-letter stem.
     stem_idf: HashMap<String, f32>,
+    /// Each term's squared idf under the query terms it matches
+    /// ([`names::same`]): a term of [`STEM`] letters or more under its
+    /// stem, a shorter one under itself; with the feature that has it.
+    /// Scoring a query adds these up per feature instead of comparing
+    /// every term of every candidate with every query term.
+    matches: HashMap<String, Vec<(u32, f32)>>,
 }
 
 /// A query term held by at most this many profiles brings those features
@@ -242,7 +248,13 @@ impl TermIndex {
             let e = stem_idf.entry(t[..STEM].to_string()).or_default();
             *e = e.max(*w);
         }
-        TermIndex { terms, idf, norms, by_stem, stem_idf }
+        let mut matches: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
+        for (i, ts) in terms.iter().enumerate() {
+            for t in ts {
+                matches.entry(names::stem(t).to_string()).or_default().push((i as u32, idf[t] * idf[t]));
+            }
+        }
+        TermIndex { terms, idf, norms, by_stem, stem_idf, matches }
     }
 
     /// Features that have a rare term of the query (or of its stem).
@@ -280,17 +292,21 @@ impl TermIndex {
         if q_norm == 0.0 {
             return vec![0.0; candidates.len()];
         }
-        candidates
-            .iter()
-            .map(|&i| {
-                let shared: f32 = self.terms[i]
-                    .iter()
-                    .filter(|p| query.iter().any(|q| names::same(q, p)))
-                    .map(|p| self.idf[p] * self.idf[p])
-                    .sum();
-                shared / (q_norm * self.norms[i])
-            })
-            .collect()
+        // A term matches a query term equal to it, or (both of STEM
+        // letters or more) of its stem: under each distinct key below are
+        // the terms matched, each once.
+        let mut keys: Vec<&str> = query.iter().map(|q| names::stem(q)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut shared = vec![0.0f32; self.terms.len()];
+        // (Under a key shorter than STEM are the terms equal to it only: a
+        // longer term's key has STEM letters.)
+        for key in keys {
+            for &(i, w) in self.matches.get(key).into_iter().flatten() {
+                shared[i as usize] += w;
+            }
+        }
+        candidates.iter().map(|&i| shared[i] / (q_norm * self.norms[i])).collect()
     }
 }
 
