@@ -23,10 +23,11 @@ pub fn print(answer: &Value, json: bool) -> anyhow::Result<()> {
         s(&agent["chosen_by"])
     )?;
     let close = answer["close_candidates"].as_array().cloned().unwrap_or_default();
-    for c in &close {
+    let asked_back = answer["asked_back"].as_bool() == Some(true);
+    for c in close.iter().filter(|_| !asked_back) {
         outln!("close call  {}  {}  ({})", s(&c["faj"]), clean(&s(&c["name"])), clean(&s(&c["reason"])))?;
     }
-    if !close.is_empty() {
+    if !close.is_empty() && !asked_back {
         outln!(
             "            if another was meant: elex feedback {query_id} --agent <FAJ>, or ask with --agent"
         )?;
@@ -62,7 +63,11 @@ pub fn print(answer: &Value, json: bool) -> anyhow::Result<()> {
         f(&t["routing"]),
         f(&t["answer"])
     )?;
-    outln!("query id    {query_id}   (elex feedback {query_id} <reward in -1..1>)")?;
+    if answer["asked_back"].as_bool() == Some(true) {
+        outln!("query id    {query_id}   (elex feedback {query_id} --agent <FAJ>: the feature meant)")?;
+    } else {
+        outln!("query id    {query_id}   (elex feedback {query_id} <reward in -1..1>)")?;
+    }
     let c = &answer["component"];
     let digest = s(&c["digest"]);
     outln!(

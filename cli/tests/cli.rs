@@ -760,9 +760,11 @@ fn a_close_choice_asks_back_and_the_answer_to_it_teaches_the_router() {
     let vague = "how to reduce interference between cells";
     let asked = json(&["query", vague, "--json"]);
     assert_eq!(asked["action"], "request-clarification", "{asked}");
-    assert!(!asked["close_candidates"].as_array().unwrap().is_empty(), "{asked}");
-    let offered = asked["sources"].as_array().unwrap();
+    assert_eq!(asked["asked_back"], true, "{asked}");
+    // The offers, with their scores, as close candidates.
+    let offered = asked["close_candidates"].as_array().unwrap();
     assert_eq!(offered.len(), 5, "{asked}");
+    assert!(offered.iter().all(|c| c["score"].as_f64().is_some()), "{asked}");
     let content = asked["content"].as_str().unwrap();
     assert!(content.starts_with("Several features match") && content.contains("FAJ 121 5065"), "{content}");
     assert!(asked["trace"].as_array().unwrap().is_empty(), "no agent ran: {asked}");
@@ -784,4 +786,13 @@ fn a_close_choice_asks_back_and_the_answer_to_it_teaches_the_router() {
         (Some("FAJ 121 5065"), Some("direct-answer")),
         "{again}"
     );
+    assert_eq!(again["asked_back"], false);
+    // A later correction of the same question supersedes the earlier one,
+    // in later runs too.
+    let out = run(&["feedback", &qid, "--agent", "FAJ 121 5079", "--operator", "bo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = json(&["query", vague, "--json"]);
+    assert_eq!(again["agent"]["faj"], "FAJ 121 5079", "{again}");
+    let asked = text(&run(&["query", "power saving for radios"]).stdout);
+    assert!(asked.contains("--agent <FAJ>: the feature meant"), "{asked}");
 }

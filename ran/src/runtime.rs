@@ -59,12 +59,17 @@ pub struct Answer {
     /// Other agents nearly as likely to be meant, best first (empty when the
     /// choice was clear; see [`Router::choose_with_rivals`]): the answer may be
     /// the wrong feature's, and `--agent` or a correction
-    /// ([`Runtime::correct`]) says which was meant.
+    /// ([`Runtime::correct`]) says which was meant. For a question back
+    /// ([`Answer::asked_back`]): the features it offers.
     pub close: Vec<crate::router::Candidate>,
     /// Time spent routing.
     pub routing: Duration,
     /// Time from the question to the answer.
     pub took: Duration,
+    /// The router asked back which feature was meant instead of asking an
+    /// agent (see [`Runtime::answer`]): there is nothing to reward, only a
+    /// correction to give.
+    pub asked_back: bool,
 }
 
 /// A question routed to an agent and not asked yet ([`Runtime::route`]).
@@ -327,7 +332,11 @@ impl Routing {
                 router.add_example(example, i);
             }
         }
-        for (agent, example) in self.store.examples()? {
+        // In the order they were given: a later correction of the same
+        // question supersedes an earlier one.
+        let mut examples = self.store.examples()?;
+        examples.sort_by_key(|(_, e)| e.millis);
+        for (agent, example) in examples {
             match catalog.index_of(&agent) {
                 Ok(i) => router.learn(&example.text, i),
                 Err(_) => {
@@ -452,9 +461,14 @@ impl Runtime {
             } else {
                 self.ask_agent(&agents, index, text, reason)
             };
-            answer.map(|a| Answer { routing, took: routing + t.elapsed(), close, ..a })
+            answer.map(|a| Answer {
+                routing,
+                took: routing + t.elapsed(),
+                close: if close_call { a.close } else { close },
+                ..a
+            })
         });
-        self.answered(&agents, text, asked, close_call)
+        self.answered(&agents, text, asked)
     }
 
     /// The question back when `text`'s best features are close.
@@ -486,9 +500,10 @@ impl Runtime {
                 sources: offers.iter().map(|c| catalog.features[c.index].faj.clone()).collect(),
             },
             trace: Vec::new(),
-            close: Vec::new(),
+            close: offers,
             routing: Duration::ZERO,
             took: Duration::ZERO,
+            asked_back: true,
         })
     }
 
@@ -525,23 +540,19 @@ impl Runtime {
             close: Vec::new(),
             routing: Duration::ZERO,
             took: reply.took,
+            asked_back: false,
         })
     }
 
-    /// Records who answered (for [`Runtime::feedback`]; `asked_back`: a
-    /// clarification, which no agent gave). What the agents
+    /// Records who answered (for [`Runtime::feedback`]; a question back
+    /// is recorded as no agent's). What the agents
     /// learned and their use are stored by [`Runtime::save_changed`] (see
     /// the module docs).
-    fn answered(
-        &self,
-        agents: &Agents,
-        text: &str,
-        answer: Result<Answer>,
-        asked_back: bool,
-    ) -> Result<Answer> {
+    fn answered(&self, agents: &Agents, text: &str, answer: Result<Answer>) -> Result<Answer> {
         let answer = answer?;
         let faj = &agents.feature(answer.agent).faj;
-        let family = if asked_back { CLARIFIED } else { self.swarm.family_of(agents.slot(answer.agent)?)? };
+        let family =
+            if answer.asked_back { CLARIFIED } else { self.swarm.family_of(agents.slot(answer.agent)?)? };
         let answered = elex_host::snapshots::Answered {
             query_id: answer.response.query_id.clone(),
             family: family.to_string(),
@@ -573,7 +584,7 @@ impl Runtime {
         if family == CLARIFIED {
             return Err(Error::Feedback(format!(
                 "{query_id} asked back which feature was meant; no agent answered it, so there is nothing \
-                 to reward: name the feature meant (--agent), or ask again"
+                 to reward: give the feature meant instead (feedback naming its agent), or ask again"
             )));
         }
         let agents = self.agents.current();
@@ -871,6 +882,7 @@ impl Runtime {
             "query_id": response.query_id,
             "agent": { "faj": feature.faj, "name": feature.name, "chosen_by": answer.reason.to_string() },
             "close_candidates": crate::json::close_candidates(&answer.catalog, &answer.close),
+            "asked_back": answer.asked_back,
             "action": response.action.to_string(),
             "content": response.content,
             "confidence": response.confidence,

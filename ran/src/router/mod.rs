@@ -619,6 +619,9 @@ impl Router {
             return;
         }
         let mut examples = self.examples.write().unwrap_or_else(|p| p.into_inner());
+        // The same question said to be another feature's: this one
+        // supersedes it.
+        examples.retain(|(f, t)| *f == i || *t != terms);
         // A feature keeps its latest examples, as the database does.
         let limit = elex_host::snapshots::MAX_EXAMPLES_PER_AGENT;
         if examples.iter().filter(|(f, _)| *f == i).count() >= limit
