@@ -37,8 +37,8 @@ const STANDARD: &[(&str, &str)] = &[
     ("adv", "advanced"),
     ("bw", "bandwidth"),
     // 3GPP and RAN terms of art.
-    ("enb", "enodeb"),
-    ("gnb", "gnodeb"),
+    ("enb", "eNodeB"),
+    ("gnb", "gNodeB"),
     ("sdl", "supplemental downlink"),
     ("sul", "supplementary uplink"),
     ("hpue", "high power ue"),

@@ -163,6 +163,8 @@ fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
         name("what is the difference between NR Massive MIMO Eco Mode and NR Massive MIMO Sleep Mode"),
         "NR Massive MIMO Eco Mode"
     );
+    // eNB stands for eNodeB, as the names write it.
+    assert_eq!(name("inter-eNB CA vs Elastic RAN, the difference?"), "Inter-eNodeB Carrier Aggregation");
     // "if" in a sentence is a word.
     assert_ne!(r.choose("what if MIMO Sleep Mode fails").unwrap().1, Reason::CoveredName);
 }
@@ -227,6 +229,7 @@ fn the_router_agrees_with_choose_and_ranks_peers() {
         "IF-LB: which counters show the load balancing HOs?",
         "Automatic SCell Management vs Configurable SCell Priority, which learns by itself?",
         "what is the difference between NR Massive MIMO Eco Mode and NR Massive MIMO Sleep Mode",
+        "inter-eNB CA vs Elastic RAN, the difference?",
     ]
     .map(String::from)
     .to_vec();
