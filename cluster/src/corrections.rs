@@ -10,7 +10,6 @@ use std::sync::Arc;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use elex_ran::host::snapshots::Example;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::{Cluster, Error, Result, key_token};
@@ -51,7 +50,7 @@ impl Cluster {
         // One record per corrected answer.
         let key = key_token(&example.query_id);
         self.tokio.block_on(self.corrections.put(key.as_str(), value)).map_err(|e| Error::State {
-            bucket: format!("elex-{}-corrections", self.config.cluster),
+            bucket: self.config.store("corrections"),
             detail: format!("cannot record the correction of {}: {e}", example.query_id),
         })?;
         Ok(())
@@ -60,15 +59,11 @@ impl Cluster {
     /// Follows the corrections bucket (those recorded so far first): learns
     /// each correction another process recorded.
     pub(crate) async fn following_corrections(self: Arc<Self>, mut watch: kv::Watch) {
-        while let Some(entry) = watch.next().await {
-            let entry = match entry {
-                Ok(entry) if entry.operation == kv::Operation::Put => entry,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching the corrections bucket");
-                    continue;
-                }
-            };
+        let bucket = self.config.store("corrections");
+        while let Some(entry) = crate::next_entry(&mut watch, &bucket).await {
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
             let Ok(c) = serde_json::from_slice::<SharedCorrection>(&entry.value) else {
                 tracing::warn!(key = %entry.key, "a malformed correction was ignored");
                 continue;

@@ -95,15 +95,13 @@ impl GraphLog {
     /// sends the graph's later writes through the stream.
     pub(crate) async fn attach(
         client: &async_nats::Client,
-        cluster: &str,
-        replicas: usize,
-        host: &str,
+        config: &crate::ClusterConfig,
         incarnation: u64,
         graph: Arc<MemoryGraph>,
     ) -> Result<Arc<GraphLog>> {
         let js = jetstream::new(client.clone());
-        let name = format!("elex-{cluster}-graph");
-        let subject = format!("elex.{cluster}.graph");
+        let name = config.store("graph");
+        let subject = config.subject("graph");
         let mut stream = js
             .get_or_create_stream(stream::Config {
                 name: name.clone(),
@@ -112,7 +110,7 @@ impl GraphLog {
                 )),
                 subjects: vec![subject.clone()],
                 storage: stream::StorageType::File,
-                num_replicas: replicas.max(1),
+                num_replicas: config.state_replicas.max(1),
                 deny_delete: true,
                 deny_purge: true,
                 // Within it, a write sent again is stored once.
@@ -172,7 +170,7 @@ impl GraphLog {
             js,
             stream: name,
             subject,
-            host: host.to_string(),
+            host: config.host_id.clone(),
             incarnation,
             log_id,
             tokio: tokio::runtime::Handle::current(),
@@ -366,7 +364,8 @@ impl GraphLog {
             ),
             Entry::Lease => (None, None),
         };
-        for attempt in 1..=APPLY_TRIES {
+        let mut attempt = 1;
+        loop {
             let (g, w) = (Arc::clone(graph), write.clone());
             let result =
                 tokio::task::spawn_blocking(move || g.apply_logged(at, w.as_deref())).await.unwrap_or_else(
@@ -376,21 +375,23 @@ impl GraphLog {
                 Err(
                     e
                     @ (GraphError::Storage { .. } | GraphError::Corrupt { .. } | GraphError::Unavailable(_)),
-                ) => {
-                    if attempt == APPLY_TRIES {
-                        return Err(format!(
-                            "entry {} of the memory-graph log {} failed {APPLY_TRIES} times on this host's \
-                             graph: {e}",
-                            at.seq, self.stream
-                        ));
-                    }
+                ) if attempt < APPLY_TRIES => {
                     tracing::error!(error = %e, seq = at.seq, attempt, "cannot apply an entry of the memory-graph log; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    attempt += 1;
+                }
+                Err(
+                    e
+                    @ (GraphError::Storage { .. } | GraphError::Corrupt { .. } | GraphError::Unavailable(_)),
+                ) => {
+                    return Err(format!(
+                        "entry {} of the memory-graph log {} failed {APPLY_TRIES} times on this host's graph: {e}",
+                        at.seq, self.stream
+                    ));
                 }
                 result => return Ok(mine.map(|nonce| (nonce, result))),
             }
         }
-        unreachable!("the last try returns")
     }
 
     /// Sends `entry` (tagged `id` for JetStream's deduplication) and

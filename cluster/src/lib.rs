@@ -126,6 +126,18 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The name of this cluster's JetStream store `kind`:
+    /// `elex-<cluster>-<kind>` (the `state`, `plugins` and `corrections`
+    /// buckets, the `graph` stream).
+    pub(crate) fn store(&self, kind: &str) -> String {
+        format!("elex-{}-{kind}", self.cluster)
+    }
+
+    /// A NATS subject of this cluster: `elex.<cluster>.<tail>`.
+    pub(crate) fn subject(&self, tail: &str) -> String {
+        format!("elex.{}.{tail}", self.cluster)
+    }
+
     /// Whether this configuration can work: the names' characters, a
     /// membership that outlives two beats.
     pub fn check(&self) -> Result<()> {
@@ -470,6 +482,17 @@ fn open_state(value: &[u8]) -> Option<(StateHeader, &[u8])> {
     Some((header, &value[end + 1..]))
 }
 
+/// The next entry of `watch` on `bucket` (one that fails is logged and
+/// skipped); `None` once the watch ends.
+async fn next_entry(watch: &mut kv::Watch, bucket: &str) -> Option<kv::Entry> {
+    loop {
+        match watch.next().await? {
+            Ok(entry) => return Some(entry),
+            Err(e) => tracing::warn!(error = %e, bucket, "watching a bucket"),
+        }
+    }
+}
+
 fn nats(e: impl std::fmt::Display) -> Error {
     Error::Nats(e.to_string())
 }
@@ -504,7 +527,7 @@ impl Cluster {
             .await
             .map_err(|e| Error::Connect { url: config.url.clone(), detail: e.to_string() })?;
         let js = async_nats::jetstream::new(client.clone());
-        let bucket = format!("elex-{}-state", config.cluster);
+        let bucket = config.store("state");
         let state = open_bucket(
             &js,
             &bucket,
@@ -514,14 +537,14 @@ impl Cluster {
         .await?;
         let plugins = open_bucket(
             &js,
-            &format!("elex-{}-plugins", config.cluster),
+            &config.store("plugins"),
             "elex: the plugins every host of the cluster loads, by plugin id",
             config.state_replicas,
         )
         .await?;
         let corrections = open_bucket(
             &js,
-            &format!("elex-{}-corrections", config.cluster),
+            &config.store("corrections"),
             "elex: router corrections every host learns, by corrected query id",
             config.state_replicas,
         )
@@ -531,15 +554,9 @@ impl Cluster {
         let incarnation = u64::from_le_bytes(incarnation);
         // Before saying hello: catching up with a long log must not make
         // the others take this host for dead.
-        let graph = graph::GraphLog::attach(
-            &client,
-            &config.cluster,
-            config.state_replicas,
-            &config.host_id,
-            incarnation,
-            Arc::clone(runtime.memory_graph()),
-        )
-        .await?;
+        let graph =
+            graph::GraphLog::attach(&client, &config, incarnation, Arc::clone(runtime.memory_graph()))
+                .await?;
         let cluster = Arc::new(Cluster {
             runtime,
             client,
@@ -573,7 +590,7 @@ impl Cluster {
     }
 
     fn subject(&self, tail: &str) -> String {
-        format!("elex.{}.{tail}", self.config.cluster)
+        self.config.subject(tail)
     }
 
     fn host_subject(&self, host: &str) -> String {
@@ -1009,14 +1026,7 @@ impl Cluster {
     /// Follows the bucket: adopts the states other hosts write of agents
     /// this host holds.
     async fn following(self: Arc<Self>, mut watch: kv::Watch) {
-        while let Some(entry) = watch.next().await {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching the state bucket");
-                    continue;
-                }
-            };
+        while let Some(entry) = next_entry(&mut watch, &self.bucket).await {
             if entry.operation != kv::Operation::Put {
                 continue;
             }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::{Cluster, Error, Result, key_token};
@@ -107,20 +106,14 @@ impl Cluster {
     }
 
     pub(crate) fn plugins_bucket(&self) -> String {
-        format!("elex-{}-plugins", self.config.cluster)
+        self.config.store("plugins")
     }
 
     /// Follows the plugins bucket (the recorded plugins first): loads each
     /// plugin another host recorded, unloads each whose record went.
     pub(crate) async fn following_plugins(self: Arc<Self>, mut watch: kv::Watch) {
-        while let Some(entry) = watch.next().await {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching the plugins bucket");
-                    continue;
-                }
-            };
+        let bucket = self.plugins_bucket();
+        while let Some(entry) = crate::next_entry(&mut watch, &bucket).await {
             match entry.operation {
                 kv::Operation::Put => match serde_json::from_slice::<SharedPlugin>(&entry.value) {
                     Ok(plugin) if key_token(&plugin.id) == entry.key => self.take_plugin(plugin).await,
