@@ -193,7 +193,6 @@ const DETAIL_WEIGHT: f32 = 0.35;
 
 /// One set of terms per feature, with idf, norms and a stem index.
 struct TermIndex {
-    terms: Vec<Vec<String>>,
     idf: HashMap<String, f32>,
     norms: Vec<f32>,
     /// The features that have a term of each five-letter stem (or each
@@ -254,7 +253,7 @@ impl TermIndex {
                 matches.entry(names::stem(t).to_string()).or_default().push((i as u32, idf[t] * idf[t]));
             }
         }
-        TermIndex { terms, idf, norms, by_stem, stem_idf, matches }
+        TermIndex { idf, norms, by_stem, stem_idf, matches }
     }
 
     /// Features that have a rare term of the query (or of its stem).
@@ -298,7 +297,7 @@ impl TermIndex {
         let mut keys: Vec<&str> = query.iter().map(|q| names::stem(q)).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut shared = vec![0.0f32; self.terms.len()];
+        let mut shared = vec![0.0f32; self.norms.len()];
         // (Under a key shorter than STEM are the terms equal to it only: a
         // longer term's key has STEM letters.)
         for key in keys {
