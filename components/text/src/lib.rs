@@ -85,7 +85,12 @@ pub const STOPWORDS: &[&str] = &[
 
 /// Tokens minus stopwords, with plurals folded (see the crate docs).
 pub fn terms(text: &str) -> Vec<String> {
-    tokens(text)
+    terms_of(tokens(text))
+}
+
+/// [`terms`] of text whose [`tokens`] are already known.
+pub fn terms_of(tokens: Vec<String>) -> Vec<String> {
+    tokens
         .into_iter()
         .filter(|t| STOPWORDS.binary_search(&t.as_str()).is_err())
         .map(|mut t| {
