@@ -235,6 +235,11 @@ enum Command {
         /// Most requests running agent code at once; more get 503 at once.
         #[arg(long, default_value_t = 64)]
         max_in_flight: usize,
+        /// Threads that run queries and reads (default: twice the cores);
+        /// more queries wait in line within --request-timeout-ms. Writes
+        /// (feedback, plugins, the memory graph, workflows) run beside them.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        query_threads: Option<u16>,
         /// Largest request body, in bytes (larger: 413).
         #[arg(long, default_value_t = 65536)]
         max_body_bytes: usize,
@@ -844,6 +849,7 @@ fn local(places: &Places, command: Command) -> anyhow::Result<()> {
             access,
             allow_remote,
             max_in_flight,
+            query_threads,
             max_body_bytes,
             request_timeout_ms,
             allow_unsigned,
@@ -859,6 +865,8 @@ fn local(places: &Places, command: Command) -> anyhow::Result<()> {
                 body_bytes: max_body_bytes,
                 request_timeout: std::time::Duration::from_millis(request_timeout_ms),
                 in_flight: max_in_flight,
+                query_threads: query_threads
+                    .map_or(elex_server::Limits::default().query_threads, usize::from),
                 upload_bytes: max_upload_bytes,
                 allow_unsigned,
                 rate_per_second: rate_limit,

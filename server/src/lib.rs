@@ -38,6 +38,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod routes;
+mod workers;
 
 pub use access::{Access, Role};
 pub use cluster::Forwarded;
@@ -51,6 +52,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use elex_ran::Runtime;
+use workers::Workers;
 
 /// What every request handler reaches.
 pub(crate) struct Shared {
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) access: Access,
     pub(crate) limits: Limits,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// The threads queries and reads run on.
+    workers: Workers,
     pub(crate) metrics: Metrics,
     pub(crate) rate: Option<limits::RateLimiter>,
     /// Turns true when the service stops: event streams end.
@@ -75,56 +79,56 @@ pub(crate) const MAX_EVENT_STREAMS: usize = 64;
 pub(crate) type AppState = Arc<Shared>;
 
 impl Shared {
-    /// Runs `f` on the runtime in the blocking pool, held to the in-flight
-    /// bound and the request timeout.
+    /// Runs a query or a read `f` on the runtime on one of the [`Workers`],
+    /// held to the in-flight bound and the request timeout (time waiting
+    /// for a worker included).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.run_for(self.limits.request_timeout, f).await
+        let permit = self.permit()?;
+        let runtime = Arc::clone(&self.runtime);
+        let task = self.workers.run(move || {
+            let _permit = permit;
+            f(&runtime)
+        });
+        let timeout = self.limits.request_timeout;
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request's handler panicked",
+            )),
+            Err(_) => Err(ApiError::busy(format!("the request took longer than {} ms", timeout.as_millis()))),
+        }
     }
 
     /// Runs a write (feedback, a plugin, an engram, a workflow) on the
-    /// runtime in the blocking pool, held to the in-flight bound but not to
-    /// the request timeout: once started it runs to its end and says how it
-    /// ended, so a 503 never hides a write that happened (its guest calls
+    /// runtime in tokio's blocking pool, held to the in-flight bound but not
+    /// to the request timeout: once started it runs to its end and says how
+    /// it ended, so a 503 never hides a write that happened (its guest calls
     /// are each held to their budgets).
     pub(crate) async fn run_write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.run_for(None, f).await
-    }
-
-    /// [`Shared::run`] with its own time limit, or none.
-    pub(crate) async fn run_for<T: Send + 'static>(
-        &self,
-        timeout: impl Into<Option<Duration>>,
-        f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let timeout = timeout.into();
-        let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| {
-            ApiError::busy(format!("{} requests are in flight; try again", self.limits.in_flight))
-        })?;
+        let permit = self.permit()?;
         let runtime = Arc::clone(&self.runtime);
-        let task = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f(&runtime)
-        });
-        let joined = match timeout {
-            None => task.await,
-            Some(timeout) => match tokio::time::timeout(timeout, task).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    return Err(ApiError::busy(format!(
-                        "the request took longer than {} ms",
-                        timeout.as_millis()
-                    )));
-                }
-            },
-        };
-        joined.unwrap_or_else(|join| {
+        })
+        .await
+        .unwrap_or_else(|join| {
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", join.to_string()))
+        })
+    }
+
+    /// A place among the requests in flight, or a 503.
+    fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| {
+            ApiError::busy(format!("{} requests are in flight; try again", self.limits.in_flight))
         })
     }
 }
@@ -243,17 +247,28 @@ fn app(
     limits: Limits,
     cluster: Option<Arc<elex_cluster::Cluster>>,
     stopping: tokio::sync::watch::Receiver<bool>,
-) -> Router {
+) -> Result<Router, Error> {
     let body = limits.body_bytes;
     let upload = limits.upload_bytes;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.in_flight.max(1)));
     let metrics = Metrics::new(Arc::clone(&runtime));
     let rate = limits::RateLimiter::of(&limits);
     let streams = Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS));
-    let state =
-        Arc::new(Shared { runtime, access, limits, in_flight, metrics, rate, stopping, streams, cluster });
+    let workers = Workers::start(limits.query_threads)?;
+    let state = Arc::new(Shared {
+        runtime,
+        access,
+        limits,
+        in_flight,
+        workers,
+        metrics,
+        rate,
+        stopping,
+        streams,
+        cluster,
+    });
     use routes::{agents, memory, observe, plugins};
-    Router::new()
+    Ok(Router::new()
         .route("/health", get(agents::health))
         .route("/ready", get(agents::ready))
         .route("/metrics", get(observe::prometheus))
@@ -280,7 +295,7 @@ fn app(
         .fallback(observe::not_found)
         .method_not_allowed_fallback(observe::method_not_allowed)
         .layer(DefaultBodyLimit::max(body))
-        .with_state(state)
+        .with_state(state))
 }
 
 /// How often what agents learned from queries is stored.
@@ -322,7 +337,7 @@ pub async fn serve(
             }
         })
     };
-    let app = app(Arc::clone(&runtime), access, limits, cluster.clone(), stopping.clone());
+    let app = app(Arc::clone(&runtime), access, limits, cluster.clone(), stopping.clone())?;
     let mut stopped = stopping.clone();
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {

@@ -15,6 +15,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Most requests running guest code at once; more get a 503 at once.
     pub in_flight: usize,
+    /// Threads that run queries and reads (at least 1; default: twice the
+    /// cores). Queries beyond them wait in line, within `request_timeout`
+    /// and `in_flight`; writes run beside them in tokio's blocking pool.
+    pub query_threads: usize,
     /// Largest plugin component uploaded (`POST /v1/plugins` with a wasm
     /// body), in bytes.
     pub upload_bytes: usize,
@@ -37,6 +41,7 @@ impl Default for Limits {
             body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             in_flight: 64,
+            query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             upload_bytes: 32 << 20,
             allow_unsigned: false,
             rate_per_second: 0.0,
