@@ -108,6 +108,8 @@ pub(crate) struct Names {
     terms: Vec<Vec<String>>,
     /// Five-letter stem (or shorter term) → features whose name has it.
     by_stem: HashMap<String, Vec<usize>>,
+    /// How many different stems each feature's significant name terms have.
+    stems: Vec<usize>,
 }
 
 impl Names {
@@ -172,15 +174,17 @@ impl Names {
         }
         let terms: Vec<Vec<String>> = catalog.features.iter().map(|f| name_terms(&f.name)).collect();
         let mut by_stem: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut stems = vec![0; terms.len()];
         for (i, ts) in terms.iter().enumerate() {
             for t in ts {
                 let list = by_stem.entry(stem(t).to_string()).or_default();
                 if list.last() != Some(&i) {
                     list.push(i);
+                    stems[i] += 1;
                 }
             }
         }
-        Names { expansions, learned: Default::default(), terms, by_stem }
+        Names { expansions, learned: Default::default(), terms, by_stem, stems }
     }
 
     /// The terms of `text` with the words of every abbreviation in it added
@@ -217,15 +221,19 @@ impl Names {
     /// [`MIN_COVERED`]) `terms` cover, with the most name words; several
     /// when they tie.
     pub(crate) fn covered(&self, terms: &[String]) -> Vec<usize> {
-        let mut candidates: Vec<usize> =
-            terms.iter().filter_map(|t| self.by_stem.get(stem(t))).flatten().copied().collect();
-        candidates.sort_unstable();
-        candidates.dedup();
-        let covers = |i: usize| {
-            let name = &self.terms[i];
-            name.len() >= MIN_COVERED && name.iter().all(|n| terms.iter().any(|t| same(t, n)))
-        };
-        let covered: Vec<usize> = candidates.into_iter().filter(|&i| covers(i)).collect();
+        // Two terms are the same (see [`same`]) exactly when their stems
+        // are equal: a name is covered when each of its stems is one of the
+        // text's, counted through the stem index without comparing words.
+        let mut stems: Vec<&str> = terms.iter().map(|t| stem(t)).collect();
+        stems.sort_unstable();
+        stems.dedup();
+        let mut found = vec![0usize; self.terms.len()];
+        for i in stems.iter().filter_map(|s| self.by_stem.get(*s)).flatten() {
+            found[*i] += 1;
+        }
+        let covered: Vec<usize> = (0..found.len())
+            .filter(|&i| found[i] > 0 && found[i] == self.stems[i] && self.terms[i].len() >= MIN_COVERED)
+            .collect();
         let most = covered.iter().map(|&i| self.terms[i].len()).max().unwrap_or(0);
         covered.into_iter().filter(|&i| self.terms[i].len() == most).collect()
     }
