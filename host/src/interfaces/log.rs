@@ -25,6 +25,18 @@ fn cut(s: &str) -> &str {
 
 impl Host for LogState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        // A record no subscriber takes costs no formatting (the feature
+        // agents log every question at `info`).
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(target: "elex::guest", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "elex::guest", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "elex::guest", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "elex::guest", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "elex::guest", tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
         let agent = self.agent_id.as_str();
         let message = cut(&message);
         let fields = fields.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(" ");
