@@ -232,12 +232,14 @@ enum Command {
         /// Listen on a non-loopback address (needs --access).
         #[arg(long)]
         allow_remote: bool,
-        /// Most requests running agent code at once; more get 503 at once.
+        /// Most requests running agent code, or waiting for a query thread,
+        /// at once; more get 503 at once.
         #[arg(long, default_value_t = 64)]
         max_in_flight: usize,
         /// Threads that run queries and reads (default: twice the cores);
-        /// more queries wait in line within --request-timeout-ms. Writes
-        /// (feedback, plugins, the memory graph, workflows) run beside them.
+        /// more queries wait in line, at most 20 ms before they run beside
+        /// them. Writes (feedback, plugins, the memory graph, workflows) run
+        /// beside them from the start.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
         query_threads: Option<u16>,
         /// Largest request body, in bytes (larger: 413).

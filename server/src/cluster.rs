@@ -152,7 +152,7 @@ pub(crate) async fn query(s: &Shared, cluster: &Arc<Cluster>, req: QueryRequest)
     // here runs only here).
     let here = Arc::clone(cluster);
     let (routed, text) = match s
-        .run(move |rt| {
+        .run_waiting(move |rt| {
             let routed = match &agent {
                 Some(agent) => rt.route_to(agent)?,
                 None if !clarify => rt.route(&text)?.best_guess(),
@@ -179,7 +179,7 @@ pub(crate) async fn query(s: &Shared, cluster: &Arc<Cluster>, req: QueryRequest)
             // The primary did not answer; this host holds the agent too.
             let cluster = Arc::clone(cluster);
             return s
-                .run(move |rt| {
+                .run_waiting(move |rt| {
                     let faj = routed.feature().faj.clone();
                     cluster.catch_up_blocking(&faj).map_err(|e| {
                         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())

@@ -1,8 +1,10 @@
 //! `elex serve`: the [`Runtime`] as a long-running HTTP + JSON service.
 //!
-//! One runtime is started once and shared; every request that runs guest
-//! code does so on tokio's blocking pool (a runtime call blocks its thread
-//! for the length of a guest call, bounded by the agent's time budget).
+//! One runtime is started once and shared. A request that runs guest code
+//! blocks its thread for the length of the call (bounded by the agent's
+//! time budget), so none runs on tokio's workers: queries and reads run on
+//! a few query threads (`workers`, `--query-threads`), writes and a cluster
+//! host's queries in tokio's blocking pool.
 //!
 //! The routes, by concern, are in `routes/` (agents, plugins, memory,
 //! observe); each with its role and answers in the OpenAPI document
@@ -17,8 +19,9 @@
 //!
 //! Limits ([`Limits`]): request body size (413), uploads, time per query or
 //! read (503 with `Retry-After`; a write runs to its end, its guest calls
-//! held to their budgets), a bound on requests in flight (503 with
-//! `Retry-After` at once, never a queue), requests per client per second
+//! held to their budgets), a bound on requests in flight, running or waiting
+//! for a query thread (503 with `Retry-After` at once beyond it, never an
+//! unbounded queue), requests per client per second
 //! (429 with `Retry-After`), event streams open at once (64). Every error is
 //! JSON `{"code", "message"}` with its status.
 //!
@@ -92,6 +95,31 @@ impl Shared {
             let _permit = permit;
             f(&runtime)
         });
+        self.in_time(task).await
+    }
+
+    /// [`Shared::run`] for a query that may wait on other hosts (a cluster
+    /// host's: forwarding, consulting, catching up): in tokio's blocking
+    /// pool, so that network waits never hold a query thread.
+    pub(crate) async fn run_waiting<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self.permit()?;
+        let runtime = Arc::clone(&self.runtime);
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&runtime)
+        });
+        self.in_time(async { task.await.ok() }).await
+    }
+
+    /// The result of `task` (`None`: it panicked) within the request
+    /// timeout, else a 503.
+    async fn in_time<T>(
+        &self,
+        task: impl std::future::Future<Output = Option<Result<T, ApiError>>>,
+    ) -> Result<T, ApiError> {
         let timeout = self.limits.request_timeout;
         match tokio::time::timeout(timeout, task).await {
             Ok(Some(result)) => result,
@@ -254,7 +282,7 @@ fn app(
     let metrics = Metrics::new(Arc::clone(&runtime));
     let rate = limits::RateLimiter::of(&limits);
     let streams = Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS));
-    let workers = Workers::start(limits.query_threads)?;
+    let workers = Workers::start(limits.query_threads, workers::SPILL_AFTER)?;
     let state = Arc::new(Shared {
         runtime,
         access,

@@ -13,11 +13,13 @@ pub struct Limits {
     /// a plugin, an engram, a workflow — runs to its end and says how it
     /// ended; its guest calls are held to their budgets).
     pub request_timeout: Duration,
-    /// Most requests running guest code at once; more get a 503 at once.
+    /// Most requests running guest code, or waiting for a query thread, at
+    /// once; more get a 503 at once.
     pub in_flight: usize,
     /// Threads that run queries and reads (at least 1; default: twice the
     /// cores). Queries beyond them wait in line, within `request_timeout`
-    /// and `in_flight`; writes run beside them in tokio's blocking pool.
+    /// and `in_flight`, and after 20 ms run in tokio's blocking pool (a few
+    /// slow calls never hold up the rest); writes run there from the start.
     pub query_threads: usize,
     /// Largest plugin component uploaded (`POST /v1/plugins` with a wasm
     /// body), in bytes.

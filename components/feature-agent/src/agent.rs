@@ -73,8 +73,8 @@ struct Knowledge {
 }
 
 impl Knowledge {
-    /// Snippets from the catalog entry, their terms and embeddings, and the
-    /// HNSW index over the embeddings.
+    /// Snippets from the catalog entry, their terms and embeddings, and
+    /// their search (see [`Retrieval::build`]).
     fn build(feature: &Feature, seed: u64) -> Result<Knowledge, AgentError> {
         let snippets = feature.snippets();
         let mut embeddings = Vec::with_capacity(snippets.len() * elex_text::DIM);
@@ -213,8 +213,7 @@ impl Term {
 const TERM_BONUS: f32 = 0.15;
 
 /// The kind of question, from its words.
-fn question_kind(text: &str) -> &'static str {
-    let t = elex_text::tokens(text);
+fn question_kind(t: &[String]) -> &'static str {
     let has = |words: &[&str]| t.iter().any(|w| words.contains(&w.as_str()));
     if has(&["troubleshoot", "problem", "fail", "failure", "issue", "degraded", "drop", "why"]) {
         "troubleshoot"
@@ -343,6 +342,7 @@ impl Guest for FeatureAgent {
             }
             let Some(k) = a.knowledge.as_ref() else { return Err(AgentError::NotInitialized) };
             let tokens = elex_text::tokens(&query.text);
+            let kind = question_kind(&tokens);
             let focus = a.focus(&tokens);
             let question_terms = elex_text::terms_of(tokens);
             // A question that says nothing beyond the feature's name ("What
@@ -353,7 +353,6 @@ impl Guest for FeatureAgent {
             let nearest = k.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
             // Prefer the facts that answer this kind of question; fall back
             // to any fact when the feature has none of that topic.
-            let kind = question_kind(&query.text);
             let (wanted, topic_is_evidence) = if about_the_feature && kind == "general" {
                 (&[Topic::Overview][..], true)
             } else {

@@ -2,8 +2,9 @@
 //!
 //! `init` reads the feature's catalog entry (JSON, see [`knowledge`]) and
 //! turns it into knowledge snippets with 128-d text embeddings. `handle`
-//! embeds the question, ranks the snippets with the `elex:vector` kernels'
-//! `top-k`, and answers from the best ones, logging through the host.
+//! embeds the question, finds the nearest snippets (see [`retrieval`]: an
+//! exact scan with the SIMD kernels, or an `elex:hnsw` index for a feature
+//! with many), and answers from the best ones, logging through the host.
 #![no_std]
 
 extern crate alloc;

@@ -1,8 +1,8 @@
 //! Finding the knowledge snippets relevant to a question: by an exact scan
 //! of the snippet embeddings for a feature with few snippets (most have a
 //! few dozen: a scan of those is exact and several times cheaper than a
-//! graph search), else through an `elex:hnsw` index when the store is
-//! available.
+//! graph search), else through an `elex:hnsw` index — or by the same scan
+//! when the host's store does not implement HNSW.
 //!
 //! The scan runs the SIMD kernels (`elex-kernels`, the code the
 //! `elex:vector` component exports) inside the agent: handing the snippet
@@ -27,9 +27,11 @@ pub enum Retrieval {
 
 const DIM: u32 = elex_text::DIM as u32;
 
-/// Up to this many snippets a feature's knowledge is scanned, not indexed.
-/// A scan of 128 rows costs less than an HNSW search at `ef` 32 over them
-/// (`cargo xtask bench swarm`), finds the exact nearest and needs no index.
+/// Up to this many snippets a feature's knowledge is scanned, not indexed:
+/// a scan finds the exact nearest and needs no index. Below `ef` (32) rows
+/// a graph search visits them all anyway; the bound is a judgement, not a
+/// measured crossover (the swarm bench's features mostly have a few dozen
+/// snippets; 90 % of the catalog's have at most 84).
 pub const SCAN_UP_TO: usize = 128;
 
 impl Retrieval {

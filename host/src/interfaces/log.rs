@@ -60,8 +60,40 @@ mod tests {
         let kept = cut(&long);
         assert!(kept.len() <= MAX_MESSAGE && long.starts_with(kept));
         assert_eq!(cut("short"), "short");
-        // Any level, any fields: recorded, never a panic.
-        let mut state = LogState { agent_id: String::from("a") };
-        state.log(Level::Error, long.clone(), vec![(String::from("k"), long)]);
+        // Any level, any fields: recorded, never a panic (with a subscriber
+        // taking every record, so that the records are formatted).
+        let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let recorded = std::sync::Arc::clone(&recorded);
+            move || Sink(std::sync::Arc::clone(&recorded))
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut state = LogState { agent_id: String::from("a") };
+            for level in [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error] {
+                state.log(level, long.clone(), vec![(String::from("k"), long.clone())]);
+            }
+        });
+        let text = String::from_utf8(recorded.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.lines().all(|l| l.contains("agent=\"a\"") && l.len() < 3 * MAX_MESSAGE), "{text}");
+    }
+
+    /// Collects what a subscriber writes.
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
