@@ -404,7 +404,7 @@ pub fn run(out: &Path) -> Result<()> {
         ("oversized body", 1),
         ("bad token", 2),
         ("unknown agent", 3),
-        ("hostile plugin looping", 4),
+        ("hostile plugin looping (8 clients: more than the query threads)", 4),
         ("slow clients (20 connections, a byte a second)", 5),
     ]
     .into_iter()
@@ -427,6 +427,44 @@ pub fn run(out: &Path) -> Result<()> {
                     *seen.entry(format!("{} of 20 still open", slow.len())).or_insert(0) += 1;
                     return seen;
                 }
+                if kind == 4 {
+                    // More clients than query threads, all asking the
+                    // looping agent: the others must still be answered.
+                    let all: Vec<_> = (0..8)
+                        .map(|_| {
+                            let (addr, stop) = (addr.clone(), stop.clone());
+                            std::thread::spawn(move || {
+                                let mut seen = std::collections::BTreeMap::new();
+                                let Ok(mut client) = Client::connect(&addr) else { return seen };
+                                while !stop.load(Ordering::Relaxed) {
+                                    let body = b"{\"text\": \"loop\", \"agent\": \"looper\"}";
+                                    let key = match client.request("POST", "/v1/query", Some(OPERATOR), body)
+                                    {
+                                        Ok(status) => status.to_string(),
+                                        Err(e) => {
+                                            client = match Client::connect(&addr) {
+                                                Ok(c) => c,
+                                                Err(_) => break,
+                                            };
+                                            format!(
+                                                "connection: {}",
+                                                e.to_string().chars().take(40).collect::<String>()
+                                            )
+                                        }
+                                    };
+                                    *seen.entry(key).or_insert(0u64) += 1;
+                                }
+                                seen
+                            })
+                        })
+                        .collect();
+                    for t in all {
+                        for (k, v) in t.join().unwrap_or_default() {
+                            *seen.entry(k).or_insert(0) += v;
+                        }
+                    }
+                    return seen;
+                }
                 let Ok(mut client) = Client::connect(&addr) else { return seen };
                 while !stop.load(Ordering::Relaxed) {
                     let big = vec![b'x'; 100 * 1024];
@@ -439,17 +477,12 @@ pub fn run(out: &Path) -> Result<()> {
                             Some("not-a-real-token-000000"),
                             b"{\"text\": \"hi\"}",
                         ),
-                        3 => client.request(
-                            "POST",
-                            "/v1/query",
-                            Some(OPERATOR),
-                            b"{\"text\": \"hi\", \"agent\": \"FAJ 999 9999\"}",
-                        ),
+                        // 3 (4 and 5 are handled above): an unknown agent.
                         _ => client.request(
                             "POST",
                             "/v1/query",
                             Some(OPERATOR),
-                            b"{\"text\": \"loop\", \"agent\": \"looper\"}",
+                            b"{\"text\": \"hi\", \"agent\": \"FAJ 999 9999\"}",
                         ),
                     };
                     let key = match result {

@@ -98,9 +98,10 @@ impl Shared {
         self.in_time(task).await
     }
 
-    /// [`Shared::run`] for a query that may wait on other hosts (a cluster
-    /// host's: forwarding, consulting, catching up): in tokio's blocking
-    /// pool, so that network waits never hold a query thread.
+    /// [`Shared::run`] for a query that may wait — on other hosts (a cluster
+    /// host's: forwarding, consulting, catching up), or on a plugin (its
+    /// whole time budget, its other callers) — in tokio's blocking pool, so
+    /// that it never holds a query thread.
     pub(crate) async fn run_waiting<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,

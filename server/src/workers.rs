@@ -9,11 +9,13 @@
 //! from ~120 to ~95 µs of service CPU per answer.
 //!
 //! A query can also wait: callers of one agent take turns, and a plugin may
-//! use its whole time budget. So that a few such calls cannot hold every
-//! query thread while the others wait in line, a job no query thread has
-//! taken within [`SPILL_AFTER`] runs in tokio's blocking pool instead, as
-//! every query did before. Writes — feedback, a plugin, an engram, a
-//! workflow — may take seconds and run there from the start.
+//! use its whole time budget. A question routed to a plugin is therefore
+//! answered in tokio's blocking pool (only its routing runs here), as are a
+//! cluster host's queries, which wait on other hosts; and so that a few
+//! slow calls cannot hold every query thread while the others wait in line,
+//! a job no query thread has taken within [`SPILL_AFTER`] runs in the
+//! blocking pool too. Writes — feedback, a plugin, an engram, a workflow —
+//! may take seconds and run there from the start.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;

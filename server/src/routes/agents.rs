@@ -66,15 +66,41 @@ pub(crate) async fn query(
     if let Some(cluster) = &s.cluster {
         return crate::cluster::query(&s, cluster, req).await.map(Json);
     }
-    s.run(move |rt| {
-        let answer = match &req.agent {
-            Some(agent) => rt.ask(agent, &req.text),
-            None if !req.clarify => rt.route(&req.text).and_then(|r| rt.answer(r.best_guess(), &req.text)),
-            None => rt.query(&req.text),
-        }?;
-        Ok(Json(rt.answer_json(&answer)))
-    })
-    .await
+    let text = req.text;
+    let step = s
+        .run(move |rt| {
+            let routed = match &req.agent {
+                Some(agent) => rt.route_to(agent)?,
+                None if !req.clarify => rt.route(&text)?.best_guess(),
+                None => rt.route(&text)?,
+            };
+            // A plugin's code may use its whole time budget, and its callers
+            // take turns: it runs in the blocking pool, never holding a query
+            // thread (see `workers`). A question back runs no agent.
+            if routed.feature().plugin && !routed.is_close() {
+                return Ok(Step::Plugin(routed, text));
+            }
+            let answer = rt.answer(routed, &text)?;
+            Ok(Step::Answered(rt.answer_json(&answer)))
+        })
+        .await?;
+    match step {
+        Step::Answered(answer) => Ok(Json(answer)),
+        Step::Plugin(routed, text) => {
+            s.run_waiting(move |rt| {
+                let answer = rt.answer(routed, &text)?;
+                Ok(Json(rt.answer_json(&answer)))
+            })
+            .await
+        }
+    }
+}
+
+/// Where a query stands after its query thread.
+enum Step {
+    Answered(serde_json::Value),
+    /// Routed to a plugin, to be asked in the blocking pool.
+    Plugin(elex_ran::Routed, String),
 }
 
 #[utoipa::path(post, path = "/v1/feedback", tag = "agents", request_body = FeedbackRequest, security(("bearer" = [])), responses((status = 200, description = "Who was rewarded and/or corrected: `{\"query_id\", \"rewarded\"?: {\"agent\", \"reward\"}, \"corrected\"?: {\"agent\", \"operator\"}}`", body = serde_json::Value), (status = 404, description = "No agent with that id; in a cluster, `unknown_host`: the query id names a host that is not a member", body = crate::openapi::ErrorBody), (status = 409, description = "In a cluster: `agent_moved` (the host that answered is not the agent's primary now) or `stale_state` (another host wrote a newer state meanwhile); ask again and reward the new answer", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody), (status = 413, description = "`too_large`: the body is over --max-body-bytes", body = crate::openapi::ErrorBody), (status = 415, description = "`unsupported_media_type`: the body is not Content-Type: application/json", body = crate::openapi::ErrorBody), (status = 422, description = "`bad_request`: JSON of the wrong shape (a missing or unknown field, a wrong type)", body = crate::openapi::ErrorBody)))]
