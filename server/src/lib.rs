@@ -106,13 +106,7 @@ impl Shared {
         &self,
         f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = self.permit()?;
-        let runtime = Arc::clone(&self.runtime);
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f(&runtime)
-        });
-        self.in_time(async { task.await.ok() }).await
+        self.in_time(self.in_blocking_pool(f)?).await
     }
 
     /// The result of `task` (`None`: it panicked) within the request
@@ -124,11 +118,7 @@ impl Shared {
         let timeout = self.limits.request_timeout;
         match tokio::time::timeout(timeout, task).await {
             Ok(Some(result)) => result,
-            Ok(None) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the request's handler panicked",
-            )),
+            Ok(None) => Err(panicked()),
             Err(_) => Err(ApiError::busy(format!("the request took longer than {} ms", timeout.as_millis()))),
         }
     }
@@ -142,16 +132,22 @@ impl Shared {
         &self,
         f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.in_blocking_pool(f)?.await.unwrap_or_else(|| Err(panicked()))
+    }
+
+    /// Starts `f` on the runtime in tokio's blocking pool, holding a place
+    /// in flight until it ends: its result (`None`: it panicked).
+    fn in_blocking_pool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = Option<Result<T, ApiError>>>, ApiError> {
         let permit = self.permit()?;
         let runtime = Arc::clone(&self.runtime);
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f(&runtime)
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", join.to_string()))
-        })
+        });
+        Ok(async { task.await.ok() })
     }
 
     /// A place among the requests in flight, or a 503.
@@ -160,6 +156,11 @@ impl Shared {
             ApiError::busy(format!("{} requests are in flight; try again", self.limits.in_flight))
         })
     }
+}
+
+/// The error of a request whose handler panicked.
+fn panicked() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request's handler panicked")
 }
 
 /// A request's caller, who has at least the role `R` needs — checked from
