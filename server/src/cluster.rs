@@ -146,18 +146,14 @@ fn refused(cluster: &Cluster, agent: &str, refusal: elex_cluster::Refusal) -> Ap
 
 /// `POST /v1/query` on a cluster host.
 pub(crate) async fn query(s: &Shared, cluster: &Arc<Cluster>, req: QueryRequest) -> Result<Value, ApiError> {
-    let QueryRequest { text, agent, clarify } = req;
     // Routed here, and answered in the same blocking call when this host is
     // the agent's primary (or the agent is not placed: a plugin uploaded
     // here runs only here).
     let here = Arc::clone(cluster);
     let (routed, text) = match s
         .run_waiting(move |rt| {
-            let routed = match &agent {
-                Some(agent) => rt.route_to(agent)?,
-                None if !clarify => rt.route(&text)?.best_guess(),
-                None => rt.route(&text)?,
-            };
+            let routed = req.route(rt)?;
+            let text = req.text;
             let feature = routed.feature();
             // A question back needs no agent: asked where it arrives.
             if routed.is_close() || !here.placed(&feature.faj) || here.is_primary(&feature.faj) {

@@ -26,6 +26,18 @@ pub(crate) struct QueryRequest {
     pub(crate) clarify: bool,
 }
 
+impl QueryRequest {
+    /// The agent the request is for: the one it names, else the router's
+    /// choice (its best guess when asking back is off).
+    pub(crate) fn route(&self, rt: &elex_ran::Runtime) -> elex_ran::Result<elex_ran::Routed> {
+        match &self.agent {
+            Some(agent) => rt.route_to(agent),
+            None if !self.clarify => Ok(rt.route(&self.text)?.best_guess()),
+            None => rt.route(&self.text),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -66,14 +78,10 @@ pub(crate) async fn query(
     if let Some(cluster) = &s.cluster {
         return crate::cluster::query(&s, cluster, req).await.map(Json);
     }
-    let text = req.text;
     let step = s
         .run(move |rt| {
-            let routed = match &req.agent {
-                Some(agent) => rt.route_to(agent)?,
-                None if !req.clarify => rt.route(&text)?.best_guess(),
-                None => rt.route(&text)?,
-            };
+            let routed = req.route(rt)?;
+            let text = req.text;
             // A plugin's code may use its whole time budget, and its callers
             // take turns: it runs in the blocking pool, never holding a query
             // thread (see `workers`). A question back runs no agent.
