@@ -5,12 +5,16 @@
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::QuotaUse;
+use crate::postings::{self, Posting};
 use crate::record::{self, Corruption, Fault, RecordKey, Table};
 
 /// Version of the layout below. Version 2 added a checksum to every byte
-/// value; a version-1 file is migrated when opened (in one transaction), a
-/// file of any other version is refused.
-pub const SCHEMA_VERSION: u64 = 2;
+/// value. Version 3 indexes text by the terms of the tokenizer that keeps
+/// an acronym's plural and `eNB`-style words whole (`UEs` → `ue`, not `u`
+/// `es`). An older file is migrated when opened, in one transaction (its
+/// text index rebuilt from the engrams); a file of any other version is
+/// refused.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
@@ -132,9 +136,14 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                seal_v1_values(&tx)
-                    .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
+            Some(old @ (1 | 2)) => {
+                let migrating =
+                    |e: String| format!("migrating schema version {old} to {SCHEMA_VERSION}: {e}");
+                if old == 1 {
+                    seal_v1_values(&tx).map_err(migrating)?;
+                }
+                let total_terms = reindex_text(&tx).map_err(migrating)?;
+                meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
             }
             Some(other) => {
@@ -176,6 +185,41 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
 /// still reported when it fails to decode.
 fn seal_v1_values(tx: &WriteTransaction) -> Result<(), String> {
     rewrite_values(tx, &|table, key, payload| record::seal(table, key, payload))
+}
+
+/// Version 2 → 3: the text index rebuilt from the engrams under today's
+/// [`term_counts`](crate::write::term_counts); returns the new total of
+/// document lengths. An engram that does not decode is left out of the
+/// index (the integrity check names it).
+fn reindex_text(tx: &WriteTransaction) -> Result<u64, String> {
+    let e = |e: redb::Error| e.to_string();
+    let mut want: std::collections::BTreeMap<String, Vec<Posting>> = Default::default();
+    let mut total_terms = 0u64;
+    let engrams = tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?;
+    for row in engrams.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = row.map_err(|x| e(x.into()))?;
+        let id = k.value();
+        let Ok(engram) = StoredEngram::decode(id, v.value()) else { continue };
+        let (counts, len) = crate::write::term_counts(&engram.content);
+        total_terms += len as u64;
+        for (term, tf) in counts {
+            want.entry(term).or_default().push(Posting { id, tf, len });
+        }
+    }
+    drop(engrams);
+    tx.delete_table(POSTINGS).map_err(|x| e(x.into()))?;
+    let mut table = tx.open_table(POSTINGS).map_err(|x| e(x.into()))?;
+    for (term, list) in want {
+        // Engrams are read in id order: each term's postings are sorted.
+        let blocks: Vec<&[Posting]> = list.chunks(postings::BLOCK).collect();
+        for (n, block) in blocks.iter().enumerate() {
+            let df = if n + 1 == blocks.len() { list.len() as u64 } else { 0 };
+            let first = block[0].id;
+            let value = postings::seal_block(&term, first, block, df);
+            table.insert((term.as_str(), first), value.as_slice()).map_err(|x| e(x.into()))?;
+        }
+    }
+    Ok(total_terms)
 }
 
 /// The new value of a record of a checksummed table, from its table, key and
@@ -323,6 +367,51 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
         // And it keeps working.
         g.create(&Actor::agent("a"), data("after the migration", &[]), None).unwrap();
+        assert!(g.check_integrity().unwrap().is_empty());
+    }
+
+    /// A version-2 file indexed text by the older tokenizer (`UEs` as `u`
+    /// `es`): opened, its text index is rebuilt, so the index matches the
+    /// engrams and searches by today's terms find them.
+    #[test]
+    fn a_version_2_files_text_index_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::FILE_NAME);
+        let id = {
+            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+            fill(&g);
+            g.create(&Actor::Operator, data("eNB drops UEs at night", &[]), None).unwrap()
+        };
+        // Make it a version-2 file: the engram's terms as the older
+        // tokenizer made them, and a wrong total.
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(POSTINGS).unwrap();
+                for term in ["ue", "enb"] {
+                    t.remove((term, id)).unwrap().unwrap();
+                }
+                for term in ["u", "es", "e", "nb"] {
+                    let block = [postings::Posting { id, tf: 1, len: 7 }];
+                    t.insert((term, id), postings::seal_block(term, id, &block, 1).as_slice()).unwrap();
+                }
+                let mut meta = tx.open_table(META).unwrap();
+                meta.insert("schema_version", 2).unwrap();
+                meta.insert("total_terms", 1).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+        let q = SearchQuery { text: Some("UEs eNB".into()), limit: 10, ..SearchQuery::default() };
+        let hits = g.search(&Actor::Operator, &q).unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [id]);
+        let q = SearchQuery { text: Some("es".into()), limit: 10, ..SearchQuery::default() };
+        assert!(g.search(&Actor::Operator, &q).unwrap().is_empty());
+        // It keeps working: the engram can be deleted, which removes its
+        // postings under today's terms.
+        g.apply(&Actor::Operator, vec![Op::Delete { id }]).unwrap();
         assert!(g.check_integrity().unwrap().is_empty());
     }
 

@@ -5,7 +5,10 @@
 //! Text is split on every character that is not ASCII alphanumeric; each
 //! piece is split again at lower→upper case changes and letter↔digit changes
 //! (`MimoSleepFunction.sleepMode` → `mimo sleep function sleep mode`,
-//! `pmMimoSleepTime` → `pm mimo sleep time`), then lower-cased.
+//! `pmMimoSleepTime` → `pm mimo sleep time`), then lower-cased; one
+//! lower-case letter before a capital starts a word (`eNB`, `mMIMO`) and a
+//! last lone capital ends one (`gNodeB`, `eNodeBs`). An
+//! acronym's plural `s` is dropped first (`UEs` → `ue`, `KPIs` → `kpi`).
 //!
 //! # Terms
 //! [`terms`] are the tokens without common English function words
@@ -53,27 +56,55 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// Splits text into lower-case tokens (see the crate docs).
 pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for piece in text.split(|c: char| !c.is_ascii_alphanumeric()) {
-        let bytes = piece.as_bytes();
-        let mut start = 0;
-        for i in 1..bytes.len() {
-            let (p, c) = (bytes[i - 1], bytes[i]);
-            let case_break = p.is_ascii_lowercase() && c.is_ascii_uppercase();
-            let digit_break = p.is_ascii_digit() != c.is_ascii_digit();
-            // "MIMOSleep": split before the last capital of an upper-case run.
-            let acronym_break = p.is_ascii_uppercase()
-                && c.is_ascii_uppercase()
-                && bytes.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            if case_break || digit_break || acronym_break {
-                out.push(piece[start..i].to_ascii_lowercase());
-                start = i;
-            }
+    for mut piece in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+        // "UEs", "KPIs": an acronym's plural `s` ends a word (otherwise the
+        // rule for "MIMOSleep" below would make `u` + `es`).
+        while let Some(at) = plural_acronym_at(piece.as_bytes()) {
+            split_word(&piece[..at], &mut out);
+            piece = &piece[at + 1..];
         }
-        if start < bytes.len() {
-            out.push(piece[start..].to_ascii_lowercase());
-        }
+        split_word(piece, &mut out);
     }
     out
+}
+
+/// Splits one alphanumeric word at case and digit changes into `out`.
+fn split_word(piece: &str, out: &mut Vec<String>) {
+    let bytes = piece.as_bytes();
+    let mut start = 0;
+    for i in 1..bytes.len() {
+        let (p, c) = (bytes[i - 1], bytes[i]);
+        // "eNB", "gNodeB", "mMIMO": one lower-case letter before capitals
+        // prefixes the word; "NodeB": a last lone capital ends it.
+        let case_break = p.is_ascii_lowercase()
+            && c.is_ascii_uppercase()
+            && i > 1
+            && !(i + 1 == bytes.len() || (i + 2 == bytes.len() && bytes[i + 1] == b's'));
+        let digit_break = p.is_ascii_digit() != c.is_ascii_digit();
+        // "MIMOSleep": split before the last capital of an upper-case run.
+        let acronym_break = p.is_ascii_uppercase()
+            && c.is_ascii_uppercase()
+            && bytes.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        if case_break || digit_break || acronym_break {
+            out.push(piece[start..i].to_ascii_lowercase());
+            start = i;
+        }
+    }
+    if start < bytes.len() {
+        out.push(piece[start..].to_ascii_lowercase());
+    }
+}
+
+/// The position of the first plural `s` of an acronym in `bytes`: an `s`
+/// after two or more capitals and not before a lower-case letter (`UEs`,
+/// `KPIsPerCell`; not `SCells`).
+fn plural_acronym_at(bytes: &[u8]) -> Option<usize> {
+    (2..bytes.len()).find(|&i| {
+        bytes[i] == b's'
+            && bytes[i - 1].is_ascii_uppercase()
+            && bytes[i - 2].is_ascii_uppercase()
+            && !bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase)
+    })
 }
 
 /// Words that carry no topic: dropped by [`terms`].
@@ -153,6 +184,20 @@ mod tests {
         assert_eq!(tokens("pmMimoSleepTime"), ["pm", "mimo", "sleep", "time"]);
         assert_eq!(tokens("FAJ 121 3094"), ["faj", "121", "3094"]);
         assert_eq!(tokens("MIMOSleep x2"), ["mimo", "sleep", "x", "2"]);
+        assert_eq!(tokens("eNB gNodeB eNodeBs mMIMO"), ["enb", "gnodeb", "enodebs", "mmimo"]);
+        assert_eq!(tokens("ENodeBFunction.eNBId"), ["e", "node", "b", "function", "enb", "id"]);
+    }
+
+    #[test]
+    fn an_acronyms_plural_is_the_acronym() {
+        assert_eq!(tokens("UEs"), ["ue"]);
+        assert_eq!(tokens("Limited Capability UEs"), ["limited", "capability", "ue"]);
+        assert_eq!(tokens("KPIs RETs"), ["kpi", "ret"]);
+        assert_eq!(tokens("maxUEsPerCell"), ["max", "ue", "per", "cell"]);
+        assert_eq!(tokens("numUEs2 UEsIDs"), ["num", "ue", "2", "ue", "id"]);
+        // Not a plural: a capital starts the next word, or it is one letter.
+        assert_eq!(tokens("SCells PCell"), ["s", "cells", "p", "cell"]);
+        assert_eq!(tokens("Ms CMAS"), ["ms", "cmas"]);
     }
 
     #[test]
