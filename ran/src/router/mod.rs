@@ -8,8 +8,8 @@
 //! many of the feature's name words the text shares). Without any, the
 //! feature whose profile (name, acronym and category) is most similar to
 //! the text: the 32 nearest under the 128-d `elex-text` embedding of
-//! the text's profile words (question-kind words such as "counters" left
-//! out; in the attached HNSW index, else an exact scan), plus the features
+//! the text's profile words and of the words its abbreviations stand for
+//! (question-kind words such as "counters" left out; in the attached HNSW index, else an exact scan), plus the features
 //! sharing a rare word with the text, reranked by the mean of the cosine
 //! and a TF-IDF word match (`Lexicon`).
 
@@ -333,13 +333,22 @@ impl Lexicon {
         self.profile.knows(q)
     }
 
-    /// The [`Query`] of `text`: its terms without [`QUESTION_WORDS`], and
+    /// The [`Query`] of `text`: its terms, then those of the words its
+    /// abbreviations stand for ([`names::Names::expansions_in`]), without
+    /// [`QUESTION_WORDS`]; and
     /// the embedding of those some profile has (or a term of their stem:
     /// `sleeping` for `sleep`), of all of them if none. An operator's
     /// question words ("which", "show", ...) are in no profile, and in a
     /// hashed embedding they would only add noise.
-    fn query(&self, text: &str) -> Query {
+    fn query(&self, text: &str, names: &names::Names) -> Query {
         let mut terms = elex_text::terms(text);
+        // The words its abbreviations stand for ("UL CoMP": uplink
+        // coordinated multi point), after those written.
+        for t in names.expansions_in(text) {
+            if !terms.contains(&t) {
+                terms.push(t);
+            }
+        }
         terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
         let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
         let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
@@ -523,7 +532,7 @@ impl Router {
     pub fn choose(&self, text: &str) -> Option<(usize, Reason)> {
         let query = std::cell::OnceCell::new();
         self.strong_signal(text, &query).or_else(|| {
-            let q = query.get_or_init(|| self.lexicon.query(text));
+            let q = query.get_or_init(|| self.lexicon.query(text, &self.names));
             self.similar(q, 1).first().map(|&(i, s)| (i, Reason::Similarity(s)))
         })
     }
@@ -561,7 +570,7 @@ impl Router {
         if let Some((chosen, reason)) = self.strong_signal(text, &query) {
             let rivals = match &reason {
                 Reason::Acronym(_) | Reason::OwnedName(_) => {
-                    let q = query.get_or_init(|| self.lexicon.query(text));
+                    let q = query.get_or_init(|| self.lexicon.query(text, &self.names));
                     self.sharing(chosen, &reason, &q.embedding)
                         .into_iter()
                         .take(CLOSE_LIMIT)
@@ -572,7 +581,7 @@ impl Router {
             };
             return Some((chosen, reason, rivals));
         }
-        let q = query.get_or_init(|| self.lexicon.query(text));
+        let q = query.get_or_init(|| self.lexicon.query(text, &self.names));
         let ranked = self.similar(q, CLOSE_LIMIT + 1);
         let &(chosen, best) = ranked.first()?;
         let rivals = ranked[1..]
@@ -688,7 +697,7 @@ impl Router {
     /// similar to the whole `text`.
     fn named(&self, part: &str, text: &str, query: &std::cell::OnceCell<Query>) -> Option<(usize, Reason)> {
         let features = &self.catalog.features;
-        let embedding = || &query.get_or_init(|| self.lexicon.query(text)).embedding;
+        let embedding = || &query.get_or_init(|| self.lexicon.query(text, &self.names)).embedding;
         // The longest feature name in the text, on word boundaries.
         let words = words_of(part);
         let mut best: Option<usize> = None;
@@ -759,7 +768,7 @@ impl Router {
     /// with their similarity: what a clarification offers when the choice
     /// by similarity is close ([`Router::choose_with_rivals`]).
     pub fn most_like(&self, text: &str, limit: usize) -> Vec<Candidate> {
-        let q = self.lexicon.query(text);
+        let q = self.lexicon.query(text, &self.names);
         self.similar(&q, limit)
             .into_iter()
             .map(|(index, s)| Candidate { index, score: s, reason: format!("text similarity {s:.2}") })
@@ -773,7 +782,7 @@ impl Router {
         let mut out: Vec<Candidate> = Vec::new();
         let query = std::cell::OnceCell::new();
         let strong = self.strong_signal(text, &query);
-        let q = query.get_or_init(|| self.lexicon.query(text));
+        let q = query.get_or_init(|| self.lexicon.query(text, &self.names));
         let sims = self.similar(q, limit + 8);
         let Some((first, reason)) = strong.or_else(|| sims.first().map(|&(i, s)| (i, Reason::Similarity(s))))
         else {

@@ -53,6 +53,9 @@ const STANDARD: &[(&str, &str)] = &[
     ("hw", "hardware"),
     ("meas", "measurement"),
     ("pc", "power control"),
+    ("rab", "radio access bearer"),
+    ("erab", "radio access bearer"),
+    ("csfb", "cs fallback"),
 ];
 
 /// Longest word that may be learned as an abbreviation.
@@ -89,7 +92,7 @@ pub(crate) fn stem(t: &str) -> &str {
 
 /// The significant terms of a feature name: its [`elex_text::terms`]
 /// without [`GENERIC`] words.
-fn name_terms(name: &str) -> Vec<String> {
+pub(crate) fn name_terms(name: &str) -> Vec<String> {
     let mut t = elex_text::terms(name);
     t.retain(|w| !GENERIC.contains(&w.as_str()));
     t.sort();
@@ -167,8 +170,13 @@ impl Names {
                 }
             }
         }
+        // A standard abbreviation keeps its meaning: `ENB` in `LENBS`
+        // (LTE Extended N77 Band Support) does not make "eNB" an extended
+        // band.
         for (run, stands) in runs {
-            if let Some(words) = stands {
+            if let Some(words) = stands
+                && !STANDARD.iter().any(|(a, _)| *a == run)
+            {
                 add(run, &words);
             }
         }
@@ -191,6 +199,16 @@ impl Names {
     /// (a hyphenated compound is also looked up whole: `MC-PUSCH`).
     pub(crate) fn expanded_terms(&self, text: &str) -> Vec<String> {
         let mut out = elex_text::terms(text);
+        out.extend(self.expansions_in(text));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The terms of the words the abbreviations in `text` stand for, in
+    /// the order they are written.
+    pub(crate) fn expansions_in(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
         let compounds = text
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .filter(|w| w.contains('-'))
@@ -212,8 +230,6 @@ impl Names {
                 }
             }
         }
-        out.sort();
-        out.dedup();
         out
     }
 
@@ -395,6 +411,11 @@ mod tests {
         );
         assert_eq!(faj("UL FSS on LTE, when to enable it?"), ["Uplink Frequency-Selective Scheduling"]);
         assert_eq!(faj("NR UL CA never gets configured"), ["NR Uplink Carrier Aggregation"]);
+        // A run of a catalog acronym does not change a standard
+        // abbreviation: `LENBS` (LTE Extended N77 Band Support) spells
+        // `enb`, which stays eNodeB.
+        assert_eq!(names.expansions["enb"], ["eNodeB"]);
+        assert_eq!(names.expansions_in("UL CoMP on LTE"), ["uplink", "coordinated", "multi", "point"]);
         // "if" is a word, "IF" an abbreviation.
         assert!(!names.expanded_terms("what if it fails").contains(&String::from("inter")));
         assert!(names.expanded_terms("IF-LB counters").contains(&String::from("inter")));

@@ -86,7 +86,7 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
         }
     }
     let lexicon = Lexicon::of(catalog);
-    let query = lexicon.query(text);
+    let query = lexicon.query(text, &Names::of(catalog));
     let q = query.embedding;
     let subject = names::comparison_subject(text);
     if let Some(hit) = subject.and_then(|part| named(catalog, part, &q, most_similar)) {
