@@ -119,6 +119,8 @@ pub struct Router {
     owners: HashMap<String, Vec<usize>>,
     bare_owners: HashMap<String, Vec<usize>>,
     by_acronym: HashMap<String, Vec<usize>>,
+    /// The features whose name has each term.
+    by_name_term: HashMap<String, Vec<usize>>,
     lexicon: Lexicon,
     /// The profile embeddings in an `hnsw` component instance, once
     /// attached; until then similarity is an exact scan.
@@ -411,7 +413,14 @@ impl Router {
         let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
         let mut bare_owners: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_acronym: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_name_term: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, f) in catalog.features.iter().enumerate() {
+            for t in elex_text::terms(&f.name) {
+                let list = by_name_term.entry(t).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
             let words = words_of(&f.name);
             longest_name = longest_name.max(words.len());
             // A name two features share goes to the later one, as in `choose`.
@@ -453,6 +462,7 @@ impl Router {
             owners,
             bare_owners,
             by_acronym,
+            by_name_term,
             index: std::sync::OnceLock::new(),
         }
     }
@@ -747,13 +757,33 @@ impl Router {
             return pick_covered();
         }
         let text_tokens = elex_text::tokens(text);
-        let acronym_hit =
-            raw_words.iter().filter_map(|w| self.by_acronym.get(*w)).flatten().max_by_key(|&&i| {
-                let shared =
-                    elex_text::tokens(&features[i].name).iter().filter(|t| text_tokens.contains(t)).count();
-                (shared, std::cmp::Reverse(i))
-            });
-        acronym_hit.map(|&i| (i, Reason::Acronym(features[i].acronym.clone().unwrap_or_default())))
+        let shared = |i: usize| {
+            elex_text::tokens(&features[i].name).iter().filter(|t| text_tokens.contains(t)).count()
+        };
+        let &i = raw_words
+            .iter()
+            .filter_map(|w| self.by_acronym.get(*w))
+            .flatten()
+            .max_by_key(|&&i| (shared(i), std::cmp::Reverse(i)))?;
+        let acronym = features[i].acronym.clone().unwrap_or_default();
+        // An acronym that is also a word of other features' names ("CRS"
+        // of Cascaded RET Support, and of Network-Assisted CRS
+        // Interference Cancellation) names its feature (counting as one
+        // more shared word) unless one of those shares more words with the
+        // text: then no feature is named, and similarity decides. (Words
+        // here are terms: no stopwords.)
+        let text_terms = elex_text::terms_of(text_tokens.clone());
+        let shared_terms =
+            |j: usize| elex_text::terms(&features[j].name).iter().filter(|t| text_terms.contains(t)).count();
+        let owner_shared = shared_terms(i) + 1;
+        let as_word = self.by_name_term.get(&acronym.to_ascii_lowercase()).into_iter().flatten();
+        if as_word
+            .filter(|&&j| features[j].acronym.as_deref() != Some(&acronym))
+            .any(|&j| shared_terms(j) > owner_shared)
+        {
+            return None;
+        }
+        Some((i, Reason::Acronym(acronym)))
     }
 
     fn most_similar(

@@ -75,7 +75,20 @@ fn named(
             let shared = elex_text::tokens(&f.name).iter().filter(|t| text_tokens.contains(t)).count();
             (shared, std::cmp::Reverse(*i))
         });
-    acronym_hit.map(|(i, f)| (i, Reason::Acronym(f.acronym.clone().unwrap_or_default())))
+    let (i, f) = acronym_hit?;
+    let acronym = f.acronym.clone().unwrap_or_default();
+    let text_terms = elex_text::terms(text);
+    let shared = |f: &crate::catalog::Feature| {
+        elex_text::terms(&f.name).iter().filter(|t| text_terms.contains(t)).count()
+    };
+    // A feature whose name has the acronym as a word, not its own, and
+    // shares more words with the text than the owner (and its acronym).
+    let rival = features.iter().any(|g| {
+        g.acronym.as_deref() != Some(&acronym)
+            && elex_text::terms(&g.name).contains(&acronym.to_ascii_lowercase())
+            && shared(g) > shared(f) + 1
+    });
+    (!rival).then(|| (i, Reason::Acronym(acronym)))
 }
 
 fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Option<(usize, Reason)> {
@@ -167,6 +180,15 @@ fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
     assert_eq!(name("inter-eNB CA vs Elastic RAN, the difference?"), "Inter-eNodeB Carrier Aggregation");
     // "if" in a sentence is a word.
     assert_ne!(r.choose("what if MIMO Sleep Mode fails").unwrap().1, Reason::CoveredName);
+    // An acronym that is also another name's word: by itself it names its
+    // feature; beside more of the other name's words it names none.
+    let crs = "Cascaded RET Support";
+    assert_eq!(name("What is CRS and what does it do?"), crs);
+    for reference in [true, false] {
+        let text = "CRS interference from the neighbour cells — which feature?";
+        let chosen = if reference { choose(&c, text) } else { r.choose(text) };
+        assert!(!matches!(chosen, Some((_, Reason::Acronym(_)))), "{chosen:?}");
+    }
 }
 
 #[test]
