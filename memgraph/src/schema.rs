@@ -9,11 +9,11 @@ use crate::postings::{self, Posting};
 use crate::record::{self, Corruption, Fault, RecordKey, Table};
 
 /// Version of the layout below. Version 2 added a checksum to every byte
-/// value. Version 3 indexes text by the terms of the tokenizer that keeps
-/// an acronym's plural and `eNB`-style words whole (`UEs` → `ue`, not `u`
-/// `es`). An older file is migrated when opened, in one transaction (its
-/// text index rebuilt from the engrams); a file of any other version is
-/// refused.
+/// value; version 3 records the version of the terms the text index is
+/// built from (`text_version`: [`elex_text::TEXT_VERSION`]). An older file
+/// is migrated when opened, in one transaction; a file of any other
+/// version is refused. A file whose text index was built from other terms
+/// has it rebuilt from the engrams, in the same transaction.
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
@@ -134,16 +134,15 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         match version {
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+                meta.insert("text_version", elex_text::TEXT_VERSION).map_err(|e| e.to_string())?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ (1 | 2)) => {
-                let migrating =
-                    |e: String| format!("migrating schema version {old} to {SCHEMA_VERSION}: {e}");
-                if old == 1 {
-                    seal_v1_values(&tx).map_err(migrating)?;
-                }
-                let total_terms = reindex_text(&tx).map_err(migrating)?;
-                meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
+            Some(1) => {
+                seal_v1_values(&tx)
+                    .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+            }
+            Some(2) => {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
             }
             Some(other) => {
@@ -152,6 +151,16 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                     "schema version {other}{by}; this build reads memory-graph schema version {SCHEMA_VERSION}"
                 ));
             }
+        }
+        // Files before version 3 have no `text_version`: version 1 of the
+        // terms.
+        let text_version = meta.get("text_version").map_err(|e| e.to_string())?.map_or(1, |v| v.value());
+        if text_version != elex_text::TEXT_VERSION {
+            let total_terms = reindex_text(&tx).map_err(|e| {
+                format!("rebuilding the text index for terms version {}: {e}", elex_text::TEXT_VERSION)
+            })?;
+            meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
+            meta.insert("text_version", elex_text::TEXT_VERSION).map_err(|e| e.to_string())?;
         }
         let get = |k: &str| -> Result<u64, String> {
             Ok(meta.get(k).map_err(|e| e.to_string())?.map(|v| v.value()).unwrap_or(1))
@@ -187,7 +196,7 @@ fn seal_v1_values(tx: &WriteTransaction) -> Result<(), String> {
     rewrite_values(tx, &|table, key, payload| record::seal(table, key, payload))
 }
 
-/// Version 2 → 3: the text index rebuilt from the engrams under today's
+/// The text index rebuilt from the engrams under today's
 /// [`term_counts`](crate::write::term_counts); returns the new total of
 /// document lengths. An engram that does not decode is left out of the
 /// index (the integrity check names it).
@@ -372,14 +381,30 @@ mod tests {
 
     /// A version-2 file indexed text by the older tokenizer (`UEs` as `u`
     /// `es`): opened, its text index is rebuilt, so the index matches the
-    /// engrams and searches by today's terms find them.
+    /// engrams (a term of more than one block included) and searches by
+    /// today's terms find them. So is a file whose `text_version` is not
+    /// today's.
     #[test]
-    fn a_version_2_files_text_index_is_rebuilt() {
+    fn a_text_index_of_older_terms_is_rebuilt() {
+        for schema_2 in [true, false] {
+            text_index_of_older_terms_is_rebuilt(schema_2);
+        }
+    }
+
+    fn text_index_of_older_terms_is_rebuilt(schema_2: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::FILE_NAME);
         let id = {
             let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
             fill(&g);
+            let many = (0..2 * postings::BLOCK + 5)
+                .map(|i| Op::Create {
+                    id: g.allocate_engram_id().unwrap(),
+                    data: data(&format!("common words {i}"), &[]),
+                    context: None,
+                })
+                .collect();
+            g.apply(&Actor::Operator, many).unwrap();
             g.create(&Actor::Operator, data("eNB drops UEs at night", &[]), None).unwrap()
         };
         // Make it a version-2 file: the engram's terms as the older
@@ -397,7 +422,12 @@ mod tests {
                     t.insert((term, id), postings::seal_block(term, id, &block, 1).as_slice()).unwrap();
                 }
                 let mut meta = tx.open_table(META).unwrap();
-                meta.insert("schema_version", 2).unwrap();
+                if schema_2 {
+                    meta.insert("schema_version", 2).unwrap();
+                    meta.remove("text_version").unwrap();
+                } else {
+                    meta.insert("text_version", elex_text::TEXT_VERSION - 1).unwrap();
+                }
                 meta.insert("total_terms", 1).unwrap();
             }
             tx.commit().unwrap();
@@ -409,6 +439,8 @@ mod tests {
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [id]);
         let q = SearchQuery { text: Some("es".into()), limit: 10, ..SearchQuery::default() };
         assert!(g.search(&Actor::Operator, &q).unwrap().is_empty());
+        let q = SearchQuery { text: Some("common words".into()), limit: 1000, ..SearchQuery::default() };
+        assert_eq!(g.search(&Actor::Operator, &q).unwrap().len(), 2 * postings::BLOCK + 5);
         // It keeps working: the engram can be deleted, which removes its
         // postings under today's terms.
         g.apply(&Actor::Operator, vec![Op::Delete { id }]).unwrap();

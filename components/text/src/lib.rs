@@ -6,8 +6,8 @@
 //! piece is split again at lower→upper case changes and letter↔digit changes
 //! (`MimoSleepFunction.sleepMode` → `mimo sleep function sleep mode`,
 //! `pmMimoSleepTime` → `pm mimo sleep time`), then lower-cased; one
-//! lower-case letter before a capital starts a word (`eNB`, `mMIMO`) and a
-//! last lone capital ends one (`gNodeB`, `eNodeBs`). An
+//! lower-case letter before a run of capitals starts it (`eNB` → `enb`,
+//! `mMIMO` → `mmimo`). An
 //! acronym's plural `s` is dropped first (`UEs` → `ue`, `KPIs` → `kpi`).
 //!
 //! # Terms
@@ -33,6 +33,12 @@ use alloc::vec::Vec;
 
 /// Embedding width.
 pub const DIM: usize = 128;
+
+/// The version of [`tokens`] and [`terms`]: raised whenever either gives
+/// other output for some text, so that what was stored by terms (the
+/// memory graph's text index) is rebuilt. 2: acronym plurals (`UEs`) and
+/// `eNB`-style words.
+pub const TEXT_VERSION: u64 = 2;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -74,12 +80,10 @@ fn split_word(piece: &str, out: &mut Vec<String>) {
     let mut start = 0;
     for i in 1..bytes.len() {
         let (p, c) = (bytes[i - 1], bytes[i]);
-        // "eNB", "gNodeB", "mMIMO": one lower-case letter before capitals
-        // prefixes the word; "NodeB": a last lone capital ends it.
-        let case_break = p.is_ascii_lowercase()
-            && c.is_ascii_uppercase()
-            && i > 1
-            && !(i + 1 == bytes.len() || (i + 2 == bytes.len() && bytes[i + 1] == b's'));
+        // "eNB", "mMIMO": one lower-case letter before a run of capitals
+        // prefixes the run (not "tInactivityTimer": `t` `inactivity` …).
+        let prefix = i == 1 && bytes.get(2).is_some_and(u8::is_ascii_uppercase);
+        let case_break = p.is_ascii_lowercase() && c.is_ascii_uppercase() && !prefix;
         let digit_break = p.is_ascii_digit() != c.is_ascii_digit();
         // "MIMOSleep": split before the last capital of an upper-case run.
         let acronym_break = p.is_ascii_uppercase()
@@ -184,8 +188,16 @@ mod tests {
         assert_eq!(tokens("pmMimoSleepTime"), ["pm", "mimo", "sleep", "time"]);
         assert_eq!(tokens("FAJ 121 3094"), ["faj", "121", "3094"]);
         assert_eq!(tokens("MIMOSleep x2"), ["mimo", "sleep", "x", "2"]);
-        assert_eq!(tokens("eNB gNodeB eNodeBs mMIMO"), ["enb", "gnodeb", "enodebs", "mmimo"]);
-        assert_eq!(tokens("ENodeBFunction.eNBId"), ["e", "node", "b", "function", "enb", "id"]);
+        assert_eq!(tokens("eNB gNB mMIMO eNBId"), ["enb", "gnb", "mmimo", "enb", "id"]);
+        // One lower-case letter before a word is a word of its own.
+        assert_eq!(
+            tokens("tInactivityTimer qRxLevMin"),
+            ["t", "inactivity", "timer", "q", "rx", "lev", "min"]
+        );
+        assert_eq!(
+            tokens("gNodeB ENodeBFunction TypeA"),
+            ["g", "node", "b", "e", "node", "b", "function", "type", "a"]
+        );
     }
 
     #[test]
@@ -195,8 +207,8 @@ mod tests {
         assert_eq!(tokens("KPIs RETs"), ["kpi", "ret"]);
         assert_eq!(tokens("maxUEsPerCell"), ["max", "ue", "per", "cell"]);
         assert_eq!(tokens("numUEs2 UEsIDs"), ["num", "ue", "2", "ue", "id"]);
-        // Not a plural: a capital starts the next word, or it is one letter.
-        assert_eq!(tokens("SCells PCell"), ["s", "cells", "p", "cell"]);
+        // Not a plural: a lower-case letter follows, or one capital precedes.
+        assert_eq!(tokens("SCells PCell OFDMsymbols"), ["s", "cells", "p", "cell", "ofd", "msymbols"]);
         assert_eq!(tokens("Ms CMAS"), ["ms", "cmas"]);
     }
 
