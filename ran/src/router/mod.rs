@@ -4,14 +4,16 @@
 //! `FAJ-121-3094`, `faj1213094`); the full name of a feature (longest wins);
 //! a parameter or counter name a feature owns (`MoClass.attribute`, or the
 //! bare attribute; shared names go to the owner most similar to the text);
-//! an acronym (ties broken by how
-//! many of the feature's name words the text shares). Without any, the
-//! feature whose profile (name, acronym and category) is most similar to
-//! the text: the 32 nearest under the 128-d `elex-text` embedding of
-//! the text's profile words and of the words its abbreviations stand for
-//! (question-kind words such as "counters" left out; in the attached HNSW index, else an exact scan), plus the features
-//! sharing a rare word with the text, reranked by the mean of the cosine
-//! and a TF-IDF word match (`Lexicon`).
+//! a name the text's words and abbreviations cover (see `names`); an
+//! acronym (ties broken by how many of the feature's name words the text
+//! shares; none when another feature has the acronym as a name word and
+//! shares more words with the text). Without any, the feature whose
+//! profile (name, acronym and category) is most similar to the text: the
+//! 32 nearest under the 128-d `elex-text` embedding of the text's profile
+//! words and of the words its abbreviations stand for (question-kind words
+//! such as "counters" left out; in the attached HNSW index, else an exact
+//! scan), plus the features sharing a rare word with the text, reranked by
+//! the mean of the cosine and a TF-IDF word match (`Lexicon`).
 
 use elex_host::types::{Candidate as RoutingCandidate, Peer, Relation};
 use elex_host::{AgentConfig, Directory};
@@ -756,7 +758,9 @@ impl Router {
         if !covered.is_empty() {
             return pick_covered();
         }
-        let text_tokens = elex_text::tokens(text);
+        // Words shared with `part`: the subject of a comparison, not what
+        // it is compared with.
+        let text_tokens = elex_text::tokens(part);
         let shared = |i: usize| {
             elex_text::tokens(&features[i].name).iter().filter(|t| text_tokens.contains(t)).count()
         };
@@ -776,12 +780,14 @@ impl Router {
         let shared_terms =
             |j: usize| elex_text::terms(&features[j].name).iter().filter(|t| text_terms.contains(t)).count();
         let owner_shared = shared_terms(i) + 1;
-        let as_word = self.by_name_term.get(&acronym.to_ascii_lowercase()).into_iter().flatten();
-        if as_word
-            .filter(|&&j| features[j].acronym.as_deref() != Some(&acronym))
-            .any(|&j| shared_terms(j) > owner_shared)
-        {
-            return None;
+        if let [term] = elex_text::terms(&acronym).as_slice() {
+            let as_word = self.by_name_term.get(term).into_iter().flatten();
+            if as_word
+                .filter(|&&j| features[j].acronym.as_deref() != Some(&acronym))
+                .any(|&j| shared_terms(j) > owner_shared)
+            {
+                return None;
+            }
         }
         Some((i, Reason::Acronym(acronym)))
     }

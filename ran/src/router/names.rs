@@ -8,8 +8,10 @@
 //! feature has stands for its name; an acronym whose letters are the
 //! initials of its name's words lends every run of two or more of its
 //! letters to the words they start: `UFSS` teaches `FSS`) plus the standard
-//! RAN abbreviations of [`STANDARD`] — and finds the feature whose whole
-//! name the expanded words cover, the most specific (most name words) first.
+//! RAN abbreviations of [`STANDARD`]; a word written as one compound of
+//! them and name words (`ULCoMP`, `NRCA`) is taken apart — and finds the
+//! feature whose whole name the expanded words cover, the most specific
+//! (most name words) first.
 
 use std::collections::HashMap;
 
@@ -113,7 +115,21 @@ pub(crate) struct Names {
     by_stem: HashMap<String, Vec<usize>>,
     /// How many different stems each feature's significant name terms have.
     stems: Vec<usize>,
+    /// Every term of the catalog's profiles and parameter and counter
+    /// names: a word among them is never taken apart.
+    vocabulary: std::collections::HashSet<String>,
+    /// The pieces a run-together compound may be made of: abbreviations,
+    /// significant name terms of three letters or more, and common ones of
+    /// two ([`COMMON_SHORT`]).
+    pieces: std::collections::HashSet<String>,
 }
+
+/// Longest run-together compound taken apart (`ULCoMP`, `IFLB`).
+const MAX_COMPOUND: usize = 24;
+
+/// Fewest names a two-letter name word must be in to be a piece of a
+/// compound.
+const COMMON_SHORT: usize = 10;
 
 impl Names {
     /// Learns the abbreviations of `catalog` (see the module docs).
@@ -192,7 +208,20 @@ impl Names {
                 }
             }
         }
-        Names { expansions, learned: Default::default(), terms, by_stem, stems }
+        let vocabulary = catalog
+            .features
+            .iter()
+            .flat_map(|f| elex_text::terms(&format!("{} {}", super::profile(f), super::detail(f))))
+            .collect();
+        // Two-letter name words are pieces only when common (`nr`, `ue`):
+        // most are fragments of other things (`pa`, `en`).
+        let common = |t: &str| by_stem.get(t).is_some_and(|fs| fs.len() >= COMMON_SHORT);
+        let pieces = expansions
+            .keys()
+            .cloned()
+            .chain(terms.iter().flatten().filter(|t| t.len() >= 3 || (t.len() == 2 && common(t))).cloned())
+            .collect();
+        Names { expansions, learned: Default::default(), terms, by_stem, stems, vocabulary, pieces }
     }
 
     /// The terms of `text` with the words of every abbreviation in it added
@@ -214,23 +243,76 @@ impl Names {
             .filter(|w| w.contains('-'))
             .map(|w| w.replace('-', ""));
         let words = text.split(|c: char| !c.is_ascii_alphanumeric()).map(str::to_string).chain(compounds);
+        let learned = self.learned.read().unwrap_or_else(|p| p.into_inner());
+        let expand = |lower: &str, out: &mut Vec<String>| {
+            let lists = self.expansions.get(lower).into_iter().chain(learned.get(lower));
+            let mut any = false;
+            for words in lists.flatten() {
+                out.extend(elex_text::terms(words));
+                any = true;
+            }
+            any
+        };
         for word in words.filter(|w| w.len() >= 2) {
             let lower = word.to_ascii_lowercase();
             if WORDS.contains(&lower.as_str()) && !word.bytes().all(|b| b.is_ascii_uppercase()) {
                 continue;
             }
-            if let Some(list) = self.expansions.get(&lower) {
-                for words in list {
-                    out.extend(elex_text::terms(words));
-                }
+            if expand(&lower, &mut out) || self.vocabulary.contains(&lower) {
+                continue;
             }
-            if let Some(list) = self.learned.read().unwrap_or_else(|p| p.into_inner()).get(&lower) {
-                for words in list {
-                    out.extend(elex_text::terms(words));
+            // A run-together compound of abbreviations and name words,
+            // written as one (`ULCoMP`, `NRCA`: a capital or digit first, a
+            // letter in it): each piece as if written apart.
+            let first = word.as_bytes()[0];
+            if !(first.is_ascii_uppercase() || first.is_ascii_digit())
+                || !word.bytes().any(|b| b.is_ascii_alphabetic())
+            {
+                continue;
+            }
+            for piece in self.compound(&lower) {
+                if !expand(piece, &mut out) {
+                    out.push(piece.to_string());
                 }
             }
         }
         out
+    }
+
+    /// The fewest pieces (two or more; see [`Names::pieces`]) that spell
+    /// `word` end to end, the longest first piece on ties; none if no such
+    /// spelling exists.
+    fn compound<'w>(&self, word: &'w str) -> Vec<&'w str> {
+        let n = word.len();
+        if !(4..=MAX_COMPOUND).contains(&n) || !word.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Vec::new();
+        }
+        // best[i]: fewest pieces spelling word[i..], and the first piece's end.
+        let mut best: Vec<Option<(usize, usize)>> = vec![None; n + 1];
+        best[n] = Some((0, n));
+        for i in (0..n).rev() {
+            for end in (i + 2..=n).rev() {
+                if let Some((count, _)) = best[end]
+                    && self.pieces.contains(&word[i..end])
+                    && best[i].is_none_or(|(c, _)| count + 1 < c)
+                {
+                    best[i] = Some((count + 1, end));
+                }
+            }
+        }
+        match best[0] {
+            Some((count, _)) if count >= 2 => {
+                let mut out = Vec::with_capacity(count);
+                let mut i = 0;
+                while i < n {
+                    let (_, end) = best[i].expect("a spelling continues to the end");
+                    out.push(&word[i..end]);
+                    i = end;
+                }
+                out
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The features whose whole name (every significant word, at least
@@ -379,6 +461,21 @@ mod tests {
         assert_eq!(comparison_subject("How does A differ from B?"), Some("How does A"));
         assert_eq!(comparison_subject("what is the difference between A and B"), Some("A"));
         assert_eq!(comparison_subject("What is MIMO Sleep Mode?"), None);
+    }
+
+    #[test]
+    fn a_run_together_compound_is_taken_apart() {
+        let c = Catalog::embedded().unwrap();
+        let names = Names::of(&c);
+        assert_eq!(names.compound("ulcomp"), ["ul", "comp"]);
+        assert_eq!(names.compound("nrca"), ["nr", "ca"]);
+        // A word of the catalog is not taken apart, nor one no pieces spell.
+        assert!(names.expansions_in("handover").is_empty());
+        assert!(names.compound("xyzzyq").is_empty());
+        let terms = names.expanded_terms("ULCoMP gain on LTE?");
+        for t in ["uplink", "coordinated", "multi", "point"] {
+            assert!(terms.contains(&t.to_string()), "{t} in {terms:?}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn named(
         .filter(|(_, f)| contains_phrase(&lower, &f.name.to_ascii_lowercase()))
         .max_by_key(|(_, f)| f.name.len());
     // Names the words and abbreviations of `part` cover, by a scan.
-    let names = Names::of(catalog);
+    let (_, names) = &*tables_of(catalog);
     let terms = names.expanded_terms(part);
     let covered: Vec<usize> = (0..features.len())
         .filter(|&i| {
@@ -83,12 +83,39 @@ fn named(
     };
     // A feature whose name has the acronym as a word, not its own, and
     // shares more words with the text than the owner (and its acronym).
-    let rival = features.iter().any(|g| {
-        g.acronym.as_deref() != Some(&acronym)
-            && elex_text::terms(&g.name).contains(&acronym.to_ascii_lowercase())
-            && shared(g) > shared(f) + 1
-    });
+    let as_term = elex_text::terms(&acronym);
+    let rival = as_term.len() == 1
+        && features.iter().any(|g| {
+            g.acronym.as_deref() != Some(&acronym)
+                && elex_text::terms(&g.name).contains(&as_term[0])
+                && shared(g) > shared(f) + 1
+        });
     (!rival).then(|| (i, Reason::Acronym(acronym)))
+}
+
+/// The lexicon and the abbreviations of `catalog`, built once per catalog
+/// and thread: they are derived data the reference scan needs, not
+/// signals it finds, and building them for every question would make the
+/// comparison tests slow.
+fn tables_of(catalog: &Catalog) -> std::rc::Rc<(Lexicon, Names)> {
+    type Key = (usize, usize, String);
+    thread_local! {
+        static TABLES: std::cell::RefCell<Vec<(Key, std::rc::Rc<(Lexicon, Names)>)>> = Default::default();
+    }
+    let key: Key = (
+        catalog as *const Catalog as usize,
+        catalog.features.len(),
+        catalog.features.last().map(|f| f.faj.clone()).unwrap_or_default(),
+    );
+    TABLES.with(|t| {
+        let mut t = t.borrow_mut();
+        if let Some((_, tables)) = t.iter().find(|(k, _)| *k == key) {
+            return tables.clone();
+        }
+        let tables = std::rc::Rc::new((Lexicon::of(catalog), Names::of(catalog)));
+        t.push((key, tables.clone()));
+        tables
+    })
 }
 
 fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Option<(usize, Reason)> {
@@ -98,8 +125,9 @@ fn choose_with(catalog: &Catalog, text: &str, most_similar: &Similar<'_>) -> Opt
             return Some((i, Reason::FajCode));
         }
     }
-    let lexicon = Lexicon::of(catalog);
-    let query = lexicon.query(text, &Names::of(catalog));
+    let tables = tables_of(catalog);
+    let (lexicon, names) = &*tables;
+    let query = lexicon.query(text, names);
     let q = query.embedding;
     let subject = names::comparison_subject(text);
     if let Some(hit) = subject.and_then(|part| named(catalog, part, &q, most_similar)) {
@@ -270,13 +298,15 @@ fn the_router_agrees_with_choose_and_ranks_peers() {
         // (a covered name).
         let words: Vec<&str> = f.name.split(' ').rev().collect();
         texts.push(format!("Which counters show whether {} works?", words.join(" ")));
-        // A comparison with the next feature.
-        texts.push(format!(
-            "How does {} differ from {}?",
-            f.name,
-            c.features[(i + 1) % c.features.len()].name
-        ));
+        // A comparison with the next feature, by name and by acronym.
+        let next = &c.features[(i + 1) % c.features.len()];
+        texts.push(format!("How does {} differ from {}?", f.name, next.name));
+        if let Some(a) = &f.acronym {
+            texts.push(format!("How does {a} differ from {}?", next.name));
+        }
     }
+    texts.push(String::from("How does CRS differ from interference cancellation?"));
+    texts.push(String::from("CRS interference cancellation with UE assistance"));
     for text in &texts {
         assert_eq!(r.choose(text), choose(&c, text), "{text}");
     }
