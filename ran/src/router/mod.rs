@@ -178,7 +178,7 @@ const POOL: usize = 32;
 /// The profile terms of every feature with their inverse document
 /// frequencies, for the lexical half of the similarity score: the cosine
 /// of the query's and a profile's binary TF-IDF vectors, where a query term
-/// matches a profile term equal to it or sharing its five-letter stem. It
+/// matches a profile term with the same stem ([`names::stem`]). It
 /// lets a word few features have (`vswr`, `ntp`) count for more than one
 /// most have (`lte`, `nr`), which the hashed embedding cannot do.
 ///
@@ -199,14 +199,12 @@ const DETAIL_WEIGHT: f32 = 0.35;
 struct TermIndex {
     idf: HashMap<String, f32>,
     norms: Vec<f32>,
-    /// The features that have a term of each five-letter stem (or each
-    /// shorter term).
+    /// The features that have a term of each stem ([`names::stem`]).
     by_stem: HashMap<String, Vec<usize>>,
-    /// The largest idf of the terms of each five-letter stem.
+    /// The largest idf of the terms of each stem.
     stem_idf: HashMap<String, f32>,
     /// Each term's squared idf under the query terms it matches
-    /// ([`names::same`]): a term of [`STEM`] letters or more under its
-    /// stem, a shorter one under itself; with the feature that has it.
+    /// ([`names::same`]), under its stem; with the feature that has it.
     /// Scoring a query adds these up per feature instead of comparing
     /// every term of every candidate with every query term.
     matches: HashMap<String, Vec<(u32, f32)>>,
@@ -247,8 +245,8 @@ impl TermIndex {
             }
         }
         let mut stem_idf: HashMap<String, f32> = HashMap::new();
-        for (t, w) in idf.iter().filter(|(t, _)| t.len() >= STEM) {
-            let e = stem_idf.entry(t[..STEM].to_string()).or_default();
+        for (t, w) in idf.iter() {
+            let e = stem_idf.entry(names::stem(t).to_string()).or_default();
             *e = e.max(*w);
         }
         let mut matches: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
@@ -274,15 +272,13 @@ impl TermIndex {
 
     /// Whether some feature has the term `q` or a term of its stem.
     fn knows(&self, q: &str) -> bool {
-        self.idf.contains_key(q) || (q.len() >= STEM && self.stem_idf.contains_key(&q[..STEM]))
+        self.idf.contains_key(q) || self.stem_idf.contains_key(names::stem(q))
     }
 
     /// The idf of `q` (or of a term of its stem); 0 for a term no feature
     /// has.
     fn weight(&self, q: &str) -> f32 {
-        self.idf.get(q).copied().unwrap_or_else(|| {
-            (q.len() >= STEM).then(|| self.stem_idf.get(&q[..STEM]).copied()).flatten().unwrap_or(0.0)
-        })
+        self.idf.get(q).copied().unwrap_or_else(|| self.stem_idf.get(names::stem(q)).copied().unwrap_or(0.0))
     }
 
     /// Lexical similarity of each candidate to the query, in [0, 1].
@@ -295,15 +291,12 @@ impl TermIndex {
         if q_norm == 0.0 {
             return vec![0.0; candidates.len()];
         }
-        // A term matches a query term equal to it, or (both of STEM
-        // letters or more) of its stem: under each distinct key below are
-        // the terms matched, each once.
+        // A term matches a query term of the same stem: under each
+        // distinct key below are the terms matched, each once.
         let mut keys: Vec<&str> = query.iter().map(|q| names::stem(q)).collect();
         keys.sort_unstable();
         keys.dedup();
         let mut shared = vec![0.0f32; self.norms.len()];
-        // (Under a key shorter than STEM are the terms equal to it only: a
-        // longer term's key has STEM letters.)
         for key in keys {
             for &(i, w) in self.matches.get(key).into_iter().flatten() {
                 shared[i as usize] += w;

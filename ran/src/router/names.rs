@@ -81,15 +81,23 @@ const MIN_COVERED: usize = 3;
 /// letters (`PM`, `BT`, `TO`) are common abbreviations of other things.
 const MIN_ACRONYM: usize = 3;
 
-/// Whether two terms match, here and in the similarity stage: equal, or
-/// the same first [`STEM`] letters (`aggregated` covers `aggregation`).
+/// Whether two terms match, here and in the similarity stage: the same
+/// [`stem`] (`aggregated` covers `aggregation`, `queuing` covers `queue`).
 pub(crate) fn same(a: &str, b: &str) -> bool {
-    a == b || (a.len() >= STEM && b.len() >= STEM && a[..STEM] == b[..STEM])
+    a == b || stem(a) == stem(b)
 }
 
-/// A term's first [`STEM`] letters (all of a shorter one).
+/// A term's first [`STEM`] letters (all of a shorter one), after an `-ing`
+/// or `-ed` ending (leaving four letters or more) or a final `e` (of five
+/// letters or more) is dropped: `queuing`, `queued` and `queue` are `queu`,
+/// `scheduling` and `schedule` `sched`; `rate` stays `rate`.
 pub(crate) fn stem(t: &str) -> &str {
-    &t[..t.len().min(STEM)]
+    let base = ["ing", "ed"]
+        .iter()
+        .find_map(|end| t.strip_suffix(end).filter(|b| b.len() >= 4))
+        .or_else(|| t.strip_suffix('e').filter(|_| t.len() >= 5))
+        .unwrap_or(t);
+    &base[..base.len().min(STEM)]
 }
 
 /// The significant terms of a feature name: its [`elex_text::terms`]
@@ -111,7 +119,7 @@ pub(crate) struct Names {
     learned: std::sync::RwLock<HashMap<String, Vec<String>>>,
     /// Each feature's significant name terms.
     terms: Vec<Vec<String>>,
-    /// Five-letter stem (or shorter term) → features whose name has it.
+    /// Stem ([`stem`]) → features whose name has a term of it.
     by_stem: HashMap<String, Vec<usize>>,
     /// How many different stems each feature's significant name terms have.
     stems: Vec<usize>,
@@ -461,6 +469,21 @@ mod tests {
         assert_eq!(comparison_subject("How does A differ from B?"), Some("How does A"));
         assert_eq!(comparison_subject("what is the difference between A and B"), Some("A"));
         assert_eq!(comparison_subject("What is MIMO Sleep Mode?"), None);
+    }
+
+    #[test]
+    fn stems_drop_common_endings() {
+        for (a, b) in [
+            ("queuing", "queue"),
+            ("queued", "queue"),
+            ("scheduling", "schedule"),
+            ("aggregated", "aggregation"),
+        ] {
+            assert!(same(a, b), "{a} {b}");
+        }
+        for (a, b) in [("rate", "rat"), ("mode", "model"), ("speed", "spend")] {
+            assert!(!same(a, b), "{a} {b}");
+        }
     }
 
     #[test]
