@@ -164,6 +164,13 @@ const STEM: usize = 5;
 /// counters show ..." is about).
 const QUESTION_WORDS: &[&str] = &["counter", "enable", "kpi", "parameter", "prerequisite", "troubleshoot"];
 
+/// Whether `t` is one letter (`b` of `eNodeB`): of the words an
+/// abbreviation stands for, it says nothing about a feature, and the
+/// similarity stage leaves it out (as rare, it would count for much).
+fn one_letter(t: &str) -> bool {
+    t.len() == 1 && t.as_bytes()[0].is_ascii_alphabetic()
+}
+
 /// What the similarity stage looks at in a text, computed once per query:
 /// its terms (question words left out) and their embedding.
 struct Query {
@@ -342,7 +349,8 @@ impl Lexicon {
         // The words its abbreviations stand for ("UL CoMP": uplink
         // coordinated multi point), after those written.
         for t in names.expansions_in(text) {
-            if !terms.contains(&t) {
+            // (Not a letter of one: `eNodeB` is `e` `node` `b`.)
+            if !one_letter(&t) && !terms.contains(&t) {
                 terms.push(t);
             }
         }
