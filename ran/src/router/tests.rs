@@ -208,6 +208,13 @@ fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
     assert_eq!(name("inter-eNB CA vs Elastic RAN, the difference?"), "Inter-eNodeB Carrier Aggregation");
     // "if" in a sentence is a word.
     assert_ne!(r.choose("what if MIMO Sleep Mode fails").unwrap().1, Reason::CoveredName);
+    // The words an abbreviation stands for weigh in similarity, but not
+    // their one-letter pieces (gNB: gNodeB is `g` `node` `b`).
+    let q = r.lexicon.query("UL CoMP gain on the gNB", &r.names);
+    for t in ["uplink", "coordinated", "gnb", "node"] {
+        assert!(q.terms.contains(&t.to_string()), "{t} in {:?}", q.terms);
+    }
+    assert!(!q.terms.iter().any(|t| t == "g" || t == "b"), "{:?}", q.terms);
     // An acronym that is also another name's word: by itself it names its
     // feature; beside more of the other name's words it names none.
     let crs = "Cascaded RET Support";
