@@ -90,7 +90,7 @@ fn named(
                 && elex_text::terms(&g.name).contains(&as_term[0])
                 && shared(g) > shared(f) + 1
         });
-    (!rival).then(|| (i, Reason::Acronym(acronym)))
+    (!rival).then_some((i, Reason::Acronym(acronym)))
 }
 
 /// The lexicon and the abbreviations of `catalog`, built once per catalog
@@ -99,8 +99,9 @@ fn named(
 /// comparison tests slow.
 fn tables_of(catalog: &Catalog) -> std::rc::Rc<(Lexicon, Names)> {
     type Key = (usize, usize, String);
+    type Tables = std::rc::Rc<(Lexicon, Names)>;
     thread_local! {
-        static TABLES: std::cell::RefCell<Vec<(Key, std::rc::Rc<(Lexicon, Names)>)>> = Default::default();
+        static TABLES: std::cell::RefCell<Vec<(Key, Tables)>> = Default::default();
     }
     let key: Key = (
         catalog as *const Catalog as usize,
