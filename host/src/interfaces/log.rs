@@ -25,28 +25,33 @@ fn cut(s: &str) -> &str {
 
 impl Host for LogState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        // A record no subscriber takes costs no formatting (the feature
-        // agents log every question at `info`).
-        let enabled = match level {
-            Level::Trace => tracing::enabled!(target: "elex::guest", tracing::Level::TRACE),
-            Level::Debug => tracing::enabled!(target: "elex::guest", tracing::Level::DEBUG),
-            Level::Info => tracing::enabled!(target: "elex::guest", tracing::Level::INFO),
-            Level::Warn => tracing::enabled!(target: "elex::guest", tracing::Level::WARN),
-            Level::Error => tracing::enabled!(target: "elex::guest", tracing::Level::ERROR),
-        };
-        if !enabled {
-            return;
-        }
+        // `tracing` evaluates an event's fields only when a subscriber takes
+        // it: a record nobody takes costs no formatting (the feature agents
+        // log every question at `info`).
         let agent = self.agent_id.as_str();
         let message = cut(&message);
-        let fields = fields.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(" ");
+        let fields = Fields(&fields);
         match level {
-            Level::Trace => tracing::trace!(target: "elex::guest", agent, fields, "{message}"),
-            Level::Debug => tracing::debug!(target: "elex::guest", agent, fields, "{message}"),
-            Level::Info => tracing::info!(target: "elex::guest", agent, fields, "{message}"),
-            Level::Warn => tracing::warn!(target: "elex::guest", agent, fields, "{message}"),
-            Level::Error => tracing::error!(target: "elex::guest", agent, fields, "{message}"),
+            Level::Trace => tracing::trace!(target: "elex::guest", agent, %fields, "{message}"),
+            Level::Debug => tracing::debug!(target: "elex::guest", agent, %fields, "{message}"),
+            Level::Info => tracing::info!(target: "elex::guest", agent, %fields, "{message}"),
+            Level::Warn => tracing::warn!(target: "elex::guest", agent, %fields, "{message}"),
+            Level::Error => tracing::error!(target: "elex::guest", agent, %fields, "{message}"),
         }
+    }
+}
+
+/// A record's fields as `key=value key=value`, values cut to
+/// [`MAX_MESSAGE`], written only when displayed.
+struct Fields<'a>(&'a [(String, String)]);
+
+impl std::fmt::Display for Fields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{k}={}", cut(v))?;
+        }
+        Ok(())
     }
 }
 
