@@ -332,6 +332,11 @@ impl Lexicon {
         out
     }
 
+    /// Every term of the profiles and of the parameter and counter names.
+    fn vocabulary(&self) -> std::collections::HashSet<String> {
+        self.profile.idf.keys().chain(self.detail.idf.keys()).cloned().collect()
+    }
+
     /// Whether some profile has the term `q` or a term of its stem.
     fn knows(&self, q: &str) -> bool {
         self.profile.knows(q)
@@ -452,11 +457,12 @@ impl Router {
                 }
             }
         }
+        let lexicon = Lexicon::of(&catalog);
         Router {
             examples: std::sync::RwLock::new(Vec::new()),
-            names: names::Names::of(&catalog),
+            names: names::Names::of(&catalog, lexicon.vocabulary()),
             required_by,
-            lexicon: Lexicon::of(&catalog),
+            lexicon,
             catalog,
             profiles,
             by_faj,

@@ -140,8 +140,10 @@ const MAX_COMPOUND: usize = 24;
 const COMMON_SHORT: usize = 10;
 
 impl Names {
-    /// Learns the abbreviations of `catalog` (see the module docs).
-    pub(crate) fn of(catalog: &Catalog) -> Names {
+    /// Learns the abbreviations of `catalog` (see the module docs);
+    /// `vocabulary` is every term of its profiles and parameter and counter
+    /// names (the router's lexicon has them: [`super::Lexicon::vocabulary`]).
+    pub(crate) fn of(catalog: &Catalog, vocabulary: std::collections::HashSet<String>) -> Names {
         let mut expansions: HashMap<String, Vec<String>> = HashMap::new();
         let mut add = |abbreviation: String, words: &str| {
             let list = expansions.entry(abbreviation).or_default();
@@ -216,11 +218,6 @@ impl Names {
                 }
             }
         }
-        let vocabulary = catalog
-            .features
-            .iter()
-            .flat_map(|f| elex_text::terms(&format!("{} {}", super::profile(f), super::detail(f))))
-            .collect();
         // Two-letter name words are pieces only when common (`nr`, `ue`):
         // most are fragments of other things (`pa`, `en`).
         let common = |t: &str| by_stem.get(t).is_some_and(|fs| fs.len() >= COMMON_SHORT);
@@ -489,7 +486,7 @@ mod tests {
     #[test]
     fn a_run_together_compound_is_taken_apart() {
         let c = Catalog::embedded().unwrap();
-        let names = Names::of(&c);
+        let names = Names::of(&c, super::super::Lexicon::of(&c).vocabulary());
         assert_eq!(names.compound("ulcomp"), ["ul", "comp"]);
         assert_eq!(names.compound("nrca"), ["nr", "ca"]);
         // A word of the catalog is not taken apart, nor one no pieces spell.
@@ -515,7 +512,7 @@ mod tests {
     #[test]
     fn abbreviations_are_learned_from_the_catalog_and_cover_names() {
         let c = Catalog::embedded().unwrap();
-        let names = Names::of(&c);
+        let names = Names::of(&c, super::super::Lexicon::of(&c).vocabulary());
         let faj = |text: &str| -> Vec<String> {
             names
                 .covered(&names.expanded_terms(text))

@@ -113,7 +113,9 @@ fn tables_of(catalog: &Catalog) -> std::rc::Rc<(Lexicon, Names)> {
         if let Some((_, tables)) = t.iter().find(|(k, _)| *k == key) {
             return tables.clone();
         }
-        let tables = std::rc::Rc::new((Lexicon::of(catalog), Names::of(catalog)));
+        let lexicon = Lexicon::of(catalog);
+        let names = Names::of(catalog, lexicon.vocabulary());
+        let tables = std::rc::Rc::new((lexicon, names));
         t.push((key, tables.clone()));
         tables
     })
