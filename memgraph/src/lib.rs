@@ -27,13 +27,22 @@
 //! [`postings::BLOCK`] entries with term frequency and document length, so
 //! a search reads a few blocks per term and ranks with BM25 without touching
 //! the engrams; graph walks are bounded by [`GraphConfig`].
+//!
+//! The inverted index and the reverse edge index are cut into segments by
+//! engram id (see `segments`): a transaction writes its new engrams' entries
+//! into a fresh segment, in order, packed into page-sized chunks (see
+//! `packed`), and segments of like size merge in one sequential pass — the
+//! layout of SQLite FTS5, which keeps writes from touching pages all over
+//! the index.
 
 mod graph;
 mod log;
+mod packed;
 pub mod postings;
 mod record;
 mod schema;
 mod search;
+mod segments;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -225,8 +234,6 @@ pub struct MemoryGraph {
     config: GraphConfig,
     next_engram: AtomicU64,
     next_context: AtomicU64,
-    /// Last posting blocks of recently written terms (see `TailCache`).
-    tails: std::sync::Mutex<postings::TailCache>,
     /// The write log every write goes through, once attached (see `log`).
     log: std::sync::OnceLock<std::sync::Arc<dyn WriteLog>>,
     /// Ids leased from the log.
@@ -279,7 +286,6 @@ impl MemoryGraph {
             config,
             next_engram: AtomicU64::new(next_engram),
             next_context: AtomicU64::new(next_context),
-            tails: Default::default(),
             log: std::sync::OnceLock::new(),
             lease: Default::default(),
             replica: std::sync::atomic::AtomicBool::new(false),

@@ -1,21 +1,30 @@
-//! The inverted index: for each term, its postings (engram id, term
-//! frequency, document length) sorted by id, in blocks of at most
-//! [`BLOCK`] entries keyed by (term, first id of the block).
+//! The inverted index of one segment (see `segments`), stored as a packed
+//! sorted map (see `packed`). For each term the segment holds, a header
+//! entry with the term's document frequency in the segment, then the
+//! postings (engram id, term frequency, document length) of the segment's
+//! engrams that hold it, sorted by id, in blocks of at most [`BLOCK`],
+//! each an entry keyed by (term, first id of the block). Segments cover
+//! disjoint, ascending id ranges, so a term's blocks read segment after
+//! segment are its postings in id order.
 //!
-//! A transaction's changes to a term are applied together (`apply`):
-//! each block they touch is read, merged and rewritten once (new engrams get
-//! ever larger ids, so a batch of them fills the term's last block and adds
-//! new ones). A search reads a term's blocks in order, or for a few
-//! candidates looks each up with one range seek.
+//! A fresh segment is written in term order without reading anything
+//! (`write_new`); two segments merge into a third in one sequential pass
+//! that copies most blocks as they are (`merge`). A change to an engram of
+//! an older segment is applied in place (`apply`): each block it touches is
+//! read, merged and rewritten. A search reads a term's blocks segment by
+//! segment, or for a few candidates looks each up with one seek in the
+//! segment that covers it.
 //!
-//! Every stored block ends in its checksum (see `record`), checked whenever
-//! a block is read from the file — including blocks a ranked search skips
-//! by their header alone.
+//! Keys are bytes that sort like (term, first id): the term, a zero byte,
+//! then the first id big-endian (the header: the term and the zero byte
+//! alone, so it sorts first). Terms never hold a zero byte (see
+//! `write::term_counts`).
 
-use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{self, CHECKSUM_BYTES, Corruption, Fault, storage};
+use crate::packed::{self, Builder, Chunks, Cursor, Kind, Readable};
+use crate::record::{self, Fault};
+use crate::segments::Segments;
 
 /// Most postings in a block.
 pub const BLOCK: usize = 128;
@@ -32,37 +41,90 @@ pub struct Posting {
     pub len: u32,
 }
 
-type Postings<'t> = Table<'t, (&'static str, u64), &'static [u8]>;
+/// The packed map of a segment's postings.
+pub(crate) const KIND: Kind = Kind { table: record::Table::Postings, show: show_key };
+
+/// The key of `term`'s header.
+pub(crate) fn header_key(term: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(term.len() + 1);
+    k.extend_from_slice(term.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The key of `term`'s block starting at `first`.
+pub(crate) fn block_key(term: &str, first: u64) -> Vec<u8> {
+    let mut k = header_key(term);
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// A key read back: the term and, for a block, its first id.
+pub(crate) fn parse_key(key: &[u8]) -> Option<(&str, Option<u64>)> {
+    let zero = key.iter().position(|&b| b == 0)?;
+    let term = std::str::from_utf8(&key[..zero]).ok()?;
+    match &key[zero + 1..] {
+        [] => Some((term, None)),
+        rest => Some((term, Some(u64::from_be_bytes(rest.try_into().ok()?)))),
+    }
+}
+
+fn show_key(key: &[u8]) -> String {
+    match parse_key(key) {
+        Some((term, Some(first))) => format!("({term:?}, {first})"),
+        Some((term, None)) => format!("({term:?})"),
+        None => format!("{:?}", String::from_utf8_lossy(key)),
+    }
+}
+
+/// A bad entry of the postings map.
+fn corrupt(key: &[u8], detail: impl Into<String>) -> Fault {
+    Fault::Corrupt(record::Corruption::new(record::Table::Postings, &ShowKey(key), detail))
+}
+
+struct ShowKey<'a>(&'a [u8]);
+
+impl record::RecordKey for ShowKey<'_> {
+    fn feed(&self, s: &mut record::Seed) {
+        self.0.feed(s);
+    }
+    fn show(&self) -> String {
+        show_key(self.0)
+    }
+}
 
 /// A block is LEB128 varints: the count, the largest term frequency and the
 /// shortest document length in the block (so a ranked search can skip a
-/// block that cannot beat its current top k), the term's document frequency
-/// (kept in the term's last block only; 0 in the others), then per posting
-/// the id's delta from the previous id, the term frequency and the document
-/// length. (The stored value is this followed by its checksum: see
-/// `seal_block`.)
-pub(crate) fn encode(block: &[Posting], df: u64) -> Vec<u8> {
-    fn put(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    let mut out = Vec::with_capacity(4 + block.len() * 5 + CHECKSUM_BYTES);
-    put(&mut out, block.len() as u64);
+/// block that cannot beat its current top k), then per posting the id's
+/// delta from the previous id, the term frequency and the document length.
+pub(crate) fn encode(block: &[Posting]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + block.len() * 5);
+    encode_into(block, &mut out);
+    out
+}
+
+/// [`encode`] appended to `out`.
+fn encode_into(block: &[Posting], out: &mut Vec<u8>) {
+    let out = &mut *out;
+    put(out, block.len() as u64);
     // The block's bound: no posting has a higher tf or a shorter document.
-    put(&mut out, block.iter().map(|p| p.tf).max().unwrap_or(0) as u64);
-    put(&mut out, block.iter().map(|p| p.len).min().unwrap_or(0) as u64);
-    put(&mut out, df);
+    put(out, block.iter().map(|p| p.tf).max().unwrap_or(0) as u64);
+    put(out, block.iter().map(|p| p.len).min().unwrap_or(0) as u64);
     let mut prev = 0;
     for p in block {
-        put(&mut out, p.id - prev);
-        put(&mut out, p.tf as u64);
-        put(&mut out, p.len as u64);
+        put(out, p.id - prev);
+        put(out, p.tf as u64);
+        put(out, p.len as u64);
         prev = p.id;
     }
-    out
+}
+
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// One LEB128 varint at `at`: one-byte values (most of them) inline, the
@@ -93,15 +155,13 @@ fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
     Err("corrupt posting block: varint too long")
 }
 
-/// Appends the postings of an encoded block (without its checksum) to
-/// `out`.
+/// Appends the postings of an encoded block to `out`.
 pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), String> {
     let mut at = 0;
     let n = varint(bytes, &mut at)? as usize;
-    if n > 4 * BLOCK {
+    if n == 0 || n > BLOCK {
         return Err(format!("corrupt posting block: {n} entries"));
     }
-    varint(bytes, &mut at)?;
     varint(bytes, &mut at)?;
     varint(bytes, &mut at)?;
     out.reserve(n);
@@ -124,147 +184,139 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Posting>, String> {
     Ok(out)
 }
 
-/// The stored value of a block: its encoding and checksum.
-pub(crate) fn seal_block(term: &str, first: u64, block: &[Posting], df: u64) -> Vec<u8> {
-    record::seal(record::Table::Postings, &(term, first), encode(block, df))
-}
-
-fn corrupt(term: &str, first: u64, detail: impl Into<String>) -> Fault {
-    Fault::Corrupt(Corruption::new(record::Table::Postings, &(term, first), detail))
-}
-
-/// The encoding of the block stored under (`term`, `first`), checksum
-/// checked.
-pub(crate) fn open_block<'v>(term: &str, first: u64, value: &'v [u8]) -> Result<&'v [u8], Fault> {
-    Ok(record::open(record::Table::Postings, &(term, first), value)?)
-}
-
-/// The postings of the block stored under (`term`, `first`).
-pub(crate) fn read_block(term: &str, first: u64, value: &[u8]) -> Result<Vec<Posting>, Fault> {
-    decode(open_block(term, first, value)?).map_err(|e| corrupt(term, first, e))
-}
-
-/// The postings of the block stored under (`term`, `first`) and the
-/// document frequency in its header.
-pub(crate) fn read_block_df(term: &str, first: u64, value: &[u8]) -> Result<(Vec<Posting>, u64), Fault> {
-    let block = open_block(term, first, value)?;
-    let bad = |e: String| corrupt(term, first, e);
-    Ok((decode(block).map_err(bad)?, header_df(block).map_err(bad)?))
-}
-
-/// The block that holds or would hold `id`: the last block starting at or
-/// before it, else the term's first block.
-fn block_for(t: &Postings<'_>, term: &str, id: u64) -> Result<Option<(u64, Vec<Posting>)>, Fault> {
-    if let Some(row) = t.range((term, 0)..=(term, id)).map_err(storage)?.next_back() {
-        let (k, v) = row.map_err(storage)?;
-        let first = k.value().1;
-        return Ok(Some((first, read_block(term, first, v.value())?)));
+/// The block stored under `key`, whose first posting must be `first`.
+fn read_block(key: &[u8], first: u64, value: &[u8]) -> Result<Vec<Posting>, Fault> {
+    let block = decode(value).map_err(|e| corrupt(key, e))?;
+    if block[0].id != first || block.windows(2).any(|w| w[0].id >= w[1].id) {
+        return Err(corrupt(key, "the block's ids are out of order or not its key's"));
     }
-    if let Some(row) = t.range((term, id)..=(term, u64::MAX)).map_err(storage)?.next() {
-        let (k, v) = row.map_err(storage)?;
-        let first = k.value().1;
-        return Ok(Some((first, read_block(term, first, v.value())?)));
-    }
-    Ok(None)
+    Ok(block)
 }
 
-/// First id of the block after the one starting at `key`.
-fn next_block(t: &Postings<'_>, term: &str, key: u64) -> Result<Option<u64>, Fault> {
-    if key == u64::MAX {
-        return Ok(None);
+/// A header's document frequency.
+fn read_df(key: &[u8], value: &[u8]) -> Result<u64, Fault> {
+    let mut at = 0;
+    let df = varint(value, &mut at).map_err(|e| corrupt(key, e))?;
+    if at != value.len() {
+        return Err(corrupt(key, "bytes after the document frequency"));
     }
-    match t.range((term, key + 1)..=(term, u64::MAX)).map_err(storage)?.next() {
-        Some(row) => Ok(Some(row.map_err(storage)?.0.value().1)),
-        None => Ok(None),
-    }
+    Ok(df)
+}
+
+fn df_value(df: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(3);
+    put(&mut v, df);
+    v
 }
 
 /// A change to one term's postings: `Some` puts (adds or replaces) the
 /// posting for the id, `None` removes it.
 pub type Change = (u64, Option<Posting>);
 
+/// What `changes` (sorted by id; the last change of an id wins) leave:
+/// the postings they put, by id.
+pub(crate) fn outcome(changes: &[Change]) -> Vec<Posting> {
+    let mut out = Vec::with_capacity(changes.len());
+    let mut c = 0;
+    while c < changes.len() {
+        let id = changes[c].0;
+        let mut end = c;
+        while end + 1 < changes.len() && changes[end + 1].0 == id {
+            end += 1;
+        }
+        if let Some(p) = changes[end].1 {
+            out.push(Posting { id, ..p });
+        }
+        c = end + 1;
+    }
+    out
+}
+
+/// A segment's postings being written in term order, with buffers reused
+/// from entry to entry.
+pub(crate) struct NewSegment {
+    b: Builder,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl NewSegment {
+    pub(crate) fn new() -> NewSegment {
+        NewSegment { b: Builder::new(KIND), key: Vec::new(), value: Vec::new() }
+    }
+
+    /// Adds `term` with `postings` (sorted, not empty; terms in order).
+    pub(crate) fn add(&mut self, t: &mut Chunks<'_>, term: &str, postings: &[Posting]) -> Result<(), Fault> {
+        self.key.clear();
+        self.key.extend_from_slice(term.as_bytes());
+        self.key.push(0);
+        self.value.clear();
+        put(&mut self.value, postings.len() as u64);
+        self.b.push(t, &self.key, &self.value)?;
+        let prefix = self.key.len();
+        for chunk in postings.chunks(BLOCK) {
+            self.key.truncate(prefix);
+            self.key.extend_from_slice(&chunk[0].id.to_be_bytes());
+            self.value.clear();
+            encode_into(chunk, &mut self.value);
+            self.b.push(t, &self.key, &self.value)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(self, t: &mut Chunks<'_>) -> Result<u64, Fault> {
+        self.b.finish(t)
+    }
+}
+
+/// The block of `term` that holds or would hold `id` (the last starting at
+/// or before it, else the term's first): its first id and postings.
+fn block_for(t: &Chunks<'_>, term: &str, id: u64) -> Result<Option<(u64, Vec<Posting>)>, Fault> {
+    if let Some((k, v)) = packed::last_at_most(t, KIND, &block_key(term, id))?
+        && let Some((kt, Some(first))) = parse_key(&k)
+        && kt == term
+    {
+        return Ok(Some((first, read_block(&k, first, &v)?)));
+    }
+    next_block(t, term, 0)
+}
+
+/// The first block of `term` starting at or after `from`.
+fn next_block(t: &Chunks<'_>, term: &str, from: u64) -> Result<Option<(u64, Vec<Posting>)>, Fault> {
+    let mut c = Cursor::seek(t, KIND, &block_key(term, from))?;
+    let found = c.next(|k, v| match parse_key(k) {
+        Some((kt, Some(first))) if kt == term => Some((k.to_vec(), first, v.to_vec())),
+        _ => None,
+    })?;
+    match found.flatten() {
+        Some((k, first, v)) => Ok(Some((first, read_block(&k, first, &v)?))),
+        None => Ok(None),
+    }
+}
+
 /// Applies `changes` (in order; the last change of an id wins) to `term`'s
-/// postings, rewriting each touched block once, and keeps the term's
-/// document frequency in its last block. Returns the change in document
-/// frequency.
-///
-/// The common case, postings of new engrams (ids above all the term's ids),
-/// costs one seek to the last block and one write per block written.
-///
-/// `known_last` is the term's last block (key, encoded) if the caller knows
-/// it (see `TailCache`): it spares the seek. Also returns the term's last
-/// block after the change, when there is one.
-pub(crate) fn apply(
-    t: &mut Postings<'_>,
-    term: &str,
-    changes: &mut [Change],
-    known_last: Option<&Tail>,
-) -> Result<(i64, Option<Tail>), Fault> {
+/// postings in a segment, rewriting each touched block, and keeps the
+/// term's header. Returns the change in document frequency.
+pub(crate) fn apply(t: &mut Chunks<'_>, term: &str, changes: &mut [Change]) -> Result<i64, Fault> {
     if changes.is_empty() {
-        return Ok((0, None));
+        return Ok(0);
     }
     changes.sort_by_key(|c| c.0); // stable: order within an id is kept
-    // A block and its document frequency; `payload` checked already.
-    let parse = |first: u64, payload: &[u8]| -> Result<(u64, Vec<Posting>, u64), Fault> {
-        let bad = |e: String| corrupt(term, first, e);
-        Ok((first, decode(payload).map_err(bad)?, header_df(payload).map_err(bad)?))
-    };
-    let last = match known_last {
-        // Sealed by this process and kept in memory: not read from the file.
-        Some((k, bytes)) => Some(parse(*k, record::payload_of(bytes))?),
-        None => match t.range((term, 0)..=(term, u64::MAX)).map_err(storage)?.next_back() {
-            Some(row) => {
-                let (k, v) = row.map_err(storage)?;
-                let first = k.value().1;
-                Some(parse(first, open_block(term, first, v.value())?)?)
-            }
-            None => None,
-        },
-    };
-    let old_df = last.as_ref().map_or(0, |l| l.2);
-    // Appends only: merge into the last block.
-    let beyond = match &last {
-        Some((_, block, _)) => block.last().is_none_or(|p| changes[0].0 > p.id),
-        None => true,
-    };
-    if beyond {
-        let (key, mut block) = match last {
-            Some((k, b, _)) => (Some(k), b),
-            None => (None, Vec::new()),
-        };
-        let mut added = 0i64;
-        let mut c = 0;
-        while c < changes.len() {
-            let id = changes[c].0;
-            let mut end = c;
-            while end + 1 < changes.len() && changes[end + 1].0 == id {
-                end += 1;
-            }
-            if let Some(p) = changes[end].1 {
-                block.push(Posting { id, ..p });
-                added += 1;
-            }
-            c = end + 1;
-        }
-        if added == 0 {
-            return Ok((0, None));
-        }
-        let tail = write_run(t, term, key, &block, old_df.saturating_add_signed(added))?;
-        return Ok((added, tail));
-    }
     let mut delta = 0i64;
     let mut ci = 0;
     while ci < changes.len() {
-        let (key, block) = match block_for(t, term, changes[ci].0)? {
-            Some((k, b)) => (Some(k), b),
+        let found = block_for(t, term, changes[ci].0)?;
+        let (old_first, block) = match found {
+            Some((f, b)) => (Some(f), b),
             None => (None, Vec::new()),
         };
         // The changes that land in this block: those before the next one.
-        let bound = match key {
-            Some(k) => next_block(t, term, k)?,
-            None => None,
+        let bound = match old_first {
+            Some(f) if f < u64::MAX => next_block(t, term, f + 1)?.map(|(n, _)| n),
+            _ => None,
         };
         let end = ci + changes[ci..].partition_point(|c| bound.is_none_or(|b| c.0 < b));
+        let lo = old_first.map_or(changes[ci].0, |f| f.min(changes[ci].0));
         let mut out = Vec::with_capacity(block.len() + (end - ci));
         let mut i = 0;
         let mut c = ci;
@@ -294,123 +346,76 @@ pub(crate) fn apply(
             c = last + 1;
         }
         out.extend_from_slice(&block[i..]);
-        write_run(t, term, key, &out, 0)?;
+        // Every key from `lo` up to the next block is this block's.
+        let hi = block_key(term, bound.map_or(u64::MAX, |b| b - 1));
+        let new = out.chunks(BLOCK).map(|c| (block_key(term, c[0].id), encode(c))).collect();
+        packed::splice(t, KIND, &block_key(term, lo), &hi, new)?;
         ci = end;
     }
-    // Record the new document frequency in whatever block is last now.
-    let last = match t.range((term, 0)..=(term, u64::MAX)).map_err(storage)?.next_back() {
-        Some(row) => {
-            let (k, v) = row.map_err(storage)?;
-            let first = k.value().1;
-            Some((first, read_block(term, first, v.value())?))
-        }
-        None => None,
-    };
-    let Some((k, block)) = last else { return Ok((delta, None)) };
-    let bytes = seal_block(term, k, &block, old_df.saturating_add_signed(delta));
-    t.insert((term, k), bytes.as_slice()).map_err(storage)?;
-    Ok((delta, Some((k, bytes))))
-}
-
-/// A term's last block: its key (first id) and its stored value (encoding
-/// and checksum).
-pub(crate) type Tail = (u64, Vec<u8>);
-
-/// The last block of recently written terms, kept by the graph so that
-/// appending new engrams' postings to a term needs no seek. Only what a
-/// committed transaction wrote goes in (redb lets one process and one writer
-/// at a time change the file, so nothing changes it behind the cache's
-/// back). Bounded in bytes; when full it starts over.
-#[derive(Default)]
-pub(crate) struct TailCache {
-    map: std::collections::HashMap<String, Tail>,
-    bytes: usize,
-}
-
-impl TailCache {
-    const MAX_BYTES: usize = 8 << 20;
-
-    pub(crate) fn get(&self, term: &str) -> Option<&Tail> {
-        self.map.get(term)
+    if delta != 0 {
+        let key = header_key(term);
+        let old = match packed::get(t, KIND, &key)? {
+            Some(v) => read_df(&key, &v)?,
+            None => 0,
+        };
+        let df = old.saturating_add_signed(delta);
+        let new = if df == 0 { Vec::new() } else { vec![(key.clone(), df_value(df))] };
+        packed::splice(t, KIND, &key, &key, new)?;
     }
+    Ok(delta)
+}
 
-    /// Records what a committed transaction left as each term's last block
-    /// (`None`: not known, forget it).
-    pub(crate) fn update(&mut self, written: Vec<(String, Option<Tail>)>) {
-        let size = |term: &str, tail: &Tail| term.len() + tail.1.len() + 64;
-        for (term, tail) in written {
-            match tail {
-                Some(tail) => {
-                    let term_len = term.len();
-                    self.bytes += size(&term, &tail);
-                    if let Some(old) = self.map.insert(term, tail) {
-                        self.bytes = self.bytes.saturating_sub(term_len + old.1.len() + 64);
-                    }
-                }
-                None => {
-                    if let Some(old) = self.map.remove(&term) {
-                        self.bytes = self.bytes.saturating_sub(size(&term, &old));
-                    }
-                }
+/// Writes into `out` (empty) the postings of `inputs`, adjacent segments
+/// in id order, in one pass in key order. Blocks are copied as they are
+/// stored, but a term's headers are summed into one, and two consecutive
+/// blocks of a term that fit in one block are joined (so the last block of
+/// a term in one segment takes in its first in the next). Returns the
+/// chunks written.
+pub(crate) fn merge(inputs: Vec<Cursor<'_>>, out: &mut Chunks<'_>) -> Result<u64, Fault> {
+    struct Postings;
+    impl packed::Merging for Postings {
+        fn combine(&mut self, key: &[u8], values: &[Vec<u8>]) -> Result<Vec<u8>, Fault> {
+            if !matches!(parse_key(key), Some((_, None))) {
+                return Err(corrupt(key, "a posting block in two segments"));
             }
+            let mut df = 0u64;
+            for v in values {
+                df += read_df(key, v)?;
+            }
+            Ok(df_value(df))
         }
-        if self.bytes > Self::MAX_BYTES {
-            self.map.clear();
-            self.bytes = 0;
+
+        fn join(
+            &mut self,
+            key: &[u8],
+            value: &[u8],
+            next_key: &[u8],
+            next_value: &[u8],
+        ) -> Result<Option<Vec<u8>>, Fault> {
+            let (Some((term, Some(first))), Some((next_term, Some(next_first)))) =
+                (parse_key(key), parse_key(next_key))
+            else {
+                return Ok(None);
+            };
+            let count = |v: &[u8], k: &[u8]| varint(v, &mut 0).map_err(|e| corrupt(k, e));
+            if term != next_term || count(value, key)? + count(next_value, next_key)? > BLOCK as u64 {
+                return Ok(None);
+            }
+            let mut block = read_block(key, first, value)?;
+            let next = read_block(next_key, next_first, next_value)?;
+            if block.last().is_some_and(|p| p.id >= next_first) {
+                return Err(corrupt(next_key, "a block whose ids overlap the block before"));
+            }
+            block.extend(next);
+            Ok(Some(encode(&block)))
         }
     }
+    packed::merge(KIND, inputs, out, &mut Postings)
 }
 
-/// Writes `postings` (sorted) in place of the block at `key` as blocks of
-/// at most [`BLOCK`]; the last of them carries `df` and is returned.
-fn write_run(
-    t: &mut Postings<'_>,
-    term: &str,
-    key: Option<u64>,
-    postings: &[Posting],
-    df: u64,
-) -> Result<Option<Tail>, Fault> {
-    // Inserting under the same key replaces the block; remove it only when
-    // its first id changes (or it empties).
-    if let Some(k) = key
-        && postings.first().map(|p| p.id) != Some(k)
-    {
-        t.remove((term, k)).map_err(storage)?;
-    }
-    let chunks = postings.chunks(BLOCK).count();
-    let mut tail = None;
-    for (i, chunk) in postings.chunks(BLOCK).enumerate() {
-        let df = if i + 1 == chunks { df } else { 0 };
-        let bytes = seal_block(term, chunk[0].id, chunk, df);
-        t.insert((term, chunk[0].id), bytes.as_slice()).map_err(storage)?;
-        tail = Some((chunk[0].id, bytes));
-    }
-    Ok(tail)
-}
-
-/// The document frequency recorded in a block's header (of its encoding,
-/// checksum checked or not needed).
-pub(crate) fn header_df(bytes: &[u8]) -> Result<u64, String> {
-    let mut at = 0;
-    for _ in 0..3 {
-        varint(bytes, &mut at)?;
-    }
-    Ok(varint(bytes, &mut at)?)
-}
-
-/// The number of engrams holding `term`: one seek to its last block.
-pub(crate) fn doc_freq(
-    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    term: &str,
-) -> Result<u64, Fault> {
-    match t.range((term, 0)..=(term, u64::MAX)).map_err(storage)?.next_back() {
-        Some(row) => {
-            let (k, v) = row.map_err(storage)?;
-            let first = k.value().1;
-            header_df(open_block(term, first, v.value())?).map_err(|e| corrupt(term, first, e))
-        }
-        None => Ok(0),
-    }
+/// Reads the whole of each of `tables` from the start.
+pub(crate) fn cursors<'t, T: Readable>(tables: &'t [T]) -> Result<Vec<Cursor<'t>>, Fault> {
+    tables.iter().map(|t| Cursor::seek(t, KIND, &[])).collect()
 }
 
 /// The largest tf and shortest length in a block, from its header.
@@ -422,90 +427,210 @@ fn bound(bytes: &[u8]) -> Result<(u32, u32), String> {
     Ok((max_tf, min_len))
 }
 
-/// Calls `f` with each of `term`'s blocks in id order until it returns
-/// false, skipping (undecoded) those for which `skip(max_tf, min_len)` of
-/// the block's header is true; one buffer is reused for all blocks.
-pub(crate) fn for_each_block(
-    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    term: &str,
-    mut skip: impl FnMut(u32, u32) -> bool,
-    mut f: impl FnMut(&[Posting]) -> bool,
-) -> Result<(), Fault> {
-    let mut buf = Vec::with_capacity(BLOCK);
-    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(storage)? {
-        let (k, v) = row.map_err(storage)?;
-        let first = k.value().1;
-        let block = open_block(term, first, v.value())?;
-        let (max_tf, min_len) = bound(block).map_err(|e| corrupt(term, first, e))?;
-        if skip(max_tf, min_len) {
-            continue;
+/// A term's postings opened for a search: its document frequency (the sum
+/// of its headers), and a cursor at its first block in each segment that
+/// holds it — one seek per segment for both.
+pub(crate) struct TermPostings<'t> {
+    term: String,
+    df: u64,
+    cursors: Vec<Cursor<'t>>,
+}
+
+impl<'t> TermPostings<'t> {
+    /// `term` in `tables` (in segment order).
+    pub(crate) fn open<T: Readable>(tables: &'t [T], term: &str) -> Result<TermPostings<'t>, Fault> {
+        let key = header_key(term);
+        let mut out = TermPostings { term: term.to_string(), df: 0, cursors: Vec::new() };
+        for t in tables {
+            let mut c = Cursor::seek(t, KIND, &key)?;
+            let df = match c.peek()? {
+                Some((k, v)) if k == key.as_slice() => read_df(k, v)?,
+                _ => continue,
+            };
+            c.advance();
+            out.df += df;
+            out.cursors.push(c);
         }
-        buf.clear();
-        decode_into(block, &mut buf).map_err(|e| corrupt(term, first, e))?;
-        if !f(&buf) {
-            break;
-        }
+        Ok(out)
     }
-    Ok(())
+
+    /// The number of engrams holding the term.
+    pub(crate) fn df(&self) -> u64 {
+        self.df
+    }
+
+    /// Calls `f` with each of the term's blocks in id order (segment after
+    /// segment) until it returns false, skipping (undecoded) those for
+    /// which `skip(max_tf, min_len)` of the block's header is true; one
+    /// buffer is reused for all blocks.
+    pub(crate) fn for_each_block(
+        self,
+        mut skip: impl FnMut(u32, u32) -> bool,
+        mut f: impl FnMut(&[Posting]) -> bool,
+    ) -> Result<(), Fault> {
+        let mut buf = Vec::with_capacity(BLOCK);
+        let term = self.term.as_bytes();
+        for mut c in self.cursors {
+            while let Some((k, v)) = c.peek()? {
+                // A block of the term: the term, a zero byte, 8 bytes of id.
+                if k.len() != term.len() + 9 || !k.starts_with(term) || k[term.len()] != 0 {
+                    break;
+                }
+                let first = u64::from_be_bytes(k[term.len() + 1..].try_into().expect("8 bytes"));
+                let (max_tf, min_len) = bound(v).map_err(|e| corrupt(k, e))?;
+                if !skip(max_tf, min_len) {
+                    buf.clear();
+                    decode_into(v, &mut buf).map_err(|e| corrupt(k, e))?;
+                    if buf[0].id != first {
+                        return Err(corrupt(k, "the block's first id is not its key's"));
+                    }
+                    if !f(&buf) {
+                        return Ok(());
+                    }
+                }
+                c.advance();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every posting of `term`, by id.
 #[cfg(test)]
-pub(crate) fn read_all(
-    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    term: &str,
-) -> Result<Vec<Posting>, Fault> {
+pub(crate) fn read_all(tables: &[impl Readable], term: &str) -> Result<Vec<Posting>, Fault> {
     let mut out = Vec::new();
-    for row in t.range((term, 0)..=(term, u64::MAX)).map_err(storage)? {
-        let (k, v) = row.map_err(storage)?;
-        out.extend(read_block(term, k.value().1, v.value())?);
-    }
+    TermPostings::open(tables, term)?.for_each_block(
+        |_, _| false,
+        |b| {
+            out.extend_from_slice(b);
+            true
+        },
+    )?;
     Ok(out)
 }
 
-/// `term`'s posting for `id`, if any: one range seek.
+/// `term`'s posting for `id`, if any: one seek in the table of the segment
+/// that covers it (`tables` in the order of `segs`).
 pub(crate) fn lookup(
-    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    segs: &Segments,
+    tables: &[impl Readable],
     term: &str,
     id: u64,
 ) -> Result<Option<Posting>, Fault> {
-    let Some(row) = t.range((term, 0)..=(term, id)).map_err(storage)?.next_back() else {
+    let t = &tables[segs.index_covering(id)];
+    let Some((k, v)) = packed::last_at_most(t, KIND, &block_key(term, id))? else { return Ok(None) };
+    let Some((kt, Some(first))) = parse_key(&k) else { return Ok(None) };
+    if kt != term {
         return Ok(None);
-    };
-    let (k, v) = row.map_err(storage)?;
-    let block = read_block(term, k.value().1, v.value())?;
+    }
+    let block = read_block(&k, first, &v)?;
     Ok(block.binary_search_by_key(&id, |q| q.id).ok().map(|i| block[i]))
+}
+
+/// An entry of a segment's postings, as the integrity check reads it.
+pub(crate) enum Entry {
+    /// The term's document frequency in the segment.
+    Header(u64),
+    /// A block (not empty, ids ascending from its key's first id).
+    Block(Vec<Posting>),
+}
+
+/// Every entry of a segment's postings, in order: `f(term, entry)`.
+/// Returns the corrupt chunks and entries (skipped).
+pub(crate) fn scan(t: &impl Readable, mut f: impl FnMut(&str, Entry)) -> Result<Vec<Fault>, Fault> {
+    let mut faults = Vec::new();
+    let mut chunk_faults = packed::scan(t, KIND, |k, v| match parse_key(k) {
+        Some((term, None)) => match read_df(k, v) {
+            Ok(df) => f(term, Entry::Header(df)),
+            Err(e) => faults.push(e),
+        },
+        Some((term, Some(first))) => match read_block(k, first, v) {
+            Ok(block) => f(term, Entry::Block(block)),
+            Err(e) => faults.push(e),
+        },
+        None => faults.push(corrupt(k, "a key that is neither a header nor a block")),
+    })?;
+    chunk_faults.append(&mut faults);
+    Ok(chunk_faults)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+    use redb::{Database, ReadableDatabase, TableDefinition};
     use std::collections::BTreeMap;
 
-    const T: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("p");
+    fn table(n: u64) -> String {
+        format!("p{n}")
+    }
+
+    /// The blocks of `term` in one table: each within size, sorted, keyed by
+    /// its first id, no two neighbours left apart that fit in one; with the
+    /// header's document frequency.
+    fn check_blocks(t: &impl Readable, term: &str) -> (Vec<Posting>, u64) {
+        let df = packed::get(t, KIND, &header_key(term)).unwrap().map_or(0, |v| read_df(b"", &v).unwrap());
+        let mut all = Vec::new();
+        let mut prev_len: Option<usize> = None;
+        let mut c = Cursor::seek(t, KIND, &block_key(term, 0)).unwrap();
+        while let Some((k, v)) = c.next(|k, v| (k.to_vec(), v.to_vec())).unwrap() {
+            let Some((kt, Some(first))) = parse_key(&k) else { break };
+            if kt != term {
+                break;
+            }
+            let block = read_block(&k, first, &v).unwrap();
+            assert!(!block.is_empty() && block.len() <= BLOCK);
+            prev_len = Some(block.len());
+            all.extend(block);
+        }
+        let _ = prev_len;
+        (all, df)
+    }
+
+    /// Whether two neighbouring blocks of `term` would fit in one.
+    fn joinable_neighbours(t: &impl Readable, term: &str) -> bool {
+        let mut lens = Vec::new();
+        let mut c = Cursor::seek(t, KIND, &block_key(term, 0)).unwrap();
+        while let Some((k, v)) = c.next(|k, v| (k.to_vec(), v.to_vec())).unwrap() {
+            match parse_key(&k) {
+                Some((kt, Some(first))) if kt == term => lens.push(read_block(&k, first, &v).unwrap().len()),
+                _ => break,
+            }
+        }
+        lens.windows(2).any(|w| w[0] + w[1] <= BLOCK)
+    }
+
+    fn segs(starts: &[(u64, u64)]) -> Segments {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(crate::schema::SEGMENTS).unwrap();
+            for &(start, table) in starts {
+                t.insert(start, (table, 1)).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let rx = db.begin_read().unwrap();
+        Segments::load(&rx.open_table(crate::schema::SEGMENTS).unwrap()).unwrap()
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-        /// Any sequence of change batches leaves the blocks equal to a plain
-        /// sorted map, every block sorted, non-empty, keyed by its first id
-        /// and within size, and the returned document-frequency deltas sum
-        /// to the map's size.
+        /// Any sequence of change batches applied in place leaves a term's
+        /// blocks equal to a plain sorted map, in sorted blocks within size,
+        /// its header's document frequency the map's size and the returned
+        /// deltas summing to it; neighbouring terms untouched.
         #[test]
-        fn blocks_match_a_sorted_map(batches in proptest::collection::vec(
+        fn changes_in_place_match_a_sorted_map(batches in proptest::collection::vec(
             proptest::collection::vec((any::<bool>(), 0u64..3_000, 1u32..5), 0..400), 1..8)) {
-            let dir = tempfile::tempdir().unwrap();
-            let db = Database::create(dir.path().join("p.redb")).unwrap();
+            let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new("p");
             let mut model: BTreeMap<u64, u32> = BTreeMap::new();
             let mut df = 0i64;
-            // The last block as `apply` reported it, passed back in on every
-            // other batch (as the write path's tail cache does).
-            let mut tail: Option<Tail> = None;
-            for (b, batch) in batches.into_iter().enumerate() {
+            for batch in batches {
                 let tx = db.begin_write().unwrap();
                 {
-                    let mut t = tx.open_table(T).unwrap();
+                    let mut t = tx.open_table(def).unwrap();
                     let mut changes: Vec<Change> = Vec::new();
                     for (add, id, tf) in batch {
                         if add {
@@ -516,93 +641,147 @@ mod tests {
                             model.remove(&id);
                         }
                     }
-                    let known = if b % 2 == 1 { tail.as_ref() } else { None };
-                    let (delta, new_tail) = apply(&mut t, "w", &mut changes, known).unwrap();
-                    df += delta;
-                    let actual = t
-                        .range(("w", 0)..=("w", u64::MAX))
-                        .unwrap()
-                        .next_back()
-                        .map(|r| r.unwrap())
-                        .map(|(k, v)| (k.value().1, v.value().to_vec()));
-                    if new_tail.is_some() {
-                        prop_assert_eq!(&new_tail, &actual, "the reported last block is the stored one");
+                    df += apply(&mut t, "w", &mut changes).unwrap();
+                    for term in ["v", "x", "w2"] {
+                        apply(&mut t, term, &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))]).unwrap();
                     }
-                    tail = actual;
-                    // Neighbouring terms in key order are untouched.
-                    apply(&mut t, "v", &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))], None).unwrap();
-                    apply(&mut t, "x", &mut [(5, Some(Posting { id: 5, tf: 1, len: 1 }))], None).unwrap();
                 }
                 tx.commit().unwrap();
             }
             prop_assert_eq!(df, model.len() as i64);
-            {
-                let rx = db.begin_read().unwrap();
-                let t = rx.open_table(T).unwrap();
-                prop_assert_eq!(doc_freq(&t, "w").unwrap(), model.len() as u64);
-                prop_assert_eq!(doc_freq(&t, "v").unwrap(), 1);
-            }
             let rx = db.begin_read().unwrap();
-            let t = rx.open_table(T).unwrap();
-            let all = read_all(&t, "w").unwrap();
+            let t = rx.open_table(def).unwrap();
+            let (all, stored_df) = check_blocks(&t, "w");
+            prop_assert_eq!(stored_df, model.len() as u64);
             let want: Vec<(u64, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(all.iter().map(|p| (p.id, p.tf)).collect::<Vec<_>>(), want);
-            for row in t.range(("w", 0)..=("w", u64::MAX)).unwrap() {
-                let (k, v) = row.unwrap();
-                let block = read_block("w", k.value().1, v.value()).unwrap();
-                prop_assert!(!block.is_empty() && block.len() <= BLOCK);
-                prop_assert_eq!(k.value().1, block[0].id);
-                prop_assert!(block.windows(2).all(|w| w[0].id < w[1].id));
-            }
+            let tables = [t];
+            let one = segs(&[(0, 0)]);
+            prop_assert_eq!(TermPostings::open(&tables, "w").unwrap().df(), model.len() as u64);
             for id in [0u64, 1, 999, 2_999] {
-                prop_assert_eq!(lookup(&t, "w", id).unwrap().map(|p| p.tf), model.get(&id).copied());
+                prop_assert_eq!(lookup(&one, &tables, "w", id).unwrap().map(|p| p.tf), model.get(&id).copied());
             }
-            prop_assert_eq!(read_all(&t, "v").unwrap().len(), 1);
+            for term in ["v", "x", "w2"] {
+                prop_assert_eq!(read_all(&tables, term).unwrap().len(), 1);
+            }
+        }
+
+        /// Segments written fresh and merged, any number at once, read as
+        /// one sorted list per term with the document frequency summed, and
+        /// no two neighbouring blocks left apart that fit in one.
+        #[test]
+        fn merged_segments_read_as_one(sizes in proptest::collection::vec(1usize..300, 2..7)) {
+            let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+            let tx = db.begin_write().unwrap();
+            let mut want: BTreeMap<&str, Vec<Posting>> = BTreeMap::new();
+            let mut id = 1;
+            for (n, size) in sizes.iter().enumerate() {
+                let mut t = tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&table(n as u64))).unwrap();
+                let mut w = NewSegment::new();
+                for term in ["a", "b", "c"] {
+                    // "a" in every engram, "b" in every third, "c" in the first only.
+                    let list: Vec<Posting> = (id..id + *size as u64)
+                        .filter(|i| term == "a" || (term == "b" && i % 3 == 0) || (term == "c" && *i == 1))
+                        .map(|i| Posting { id: i, tf: 1 + (i % 4) as u32, len: 9 })
+                        .collect();
+                    if !list.is_empty() {
+                        w.add(&mut t, term, &list).unwrap();
+                        want.entry(term).or_default().extend(list);
+                    }
+                }
+                w.finish(&mut t).unwrap();
+                id += *size as u64;
+            }
+            {
+                let inputs: Vec<Chunks<'_>> = (0..sizes.len())
+                    .map(|n| tx.open_table(TableDefinition::new(&table(n as u64))).unwrap())
+                    .collect();
+                let mut out = tx.open_table(TableDefinition::<&[u8], &[u8]>::new("merged")).unwrap();
+                merge(cursors(&inputs).unwrap(), &mut out).unwrap();
+            }
+            tx.commit().unwrap();
+            let rx = db.begin_read().unwrap();
+            let t = rx.open_table(TableDefinition::<&[u8], &[u8]>::new("merged")).unwrap();
+            for (term, list) in &want {
+                let (all, df) = check_blocks(&t, term);
+                prop_assert_eq!(&all, list);
+                prop_assert_eq!(df, list.len() as u64);
+                prop_assert!(!joinable_neighbours(&t, term), "{term}: blocks that fit in one were left apart");
+            }
         }
     }
 
     #[test]
-    fn the_tail_cache_counts_its_bytes_and_starts_over_when_full() {
-        let mut c = TailCache::default();
-        c.update(vec![
-            (String::from("a"), Some((1, vec![0; 10]))),
-            (String::from("b"), Some((2, vec![0; 20]))),
-        ]);
-        assert_eq!(c.get("a"), Some(&(1, vec![0; 10])));
-        c.update(vec![(String::from("a"), Some((5, vec![0; 30]))), (String::from("b"), None)]);
-        assert_eq!(c.get("a"), Some(&(5, vec![0; 30])));
-        assert_eq!(c.get("b"), None);
-        assert_eq!(c.bytes, 1 + 30 + 64);
-        c.update(vec![(String::from("a"), None)]);
-        assert_eq!(c.bytes, 0);
-        let big: Vec<(String, Option<Tail>)> = (0..(TailCache::MAX_BYTES / 1000 + 1))
-            .map(|i| (format!("t{i}"), Some((1, vec![0; 1000]))))
-            .collect();
-        c.update(big);
-        assert_eq!((c.bytes, c.get("t0")), (0, None), "over the bound it starts over");
-    }
-
-    #[test]
-    fn appends_fill_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("p.redb")).unwrap();
+    fn a_term_reads_across_segments_in_id_order() {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
         let tx = db.begin_write().unwrap();
-        {
-            let mut t = tx.open_table(T).unwrap();
-            for id in 1..=1000 {
-                apply(&mut t, "w", &mut [(id, Some(Posting { id, tf: 1, len: 3 }))], None).unwrap();
+        let p = |id| Posting { id, tf: 1, len: 3 };
+        let segments: [Vec<(&str, Vec<Posting>)>; 3] = [
+            vec![("w", (1..=200).map(p).collect())],
+            vec![("w", vec![p(500), p(700)])],
+            vec![("w", vec![p(950)]), ("z", vec![p(901)])],
+        ];
+        for (n, terms) in segments.iter().enumerate() {
+            let mut t = tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&table(n as u64))).unwrap();
+            let mut w = NewSegment::new();
+            for (term, list) in terms {
+                w.add(&mut t, term, list).unwrap();
             }
-            assert_eq!(t.len().unwrap(), 1000u64.div_ceil(BLOCK as u64));
-            let mut batch: Vec<Change> =
-                (1001..=3000).map(|id| (id, Some(Posting { id, tf: 1, len: 3 }))).collect();
-            assert_eq!(apply(&mut t, "w", &mut batch, None).unwrap().0, 2000);
-            assert_eq!(t.len().unwrap(), 3000u64.div_ceil(BLOCK as u64));
+            w.finish(&mut t).unwrap();
         }
         tx.commit().unwrap();
+        let rx = db.begin_read().unwrap();
+        let tables: Vec<_> =
+            (0..3).map(|n| rx.open_table(TableDefinition::<&[u8], &[u8]>::new(&table(n))).unwrap()).collect();
+        let s = segs(&[(0, 0), (500, 1), (900, 2)]);
+        let ids: Vec<u64> = read_all(&tables, "w").unwrap().iter().map(|p| p.id).collect();
+        assert_eq!(ids, (1..=200).chain([500, 700, 950]).collect::<Vec<_>>());
+        assert_eq!(TermPostings::open(&tables, "w").unwrap().df(), 203);
+        assert_eq!(TermPostings::open(&tables, "z").unwrap().df(), 1);
+        assert_eq!(TermPostings::open(&tables, "y").unwrap().df(), 0);
+        assert_eq!(lookup(&s, &tables, "w", 700).unwrap().map(|p| p.id), Some(700));
+        assert_eq!(lookup(&s, &tables, "w", 701).unwrap(), None);
+        assert_eq!(lookup(&s, &tables, "w", 150).unwrap().map(|p| p.id), Some(150));
+        assert_eq!(lookup(&s, &tables, "z", 150).unwrap(), None);
+        // Stopping early stops across segments too.
+        let mut seen = 0;
+        TermPostings::open(&tables, "w")
+            .unwrap()
+            .for_each_block(
+                |_, _| false,
+                |_| {
+                    seen += 1;
+                    false
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn keys_sort_like_term_then_id_and_read_back() {
+        let keys = vec![
+            header_key("ab"),
+            block_key("ab", 7),
+            block_key("ab", 300),
+            header_key("abc"),
+            block_key("b", 0),
+        ];
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(parse_key(&block_key("ab", 300)), Some(("ab", Some(300))));
+        assert_eq!(parse_key(&header_key("ab")), Some(("ab", None)));
+        assert_eq!(parse_key(b"ab\x00\x01"), None, "a block key with a short id");
+        assert_eq!(show_key(&block_key("ab", 3)), "(\"ab\", 3)");
+    }
+
+    #[test]
+    fn blocks_decode_what_they_encode() {
         assert!(decode(b"\xff\xff").is_err());
         assert!(decode(b"\x02\x01\x01\x01\x01\x01").is_err(), "truncated");
+        assert!(decode(b"\x00\x00\x00").is_err(), "empty");
         let block = [Posting { id: 3, tf: 2, len: 9 }, Posting { id: 300_000, tf: 1, len: 70_000 }];
-        assert_eq!(decode(&encode(&block, 7)).unwrap(), block);
-        assert_eq!(header_df(&encode(&block, 7)).unwrap(), 7);
+        assert_eq!(decode(&encode(&block)).unwrap(), block);
     }
 }

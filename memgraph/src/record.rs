@@ -1,7 +1,8 @@
 //! Checksummed record values.
 //!
-//! Every value the graph stores as bytes — engrams, quota use, posting
-//! blocks, edges and contexts — is its payload followed by a 4-byte
+//! Every value the graph stores as bytes — engrams, quota use, edges,
+//! contexts, and the chunks of the segment tables (postings and reverse
+//! edges, see `packed`) — is its payload followed by a 4-byte
 //! CRC-32 (little-endian) of the payload, started from a seed that hashes
 //! the table and the record's key. It is checked on every read from the
 //! file, before anything is decoded: a flipped byte, a truncated value, or
@@ -28,8 +29,8 @@
 //! adversary who can write the file, who could recompute any unkeyed
 //! checksum.
 //!
-//! The tables whose values are `()` or `u64` (the mirrored link tables and
-//! `meta`) carry no checksum:
+//! The tables whose values are `()` or numbers (the mirrored link tables,
+//! `meta` and `segments`) carry no checksum:
 //! [`MemoryGraph::check_integrity`](crate::MemoryGraph::check_integrity)
 //! checks each of them against the checksummed records they mirror.
 
@@ -46,12 +47,13 @@ pub(crate) enum Table {
     Postings,
     EdgesOut,
     Contexts,
+    EdgesIn,
 }
 
 impl Table {
     #[cfg(test)]
-    pub(crate) const ALL: [Table; 5] =
-        [Table::Engrams, Table::Quota, Table::Postings, Table::EdgesOut, Table::Contexts];
+    pub(crate) const ALL: [Table; 6] =
+        [Table::Engrams, Table::Quota, Table::Postings, Table::EdgesOut, Table::Contexts, Table::EdgesIn];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -60,6 +62,7 @@ impl Table {
             Table::Postings => "postings",
             Table::EdgesOut => "edges_out",
             Table::Contexts => "contexts",
+            Table::EdgesIn => "edges_in",
         }
     }
 
@@ -72,6 +75,7 @@ impl Table {
             Table::Postings => 3,
             Table::EdgesOut => 4,
             Table::Contexts => 5,
+            Table::EdgesIn => 6,
         }
     }
 }
@@ -137,6 +141,15 @@ impl RecordKey for str {
     }
 }
 
+impl RecordKey for [u8] {
+    fn feed(&self, s: &mut Seed) {
+        s.bytes(self);
+    }
+    fn show(&self) -> String {
+        format!("{:?}", String::from_utf8_lossy(self))
+    }
+}
+
 impl RecordKey for &str {
     fn feed(&self, s: &mut Seed) {
         (**self).feed(s);
@@ -195,6 +208,15 @@ pub(crate) enum Fault {
     Corrupt(Corruption),
 }
 
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Storage(e) => f.write_str(e),
+            Fault::Corrupt(c) => c.fmt(f),
+        }
+    }
+}
+
 impl From<Corruption> for Fault {
     fn from(c: Corruption) -> Fault {
         Fault::Corrupt(c)
@@ -242,12 +264,6 @@ pub(crate) fn open<'v, K: RecordKey + ?Sized>(
             format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"),
         ))
     }
-}
-
-/// The payload of a value this process sealed itself (kept in memory, not
-/// read back from the file): no check.
-pub(crate) fn payload_of(value: &[u8]) -> &[u8] {
-    &value[..value.len().saturating_sub(CHECKSUM_BYTES)]
 }
 
 /// A postcard record, sealed.
@@ -298,7 +314,6 @@ mod tests {
         let v = seal(Table::Engrams, &7u64, b"hello".to_vec());
         assert_eq!(v.len(), 5 + CHECKSUM_BYTES);
         assert_eq!(open(Table::Engrams, &7u64, &v).unwrap(), b"hello");
-        assert_eq!(payload_of(&v), b"hello");
         assert!(open(Table::Engrams, &8u64, &v).is_err(), "another key");
         assert!(open(Table::Contexts, &7u64, &v).is_err(), "another table");
         assert!(open(Table::Engrams, &7u64, &v[..v.len() - 1]).is_err(), "truncated");

@@ -2,19 +2,24 @@
 //! a range scan; byte values are postcard records (posting blocks: see
 //! `postings`), each followed by its checksum (see `record`).
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::QuotaUse;
+use crate::packed::Builder;
 use crate::postings::{self, Posting};
 use crate::record::{self, Corruption, Fault, RecordKey, Table};
+use crate::segments::{self, is_segment_table};
 
 /// Version of the layout below. Version 2 added a checksum to every byte
 /// value; version 3 records the version of the terms the text index is
-/// built from (`text_version`: [`elex_text::TEXT_VERSION`]). An older file
-/// is migrated when opened, in one transaction; a file of any other
-/// version is refused. A file whose text index was built from other terms
-/// has it rebuilt from the engrams, in the same transaction.
-pub const SCHEMA_VERSION: u64 = 3;
+/// built from (`text_version`: [`elex_text::TEXT_VERSION`]); version 4
+/// keys the text index and the reverse edge index by segment (see
+/// `segments`). An older file is migrated when opened, in one transaction
+/// (the two indexes are rebuilt from the engrams and the outgoing edges);
+/// a file of any other version is refused. A file whose text index was
+/// built from other terms has it rebuilt from the engrams, in the same
+/// transaction.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
@@ -25,14 +30,16 @@ pub(crate) const ENGRAMS: TableDefinition<u64, &[u8]> = TableDefinition::new("en
 pub(crate) const OWNED: TableDefinition<(&str, u64), ()> = TableDefinition::new("owned");
 /// owner → postcard `QuotaUse`.
 pub(crate) const QUOTA: TableDefinition<&str, &[u8]> = TableDefinition::new("quota");
-/// (term, first id of block) → posting block (see `postings`).
-pub(crate) const POSTINGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("postings");
+/// Segment start → (table number, entries written to it). Segment `n`'s
+/// tables are `postings/<n>`, (term, first id of block) → posting block
+/// (see `postings`), and `edges_in/<n>`, (target, source, relation): the
+/// reverse of `EDGES_OUT` for the sources the segment covers (see
+/// `segments`).
+pub(crate) const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
 /// (key, value, id).
 pub(crate) const META_INDEX: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("metadata_index");
 /// (source, target, relation) → postcard `StoredEdge`.
 pub(crate) const EDGES_OUT: TableDefinition<(u64, u64, &str), &[u8]> = TableDefinition::new("edges_out");
-/// (target, source, relation): the reverse of `EDGES_OUT`.
-pub(crate) const EDGES_IN: TableDefinition<(u64, u64, &str), ()> = TableDefinition::new("edges_in");
 /// id → postcard `StoredContext`.
 pub(crate) const CONTEXTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contexts");
 /// (context, agent).
@@ -129,21 +136,28 @@ pub(crate) fn encode_quota(owner: &str, q: &QuotaUse) -> Result<Vec<u8>, Fault> 
 pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
     let tx = db.begin_write().map_err(|e| e.to_string())?;
     let ids = {
+        let mut rebuild = false;
         let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
         let version = meta.get("schema_version").map_err(|e| e.to_string())?.map(|v| v.value());
         match version {
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
                 meta.insert("text_version", elex_text::TEXT_VERSION).map_err(|e| e.to_string())?;
+                rebuild = true;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                seal_v1_values(&tx)
-                    .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
+            Some(old @ 1..=3) => {
+                if old == 1 {
+                    seal_v1_values(&tx)
+                        .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
+                }
+                // The old layouts of the two indexes; rebuilt below.
+                for name in ["postings", "edges_in"] {
+                    let old: TableDefinition<&str, ()> = TableDefinition::new(name);
+                    tx.delete_table(old).map_err(|e| e.to_string())?;
+                }
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
-            }
-            Some(2) => {
-                meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+                rebuild = true;
             }
             Some(other) => {
                 let by = if other > SCHEMA_VERSION { " (a newer elex wrote it)" } else { "" };
@@ -155,10 +169,15 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         // Files before version 3 have no `text_version`: version 1 of the
         // terms.
         let text_version = meta.get("text_version").map_err(|e| e.to_string())?.map_or(1, |v| v.value());
-        if text_version != elex_text::TEXT_VERSION {
-            let total_terms = reindex_text(&tx).map_err(|e| {
-                format!("rebuilding the text index for terms version {}: {e}", elex_text::TEXT_VERSION)
+        if rebuild || text_version != elex_text::TEXT_VERSION {
+            drop(meta);
+            let total_terms = rebuild_indexes(&tx).map_err(|e| {
+                format!(
+                    "rebuilding the text and edge indexes (terms version {}): {e}",
+                    elex_text::TEXT_VERSION
+                )
             })?;
+            meta = tx.open_table(META).map_err(|e| e.to_string())?;
             meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
             meta.insert("text_version", elex_text::TEXT_VERSION).map_err(|e| e.to_string())?;
         }
@@ -174,10 +193,9 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         ENGRAMS,
         OWNED,
         QUOTA,
-        POSTINGS,
+        SEGMENTS,
         META_INDEX,
         EDGES_OUT,
-        EDGES_IN,
         CONTEXTS,
         MEMBERS,
         MEMBERSHIPS,
@@ -197,10 +215,12 @@ fn seal_v1_values(tx: &WriteTransaction) -> Result<(), String> {
 }
 
 /// The text index rebuilt from the engrams under today's
-/// [`term_counts`](crate::write::term_counts); returns the new total of
-/// document lengths. An engram that does not decode is left out of the
-/// index (the integrity check names it).
-fn reindex_text(tx: &WriteTransaction) -> Result<u64, String> {
+/// [`term_counts`](crate::write::term_counts), and the reverse edge index
+/// from the outgoing edges, both into one segment (0, table 0; every other
+/// segment table is dropped); returns the new total of document lengths.
+/// An engram that does not decode is left out of the index (the integrity
+/// check names it).
+fn rebuild_indexes(tx: &WriteTransaction) -> Result<u64, String> {
     let e = |e: redb::Error| e.to_string();
     let mut want: std::collections::BTreeMap<String, Vec<Posting>> = Default::default();
     let mut total_terms = 0u64;
@@ -216,18 +236,43 @@ fn reindex_text(tx: &WriteTransaction) -> Result<u64, String> {
         }
     }
     drop(engrams);
-    tx.delete_table(POSTINGS).map_err(|x| e(x.into()))?;
-    let mut table = tx.open_table(POSTINGS).map_err(|x| e(x.into()))?;
+    let names: Vec<String> = tx
+        .list_tables()
+        .map_err(|x| e(x.into()))?
+        .map(|h| h.name().to_string())
+        .filter(|n| is_segment_table(n) || n == SEGMENTS.name())
+        .collect();
+    for name in names {
+        let old: TableDefinition<&str, ()> = TableDefinition::new(&name);
+        tx.delete_table(old).map_err(|x| e(x.into()))?;
+    }
+    let mut entries = 0u64;
+    let fault = |f: crate::record::Fault| f.to_string();
+    let mut table = segments::open_postings(tx, 0).map_err(fault)?;
+    let mut w = postings::NewSegment::new();
     for (term, list) in want {
         // Engrams are read in id order: each term's postings are sorted.
-        let blocks: Vec<&[Posting]> = list.chunks(postings::BLOCK).collect();
-        for (n, block) in blocks.iter().enumerate() {
-            let df = if n + 1 == blocks.len() { list.len() as u64 } else { 0 };
-            let first = block[0].id;
-            let value = postings::seal_block(&term, first, block, df);
-            table.insert((term.as_str(), first), value.as_slice()).map_err(|x| e(x.into()))?;
-        }
+        w.add(&mut table, &term, &list).map_err(fault)?;
+        entries += list.len() as u64;
     }
+    w.finish(&mut table).map_err(fault)?;
+    let edges_out = tx.open_table(EDGES_OUT).map_err(|x| e(x.into()))?;
+    let mut keys = Vec::new();
+    for row in edges_out.iter().map_err(|x| e(x.into()))? {
+        let (k, _) = row.map_err(|x| e(x.into()))?;
+        let (source, target, relation) = k.value();
+        keys.push(segments::edge_key(target, source, relation));
+    }
+    keys.sort_unstable();
+    let mut table = segments::open_edges_in(tx, 0).map_err(fault)?;
+    let mut b = Builder::new(segments::EDGES_KIND);
+    for key in &keys {
+        b.push(&mut table, key, &[]).map_err(fault)?;
+    }
+    b.finish(&mut table).map_err(fault)?;
+    entries += keys.len() as u64;
+    tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?.insert(0, (0, entries)).map_err(|x| e(x.into()))?;
+    tx.open_table(META).map_err(|x| e(x.into()))?.insert("next_segment_table", 1).map_err(|x| e(x.into()))?;
     Ok(total_terms)
 }
 
@@ -235,8 +280,8 @@ fn reindex_text(tx: &WriteTransaction) -> Result<u64, String> {
 /// old value.
 pub(crate) type Rewrite<'f> = &'f dyn Fn(Table, &dyn RecordKey, Vec<u8>) -> Vec<u8>;
 
-/// Replaces every value of the checksummed tables by `f(table, key,
-/// value)`.
+/// Replaces every value of the checksummed tables but the posting blocks
+/// (which a migration rebuilds) by `f(table, key, value)`.
 pub(crate) fn rewrite_values(tx: &WriteTransaction, f: Rewrite<'_>) -> Result<(), String> {
     fn all<K: redb::Key + 'static, O>(
         t: &redb::Table<'_, K, &'static [u8]>,
@@ -261,11 +306,6 @@ pub(crate) fn rewrite_values(tx: &WriteTransaction, f: Rewrite<'_>) -> Result<()
         let owner = owner.as_str();
         quota.insert(owner, f(Table::Quota, &owner, v).as_slice()).map_err(|x| e(x.into()))?;
     }
-    let mut postings = tx.open_table(POSTINGS).map_err(|x| e(x.into()))?;
-    for ((term, first), v) in all(&postings, |(t, first)| (t.to_string(), first))? {
-        let key = (term.as_str(), first);
-        postings.insert(key, f(Table::Postings, &key, v).as_slice()).map_err(|x| e(x.into()))?;
-    }
     let mut edges = tx.open_table(EDGES_OUT).map_err(|x| e(x.into()))?;
     for ((s, t, rel), v) in all(&edges, |(s, t, rel)| (s, t, rel.to_string()))? {
         let key = (s, t, rel.as_str());
@@ -278,11 +318,12 @@ pub(crate) fn rewrite_values(tx: &WriteTransaction, f: Rewrite<'_>) -> Result<()
 mod tests {
     use super::*;
     use crate::record::{CHECKSUM_BYTES, seal};
+    use crate::segments::Segments;
     use crate::{
         Actor, Connection, EngramData, GraphConfig, GraphError, MemoryGraph, Op, SearchQuery, postings,
     };
     use proptest::prelude::*;
-    use redb::{ReadableDatabase, TableHandle};
+    use redb::ReadableDatabase;
 
     fn data(content: &str, meta: &[(&str, &str)]) -> EngramData {
         EngramData {
@@ -324,7 +365,21 @@ mod tests {
     #[test]
     fn the_checksummed_tables_are_the_byte_valued_ones() {
         let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-        assert_eq!(names, [ENGRAMS.name(), QUOTA.name(), POSTINGS.name(), EDGES_OUT.name(), CONTEXTS.name()]);
+        // The segment tables are `postings/<n>` and `edges_in/<n>`.
+        let postings = segments::postings_name(7);
+        let edges_in = segments::edges_in_name(7);
+        let segment = |name: &str| name.split('/').next().unwrap().to_string();
+        assert_eq!(
+            names,
+            [
+                ENGRAMS.name(),
+                QUOTA.name(),
+                &segment(&postings),
+                EDGES_OUT.name(),
+                CONTEXTS.name(),
+                &segment(&edges_in)
+            ]
+        );
     }
 
     /// A version-1 file (values without checksums) is migrated when opened:
@@ -413,13 +468,14 @@ mod tests {
             let db = Database::create(&path).unwrap();
             let tx = db.begin_write().unwrap();
             {
-                let mut t = tx.open_table(POSTINGS).unwrap();
+                let seg = Segments::load(&tx.open_table(SEGMENTS).unwrap()).unwrap().covering(id);
+                let mut t = segments::open_postings(&tx, seg.table).unwrap();
+                let block = postings::Posting { id, tf: 1, len: 7 };
                 for term in ["ue", "enb"] {
-                    t.remove((term, id)).unwrap().unwrap();
+                    postings::apply(&mut t, term, &mut [(id, None)]).unwrap();
                 }
                 for term in ["u", "es", "e", "nb"] {
-                    let block = [postings::Posting { id, tf: 1, len: 7 }];
-                    t.insert((term, id), postings::seal_block(term, id, &block, 1).as_slice()).unwrap();
+                    postings::apply(&mut t, term, &mut [(id, Some(block))]).unwrap();
                 }
                 let mut meta = tx.open_table(META).unwrap();
                 if schema_2 {
@@ -469,12 +525,21 @@ mod tests {
                 let mut v = quota.get("a").unwrap().unwrap().value().to_vec();
                 v[0] ^= 0x01;
                 quota.insert("a", v.as_slice()).unwrap();
-                // A flipped byte in the (only) posting block of "carrier".
-                let mut postings = tx.open_table(POSTINGS).unwrap();
-                let key = ("carrier", ids[2]);
-                let mut v = postings.get(key).unwrap().unwrap().value().to_vec();
+                // A flipped byte in the chunk that holds "carrier".
+                let seg = Segments::load(&tx.open_table(SEGMENTS).unwrap()).unwrap().covering(ids[2]);
+                let mut chunks = segments::open_postings(&tx, seg.table).unwrap();
+                let key = chunks
+                    .range(postings::block_key("carrier", ids[2]).as_slice()..)
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .0
+                    .value()
+                    .to_vec();
+                let mut v = chunks.get(key.as_slice()).unwrap().unwrap().value().to_vec();
                 v[1] ^= 0x40;
-                postings.insert(key, v.as_slice()).unwrap();
+                chunks.insert(key.as_slice(), v.as_slice()).unwrap();
             }
             tx.commit().unwrap();
         }
@@ -483,7 +548,11 @@ mod tests {
         assert_eq!(corrupt_table(g.create(&Actor::agent("a"), data("more", &[]), None)), "quota");
         let q = |t: &str| SearchQuery { text: Some(t.into()), limit: 10, ..SearchQuery::default() };
         assert_eq!(corrupt_table(g.search(&Actor::Operator, &q("carrier"))), "postings");
-        assert_eq!(g.search(&Actor::Operator, &q("night")).unwrap().len(), 1, "other terms read on");
+        assert_eq!(
+            g.get(&Actor::Operator, ids[2]).unwrap().data.content,
+            "carrier aggregation",
+            "engrams read on"
+        );
         let problems = g.check_integrity().unwrap();
         assert!(
             problems.iter().any(|p| p.starts_with("quota record \"a\" is corrupt: checksum")),
@@ -492,7 +561,7 @@ mod tests {
         assert!(
             problems
                 .iter()
-                .any(|p| p.starts_with(&format!("postings record (\"carrier\", {}) is corrupt", ids[2]))),
+                .any(|p| p.starts_with("postings record (\"") && p.contains(") is corrupt: checksum")),
             "{problems:?}"
         );
         assert_eq!(problems.len(), 2, "no knock-on reports: {problems:?}");
@@ -539,15 +608,13 @@ mod tests {
             prop_assert!(StoredContext::decode(id, &bytes).is_err());
             prop_assert!(StoredEdge::decode((id, !id, name), &bytes).is_err());
             prop_assert!(decode_quota(name, &bytes).is_err());
-            prop_assert!(postings::read_block(name, id, &bytes).is_err());
-            prop_assert!(postings::read_block_df(name, id, &bytes).is_err());
 
             let _ = StoredEngram::decode(id, &seal(Table::Engrams, &id, bytes.clone()));
             let _ = StoredEngram::owner_of(id, &seal(Table::Engrams, &id, bytes.clone()));
             let _ = StoredContext::decode(id, &seal(Table::Contexts, &id, bytes.clone()));
             let _ = StoredEdge::decode((id, !id, name), &seal(Table::EdgesOut, &(id, !id, name), bytes.clone()));
             let _ = decode_quota(name, &seal(Table::Quota, name, bytes.clone()));
-            let _ = postings::read_block_df(name, id, &seal(Table::Postings, &(name, id), bytes.clone()));
+            let _ = postings::decode(&bytes);
         }
 
         /// A real engram record with any one byte changed is refused.

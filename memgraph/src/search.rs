@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::graph::Reader;
-use crate::postings::{self, Posting};
+use crate::postings::{self, Posting, TermPostings};
 use crate::write::term_counts;
 use crate::{GraphError, MemoryGraph, Result, SearchHit, SearchQuery};
 
@@ -165,13 +165,13 @@ fn rank_text(
     let avg_len = (r.meta("total_terms")? as f32 / n).max(1.0);
     let mut with_df = Vec::with_capacity(terms.len());
     for t in terms {
-        let df = postings::doc_freq(&r.postings, t).map_err(|f| r.fault(f))?;
-        if df == 0 {
+        let opened = TermPostings::open(r.postings()?, t).map_err(|f| r.fault(f))?;
+        if opened.df() == 0 {
             return Ok((Vec::new(), false));
         }
-        with_df.push((df, t.as_str()));
+        with_df.push((opened.df(), t.as_str(), opened));
     }
-    with_df.sort();
+    with_df.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     // BM25 with the term's idf computed once.
     let norm_of = |tf: u32, len: u32| {
         let tf = tf as f32;
@@ -190,7 +190,7 @@ fn rank_text(
     let idf = |df: u64| (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
     let mut cands: Option<Vec<(u64, f32)>> = filter.map(|ids| ids.iter().map(|&id| (id, 0.0)).collect());
     let last = with_df.len() - 1;
-    for (i, &(df, term)) in with_df.iter().enumerate() {
+    for (i, (df, term, opened)) in with_df.into_iter().enumerate() {
         let w = idf(df);
         if i == last
             && let Some(k) = keep
@@ -232,7 +232,7 @@ fn rank_text(
                 skipped |= beaten;
                 beaten
             };
-            score_term(r, term, cands.as_deref(), df, &mut skip, &mut |id, s| offer(id, s), &|p| {
+            score_term(r, term, opened, cands.as_deref(), &mut skip, &mut |id, s| offer(id, s), &|p| {
                 w * norm(p)
             })?;
             let out = heap.into_inner().into_iter().map(|Reverse(Ranked(s, id))| (id, s)).collect();
@@ -242,8 +242,8 @@ fn rank_text(
         score_term(
             r,
             term,
+            opened,
             cands.as_deref(),
-            df,
             &mut |_, _| false,
             &mut |id, s| next.push((id, s)),
             &|p| w * norm(p),
@@ -266,44 +266,47 @@ fn rank_text(
 fn score_term(
     r: &Reader<'_>,
     term: &str,
+    opened: TermPostings<'_>,
     cands: Option<&[(u64, f32)]>,
-    df: u64,
     skip: &mut impl FnMut(u32, u32) -> bool,
     emit: &mut impl FnMut(u64, f32),
     weight: &impl Fn(&Posting) -> f32,
 ) -> Result<()> {
     let se = |f: crate::record::Fault| r.fault(f);
+    let df = opened.df();
     match cands {
         Some(c) if (c.len() as u64).saturating_mul(LOOKUP_COST) < df => {
             for &(id, s) in c {
-                if let Some(p) = postings::lookup(&r.postings, term, id).map_err(se)? {
+                if let Some(p) = postings::lookup(&r.segs, r.postings()?, term, id).map_err(se)? {
                     emit(id, s + weight(&p));
                 }
             }
         }
         Some(c) => {
             let mut ci = 0;
-            postings::for_each_block(&r.postings, term, skip, |block| {
-                for p in block {
-                    while ci < c.len() && c[ci].0 < p.id {
-                        ci += 1;
+            opened
+                .for_each_block(skip, |block| {
+                    for p in block {
+                        while ci < c.len() && c[ci].0 < p.id {
+                            ci += 1;
+                        }
+                        if ci == c.len() {
+                            return false;
+                        }
+                        if c[ci].0 == p.id {
+                            emit(p.id, c[ci].1 + weight(p));
+                        }
                     }
-                    if ci == c.len() {
-                        return false;
-                    }
-                    if c[ci].0 == p.id {
-                        emit(p.id, c[ci].1 + weight(p));
-                    }
-                }
+                    true
+                })
+                .map_err(se)?;
+        }
+        None => opened
+            .for_each_block(skip, |block| {
+                block.iter().for_each(|p| emit(p.id, weight(p)));
                 true
             })
-            .map_err(se)?;
-        }
-        None => postings::for_each_block(&r.postings, term, skip, |block| {
-            block.iter().for_each(|p| emit(p.id, weight(p)));
-            true
-        })
-        .map_err(se)?,
+            .map_err(se)?,
     }
     Ok(())
 }

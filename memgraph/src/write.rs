@@ -2,14 +2,16 @@
 //! them in one redb write transaction, checking permissions, limits and
 //! quotas as it goes, and commits only if all succeed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::packed::{self, Builder, Chunks};
 use crate::postings::{self, MAX_TERM_BYTES, Posting};
 use crate::record::{Corruption, Fault};
 use crate::schema::*;
+use crate::segments::{self, EDGES_KIND, Segments};
 use crate::{
     Actor, Connection, ContextId, EngramData, EngramId, GraphError, MemoryGraph, QuotaUse, Result, now_ms,
 };
@@ -57,16 +59,37 @@ pub enum Op {
     },
 }
 
+/// The segment a transaction opens for its new engrams.
+struct Fresh {
+    start: u64,
+    /// The reverse edges of its sources, (target, source, relation), written
+    /// at the end in key order (see `segments::edge_key`).
+    edges: std::collections::BTreeSet<(u64, u64, std::sync::Arc<str>)>,
+    /// Each relation once, shared by its edges.
+    relations: HashMap<String, std::sync::Arc<str>, foldhash::fast::RandomState>,
+}
+
+impl Fresh {
+    fn relation(&mut self, relation: &str) -> std::sync::Arc<str> {
+        match self.relations.get(relation) {
+            Some(r) => r.clone(),
+            None => {
+                let r: std::sync::Arc<str> = relation.into();
+                self.relations.insert(relation.to_string(), r.clone());
+                r
+            }
+        }
+    }
+}
+
 /// The open tables of one write transaction.
 pub(crate) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     engrams: Table<'t, u64, &'static [u8]>,
     owned: Table<'t, (&'static str, u64), ()>,
     quota: Table<'t, &'static str, &'static [u8]>,
-    postings: Table<'t, (&'static str, u64), &'static [u8]>,
     meta_index: Table<'t, (&'static str, &'static str, u64), ()>,
     edges_out: Table<'t, (u64, u64, &'static str), &'static [u8]>,
-    edges_in: Table<'t, (u64, u64, &'static str), ()>,
     contexts: Table<'t, u64, &'static [u8]>,
     members: Table<'t, (u64, &'static str), ()>,
     memberships: Table<'t, (&'static str, u64), ()>,
@@ -77,12 +100,22 @@ pub(crate) struct Tables<'t> {
     created: std::collections::HashSet<EngramId>,
     /// The committed `next_engram`: every stored engram's id is below it.
     first_free_id: u64,
+    tx: &'t WriteTransaction,
+    /// The committed segments.
+    segs: Segments,
+    /// Where this transaction's new engrams (ids from `first_free_id` up)
+    /// are indexed: a fresh segment starting there, when that is above the
+    /// last segment's start (else the last segment, in place).
+    fresh: Option<Fresh>,
+    /// The segment tables this transaction opened, by table number.
+    postings: HashMap<u64, Chunks<'t>>,
+    edges_in: HashMap<u64, Chunks<'t>>,
     /// Term counts of the batch's new texts, in op order, when a second
     /// thread computes them (see `MemoryGraph::apply`).
-    counted: Option<Receiver<TermCounts>>,
+    counted: Option<Receiver<PackedCounts>>,
     /// Index changes of this transaction, written by `flush` in one pass
     /// per term.
-    postings_changes: BTreeMap<String, Vec<postings::Change>>,
+    postings_changes: HashMap<String, Vec<postings::Change>, foldhash::fast::RandomState>,
     meta_delta: BTreeMap<&'static str, i64>,
     next_ids: BTreeMap<&'static str, u64>,
     /// Quota use of owners touched by this transaction, written by `flush`.
@@ -101,24 +134,32 @@ impl<'t> Tables<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Tables<'t>, S> {
         let meta = tx.open_table(META).map_err(st)?;
         let first_free_id = meta.get("next_engram").map_err(st)?.map_or(1, |v| v.value());
+        let segs = Segments::load(&tx.open_table(SEGMENTS).map_err(st)?).map_err(|f| f.to_string())?;
         Ok(Tables {
             created: std::collections::HashSet::new(),
             first_free_id,
+            fresh: (first_free_id > segs.last().start).then_some(Fresh {
+                start: first_free_id,
+                edges: Default::default(),
+                relations: Default::default(),
+            }),
+            segs,
+            tx,
+            postings: HashMap::new(),
+            edges_in: HashMap::new(),
             meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
             owned: tx.open_table(OWNED).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
-            postings: tx.open_table(POSTINGS).map_err(st)?,
             meta_index: tx.open_table(META_INDEX).map_err(st)?,
             edges_out: tx.open_table(EDGES_OUT).map_err(st)?,
-            edges_in: tx.open_table(EDGES_IN).map_err(st)?,
             contexts: tx.open_table(CONTEXTS).map_err(st)?,
             members: tx.open_table(MEMBERS).map_err(st)?,
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
             context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(st)?,
             engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(st)?,
             counted: None,
-            postings_changes: BTreeMap::new(),
+            postings_changes: HashMap::default(),
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
             quotas: BTreeMap::new(),
@@ -171,13 +212,47 @@ fn sf(e: impl std::fmt::Display) -> Fail {
 /// second thread.
 const PARALLEL_TOKENISE: usize = 64;
 
+/// [`TermCounts`] in two allocations (the terms in one string, then each
+/// term's end in it and its frequency), so that the thread that receives
+/// them from the tokenising thread frees two blocks, not one per term
+/// (freeing memory another thread allocated contends for its arena).
+pub(crate) struct PackedCounts {
+    text: String,
+    terms: Vec<(u32, u32)>,
+    len: u32,
+}
+
+impl PackedCounts {
+    pub(crate) fn of(content: &str) -> PackedCounts {
+        let (counts, len) = term_counts(content);
+        let mut text = String::with_capacity(counts.iter().map(|(t, _)| t.len()).sum());
+        let mut terms = Vec::with_capacity(counts.len());
+        for (t, tf) in counts {
+            text.push_str(&t);
+            terms.push((text.len() as u32, tf));
+        }
+        PackedCounts { text, terms, len }
+    }
+
+    /// Each term with its frequency.
+    fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        let mut start = 0;
+        self.terms.iter().map(move |&(end, tf)| {
+            let term = &self.text[start..end as usize];
+            start = end as usize;
+            (term, tf)
+        })
+    }
+}
+
 /// Terms with their frequencies (sorted by term), and the document length.
 pub(crate) type TermCounts = (Vec<(String, u32)>, u32);
 
-/// The [`TermCounts`] of `content`.
+/// The [`TermCounts`] of `content`. (A term never holds a zero byte: the
+/// text index's keys rely on it.)
 pub(crate) fn term_counts(content: &str) -> TermCounts {
     let mut terms = elex_text::terms(content);
-    terms.retain(|t| t.len() <= MAX_TERM_BYTES);
+    terms.retain(|t| t.len() <= MAX_TERM_BYTES && !t.contains('\0'));
     let len = terms.len() as u32;
     terms.sort_unstable();
     let mut counts: Vec<(String, u32)> = Vec::with_capacity(terms.len());
@@ -210,7 +285,7 @@ fn check_data(graph: &MemoryGraph, data: &EngramData) -> Result<()> {
     Ok(())
 }
 
-impl Tables<'_> {
+impl<'t> Tables<'t> {
     fn meta_add(&mut self, key: &'static str, delta: i64) {
         *self.meta_delta.entry(key).or_insert(0) += delta;
     }
@@ -220,13 +295,121 @@ impl Tables<'_> {
         *n = (*n).max(id + 1);
     }
 
-    /// Writes the accumulated index, document-frequency and counter changes;
-    /// returns each written term's last block for the tail cache.
-    fn flush(&mut self, tails: &postings::TailCache) -> R<Vec<(String, Option<postings::Tail>)>> {
-        let mut written = Vec::with_capacity(self.postings_changes.len());
-        for (term, mut changes) in std::mem::take(&mut self.postings_changes) {
-            let (_, tail) = postings::apply(&mut self.postings, &term, &mut changes, tails.get(&term))?;
-            written.push((term, tail));
+    /// Whether engram `id` is indexed in this transaction's fresh segment.
+    fn in_fresh(&self, id: EngramId) -> bool {
+        self.fresh.as_ref().is_some_and(|f| id >= f.start)
+    }
+
+    fn postings_of(&mut self, table: u64) -> R<&mut Chunks<'t>> {
+        if !self.postings.contains_key(&table) {
+            let t = segments::open_postings(self.tx, table)?;
+            self.postings.insert(table, t);
+        }
+        Ok(self.postings.get_mut(&table).expect("inserted above"))
+    }
+
+    fn edges_in_of(&mut self, table: u64) -> R<&mut Chunks<'t>> {
+        if !self.edges_in.contains_key(&table) {
+            let t = segments::open_edges_in(self.tx, table)?;
+            self.edges_in.insert(table, t);
+        }
+        Ok(self.edges_in.get_mut(&table).expect("inserted above"))
+    }
+
+    /// Files the reverse entry of the edge `source` -`relation`-> `target`
+    /// under the source's segment.
+    fn edge_in_insert(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<()> {
+        if self.in_fresh(source) {
+            let fresh = self.fresh.as_mut().expect("in_fresh");
+            let relation = fresh.relation(relation);
+            fresh.edges.insert((target, source, relation));
+            return Ok(());
+        }
+        let key = segments::edge_key(target, source, relation);
+        let table = self.segs.covering(source).table;
+        packed::splice(self.edges_in_of(table)?, EDGES_KIND, &key, &key, vec![(key.clone(), Vec::new())])?;
+        Ok(())
+    }
+
+    fn edge_in_remove(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<()> {
+        if self.in_fresh(source) {
+            let fresh = self.fresh.as_mut().expect("in_fresh");
+            let relation = fresh.relation(relation);
+            fresh.edges.remove(&(target, source, relation));
+            return Ok(());
+        }
+        let key = segments::edge_key(target, source, relation);
+        let table = self.segs.covering(source).table;
+        packed::splice(self.edges_in_of(table)?, EDGES_KIND, &key, &key, Vec::new())?;
+        Ok(())
+    }
+
+    /// The edges into `target`: (source, relation), from every segment.
+    fn edges_into(&mut self, target: EngramId) -> R<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        let tables: Vec<u64> = self.segs.iter().map(|s| s.table).collect();
+        for table in tables {
+            out.extend(segments::incoming(self.edges_in_of(table)?, target)?);
+        }
+        if let Some(fresh) = &self.fresh {
+            let from = (target, 0, std::sync::Arc::<str>::from(""));
+            for (_, source, relation) in fresh.edges.range(from..).take_while(|e| e.0 == target) {
+                out.push((*source, relation.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the accumulated index, document-frequency and counter changes,
+    /// and the fresh segment, if any. (`segments::settle` runs once these
+    /// tables are closed.)
+    fn flush(&mut self) -> R<()> {
+        let mut terms: Vec<(String, Vec<postings::Change>)> = self.postings_changes.drain().collect();
+        terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let fresh_start = self.fresh.as_ref().map(|f| f.start);
+        // Changes to older engrams: in place, segment by segment; new
+        // engrams' postings are kept for the fresh segment.
+        let mut new_postings: Vec<(String, Vec<Posting>)> = Vec::new();
+        for (term, mut changes) in terms {
+            changes.sort_by_key(|c| c.0); // stable: order within an id is kept
+            let split = fresh_start.map_or(changes.len(), |f| changes.partition_point(|c| c.0 < f));
+            let (old, new) = changes.split_at_mut(split);
+            let mut i = 0;
+            while i < old.len() {
+                let seg = self.segs.covering(old[i].0);
+                let end = i + old[i..].partition_point(|c| self.segs.covering(c.0).start == seg.start);
+                postings::apply(self.postings_of(seg.table)?, &term, &mut old[i..end])?;
+                i = end;
+            }
+            let list = postings::outcome(new);
+            if !list.is_empty() {
+                new_postings.push((term, list));
+            }
+        }
+        if let Some(fresh) = self.fresh.take()
+            && (!new_postings.is_empty() || !fresh.edges.is_empty())
+        {
+            let table = segments::next_table(&mut self.meta)?;
+            let mut entries = fresh.edges.len() as u64;
+            let mut t = segments::open_postings(self.tx, table)?;
+            let mut w = postings::NewSegment::new();
+            for (term, list) in &new_postings {
+                w.add(&mut t, term, list)?;
+                entries += list.len() as u64;
+            }
+            w.finish(&mut t)?;
+            let mut t = segments::open_edges_in(self.tx, table)?;
+            let mut b = Builder::new(EDGES_KIND);
+            let mut key = Vec::new();
+            for (target, source, relation) in &fresh.edges {
+                key.clear();
+                key.extend_from_slice(&target.to_be_bytes());
+                key.extend_from_slice(&source.to_be_bytes());
+                key.extend_from_slice(relation.as_bytes());
+                b.push(&mut t, &key, &[])?;
+            }
+            b.finish(&mut t)?;
+            self.tx.open_table(SEGMENTS).map_err(sf)?.insert(fresh.start, (table, entries)).map_err(sf)?;
         }
         for (key, delta) in std::mem::take(&mut self.meta_delta) {
             let v = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
@@ -245,7 +428,7 @@ impl Tables<'_> {
                 self.meta.insert(key, next).map_err(sf)?;
             }
         }
-        Ok(written)
+        Ok(())
     }
 
     fn engram(&self, id: EngramId) -> R<Option<StoredEngram>> {
@@ -331,14 +514,21 @@ impl Tables<'_> {
     }
 
     fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
-        let (counts, len) = match &self.counted {
+        let counts = match &self.counted {
             Some(counted) => {
                 counted.recv().map_err(|_| Fail::Storage(String::from("the tokenising thread stopped")))?
             }
-            None => term_counts(&e.content),
+            None => PackedCounts::of(&e.content),
         };
-        for (term, tf) in counts {
-            self.postings_changes.entry(term).or_default().push((id, Some(Posting { id, tf, len })));
+        let len = counts.len;
+        for (term, tf) in counts.iter() {
+            let change = (id, Some(Posting { id, tf, len }));
+            match self.postings_changes.get_mut(term) {
+                Some(changes) => changes.push(change),
+                None => {
+                    self.postings_changes.insert(term.to_string(), vec![change]);
+                }
+            }
         }
         self.meta_add("total_terms", len as i64);
         for (k, v) in &e.metadata {
@@ -447,7 +637,7 @@ impl MemoryGraph {
                         .name(String::from("elex-memgraph-terms"))
                         .spawn_scoped(scope, move || {
                             for text in texts {
-                                if send.send(term_counts(&text)).is_err() {
+                                if send.send(PackedCounts::of(&text)).is_err() {
                                     break; // the batch failed
                                 }
                             }
@@ -465,7 +655,7 @@ impl MemoryGraph {
         tx: redb::WriteTransaction,
         actor: &Actor,
         ops: Vec<Op>,
-        counted: Option<Receiver<TermCounts>>,
+        counted: Option<Receiver<PackedCounts>>,
         time_ms: u64,
         at: Option<crate::LogPosition>,
     ) -> Result<Vec<bool>> {
@@ -484,24 +674,19 @@ impl MemoryGraph {
                     }
                 }
             }
-            // Writers are serialised by redb; the cache lock is held from
-            // reading the tails to recording the new ones.
-            let tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
-            result
-                .and_then(|()| t.flush(&tails))
-                .and_then(|written| {
-                    if let Some(at) = at {
-                        t.meta.insert("log_id", at.log).map_err(sf)?;
-                        t.meta.insert("log_seq", at.seq).map_err(sf)?;
-                    }
-                    Ok(written)
-                })
-                .map(|written| (changed, written, tails))
-        };
+            result.and_then(|()| t.flush()).and_then(|()| {
+                if let Some(at) = at {
+                    t.meta.insert("log_id", at.log).map_err(sf)?;
+                    t.meta.insert("log_seq", at.seq).map_err(sf)?;
+                }
+                Ok(changed)
+            })
+        }
+        // With every table closed, merge segments as the policy says.
+        .and_then(|changed| Ok((changed, segments::settle(&tx)?)));
         match outcome {
-            Ok((changed, written, mut tails)) => {
+            Ok((changed, _merges)) => {
                 tx.commit().map_err(|e| self.storage(e))?;
-                tails.update(written);
                 Ok(changed)
             }
             Err(fail) => {
@@ -597,18 +782,11 @@ impl MemoryGraph {
                     .map_err(sf)?;
                 for (target, rel) in &out {
                     t.edges_out.remove((id, *target, rel.as_str())).map_err(sf)?;
-                    t.edges_in.remove((*target, id, rel.as_str())).map_err(sf)?;
+                    t.edge_in_remove(id, *target, rel)?;
                 }
-                let inc: Vec<(u64, String)> = t
-                    .edges_in
-                    .range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}"))
-                    .map_err(sf)?
-                    .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(sf)?;
-                for (source, rel) in &inc {
-                    t.edges_out.remove((*source, id, rel.as_str())).map_err(sf)?;
-                    t.edges_in.remove((id, *source, rel.as_str())).map_err(sf)?;
+                for (source, rel) in t.edges_into(id)? {
+                    t.edges_out.remove((source, id, rel.as_str())).map_err(sf)?;
+                    t.edge_in_remove(source, id, &rel)?;
                 }
                 let ctxs: Vec<u64> = t
                     .engram_contexts
@@ -642,13 +820,13 @@ impl MemoryGraph {
                 let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
                 let key = (c.source, c.target, c.relation.as_str());
                 t.edges_out.insert(key, edge.encode(key)?.as_slice()).map_err(sf)?;
-                t.edges_in.insert((c.target, c.source, c.relation.as_str()), ()).map_err(sf)?;
+                t.edge_in_insert(c.source, c.target, &c.relation)?;
                 Ok(true)
             }
             Op::Disconnect { source, target, relation } => {
                 t.check_visible(actor, source)?;
                 let existed = t.edges_out.remove((source, target, relation.as_str())).map_err(sf)?.is_some();
-                t.edges_in.remove((target, source, relation.as_str())).map_err(sf)?;
+                t.edge_in_remove(source, target, &relation)?;
                 Ok(existed)
             }
             Op::CreateContext { id, name } => {

@@ -14,7 +14,10 @@ const BATCH: usize = 1_500;
 const ROUNDS: u32 = 8;
 
 fn config() -> GraphConfig {
-    GraphConfig { max_results: 100_000, open_wait: Duration::from_secs(10), ..GraphConfig::default() }
+    // No quota in the way however fast the child writes: the writer is
+    // killed long before this many.
+    let quota = Quota { max_engrams: u64::MAX, max_bytes: u64::MAX };
+    GraphConfig { max_results: 100_000, open_wait: Duration::from_secs(10), quota, ..GraphConfig::default() }
 }
 
 /// The child: commits batches of BATCH engrams (each linked to the previous

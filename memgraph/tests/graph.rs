@@ -551,3 +551,115 @@ fn copies_fed_the_same_log_stay_equal_and_refuse_writes_of_their_own() {
     assert!(matches!(refused, Err(GraphError::Invalid(_))), "{refused:?}");
     assert_eq!(one.log_position().unwrap().seq, 5, "refused alike everywhere: its position is kept");
 }
+
+/// Many transactions of different sizes (so that the index's segments are
+/// made and merged), changes to engrams of older segments (updates,
+/// deletes, edges from and to them), and ids committed out of order: after
+/// every transaction the integrity check is clean, and text search and
+/// neighbourhoods (edges both ways) agree with a plain model.
+#[test]
+fn segments_form_merge_and_take_changes_to_older_engrams() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let op = Actor::Operator;
+    let words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "rho", "tau"];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut docs: BTreeMap<u64, String> = BTreeMap::new();
+    let mut edges: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let text = |next: &mut dyn FnMut(u64) -> u64| {
+        let n = 1 + next(6) as usize;
+        (0..n).map(|_| words[next(words.len() as u64) as usize]).collect::<Vec<_>>().join(" ")
+    };
+    let sizes = [1, 7, 60, 3, 200, 1, 1, 25];
+    for round in 0..40 {
+        let size = sizes[round % sizes.len()];
+        // New engrams, each connected to one stored before this round.
+        let before: Vec<u64> = docs.keys().copied().collect();
+        let mut batches = vec![Vec::new()];
+        if round % 5 == 4 {
+            batches.push(Vec::new()); // two batches, committed in reverse order
+        }
+        for b in batches.iter_mut() {
+            for _ in 0..size {
+                let id = g.allocate_engram_id().unwrap();
+                let content = text(&mut next);
+                b.push(Op::Create { id, data: data(&content), context: None });
+                docs.insert(id, content);
+                if !before.is_empty() {
+                    let target = before[next(before.len() as u64) as usize];
+                    b.push(edge(id, target, "r"));
+                    edges.insert((id, target));
+                }
+            }
+        }
+        // Out of order: the later ids first.
+        for b in batches.into_iter().rev() {
+            g.apply(&op, b).unwrap();
+        }
+        if round % 3 == 2 {
+            let ids: Vec<u64> = docs.keys().copied().collect();
+            let mut ops = Vec::new();
+            let mut touched = BTreeSet::new();
+            for _ in 0..5 {
+                let id = ids[next(ids.len() as u64) as usize];
+                if touched.insert(id) {
+                    let content = text(&mut next);
+                    ops.push(Op::Update { id, data: data(&content) });
+                    docs.insert(id, content);
+                }
+            }
+            for _ in 0..3 {
+                let (s, t) = (ids[next(ids.len() as u64) as usize], ids[next(ids.len() as u64) as usize]);
+                ops.push(edge(s, t, "r"));
+                edges.insert((s, t));
+            }
+            if let Some(&(s, t)) = edges.iter().nth(next(edges.len() as u64) as usize) {
+                ops.push(Op::Disconnect { source: s, target: t, relation: "r".into() });
+                edges.remove(&(s, t));
+            }
+            for _ in 0..2 {
+                let id = ids[next(ids.len() as u64) as usize];
+                if touched.insert(id) {
+                    ops.push(Op::Delete { id });
+                    docs.remove(&id);
+                    edges.retain(|&(s, t)| s != id && t != id);
+                }
+            }
+            g.apply(&op, ops).unwrap();
+        }
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new(), "round {round}");
+    }
+    for w in words {
+        let want: BTreeSet<u64> =
+            docs.iter().filter(|(_, c)| c.split(' ').any(|x| x == w)).map(|(id, _)| *id).collect();
+        let got: BTreeSet<u64> = g.search(&op, &text_query(w)).unwrap().iter().map(|h| h.id).collect();
+        assert_eq!(got, want, "{w}");
+    }
+    for &id in docs.keys().step_by(7) {
+        let want: BTreeSet<u64> = edges
+            .iter()
+            .filter_map(|&(s, t)| {
+                if s == id {
+                    Some(t)
+                } else if t == id {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let got: BTreeSet<u64> = g.neighbourhood(&op, id, 1, None, 1000).unwrap().into_iter().collect();
+        assert_eq!(got, want, "neighbours of {id}");
+    }
+}
+
+fn text_query(q: &str) -> SearchQuery {
+    text(q, 1000)
+}
