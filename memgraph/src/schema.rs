@@ -434,6 +434,62 @@ mod tests {
         assert!(g.check_integrity().unwrap().is_empty());
     }
 
+    /// A version-3 file (one B-tree for the text index, keyed (term, first
+    /// id), and one for the reverse edges, keyed (target, source,
+    /// relation)) is migrated when opened: its old index tables are dropped,
+    /// both indexes are rebuilt in segments, and search and neighbourhoods
+    /// read as before.
+    #[test]
+    fn a_version_3_file_gets_segmented_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::FILE_NAME);
+        let (ids, hits, around) = {
+            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+            let ids = fill(&g);
+            let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+            let hits = g.search(&Actor::Operator, &q).unwrap();
+            let around = g.neighbourhood(&Actor::Operator, ids[1], 1, None, 10).unwrap();
+            (ids, hits, around)
+        };
+        assert_eq!(around.len(), 2, "an edge in and an edge out");
+        // Make it a version-3 file: the segment tables replaced by the old
+        // layout's two tables (their content is rebuilt, not read).
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            let names: Vec<String> = tx
+                .list_tables()
+                .unwrap()
+                .map(|h| h.name().to_string())
+                .filter(|n| is_segment_table(n) || n == SEGMENTS.name())
+                .collect();
+            for name in names {
+                tx.delete_table(TableDefinition::<&str, ()>::new(&name)).unwrap();
+            }
+            let old_postings: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("postings");
+            tx.open_table(old_postings).unwrap().insert(("sleep", ids[0]), &b"old block"[..]).unwrap();
+            let old_edges: TableDefinition<(u64, u64, &str), ()> = TableDefinition::new("edges_in");
+            tx.open_table(old_edges).unwrap().insert((ids[1], ids[0], "supports"), ()).unwrap();
+            let mut meta = tx.open_table(META).unwrap();
+            meta.insert("schema_version", 3).unwrap();
+            meta.remove("next_segment_table").unwrap();
+            drop(meta);
+            tx.commit().unwrap();
+        }
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+        let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+        assert_eq!(g.search(&Actor::Operator, &q).unwrap(), hits);
+        assert_eq!(g.neighbourhood(&Actor::Operator, ids[1], 1, None, 10).unwrap(), around);
+        let tx = g.db.begin_read().unwrap();
+        let names: Vec<String> = tx.list_tables().unwrap().map(|h| h.name().to_string()).collect();
+        assert!(!names.iter().any(|n| n == "postings" || n == "edges_in"), "{names:?}");
+        drop(tx);
+        // And it keeps working.
+        g.create(&Actor::agent("a"), data("after the migration", &[]), None).unwrap();
+        assert!(g.check_integrity().unwrap().is_empty());
+    }
+
     /// A version-2 file indexed text by the older tokenizer (`UEs` as `u`
     /// `es`): opened, its text index is rebuilt, so the index matches the
     /// engrams (a term of more than one block included) and searches by
