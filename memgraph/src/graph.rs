@@ -24,13 +24,13 @@ pub(crate) struct Reader<'g> {
     pub meta: ReadOnlyTable<&'static str, u64>,
     pub engrams: ReadOnlyTable<u64, &'static [u8]>,
     pub meta_index: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
-    pub edges_out: ReadOnlyTable<(u64, u64, &'static str), &'static [u8]>,
     /// The segments of the text and reverse edge indexes ...
     pub segs: Segments,
     /// ... their postings and reverse edge tables, in segment order, opened
     /// when first needed.
     postings: OnceCell<Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
     edges_in: OnceCell<Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+    edges_out: OnceCell<Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
     tx: ReadTransaction,
     pub contexts: ReadOnlyTable<u64, &'static [u8]>,
     pub members: ReadOnlyTable<(u64, &'static str), ()>,
@@ -59,10 +59,10 @@ impl<'g> Reader<'g> {
             meta: tx.open_table(META).map_err(e)?,
             engrams: tx.open_table(ENGRAMS).map_err(e)?,
             meta_index: tx.open_table(META_INDEX).map_err(e)?,
-            edges_out: tx.open_table(EDGES_OUT).map_err(e)?,
             segs: Segments::load(&tx.open_table(SEGMENTS).map_err(e)?).map_err(|f| graph.fault(f))?,
             postings: OnceCell::new(),
             edges_in: OnceCell::new(),
+            edges_out: OnceCell::new(),
             contexts: tx.open_table(CONTEXTS).map_err(e)?,
             members: tx.open_table(MEMBERS).map_err(e)?,
             context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(e)?,
@@ -72,30 +72,44 @@ impl<'g> Reader<'g> {
         })
     }
 
-    /// Each segment's postings table, in segment order.
-    pub fn postings(&self) -> Result<&[ReadOnlyTable<&'static [u8], &'static [u8]>]> {
-        if self.postings.get().is_none() {
+    /// Each segment's table named by `name(table number)`, in segment
+    /// order, opened once.
+    fn segment_tables<'s>(
+        &'s self,
+        cell: &'s OnceCell<Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+        name: fn(u64) -> String,
+    ) -> Result<&'s [ReadOnlyTable<&'static [u8], &'static [u8]>]> {
+        if cell.get().is_none() {
             let mut tables = Vec::new();
             for s in self.segs.iter() {
-                let name = segments::postings_name(s.table);
-                tables.push(self.tx.open_table(TableDefinition::new(&name)).map_err(|e| self.storage(e))?);
+                tables.push(
+                    self.tx.open_table(TableDefinition::new(&name(s.table))).map_err(|e| self.storage(e))?,
+                );
             }
-            let _ = self.postings.set(tables);
+            let _ = cell.set(tables);
         }
-        Ok(self.postings.get().expect("set above"))
+        Ok(cell.get().expect("set above"))
+    }
+
+    /// Each segment's postings table, in segment order.
+    pub fn postings(&self) -> Result<&[ReadOnlyTable<&'static [u8], &'static [u8]>]> {
+        self.segment_tables(&self.postings, segments::postings_name)
     }
 
     /// Each segment's reverse edge table, in segment order.
     pub fn edges_in(&self) -> Result<&[ReadOnlyTable<&'static [u8], &'static [u8]>]> {
-        if self.edges_in.get().is_none() {
-            let mut tables = Vec::new();
-            for s in self.segs.iter() {
-                let name = segments::edges_in_name(s.table);
-                tables.push(self.tx.open_table(TableDefinition::new(&name)).map_err(|e| self.storage(e))?);
-            }
-            let _ = self.edges_in.set(tables);
-        }
-        Ok(self.edges_in.get().expect("set above"))
+        self.segment_tables(&self.edges_in, segments::edges_in_name)
+    }
+
+    /// Each segment's table of edges by source, in segment order.
+    pub fn edges_out(&self) -> Result<&[ReadOnlyTable<&'static [u8], &'static [u8]>]> {
+        self.segment_tables(&self.edges_out, segments::edges_out_name)
+    }
+
+    /// The edges leaving `id`: (target, relation, stored edge).
+    pub fn outgoing(&self, id: EngramId) -> Result<Vec<(u64, String, Vec<u8>)>> {
+        let t = &self.edges_out()?[self.segs.index_covering(id)];
+        segments::outgoing(t, id).map_err(|f| self.fault(f))
     }
 
     pub fn storage(&self, e: impl std::fmt::Display) -> GraphError {
@@ -202,11 +216,7 @@ impl<'g> Reader<'g> {
 
     /// Neighbours of `id` along edges in both directions (relation filter).
     fn adjacent(&self, id: EngramId, relation: Option<&str>, out: &mut Vec<EngramId>) -> Result<()> {
-        for row in
-            self.edges_out.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| self.storage(e))?
-        {
-            let (k, _) = row.map_err(|e| self.storage(e))?;
-            let (_, t, r) = k.value();
+        for (t, r, _) in self.outgoing(id)? {
             if relation.is_none_or(|want| want == r) {
                 out.push(t);
             }
@@ -222,11 +232,7 @@ impl<'g> Reader<'g> {
     }
 
     fn successors(&self, id: EngramId, out: &mut Vec<EngramId>) -> Result<()> {
-        for row in
-            self.edges_out.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| self.storage(e))?
-        {
-            out.push(row.map_err(|e| self.storage(e))?.0.value().1);
-        }
+        out.extend(self.outgoing(id)?.into_iter().map(|(t, _, _)| t));
         Ok(())
     }
 }
@@ -280,17 +286,15 @@ impl MemoryGraph {
         let r = Reader::new(self, actor)?;
         r.visible(id)?;
         let mut out = Vec::new();
-        for row in r.edges_out.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}")).map_err(|e| r.storage(e))? {
-            let (k, v) = row.map_err(|e| r.storage(e))?;
-            let (source, target, relation) = k.value();
+        for (target, relation, value) in r.outgoing(id)? {
             if !r.sees(target)? {
                 continue;
             }
-            let edge = StoredEdge::decode((source, target, relation), v.value()).map_err(|c| r.corrupt(c))?;
+            let edge = StoredEdge::decode((id, target, &relation), &value).map_err(|c| r.corrupt(c))?;
             out.push(Connection {
-                source,
+                source: id,
                 target,
-                relation: relation.to_string(),
+                relation,
                 weight: edge.weight,
                 metadata: edge.metadata,
             });
@@ -529,6 +533,7 @@ impl MemoryGraph {
         for seg in &segs {
             known.insert(segments::postings_name(seg.table));
             known.insert(segments::edges_in_name(seg.table));
+            known.insert(segments::edges_out_name(seg.table));
         }
         for handle in r.tx.list_tables().map_err(|e| se(&e))? {
             let name = handle.name();
@@ -603,19 +608,33 @@ impl MemoryGraph {
         }
         // Edges decode, mirror each other and join existing engrams.
         let mut out_edges = BTreeSet::new();
-        for row in r.edges_out.iter().map_err(|e| se(&e))? {
-            let (k, v) = row.map_err(|e| se(&e))?;
-            let (s, t, rel) = k.value();
-            if let Err(c) = StoredEdge::decode((s, t, rel), v.value()) {
-                r.note(&mut problems, c.into())?;
+        let mut edges_whole = true;
+        for (seg, table) in segs.iter().zip(r.edges_out()?) {
+            let mut found = Vec::new();
+            let faults =
+                packed::scan(table, segments::EDGES_OUT_KIND, |k, v| match segments::parse_edge_key(k) {
+                    Some((s, t, rel)) => found.push((s, t, rel.to_string(), v.to_vec())),
+                    None => problems.push(format!("an edge key of segment {} does not parse", seg.start)),
+                })
+                .map_err(|f| r.fault(f))?;
+            edges_whole &= faults.is_empty();
+            for f in faults {
+                r.note(&mut problems, f)?;
             }
-            if !r.exists(s)? || !r.exists(t)? {
-                problems.push(format!("edge {s} -{rel}-> {t} joins a missing engram"));
+            for (s, t, rel, value) in found {
+                if r.segs.covering(s).start != seg.start {
+                    problems.push(format!("edge {s} -{rel}-> {t} is filed under segment {}", seg.start));
+                }
+                if let Err(c) = StoredEdge::decode((s, t, &rel), &value) {
+                    r.note(&mut problems, c.into())?;
+                }
+                if !r.exists(s)? || !r.exists(t)? {
+                    problems.push(format!("edge {s} -{rel}-> {t} joins a missing engram"));
+                }
+                out_edges.insert((s, t, rel));
             }
-            out_edges.insert((s, t, rel.to_string()));
         }
         let mut in_edges = BTreeSet::new();
-        let mut edges_whole = true;
         for (seg, table) in segs.iter().zip(r.edges_in()?) {
             let faults =
                 packed::scan(table, segments::EDGES_KIND, |k, _| match segments::parse_edge_key(k) {

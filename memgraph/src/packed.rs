@@ -390,6 +390,27 @@ pub(crate) fn merge(
     b.finish(out)
 }
 
+/// Writes the chunks of `inputs` — whose keys are in order from one input
+/// to the next: every key of an input below every key of the next — to
+/// `out` as they are (a chunk's checksum covers its table and key, not
+/// where it sits). Returns the chunks written.
+pub(crate) fn concat(inputs: &[impl Readable], out: &mut Chunks<'_>) -> Result<u64, Fault> {
+    let mut n = 0;
+    let mut last: Option<Vec<u8>> = None;
+    for t in inputs {
+        for row in t.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            if last.as_deref().is_some_and(|l| l >= k.value()) {
+                return Err(storage("tables concatenated out of key order"));
+            }
+            out.insert(k.value(), v.value()).map_err(storage)?;
+            last = Some(k.value().to_vec());
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// The last entry whose key is at most `key`, as (key, value), if any.
 pub(crate) fn last_at_most(t: &impl Readable, kind: Kind, key: &[u8]) -> Result<Option<OwnedEntry>, Fault> {
     // The chunk that holds the first entry above `key` may hold the answer

@@ -285,7 +285,16 @@ pub(crate) fn decode<T: DeserializeOwned, K: RecordKey + ?Sized>(
     key: &K,
     value: &[u8],
 ) -> Result<T, Corruption> {
-    let payload = open(table, key, value)?;
+    decode_payload(table, key, open(table, key, value)?)
+}
+
+/// A postcard record stored without a checksum of its own (in a chunk that
+/// has one), decoded whole.
+pub(crate) fn decode_payload<T: DeserializeOwned, K: RecordKey + ?Sized>(
+    table: Table,
+    key: &K,
+    payload: &[u8],
+) -> Result<T, Corruption> {
     match postcard::take_from_bytes(payload) {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(Corruption::new(table, key, format!("{} bytes after the record", rest.len()))),

@@ -5,21 +5,23 @@
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::QuotaUse;
+use crate::packed;
 use crate::packed::Builder;
 use crate::postings::{self, Posting};
 use crate::record::{self, Corruption, Fault, RecordKey, Table};
-use crate::segments::{self, is_segment_table};
+use crate::segments::{self, Segments, is_segment_table};
 
 /// Version of the layout below. Version 2 added a checksum to every byte
 /// value; version 3 records the version of the terms the text index is
 /// built from (`text_version`: [`elex_text::TEXT_VERSION`]); version 4
 /// keys the text index and the reverse edge index by segment (see
-/// `segments`). An older file is migrated when opened, in one transaction
-/// (the two indexes are rebuilt from the engrams and the outgoing edges);
-/// a file of any other version is refused. A file whose text index was
-/// built from other terms has it rebuilt from the engrams, in the same
+/// `segments`); version 5 keeps the edges by source in segments too. An
+/// older file is migrated when opened, in one transaction (its edges move
+/// into segments and the two indexes are rebuilt from the engrams and the
+/// edges); a file of any other version is refused. A file whose text index
+/// was built from other terms has it rebuilt from the engrams, in the same
 /// transaction.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
@@ -31,15 +33,19 @@ pub(crate) const OWNED: TableDefinition<(&str, u64), ()> = TableDefinition::new(
 /// owner → postcard `QuotaUse`.
 pub(crate) const QUOTA: TableDefinition<&str, &[u8]> = TableDefinition::new("quota");
 /// Segment start → (table number, entries written to it). Segment `n`'s
-/// tables are `postings/<n>`, (term, first id of block) → posting block
-/// (see `postings`), and `edges_in/<n>`, (target, source, relation): the
-/// reverse of `EDGES_OUT` for the sources the segment covers (see
-/// `segments`).
+/// tables (see `segments`) are `postings/<n>`, (term, first id of block) →
+/// posting block (see `postings`); `edges_out/<n>`, (source, target,
+/// relation) → postcard `StoredEdge`, the edges whose sources the segment
+/// covers; and `edges_in/<n>`, (target, source, relation), the same edges
+/// by target.
 pub(crate) const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
 /// (key, value, id).
 pub(crate) const META_INDEX: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("metadata_index");
-/// (source, target, relation) → postcard `StoredEdge`.
-pub(crate) const EDGES_OUT: TableDefinition<(u64, u64, &str), &[u8]> = TableDefinition::new("edges_out");
+/// (source, target, relation) → checksummed postcard `StoredEdge`: where
+/// files before schema version 5 kept the edges (moved into segments when
+/// such a file is opened).
+pub(crate) const LEGACY_EDGES_OUT: TableDefinition<(u64, u64, &str), &[u8]> =
+    TableDefinition::new("edges_out");
 /// id → postcard `StoredContext`.
 pub(crate) const CONTEXTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contexts");
 /// (context, agent).
@@ -97,12 +103,16 @@ pub(crate) struct StoredEdge {
 }
 
 impl StoredEdge {
+    /// An edge as a segment's table of edges by source holds it (its chunk
+    /// carries the checksum).
     pub fn decode(key: (u64, u64, &str), value: &[u8]) -> Result<StoredEdge, Corruption> {
-        record::decode(Table::EdgesOut, &key, value)
+        record::decode_payload(Table::EdgesOut, &key, value)
     }
 
     pub fn encode(&self, key: (u64, u64, &str)) -> Result<Vec<u8>, Fault> {
-        record::encode(Table::EdgesOut, &key, self, 16)
+        postcard::to_allocvec(self).map_err(|e| {
+            crate::record::storage(format!("edges_out record {} does not encode: {e}", key.show()))
+        })
     }
 }
 
@@ -137,25 +147,30 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
     let tx = db.begin_write().map_err(|e| e.to_string())?;
     let ids = {
         let mut rebuild = false;
+        // The edges of a file of an older layout, to be moved into segments.
+        let mut edges: Option<Vec<Edge>> = None;
         let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
         let version = meta.get("schema_version").map_err(|e| e.to_string())?.map(|v| v.value());
         match version {
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
                 meta.insert("text_version", elex_text::TEXT_VERSION).map_err(|e| e.to_string())?;
+                edges = Some(Vec::new());
                 rebuild = true;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ 1..=3) => {
+            Some(old @ 1..=4) => {
                 if old == 1 {
                     seal_v1_values(&tx)
                         .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
                 }
-                // The old layouts of the two indexes; rebuilt below.
+                // The old layouts of the indexes (rebuilt below), and the
+                // edges in one table (moved into segments below).
                 for name in ["postings", "edges_in"] {
                     let old: TableDefinition<&str, ()> = TableDefinition::new(name);
                     tx.delete_table(old).map_err(|e| e.to_string())?;
                 }
+                edges = Some(legacy_edges(&tx).map_err(|e| format!("moving the edges into segments: {e}"))?);
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
                 rebuild = true;
             }
@@ -171,7 +186,11 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         let text_version = meta.get("text_version").map_err(|e| e.to_string())?.map_or(1, |v| v.value());
         if rebuild || text_version != elex_text::TEXT_VERSION {
             drop(meta);
-            let total_terms = rebuild_indexes(&tx).map_err(|e| {
+            let edges = match edges {
+                Some(edges) => edges,
+                None => segment_edges(&tx).map_err(|e| format!("reading the edges: {e}"))?,
+            };
+            let total_terms = rebuild_indexes(&tx, edges).map_err(|e| {
                 format!(
                     "rebuilding the text and edge indexes (terms version {}): {e}",
                     elex_text::TEXT_VERSION
@@ -195,7 +214,6 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         QUOTA,
         SEGMENTS,
         META_INDEX,
-        EDGES_OUT,
         CONTEXTS,
         MEMBERS,
         MEMBERSHIPS,
@@ -214,13 +232,57 @@ fn seal_v1_values(tx: &WriteTransaction) -> Result<(), String> {
     rewrite_values(tx, &|table, key, payload| record::seal(table, key, payload))
 }
 
-/// The text index rebuilt from the engrams under today's
-/// [`term_counts`](crate::write::term_counts), and the reverse edge index
-/// from the outgoing edges, both into one segment (0, table 0; every other
-/// segment table is dropped); returns the new total of document lengths.
-/// An engram that does not decode is left out of the index (the integrity
-/// check names it).
-fn rebuild_indexes(tx: &WriteTransaction) -> Result<u64, String> {
+/// An edge as a migration carries it: (source, target, relation) and the
+/// stored `StoredEdge` (a value that failed its checksum is carried as it
+/// was, so that it is still reported).
+type Edge = ((u64, u64, String), Vec<u8>);
+
+/// The edges of a file before schema version 5, taken out of their table
+/// (which is dropped).
+fn legacy_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
+    let e = |e: redb::Error| e.to_string();
+    let mut out = Vec::new();
+    {
+        let t = tx.open_table(LEGACY_EDGES_OUT).map_err(|x| e(x.into()))?;
+        for row in t.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = row.map_err(|x| e(x.into()))?;
+            let (s, t, rel) = k.value();
+            let value = match record::open(Table::EdgesOut, &(s, t, rel), v.value()) {
+                Ok(payload) => payload.to_vec(),
+                Err(_) => v.value().to_vec(),
+            };
+            out.push(((s, t, rel.to_string()), value));
+        }
+    }
+    tx.delete_table(LEGACY_EDGES_OUT).map_err(|x| e(x.into()))?;
+    Ok(out)
+}
+
+/// Every edge kept in segments, by source (chunks that fail their checksum
+/// are left out: the integrity check names them before).
+fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
+    let e = |e: redb::Error| e.to_string();
+    let segs =
+        Segments::load(&tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?).map_err(|f| f.to_string())?;
+    let mut out = Vec::new();
+    for seg in segs.iter() {
+        let t = segments::open_edges_out(tx, seg.table).map_err(|f| f.to_string())?;
+        packed::scan(&t, segments::EDGES_OUT_KIND, |k, v| {
+            if let Some((s, t, rel)) = segments::parse_edge_key(k) {
+                out.push(((s, t, rel.to_string()), v.to_vec()));
+            }
+        })
+        .map_err(|f| f.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Every segment table dropped, and segment 0 (table 0) written anew: the
+/// text index from the engrams under today's
+/// [`term_counts`](crate::write::term_counts), and `edges` by source and by
+/// target. Returns the new total of document lengths. An engram that does
+/// not decode is left out of the index (the integrity check names it).
+fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, String> {
     let e = |e: redb::Error| e.to_string();
     let mut want: std::collections::BTreeMap<String, Vec<Posting>> = Default::default();
     let mut total_terms = 0u64;
@@ -256,13 +318,16 @@ fn rebuild_indexes(tx: &WriteTransaction) -> Result<u64, String> {
         entries += list.len() as u64;
     }
     w.finish(&mut table).map_err(fault)?;
-    let edges_out = tx.open_table(EDGES_OUT).map_err(|x| e(x.into()))?;
-    let mut keys = Vec::new();
-    for row in edges_out.iter().map_err(|x| e(x.into()))? {
-        let (k, _) = row.map_err(|x| e(x.into()))?;
-        let (source, target, relation) = k.value();
-        keys.push(segments::edge_key(target, source, relation));
+    edges.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    edges.dedup_by(|a, b| a.0 == b.0);
+    let mut table = segments::open_edges_out(tx, 0).map_err(fault)?;
+    let mut b = Builder::new(segments::EDGES_OUT_KIND);
+    for ((s, t, rel), value) in &edges {
+        b.push(&mut table, &segments::edge_key(*s, *t, rel), value).map_err(fault)?;
     }
+    b.finish(&mut table).map_err(fault)?;
+    let mut keys: Vec<Vec<u8>> =
+        edges.iter().map(|((s, t, rel), _)| segments::edge_key(*t, *s, rel)).collect();
     keys.sort_unstable();
     let mut table = segments::open_edges_in(tx, 0).map_err(fault)?;
     let mut b = Builder::new(segments::EDGES_KIND);
@@ -270,7 +335,7 @@ fn rebuild_indexes(tx: &WriteTransaction) -> Result<u64, String> {
         b.push(&mut table, key, &[]).map_err(fault)?;
     }
     b.finish(&mut table).map_err(fault)?;
-    entries += keys.len() as u64;
+    entries += 2 * keys.len() as u64;
     tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?.insert(0, (0, entries)).map_err(|x| e(x.into()))?;
     tx.open_table(META).map_err(|x| e(x.into()))?.insert("next_segment_table", 1).map_err(|x| e(x.into()))?;
     Ok(total_terms)
@@ -280,8 +345,9 @@ fn rebuild_indexes(tx: &WriteTransaction) -> Result<u64, String> {
 /// old value.
 pub(crate) type Rewrite<'f> = &'f dyn Fn(Table, &dyn RecordKey, Vec<u8>) -> Vec<u8>;
 
-/// Replaces every value of the checksummed tables but the posting blocks
-/// (which a migration rebuilds) by `f(table, key, value)`.
+/// Replaces every value of the checksummed tables of a version-1 file by
+/// `f(table, key, value)` (the posting blocks excepted: a migration
+/// rebuilds them).
 pub(crate) fn rewrite_values(tx: &WriteTransaction, f: Rewrite<'_>) -> Result<(), String> {
     fn all<K: redb::Key + 'static, O>(
         t: &redb::Table<'_, K, &'static [u8]>,
@@ -306,7 +372,7 @@ pub(crate) fn rewrite_values(tx: &WriteTransaction, f: Rewrite<'_>) -> Result<()
         let owner = owner.as_str();
         quota.insert(owner, f(Table::Quota, &owner, v).as_slice()).map_err(|x| e(x.into()))?;
     }
-    let mut edges = tx.open_table(EDGES_OUT).map_err(|x| e(x.into()))?;
+    let mut edges = tx.open_table(LEGACY_EDGES_OUT).map_err(|x| e(x.into()))?;
     for ((s, t, rel), v) in all(&edges, |(s, t, rel)| (s, t, rel.to_string()))? {
         let key = (s, t, rel.as_str());
         edges.insert(key, f(Table::EdgesOut, &key, v).as_slice()).map_err(|x| e(x.into()))?;
@@ -375,7 +441,7 @@ mod tests {
                 ENGRAMS.name(),
                 QUOTA.name(),
                 &segment(&postings),
-                EDGES_OUT.name(),
+                &segment(&segments::edges_out_name(7)),
                 CONTEXTS.name(),
                 &segment(&edges_in)
             ]
@@ -402,6 +468,7 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let tx = db.begin_write().unwrap();
+            to_legacy_layout(&tx);
             rewrite_values(&tx, &|_, _, mut v| {
                 v.truncate(v.len() - CHECKSUM_BYTES);
                 v
@@ -434,22 +501,45 @@ mod tests {
         assert!(g.check_integrity().unwrap().is_empty());
     }
 
-    /// A version-3 file (one B-tree for the text index, keyed (term, first
-    /// id), and one for the reverse edges, keyed (target, source,
-    /// relation)) is migrated when opened: its old index tables are dropped,
-    /// both indexes are rebuilt in segments, and search and neighbourhoods
-    /// read as before.
+    /// The layout before schema version 5, in place of the segments: the
+    /// edges in one table, keyed (source, target, relation), each value
+    /// checksummed; no segment tables.
+    fn to_legacy_layout(tx: &WriteTransaction) {
+        let edges = segment_edges(tx).unwrap();
+        let names: Vec<String> = tx
+            .list_tables()
+            .unwrap()
+            .map(|h| h.name().to_string())
+            .filter(|n| is_segment_table(n) || n == SEGMENTS.name())
+            .collect();
+        for name in names {
+            tx.delete_table(TableDefinition::<&str, ()>::new(&name)).unwrap();
+        }
+        let mut t = tx.open_table(LEGACY_EDGES_OUT).unwrap();
+        for ((s, target, rel), payload) in edges {
+            let key = (s, target, rel.as_str());
+            t.insert(key, seal(Table::EdgesOut, &key, payload).as_slice()).unwrap();
+        }
+        tx.open_table(META).unwrap().remove("next_segment_table").unwrap();
+    }
+
+    /// A version-3 file (one B-tree each for the text index, keyed (term,
+    /// first id), for the edges and for the reverse edges) is migrated when
+    /// opened: its old index tables are dropped, its edges move into
+    /// segments, both indexes are rebuilt there, and connections, search and
+    /// neighbourhoods read as before.
     #[test]
     fn a_version_3_file_gets_segmented_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::FILE_NAME);
-        let (ids, hits, around) = {
+        let (ids, hits, around, conns) = {
             let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
             let ids = fill(&g);
             let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
             let hits = g.search(&Actor::Operator, &q).unwrap();
             let around = g.neighbourhood(&Actor::Operator, ids[1], 1, None, 10).unwrap();
-            (ids, hits, around)
+            let conns = g.connections(&Actor::Operator, ids[0]).unwrap();
+            (ids, hits, around, conns)
         };
         assert_eq!(around.len(), 2, "an edge in and an edge out");
         // Make it a version-3 file: the segment tables replaced by the old
@@ -457,23 +547,12 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let tx = db.begin_write().unwrap();
-            let names: Vec<String> = tx
-                .list_tables()
-                .unwrap()
-                .map(|h| h.name().to_string())
-                .filter(|n| is_segment_table(n) || n == SEGMENTS.name())
-                .collect();
-            for name in names {
-                tx.delete_table(TableDefinition::<&str, ()>::new(&name)).unwrap();
-            }
+            to_legacy_layout(&tx);
             let old_postings: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("postings");
             tx.open_table(old_postings).unwrap().insert(("sleep", ids[0]), &b"old block"[..]).unwrap();
             let old_edges: TableDefinition<(u64, u64, &str), ()> = TableDefinition::new("edges_in");
             tx.open_table(old_edges).unwrap().insert((ids[1], ids[0], "supports"), ()).unwrap();
-            let mut meta = tx.open_table(META).unwrap();
-            meta.insert("schema_version", 3).unwrap();
-            meta.remove("next_segment_table").unwrap();
-            drop(meta);
+            tx.open_table(META).unwrap().insert("schema_version", 3).unwrap();
             tx.commit().unwrap();
         }
         let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
@@ -481,9 +560,14 @@ mod tests {
         let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
         assert_eq!(g.search(&Actor::Operator, &q).unwrap(), hits);
         assert_eq!(g.neighbourhood(&Actor::Operator, ids[1], 1, None, 10).unwrap(), around);
+        assert_eq!(g.connections(&Actor::Operator, ids[0]).unwrap(), conns);
+        assert_eq!(conns[0].metadata, [("why".to_string(), "test".to_string())], "weight and metadata moved");
         let tx = g.db.begin_read().unwrap();
         let names: Vec<String> = tx.list_tables().unwrap().map(|h| h.name().to_string()).collect();
-        assert!(!names.iter().any(|n| n == "postings" || n == "edges_in"), "{names:?}");
+        assert!(
+            !names.iter().any(|n| ["postings", "edges_in", "edges_out"].contains(&n.as_str())),
+            "{names:?}"
+        );
         drop(tx);
         // And it keeps working.
         g.create(&Actor::agent("a"), data("after the migration", &[]), None).unwrap();

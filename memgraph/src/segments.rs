@@ -1,12 +1,13 @@
-//! Segments: how the two indexes that every write touches all over — the
-//! inverted index (`postings`) and the reverse edge index — stay
-//! append-only.
+//! Segments: how the tables that every write touches all over — the
+//! inverted index (`postings`) and the edges, by source and by target —
+//! stay append-only.
 //!
 //! The engram id space is cut into segments: a segment covers the ids from
 //! its start up to the next segment's start (the first starts at 0). Each
-//! segment has two tables of its own, named by its table number: the
-//! postings of the engrams it covers (`postings/<n>`) and the reverse
-//! entries of the edges whose *source* it covers (`edges_in/<n>`). A
+//! segment has three tables of its own, named by its table number: the
+//! postings of the engrams it covers (`postings/<n>`), and the edges whose
+//! *source* it covers, by target (`edges_in/<n>`) and by source
+//! (`edges_out/<n>`, with each edge's weight and metadata). A
 //! transaction that creates engrams above every stored id opens a fresh
 //! segment at the first free id, so their postings and edges go into new
 //! tables, written in key order, without reading or copying any page
@@ -37,8 +38,13 @@ use crate::schema::{META, SEGMENTS};
 
 /// The packed map of a segment's reverse edges: keys (target, source,
 /// relation) as bytes that sort so — target and source big-endian, then the
-/// relation — and empty values.
+/// relation (see [`edge_key`]) — and empty values.
 pub(crate) const EDGES_KIND: Kind = Kind { table: record::Table::EdgesIn, show: show_edge_key };
+
+/// The packed map of a segment's edges, by source: keys (source, target,
+/// relation) laid out as [`edge_key`] lays out (target, source, relation),
+/// values the edge's weight and metadata (`schema::StoredEdge`).
+pub(crate) const EDGES_OUT_KIND: Kind = Kind { table: record::Table::EdgesOut, show: show_edge_key };
 
 /// The name of segment table `n`'s postings.
 pub(crate) fn postings_name(n: u64) -> String {
@@ -50,31 +56,56 @@ pub(crate) fn edges_in_name(n: u64) -> String {
     format!("edges_in/{n}")
 }
 
-/// Whether a table name is one of the segment tables.
-pub(crate) fn is_segment_table(name: &str) -> bool {
-    name.starts_with("postings/") || name.starts_with("edges_in/")
+/// The name of segment table `n`'s edges by source.
+pub(crate) fn edges_out_name(n: u64) -> String {
+    format!("edges_out/{n}")
 }
 
-/// The reverse edge key of the edge `source` -`relation`-> `target`.
-pub(crate) fn edge_key(target: u64, source: u64, relation: &str) -> Vec<u8> {
+/// Whether a table name is one of the segment tables.
+pub(crate) fn is_segment_table(name: &str) -> bool {
+    name.starts_with("postings/") || name.starts_with("edges_in/") || name.starts_with("edges_out/")
+}
+
+/// An edge key: two engram ids big-endian, then the relation. The reverse
+/// edge index keys (target, source, relation); the edges by source,
+/// (source, target, relation).
+pub(crate) fn edge_key(a: u64, b: u64, relation: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + relation.len());
-    k.extend_from_slice(&target.to_be_bytes());
-    k.extend_from_slice(&source.to_be_bytes());
+    k.extend_from_slice(&a.to_be_bytes());
+    k.extend_from_slice(&b.to_be_bytes());
     k.extend_from_slice(relation.as_bytes());
     k
 }
 
-/// A reverse edge key read back: (target, source, relation).
+/// An edge key read back: (a, b, relation).
 pub(crate) fn parse_edge_key(k: &[u8]) -> Option<(u64, u64, &str)> {
-    let target = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
-    let source = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
-    Some((target, source, std::str::from_utf8(&k[16..]).ok()?))
+    let a = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let b = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
+    Some((a, b, std::str::from_utf8(&k[16..]).ok()?))
 }
 
 fn show_edge_key(k: &[u8]) -> String {
     match parse_edge_key(k) {
-        Some((t, s, r)) => format!("({t}, {s}, {r:?})"),
+        Some((a, b, r)) => format!("({a}, {b}, {r:?})"),
         None => format!("{:?}", String::from_utf8_lossy(k)),
+    }
+}
+
+/// The edges leaving `source` in its segment's table of edges by source:
+/// (target, relation, stored edge).
+pub(crate) fn outgoing(t: &impl Readable, source: u64) -> Result<Vec<(u64, String, Vec<u8>)>, Fault> {
+    let prefix = source.to_be_bytes();
+    let mut c = Cursor::seek(t, EDGES_OUT_KIND, &prefix)?;
+    let mut out = Vec::new();
+    loop {
+        let edge = c.next(|k, v| {
+            k.starts_with(&prefix).then(|| parse_edge_key(k).map(|(_, t, r)| (t, r.to_string(), v.to_vec())))
+        })?;
+        match edge.flatten() {
+            Some(Some(e)) => out.push(e),
+            Some(None) => return Err(storage(format!("an edge of {source} whose relation is not UTF-8"))),
+            None => return Ok(out),
+        }
     }
 }
 
@@ -159,9 +190,15 @@ pub(crate) fn open_edges_in(tx: &WriteTransaction, table: u64) -> Result<Chunks<
     tx.open_table(TableDefinition::new(&edges_in_name(table))).map_err(storage)
 }
 
-/// Drops segment table `n`'s two tables.
+/// Opens (creating if need be) a segment table's edges by source in a
+/// write transaction.
+pub(crate) fn open_edges_out(tx: &WriteTransaction, table: u64) -> Result<Chunks<'_>, Fault> {
+    tx.open_table(TableDefinition::new(&edges_out_name(table))).map_err(storage)
+}
+
+/// Drops segment table `n`'s tables.
 fn drop_tables(tx: &WriteTransaction, n: u64) -> Result<(), Fault> {
-    for name in [postings_name(n), edges_in_name(n)] {
+    for name in [postings_name(n), edges_in_name(n), edges_out_name(n)] {
         let def: TableDefinition<&str, ()> = TableDefinition::new(&name);
         tx.delete_table(def).map_err(storage)?;
     }
@@ -210,6 +247,13 @@ pub(crate) fn settle(tx: &WriteTransaction) -> Result<usize, Fault> {
                 inputs.iter().map(|t| Cursor::seek(t, EDGES_KIND, &[])).collect::<Result<_, _>>()?;
             packed::merge(EDGES_KIND, cursors, &mut open_edges_in(tx, table)?, &mut Edges)?;
         }
+        {
+            // Keyed by source, the segments' edges are already in order
+            // one after the other: their chunks are copied as they are.
+            let inputs: Vec<Chunks<'_>> =
+                tail.iter().map(|s| open_edges_out(tx, s.table)).collect::<Result<_, _>>()?;
+            packed::concat(&inputs, &mut open_edges_out(tx, table)?)?;
+        }
         for s in tail {
             drop_tables(tx, s.table)?;
             segments.remove(s.start).map_err(storage)?;
@@ -226,7 +270,7 @@ struct Edges;
 
 impl packed::Merging for Edges {
     fn combine(&mut self, key: &[u8], _: &[Vec<u8>]) -> Result<Vec<u8>, Fault> {
-        Err(storage(format!("reverse edge {} is filed in two segments", show_edge_key(key))))
+        Err(storage(format!("edge {} is filed in two segments", show_edge_key(key))))
     }
 
     fn join(&mut self, _: &[u8], _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, Fault> {

@@ -11,7 +11,7 @@ use crate::packed::{self, Builder, Chunks};
 use crate::postings::{self, MAX_TERM_BYTES, Posting};
 use crate::record::{Corruption, Fault};
 use crate::schema::*;
-use crate::segments::{self, EDGES_KIND, Segments};
+use crate::segments::{self, EDGES_KIND, EDGES_OUT_KIND, Segments};
 use crate::{
     Actor, Connection, ContextId, EngramData, EngramId, GraphError, MemoryGraph, QuotaUse, Result, now_ms,
 };
@@ -65,6 +65,8 @@ struct Fresh {
     /// The reverse edges of its sources, (target, source, relation), written
     /// at the end in key order (see `segments::edge_key`).
     edges: std::collections::BTreeSet<(u64, u64, std::sync::Arc<str>)>,
+    /// Its edges by source, (source, target, relation) → stored edge.
+    out: BTreeMap<(u64, u64, std::sync::Arc<str>), Vec<u8>>,
     /// Each relation once, shared by its edges.
     relations: HashMap<String, std::sync::Arc<str>, foldhash::fast::RandomState>,
 }
@@ -89,7 +91,6 @@ pub(crate) struct Tables<'t> {
     owned: Table<'t, (&'static str, u64), ()>,
     quota: Table<'t, &'static str, &'static [u8]>,
     meta_index: Table<'t, (&'static str, &'static str, u64), ()>,
-    edges_out: Table<'t, (u64, u64, &'static str), &'static [u8]>,
     contexts: Table<'t, u64, &'static [u8]>,
     members: Table<'t, (u64, &'static str), ()>,
     memberships: Table<'t, (&'static str, u64), ()>,
@@ -110,12 +111,16 @@ pub(crate) struct Tables<'t> {
     /// The segment tables this transaction opened, by table number.
     postings: HashMap<u64, Chunks<'t>>,
     edges_in: HashMap<u64, Chunks<'t>>,
-    /// Term counts of the batch's new texts, in op order, when a second
-    /// thread computes them (see `MemoryGraph::apply`).
-    counted: Option<Receiver<PackedCounts>>,
+    edges_out: HashMap<u64, Chunks<'t>>,
+    /// The batch's new texts indexed on a second thread, when one does it
+    /// (see `MemoryGraph::apply`): their changes and total length in terms,
+    /// gathered at `flush`.
+    indexed: Option<Receiver<(TermChanges, u64)>>,
+    /// The index of the op being applied.
+    op: u32,
     /// Index changes of this transaction, written by `flush` in one pass
     /// per term.
-    postings_changes: HashMap<String, Vec<postings::Change>, foldhash::fast::RandomState>,
+    postings_changes: TermChanges,
     meta_delta: BTreeMap<&'static str, i64>,
     next_ids: BTreeMap<&'static str, u64>,
     /// Quota use of owners touched by this transaction, written by `flush`.
@@ -141,24 +146,26 @@ impl<'t> Tables<'t> {
             fresh: (first_free_id > segs.last().start).then_some(Fresh {
                 start: first_free_id,
                 edges: Default::default(),
+                out: Default::default(),
                 relations: Default::default(),
             }),
             segs,
             tx,
             postings: HashMap::new(),
             edges_in: HashMap::new(),
+            edges_out: HashMap::new(),
             meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
             owned: tx.open_table(OWNED).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
             meta_index: tx.open_table(META_INDEX).map_err(st)?,
-            edges_out: tx.open_table(EDGES_OUT).map_err(st)?,
             contexts: tx.open_table(CONTEXTS).map_err(st)?,
             members: tx.open_table(MEMBERS).map_err(st)?,
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
             context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(st)?,
             engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(st)?,
-            counted: None,
+            indexed: None,
+            op: 0,
             postings_changes: HashMap::default(),
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
@@ -212,37 +219,26 @@ fn sf(e: impl std::fmt::Display) -> Fail {
 /// second thread.
 const PARALLEL_TOKENISE: usize = 64;
 
-/// [`TermCounts`] in two allocations (the terms in one string, then each
-/// term's end in it and its frequency), so that the thread that receives
-/// them from the tokenising thread frees two blocks, not one per term
-/// (freeing memory another thread allocated contends for its arena).
-pub(crate) struct PackedCounts {
-    text: String,
-    terms: Vec<(u32, u32)>,
-    len: u32,
-}
+/// A transaction's changes to the text index, by term: (engram id, order,
+/// the posting put or `None` for one removed). The order (twice the op's
+/// index, plus one for what the op indexes) settles which change of an id
+/// wins when its changes are gathered from two threads.
+pub(crate) type TermChanges = HashMap<String, Vec<(u64, u32, Option<Posting>)>, foldhash::fast::RandomState>;
 
-impl PackedCounts {
-    pub(crate) fn of(content: &str) -> PackedCounts {
-        let (counts, len) = term_counts(content);
-        let mut text = String::with_capacity(counts.iter().map(|(t, _)| t.len()).sum());
-        let mut terms = Vec::with_capacity(counts.len());
-        for (t, tf) in counts {
-            text.push_str(&t);
-            terms.push((text.len() as u32, tf));
+/// The postings `text` of engram `id` puts, added to `changes` in order
+/// `order`; returns its length in terms.
+fn index_text(changes: &mut TermChanges, id: EngramId, order: u32, text: &str) -> u32 {
+    let (counts, len) = term_counts(text);
+    for (term, tf) in counts {
+        let change = (id, order, Some(Posting { id, tf, len }));
+        match changes.get_mut(term.as_str()) {
+            Some(list) => list.push(change),
+            None => {
+                changes.insert(term, vec![change]);
+            }
         }
-        PackedCounts { text, terms, len }
     }
-
-    /// Each term with its frequency.
-    fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
-        let mut start = 0;
-        self.terms.iter().map(move |&(end, tf)| {
-            let term = &self.text[start..end as usize];
-            start = end as usize;
-            (term, tf)
-        })
-    }
+    len
 }
 
 /// Terms with their frequencies (sorted by term), and the document length.
@@ -316,6 +312,70 @@ impl<'t> Tables<'t> {
         Ok(self.edges_in.get_mut(&table).expect("inserted above"))
     }
 
+    fn edges_out_of(&mut self, table: u64) -> R<&mut Chunks<'t>> {
+        if !self.edges_out.contains_key(&table) {
+            let t = segments::open_edges_out(self.tx, table)?;
+            self.edges_out.insert(table, t);
+        }
+        Ok(self.edges_out.get_mut(&table).expect("inserted above"))
+    }
+
+    /// Puts (adds or replaces) the edge `source` -`relation`-> `target`
+    /// with its stored value, by source and by target.
+    fn edge_put(&mut self, source: EngramId, target: EngramId, relation: &str, value: Vec<u8>) -> R<()> {
+        if self.in_fresh(source) {
+            let fresh = self.fresh.as_mut().expect("in_fresh");
+            let relation = fresh.relation(relation);
+            fresh.out.insert((source, target, relation.clone()), value);
+            fresh.edges.insert((target, source, relation));
+            return Ok(());
+        }
+        let table = self.segs.covering(source).table;
+        let key = segments::edge_key(source, target, relation);
+        packed::splice(self.edges_out_of(table)?, EDGES_OUT_KIND, &key, &key, vec![(key.clone(), value)])?;
+        self.edge_in_insert(source, target, relation)
+    }
+
+    /// Removes the edge `source` -`relation`-> `target`; whether it was
+    /// there.
+    fn edge_remove(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<bool> {
+        if self.in_fresh(source) {
+            let fresh = self.fresh.as_mut().expect("in_fresh");
+            let relation = fresh.relation(relation);
+            fresh.edges.remove(&(target, source, relation.clone()));
+            return Ok(fresh.out.remove(&(source, target, relation)).is_some());
+        }
+        let table = self.segs.covering(source).table;
+        let key = segments::edge_key(source, target, relation);
+        let t = self.edges_out_of(table)?;
+        let existed = packed::get(t, EDGES_OUT_KIND, &key)?.is_some();
+        if existed {
+            packed::splice(t, EDGES_OUT_KIND, &key, &key, Vec::new())?;
+        }
+        self.edge_in_remove(source, target, relation)?;
+        Ok(existed)
+    }
+
+    /// The edges leaving `source`: (target, relation).
+    fn edges_from(&mut self, source: EngramId) -> R<Vec<(u64, String)>> {
+        if let Some(fresh) = &self.fresh
+            && source >= fresh.start
+        {
+            let from = (source, 0, std::sync::Arc::<str>::from(""));
+            return Ok(fresh
+                .out
+                .range(from..)
+                .take_while(|e| e.0.0 == source)
+                .map(|e| (e.0.1, e.0.2.to_string()))
+                .collect());
+        }
+        let table = self.segs.covering(source).table;
+        Ok(segments::outgoing(self.edges_out_of(table)?, source)?
+            .into_iter()
+            .map(|(t, r, _)| (t, r))
+            .collect())
+    }
+
     /// Files the reverse entry of the edge `source` -`relation`-> `target`
     /// under the source's segment.
     fn edge_in_insert(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<()> {
@@ -364,7 +424,27 @@ impl<'t> Tables<'t> {
     /// and the fresh segment, if any. (`segments::settle` runs once these
     /// tables are closed.)
     fn flush(&mut self) -> R<()> {
-        let mut terms: Vec<(String, Vec<postings::Change>)> = self.postings_changes.drain().collect();
+        if let Some(indexed) = self.indexed.take() {
+            let (changes, len) =
+                indexed.recv().map_err(|_| Fail::Storage(String::from("the indexing thread stopped")))?;
+            for (term, mut list) in changes {
+                match self.postings_changes.get_mut(term.as_str()) {
+                    Some(have) => have.append(&mut list),
+                    None => {
+                        self.postings_changes.insert(term, list);
+                    }
+                }
+            }
+            self.meta_add("total_terms", len as i64);
+        }
+        let mut terms: Vec<(String, Vec<postings::Change>)> = self
+            .postings_changes
+            .drain()
+            .map(|(term, mut list)| {
+                list.sort_unstable_by_key(|c| (c.0, c.1));
+                (term, list.into_iter().map(|(id, _, p)| (id, p)).collect())
+            })
+            .collect();
         terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let fresh_start = self.fresh.as_ref().map(|f| f.start);
         // Changes to older engrams: in place, segment by segment; new
@@ -390,7 +470,7 @@ impl<'t> Tables<'t> {
             && (!new_postings.is_empty() || !fresh.edges.is_empty())
         {
             let table = segments::next_table(&mut self.meta)?;
-            let mut entries = fresh.edges.len() as u64;
+            let mut entries = 2 * fresh.edges.len() as u64;
             let mut t = segments::open_postings(self.tx, table)?;
             let mut w = postings::NewSegment::new();
             for (term, list) in &new_postings {
@@ -407,6 +487,16 @@ impl<'t> Tables<'t> {
                 key.extend_from_slice(&source.to_be_bytes());
                 key.extend_from_slice(relation.as_bytes());
                 b.push(&mut t, &key, &[])?;
+            }
+            b.finish(&mut t)?;
+            let mut t = segments::open_edges_out(self.tx, table)?;
+            let mut b = Builder::new(EDGES_OUT_KIND);
+            for ((source, target, relation), value) in &fresh.out {
+                key.clear();
+                key.extend_from_slice(&source.to_be_bytes());
+                key.extend_from_slice(&target.to_be_bytes());
+                key.extend_from_slice(relation.as_bytes());
+                b.push(&mut t, &key, value)?;
             }
             b.finish(&mut t)?;
             self.tx.open_table(SEGMENTS).map_err(sf)?.insert(fresh.start, (table, entries)).map_err(sf)?;
@@ -514,23 +604,11 @@ impl<'t> Tables<'t> {
     }
 
     fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
-        let counts = match &self.counted {
-            Some(counted) => {
-                counted.recv().map_err(|_| Fail::Storage(String::from("the tokenising thread stopped")))?
-            }
-            None => PackedCounts::of(&e.content),
-        };
-        let len = counts.len;
-        for (term, tf) in counts.iter() {
-            let change = (id, Some(Posting { id, tf, len }));
-            match self.postings_changes.get_mut(term) {
-                Some(changes) => changes.push(change),
-                None => {
-                    self.postings_changes.insert(term.to_string(), vec![change]);
-                }
-            }
+        // With a second thread, it indexed the text already.
+        if self.indexed.is_none() {
+            let len = index_text(&mut self.postings_changes, id, 2 * self.op + 1, &e.content);
+            self.meta_add("total_terms", len as i64);
         }
-        self.meta_add("total_terms", len as i64);
         for (k, v) in &e.metadata {
             self.meta_index.insert((k.as_str(), v.as_str(), id), ()).map_err(sf)?;
         }
@@ -540,7 +618,7 @@ impl<'t> Tables<'t> {
     fn unindex(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
         let (counts, len) = term_counts(&e.content);
         for (term, _) in counts {
-            self.postings_changes.entry(term).or_default().push((id, None));
+            self.postings_changes.entry(term).or_default().push((id, 2 * self.op, None));
         }
         self.meta_add("total_terms", -(len as i64));
         for (k, v) in &e.metadata {
@@ -621,32 +699,38 @@ impl MemoryGraph {
         let many = ops.iter().filter(|op| matches!(op, Op::Create { .. } | Op::Update { .. })).count()
             >= PARALLEL_TOKENISE;
         std::thread::scope(|scope| {
-            // A large batch has its texts tokenised on a second thread, in
-            // op order, while this one writes.
-            let counted = many
+            // A large batch has its new texts indexed on a second thread
+            // while this one writes. (An op that fails fails the batch, so
+            // indexing every Create and Update text ahead is what applying
+            // them indexes.)
+            let indexed = many
                 .then(|| {
-                    let texts: Vec<String> = ops
+                    let texts: Vec<(u64, u32, String)> = ops
                         .iter()
-                        .filter_map(|op| match op {
-                            Op::Create { data, .. } | Op::Update { data, .. } => Some(data.content.clone()),
+                        .enumerate()
+                        .filter_map(|(i, op)| match op {
+                            Op::Create { id, data, .. } | Op::Update { id, data } => {
+                                Some((*id, 2 * i as u32 + 1, data.content.clone()))
+                            }
                             _ => None,
                         })
                         .collect();
-                    let (send, receive) = std::sync::mpsc::sync_channel(texts.len());
+                    let (send, receive) = std::sync::mpsc::sync_channel(1);
                     std::thread::Builder::new()
-                        .name(String::from("elex-memgraph-terms"))
+                        .name(String::from("elex-memgraph-index"))
                         .spawn_scoped(scope, move || {
-                            for text in texts {
-                                if send.send(PackedCounts::of(&text)).is_err() {
-                                    break; // the batch failed
-                                }
+                            let mut changes = TermChanges::default();
+                            let mut len = 0u64;
+                            for (id, order, text) in texts {
+                                len += index_text(&mut changes, id, order, &text) as u64;
                             }
+                            let _ = send.send((changes, len)); // fails only if the batch did
                         })
                         .ok()
                         .map(|_| receive)
                 })
                 .flatten();
-            self.apply_in(tx, actor, ops, counted, time_ms, at)
+            self.apply_in(tx, actor, ops, indexed, time_ms, at)
         })
     }
 
@@ -655,17 +739,18 @@ impl MemoryGraph {
         tx: redb::WriteTransaction,
         actor: &Actor,
         ops: Vec<Op>,
-        counted: Option<Receiver<PackedCounts>>,
+        indexed: Option<Receiver<(TermChanges, u64)>>,
         time_ms: u64,
         at: Option<crate::LogPosition>,
     ) -> Result<Vec<bool>> {
         let outcome = {
             let mut t = Tables::open(&tx).map_err(|e| self.storage(e))?;
-            t.counted = counted;
+            t.indexed = indexed;
             t.now = time_ms;
             let mut changed = Vec::with_capacity(ops.len());
             let mut result = Ok(());
-            for op in ops {
+            for (i, op) in ops.into_iter().enumerate() {
+                t.op = i as u32;
                 match self.apply_one(&mut t, actor, op) {
                     Ok(c) => changed.push(c),
                     Err(e) => {
@@ -773,20 +858,11 @@ impl MemoryGraph {
                 let old = t.visible(actor, id)?;
                 t.created.remove(&id);
                 t.unindex(id, &old)?;
-                let out: Vec<(u64, String)> = t
-                    .edges_out
-                    .range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}"))
-                    .map_err(sf)?
-                    .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(sf)?;
-                for (target, rel) in &out {
-                    t.edges_out.remove((id, *target, rel.as_str())).map_err(sf)?;
-                    t.edge_in_remove(id, *target, rel)?;
+                for (target, rel) in t.edges_from(id)? {
+                    t.edge_remove(id, target, &rel)?;
                 }
                 for (source, rel) in t.edges_into(id)? {
-                    t.edges_out.remove((source, id, rel.as_str())).map_err(sf)?;
-                    t.edge_in_remove(source, id, &rel)?;
+                    t.edge_remove(source, id, &rel)?;
                 }
                 let ctxs: Vec<u64> = t
                     .engram_contexts
@@ -818,16 +894,13 @@ impl MemoryGraph {
                 t.check_visible(actor, c.source)?;
                 t.check_visible(actor, c.target)?;
                 let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
-                let key = (c.source, c.target, c.relation.as_str());
-                t.edges_out.insert(key, edge.encode(key)?.as_slice()).map_err(sf)?;
-                t.edge_in_insert(c.source, c.target, &c.relation)?;
+                let value = edge.encode((c.source, c.target, &c.relation))?;
+                t.edge_put(c.source, c.target, &c.relation, value)?;
                 Ok(true)
             }
             Op::Disconnect { source, target, relation } => {
                 t.check_visible(actor, source)?;
-                let existed = t.edges_out.remove((source, target, relation.as_str())).map_err(sf)?.is_some();
-                t.edge_in_remove(source, target, &relation)?;
-                Ok(existed)
+                Ok(t.edge_remove(source, target, &relation)?)
             }
             Op::CreateContext { id, name } => {
                 if id == u64::MAX {
