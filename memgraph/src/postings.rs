@@ -213,25 +213,6 @@ fn df_value(df: u64) -> Vec<u8> {
 /// posting for the id, `None` removes it.
 pub type Change = (u64, Option<Posting>);
 
-/// What `changes` (sorted by id; the last change of an id wins) leave:
-/// the postings they put, by id.
-pub(crate) fn outcome(changes: &[Change]) -> Vec<Posting> {
-    let mut out = Vec::with_capacity(changes.len());
-    let mut c = 0;
-    while c < changes.len() {
-        let id = changes[c].0;
-        let mut end = c;
-        while end + 1 < changes.len() && changes[end + 1].0 == id {
-            end += 1;
-        }
-        if let Some(p) = changes[end].1 {
-            out.push(Posting { id, ..p });
-        }
-        c = end + 1;
-    }
-    out
-}
-
 /// A segment's postings being written in term order, with buffers reused
 /// from entry to entry.
 pub(crate) struct NewSegment {

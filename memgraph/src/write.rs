@@ -118,6 +118,7 @@ pub(crate) struct Tables<'t> {
     indexed: Option<Receiver<(TermChanges, u64)>>,
     /// The index of the op being applied.
     op: u32,
+    scratch: Scratch,
     /// Index changes of this transaction, written by `flush` in one pass
     /// per term.
     postings_changes: TermChanges,
@@ -166,6 +167,7 @@ impl<'t> Tables<'t> {
             engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(st)?,
             indexed: None,
             op: 0,
+            scratch: Scratch::default(),
             postings_changes: HashMap::default(),
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
@@ -223,18 +225,21 @@ const PARALLEL_TOKENISE: usize = 64;
 /// the posting put or `None` for one removed). The order (twice the op's
 /// index, plus one for what the op indexes) settles which change of an id
 /// wins when its changes are gathered from two threads.
-pub(crate) type TermChanges = HashMap<String, Vec<(u64, u32, Option<Posting>)>, foldhash::fast::RandomState>;
+pub(crate) type TermChanges = HashMap<String, ChangeList, foldhash::fast::RandomState>;
+
+/// One term's changes in a transaction (see [`TermChanges`]).
+pub(crate) type ChangeList = Vec<(u64, u32, Option<Posting>)>;
 
 /// The postings `text` of engram `id` puts, added to `changes` in order
 /// `order`; returns its length in terms.
-fn index_text(changes: &mut TermChanges, id: EngramId, order: u32, text: &str) -> u32 {
-    let (counts, len) = term_counts(text);
-    for (term, tf) in counts {
+fn index_text(changes: &mut TermChanges, scratch: &mut Scratch, id: EngramId, order: u32, text: &str) -> u32 {
+    let len = count_terms(text, scratch);
+    for (term, tf) in scratch.counts() {
         let change = (id, order, Some(Posting { id, tf, len }));
-        match changes.get_mut(term.as_str()) {
+        match changes.get_mut(term) {
             Some(list) => list.push(change),
             None => {
-                changes.insert(term, vec![change]);
+                changes.insert(term.to_string(), vec![change]);
             }
         }
     }
@@ -247,18 +252,50 @@ pub(crate) type TermCounts = (Vec<(String, u32)>, u32);
 /// The [`TermCounts`] of `content`. (A term never holds a zero byte: the
 /// text index's keys rely on it.)
 pub(crate) fn term_counts(content: &str) -> TermCounts {
-    let mut terms = elex_text::terms(content);
-    terms.retain(|t| t.len() <= MAX_TERM_BYTES && !t.contains('\0'));
-    let len = terms.len() as u32;
-    terms.sort_unstable();
-    let mut counts: Vec<(String, u32)> = Vec::with_capacity(terms.len());
-    for t in terms {
-        match counts.last_mut() {
-            Some((last, n)) if *last == t => *n += 1,
-            _ => counts.push((t, 1)),
-        }
+    let mut scratch = Scratch::default();
+    let len = count_terms(content, &mut scratch);
+    (scratch.counts().map(|(t, n)| (t.to_string(), n)).collect(), len)
+}
+
+/// The buffers [`count_terms`] reuses from text to text: the terms one
+/// after the other, and each one's span, sorted by term.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    text: String,
+    spans: Vec<(u32, u32)>,
+}
+
+impl Scratch {
+    /// The distinct terms of the last text counted, in order, with their
+    /// frequencies.
+    fn counts(&self) -> impl Iterator<Item = (&str, u32)> {
+        let term = |s: (u32, u32)| &self.text[s.0 as usize..s.1 as usize];
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let first = *self.spans.get(i)?;
+            let n = self.spans[i..].iter().take_while(|&&s| term(s) == term(first)).count();
+            i += n;
+            Some((term(first), n as u32))
+        })
     }
-    (counts, len)
+}
+
+/// Counts the terms of `content` into `scratch` (see [`Scratch::counts`])
+/// without a string per term; returns the number of terms.
+fn count_terms(content: &str, scratch: &mut Scratch) -> u32 {
+    let Scratch { text, spans } = scratch;
+    text.clear();
+    spans.clear();
+    elex_text::for_each_term(content, |t| {
+        if t.len() <= MAX_TERM_BYTES && !t.contains('\0') {
+            let start = text.len() as u32;
+            text.push_str(t);
+            spans.push((start, text.len() as u32));
+        }
+    });
+    let term = |s: &(u32, u32)| &text[s.0 as usize..s.1 as usize];
+    spans.sort_unstable_by(|a, b| term(a).cmp(term(b)));
+    spans.len() as u32
 }
 
 fn check_data(graph: &MemoryGraph, data: &EngramData) -> Result<()> {
@@ -424,36 +461,38 @@ impl<'t> Tables<'t> {
     /// and the fresh segment, if any. (`segments::settle` runs once these
     /// tables are closed.)
     fn flush(&mut self) -> R<()> {
+        let mut changes = std::mem::take(&mut self.postings_changes);
         if let Some(indexed) = self.indexed.take() {
-            let (changes, len) =
+            let (theirs, len) =
                 indexed.recv().map_err(|_| Fail::Storage(String::from("the indexing thread stopped")))?;
-            for (term, mut list) in changes {
-                match self.postings_changes.get_mut(term.as_str()) {
-                    Some(have) => have.append(&mut list),
-                    None => {
-                        self.postings_changes.insert(term, list);
+            if changes.is_empty() {
+                changes = theirs;
+            } else {
+                for (term, mut list) in theirs {
+                    match changes.get_mut(term.as_str()) {
+                        Some(have) => have.append(&mut list),
+                        None => {
+                            changes.insert(term, list);
+                        }
                     }
                 }
             }
             self.meta_add("total_terms", len as i64);
         }
-        let mut terms: Vec<(String, Vec<postings::Change>)> = self
-            .postings_changes
-            .drain()
-            .map(|(term, mut list)| {
-                list.sort_unstable_by_key(|c| (c.0, c.1));
-                (term, list.into_iter().map(|(id, _, p)| (id, p)).collect())
-            })
-            .collect();
+        let mut terms: Vec<(String, ChangeList)> = changes.into_iter().collect();
         terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let fresh_start = self.fresh.as_ref().map(|f| f.start);
-        // Changes to older engrams: in place, segment by segment; new
-        // engrams' postings are kept for the fresh segment.
-        let mut new_postings: Vec<(String, Vec<Posting>)> = Vec::new();
+        let fresh = self.fresh.take();
+        let fresh_start = fresh.as_ref().map(|f| f.start);
+        // The fresh segment: its table number and postings, once it has any.
+        let mut new_segment: Option<(u64, Chunks<'t>, postings::NewSegment)> = None;
+        let mut entries = 0u64;
+        let mut list: Vec<Posting> = Vec::new();
         for (term, mut changes) in terms {
-            changes.sort_by_key(|c| c.0); // stable: order within an id is kept
+            changes.sort_unstable_by_key(|c| (c.0, c.1));
             let split = fresh_start.map_or(changes.len(), |f| changes.partition_point(|c| c.0 < f));
-            let (old, new) = changes.split_at_mut(split);
+            let (old, new) = changes.split_at(split);
+            // Changes to older engrams: in place, segment by segment.
+            let mut old: Vec<postings::Change> = old.iter().map(|&(id, _, p)| (id, p)).collect();
             let mut i = 0;
             while i < old.len() {
                 let seg = self.segs.covering(old[i].0);
@@ -461,23 +500,40 @@ impl<'t> Tables<'t> {
                 postings::apply(self.postings_of(seg.table)?, &term, &mut old[i..end])?;
                 i = end;
             }
-            let list = postings::outcome(new);
-            if !list.is_empty() {
-                new_postings.push((term, list));
+            // New engrams' postings: the last change of each id.
+            list.clear();
+            for (k, c) in new.iter().enumerate() {
+                if let (Some(p), true) = (c.2, new.get(k + 1).is_none_or(|n| n.0 != c.0)) {
+                    list.push(p);
+                }
             }
+            if list.is_empty() {
+                continue;
+            }
+            if new_segment.is_none() {
+                let table = segments::next_table(&mut self.meta)?;
+                new_segment =
+                    Some((table, segments::open_postings(self.tx, table)?, postings::NewSegment::new()));
+            }
+            let (_, t, w) = new_segment.as_mut().expect("opened above");
+            w.add(t, &term, &list)?;
+            entries += list.len() as u64;
         }
-        if let Some(fresh) = self.fresh.take()
-            && (!new_postings.is_empty() || !fresh.edges.is_empty())
-        {
-            let table = segments::next_table(&mut self.meta)?;
-            let mut entries = 2 * fresh.edges.len() as u64;
-            let mut t = segments::open_postings(self.tx, table)?;
-            let mut w = postings::NewSegment::new();
-            for (term, list) in &new_postings {
-                w.add(&mut t, term, list)?;
-                entries += list.len() as u64;
+        let table = match new_segment {
+            Some((table, mut t, w)) => {
+                w.finish(&mut t)?;
+                Some(table)
             }
-            w.finish(&mut t)?;
+            None => None,
+        };
+        if let Some(fresh) = fresh
+            && (table.is_some() || !fresh.edges.is_empty())
+        {
+            let table = match table {
+                Some(table) => table,
+                None => segments::next_table(&mut self.meta)?,
+            };
+            entries += 2 * fresh.edges.len() as u64;
             let mut t = segments::open_edges_in(self.tx, table)?;
             let mut b = Builder::new(EDGES_KIND);
             let mut key = Vec::new();
@@ -606,7 +662,8 @@ impl<'t> Tables<'t> {
     fn index(&mut self, id: EngramId, e: &StoredEngram) -> R<()> {
         // With a second thread, it indexed the text already.
         if self.indexed.is_none() {
-            let len = index_text(&mut self.postings_changes, id, 2 * self.op + 1, &e.content);
+            let len =
+                index_text(&mut self.postings_changes, &mut self.scratch, id, 2 * self.op + 1, &e.content);
             self.meta_add("total_terms", len as i64);
         }
         for (k, v) in &e.metadata {
@@ -720,9 +777,10 @@ impl MemoryGraph {
                         .name(String::from("elex-memgraph-index"))
                         .spawn_scoped(scope, move || {
                             let mut changes = TermChanges::default();
+                            let mut scratch = Scratch::default();
                             let mut len = 0u64;
                             for (id, order, text) in texts {
-                                len += index_text(&mut changes, id, order, &text) as u64;
+                                len += index_text(&mut changes, &mut scratch, id, order, &text) as u64;
                             }
                             let _ = send.send((changes, len)); // fails only if the batch did
                         })

@@ -62,20 +62,33 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// Splits text into lower-case tokens (see the crate docs).
 pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
+    for_each_token(text, &mut String::new(), |t| out.push(String::from(t)));
+    out
+}
+
+/// Calls `f` with each of [`tokens`] in turn, lower-cased into `buf`
+/// (no string allocated per token).
+fn for_each_token(text: &str, buf: &mut String, mut f: impl FnMut(&str)) {
     for mut piece in text.split(|c: char| !c.is_ascii_alphanumeric()) {
         // "UEs", "KPIs": an acronym's plural `s` ends a word (otherwise the
         // rule for "MIMOSleep" below would make `u` + `es`).
         while let Some(at) = plural_acronym_at(piece.as_bytes()) {
-            split_word(&piece[..at], &mut out);
+            split_word(&piece[..at], buf, &mut f);
             piece = &piece[at + 1..];
         }
-        split_word(piece, &mut out);
+        split_word(piece, buf, &mut f);
     }
-    out
 }
 
-/// Splits one alphanumeric word at case and digit changes into `out`.
-fn split_word(piece: &str, out: &mut Vec<String>) {
+/// Splits one alphanumeric word at case and digit changes, passing each
+/// part lower-cased (in `buf`) to `f`.
+fn split_word(piece: &str, buf: &mut String, f: &mut impl FnMut(&str)) {
+    let mut emit = |part: &str| {
+        buf.clear();
+        buf.push_str(part);
+        buf.make_ascii_lowercase();
+        f(buf);
+    };
     let bytes = piece.as_bytes();
     let mut start = 0;
     for i in 1..bytes.len() {
@@ -90,12 +103,12 @@ fn split_word(piece: &str, out: &mut Vec<String>) {
             && c.is_ascii_uppercase()
             && bytes.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
         if case_break || digit_break || acronym_break {
-            out.push(piece[start..i].to_ascii_lowercase());
+            emit(&piece[start..i]);
             start = i;
         }
     }
     if start < bytes.len() {
-        out.push(piece[start..].to_ascii_lowercase());
+        emit(&piece[start..]);
     }
 }
 
@@ -120,22 +133,35 @@ pub const STOPWORDS: &[&str] = &[
 
 /// Tokens minus stopwords, with plurals folded (see the crate docs).
 pub fn terms(text: &str) -> Vec<String> {
-    terms_of(tokens(text))
+    let mut out = Vec::new();
+    for_each_term(text, |t| out.push(String::from(t)));
+    out
+}
+
+/// Calls `f` with each of [`terms`] of `text` in turn, without allocating a
+/// string per term (the memory graph indexes many texts).
+pub fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
+    for_each_token(text, &mut String::new(), |t| {
+        if let Some(term) = term_of(t) {
+            f(term)
+        }
+    })
 }
 
 /// [`terms`] of text whose [`tokens`] are already known.
 pub fn terms_of(tokens: Vec<String>) -> Vec<String> {
-    tokens
-        .into_iter()
-        .filter(|t| STOPWORDS.binary_search(&t.as_str()).is_err())
-        .map(|mut t| {
-            if t.len() > 3 && t.ends_with('s') && !t.ends_with("ss") && !t.bytes().all(|b| b.is_ascii_digit())
-            {
-                t.pop();
-            }
-            t
-        })
-        .collect()
+    tokens.iter().filter_map(|t| term_of(t)).map(String::from).collect()
+}
+
+/// The term a token makes: none for a stopword; a plural `s` dropped.
+fn term_of(t: &str) -> Option<&str> {
+    if STOPWORDS.binary_search(&t).is_ok() {
+        return None;
+    }
+    if t.len() > 3 && t.ends_with('s') && !t.ends_with("ss") && !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(&t[..t.len() - 1]);
+    }
+    Some(t)
 }
 
 fn add(v: &mut [f32; DIM], h: u64, weight: f32) {
@@ -181,6 +207,37 @@ pub fn embed_terms(toks: &[String]) -> [f32; DIM] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Terms one by one are the terms of the tokens, for odd text too
+    /// (generated: letters of both cases, digits, spaces, punctuation,
+    /// plurals, stopwords).
+    #[test]
+    fn terms_one_by_one_are_the_terms_of_the_tokens() {
+        let alphabet = b"aAbBeEnNsSuUmMiIoO019 -_/.";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut texts: Vec<String> =
+            ["UEs eNB KPIsPerCell MIMOSleep the cells SCells 5G NR-CA", "", "s ss sss 1234s"]
+                .iter()
+                .map(|t| String::from(*t))
+                .collect();
+        for _ in 0..2000 {
+            let n = (seed % 40) as usize;
+            let mut t = String::new();
+            for _ in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                t.push(alphabet[(seed % alphabet.len() as u64) as usize] as char);
+            }
+            texts.push(t);
+        }
+        for t in &texts {
+            let mut one_by_one = Vec::new();
+            for_each_term(t, |term| one_by_one.push(String::from(term)));
+            assert_eq!(one_by_one, terms_of(tokens(t)), "{t:?}");
+            assert_eq!(terms(t), one_by_one, "{t:?}");
+        }
+    }
 
     #[test]
     fn splits_identifiers() {
