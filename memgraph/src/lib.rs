@@ -28,12 +28,12 @@
 //! a search reads a few blocks per term and ranks with BM25 without touching
 //! the engrams; graph walks are bounded by [`GraphConfig`].
 //!
-//! The inverted index and the reverse edge index are cut into segments by
-//! engram id (see `segments`): a transaction writes its new engrams' entries
-//! into a fresh segment, in order, packed into page-sized chunks (see
-//! `packed`), and segments of like size merge in one sequential pass — the
-//! layout of SQLite FTS5, which keeps writes from touching pages all over
-//! the index.
+//! The inverted index and the edges (by source and by target) are cut into
+//! segments by engram id (see `segments`): a transaction writes its new
+//! engrams' entries into a fresh segment, in order, packed into page-sized
+//! chunks (see `packed`), and segments of like size merge in one sequential
+//! pass — the layout of SQLite FTS5, which keeps writes from touching pages
+//! all over the index.
 
 mod graph;
 mod log;

@@ -134,8 +134,10 @@ impl<'v> Parsed<'v> {
     }
 }
 
-/// Checks a stored chunk (checksum, layout, entries in order and its key
-/// its last entry's) and returns its payload.
+/// Checks a stored chunk (checksum, layout, and its key its last entry's)
+/// and returns its payload. (Entries out of order within a checksummed
+/// chunk, which only a forger can make, give wrong lookups, not a panic;
+/// writing them anywhere is refused by `Builder::push`.)
 fn open<'v>(kind: Kind, key: &[u8], value: &'v [u8]) -> Result<&'v [u8], Fault> {
     let payload = record::open(kind.table, &ChunkKey { key, show: kind.show }, value)?;
     let p = Parsed::new(payload).map_err(|e| corrupt(kind, key, e))?;
@@ -168,9 +170,12 @@ impl Builder {
         }
     }
 
-    /// Adds an entry; its key must be above every key added before.
+    /// Adds an entry; its key must be above every key added before (a key
+    /// out of order, which only damaged input can give, is `Corrupt`).
     pub(crate) fn push(&mut self, t: &mut Chunks<'_>, key: &[u8], value: &[u8]) -> Result<(), Fault> {
-        debug_assert!(self.offsets.is_empty() || key > self.last.as_slice(), "keys in order");
+        if (self.chunks > 0 || !self.offsets.is_empty()) && key <= self.last.as_slice() {
+            return Err(corrupt(self.kind, key, "entries out of order"));
+        }
         if key.len() > MAX_KEY_BYTES {
             return Err(storage(format!("a key of {} bytes is over {MAX_KEY_BYTES}", key.len())));
         }
@@ -613,6 +618,23 @@ mod tests {
                 prop_assert_eq!(last_at_most(&t, KIND, &p).unwrap(), want);
             }
         }
+    }
+
+    #[test]
+    fn keys_out_of_order_are_refused_not_written() {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let tx = db.begin_write().unwrap();
+        let mut t = tx.open_table(T).unwrap();
+        let mut b = Builder::new(KIND);
+        b.push(&mut t, b"b", b"1").unwrap();
+        assert!(matches!(b.push(&mut t, b"a", b"2"), Err(Fault::Corrupt(_))));
+        assert!(matches!(b.push(&mut t, b"b", b"2"), Err(Fault::Corrupt(_))), "a key twice");
+        // Across a chunk boundary too.
+        for i in 0u32..2000 {
+            b.push(&mut t, &[b"c".as_slice(), &i.to_be_bytes()].concat(), b"value").unwrap();
+        }
+        assert!(b.chunks > 0);
+        assert!(matches!(b.push(&mut t, b"b", b"3"), Err(Fault::Corrupt(_))));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! segment are its postings in id order.
 //!
 //! A fresh segment is written in term order without reading anything
-//! (`write_new`); two segments merge into a third in one sequential pass
-//! that copies most blocks as they are (`merge`). A change to an engram of
+//! (`NewSegment`); segments merge into one in one sequential pass that
+//! copies most blocks as they are (`merge`). A change to an engram of
 //! an older segment is applied in place (`apply`): each block it touches is
 //! read, merged and rewritten. A search reads a term's blocks segment by
 //! segment, or for a few candidates looks each up with one seek in the
@@ -361,7 +361,9 @@ pub(crate) fn merge(inputs: Vec<Cursor<'_>>, out: &mut Chunks<'_>) -> Result<u64
             }
             let mut df = 0u64;
             for v in values {
-                df += read_df(key, v)?;
+                df = df
+                    .checked_add(read_df(key, v)?)
+                    .ok_or_else(|| corrupt(key, "document frequencies overflow"))?;
             }
             Ok(df_value(df))
         }
@@ -429,7 +431,7 @@ impl<'t> TermPostings<'t> {
                 _ => continue,
             };
             c.advance();
-            out.df += df;
+            out.df = out.df.checked_add(df).ok_or_else(|| corrupt(&key, "document frequencies overflow"))?;
             out.cursors.push(c);
         }
         Ok(out)

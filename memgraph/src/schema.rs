@@ -258,8 +258,8 @@ fn legacy_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
     Ok(out)
 }
 
-/// Every edge kept in segments, by source (chunks that fail their checksum
-/// are left out: the integrity check names them before).
+/// Every edge kept in segments, by source. A damaged chunk (or key) stops
+/// this with its error rather than lose the edges it held.
 fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
     let e = |e: redb::Error| e.to_string();
     let segs =
@@ -267,12 +267,18 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
     let mut out = Vec::new();
     for seg in segs.iter() {
         let t = segments::open_edges_out(tx, seg.table).map_err(|f| f.to_string())?;
-        packed::scan(&t, segments::EDGES_OUT_KIND, |k, v| {
-            if let Some((s, t, rel)) = segments::parse_edge_key(k) {
-                out.push(((s, t, rel.to_string()), v.to_vec()));
-            }
+        let mut bad_keys = 0;
+        let faults = packed::scan(&t, segments::EDGES_OUT_KIND, |k, v| match segments::parse_edge_key(k) {
+            Some((s, t, rel)) => out.push(((s, t, rel.to_string()), v.to_vec())),
+            None => bad_keys += 1,
         })
         .map_err(|f| f.to_string())?;
+        if let Some(f) = faults.first() {
+            return Err(f.to_string());
+        }
+        if bad_keys > 0 {
+            return Err(format!("{bad_keys} edge keys of segment {} do not parse", seg.start));
+        }
     }
     Ok(out)
 }
@@ -431,7 +437,8 @@ mod tests {
     #[test]
     fn the_checksummed_tables_are_the_byte_valued_ones() {
         let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-        // The segment tables are `postings/<n>` and `edges_in/<n>`.
+        // The segment tables are `postings/<n>`, `edges_out/<n>` and
+        // `edges_in/<n>`.
         let postings = segments::postings_name(7);
         let edges_in = segments::edges_in_name(7);
         let segment = |name: &str| name.split('/').next().unwrap().to_string();
@@ -572,6 +579,26 @@ mod tests {
         // And it keeps working.
         g.create(&Actor::agent("a"), data("after the migration", &[]), None).unwrap();
         assert!(g.check_integrity().unwrap().is_empty());
+    }
+
+    /// A damaged segment-table counter (pointing at tables a segment
+    /// already has) does not make two segments share tables.
+    #[test]
+    fn a_damaged_table_counter_does_not_share_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = MemoryGraph::open(&dir.path().join(crate::FILE_NAME), GraphConfig::default()).unwrap();
+        fill(&g);
+        {
+            let tx = g.db.begin_write().unwrap();
+            tx.open_table(META).unwrap().insert("next_segment_table", 0).unwrap();
+            tx.commit().unwrap();
+        }
+        for i in 0..6 {
+            g.create(&Actor::agent("a"), data(&format!("more words {i}"), &[]), None).unwrap();
+        }
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+        let q = SearchQuery { text: Some("more words".into()), limit: 10, ..SearchQuery::default() };
+        assert_eq!(g.search(&Actor::Operator, &q).unwrap().len(), 6);
     }
 
     /// A version-2 file indexed text by the older tokenizer (`UEs` as `u`

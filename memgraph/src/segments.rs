@@ -14,14 +14,18 @@
 //! written before. Updating an older engram changes its segment in place.
 //!
 //! Without merging, a term would be spread over one segment per
-//! transaction. So after each transaction the last two segments merge
-//! while the older holds no more entries than the newer (a binary
-//! counter): about log₂(transactions) segments remain, and each entry is
-//! rewritten about that many times over its life — each time in one
-//! sequential pass into a new table (most posting blocks copied as they
-//! are), after which the two old tables are dropped whole. The merge runs
-//! inside the transaction that triggered it, so a crash leaves either the
-//! old segments or the merged one, never half.
+//! transaction. So after each transaction the last [`FAN_IN`] segments
+//! merge into one while they are of like size (the oldest holds at most
+//! [`SIZE_RATIO`] times the entries of the newest): a few segments per
+//! size tier remain (about 3 × log₄(transactions)), and each entry is
+//! rewritten about log₄(transactions) times over its life — each time in
+//! one sequential pass into new tables (most posting blocks, and every
+//! chunk of edges by source, copied as they are), after which the old
+//! tables are dropped whole. The merge runs inside the transaction that
+//! triggered it, so a crash leaves either the old segments or the merged
+//! one, never half; the price is that the commit which lines up four large
+//! segments takes as long as rewriting them (at 100K engrams, a few tenths
+//! of a second), where FTS5 spreads that work over later commits.
 //!
 //! This is SQLite FTS5's segment layout (and an LSM tree's), on redb: a
 //! B-tree that copies every page it changes makes in-place updates of
@@ -130,7 +134,8 @@ pub(crate) fn incoming(t: &impl Readable, target: u64) -> Result<Vec<(u64, Strin
 }
 
 /// One segment: the first id it covers, the number of its tables, and how
-/// many entries (postings and reverse edges) were written to it.
+/// many entries were written to it (postings, and each edge twice: by
+/// source and by target).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Segment {
     pub start: u64,
@@ -205,9 +210,19 @@ fn drop_tables(tx: &WriteTransaction, n: u64) -> Result<(), Fault> {
     Ok(())
 }
 
-/// A fresh table number (counted in `meta`).
-pub(crate) fn next_table(meta: &mut Table<'_, &'static str, u64>) -> Result<u64, Fault> {
-    let n = meta.get("next_segment_table").map_err(storage)?.map_or(1, |v| v.value());
+/// A fresh table number (counted in `meta`), whose tables do not exist yet
+/// (the counter is not checksummed: a damaged one must not make two
+/// segments share tables).
+pub(crate) fn next_table(
+    tx: &WriteTransaction,
+    meta: &mut Table<'_, &'static str, u64>,
+) -> Result<u64, Fault> {
+    let mut n = meta.get("next_segment_table").map_err(storage)?.map_or(1, |v| v.value());
+    let taken: std::collections::HashSet<String> =
+        tx.list_tables().map_err(storage)?.map(|h| redb::TableHandle::name(&h).to_string()).collect();
+    while [postings_name(n), edges_in_name(n), edges_out_name(n)].iter().any(|name| taken.contains(name)) {
+        n = n.checked_add(1).ok_or_else(|| storage("no segment table number left"))?;
+    }
     meta.insert("next_segment_table", n + 1).map_err(storage)?;
     Ok(n)
 }
@@ -234,7 +249,7 @@ pub(crate) fn settle(tx: &WriteTransaction) -> Result<usize, Fault> {
         if tail[0].entries > tail[FAN_IN - 1].entries.saturating_mul(SIZE_RATIO) {
             return Ok(merges);
         }
-        let table = next_table(&mut tx.open_table(META).map_err(storage)?)?;
+        let table = next_table(tx, &mut tx.open_table(META).map_err(storage)?)?;
         {
             let inputs: Vec<Chunks<'_>> =
                 tail.iter().map(|s| open_postings(tx, s.table)).collect::<Result<_, _>>()?;

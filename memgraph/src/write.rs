@@ -511,7 +511,7 @@ impl<'t> Tables<'t> {
                 continue;
             }
             if new_segment.is_none() {
-                let table = segments::next_table(&mut self.meta)?;
+                let table = segments::next_table(self.tx, &mut self.meta)?;
                 new_segment =
                     Some((table, segments::open_postings(self.tx, table)?, postings::NewSegment::new()));
             }
@@ -531,7 +531,13 @@ impl<'t> Tables<'t> {
         {
             let table = match table {
                 Some(table) => table,
-                None => segments::next_table(&mut self.meta)?,
+                None => {
+                    // Edges but no postings: the segment has all three
+                    // tables all the same (readers open each).
+                    let table = segments::next_table(self.tx, &mut self.meta)?;
+                    segments::open_postings(self.tx, table)?;
+                    table
+                }
             };
             entries += 2 * fresh.edges.len() as u64;
             let mut t = segments::open_edges_in(self.tx, table)?;

@@ -663,3 +663,22 @@ fn segments_form_merge_and_take_changes_to_older_engrams() {
 fn text_query(q: &str) -> SearchQuery {
     text(q, 1000)
 }
+
+/// A transaction whose new engrams have no searchable words but have
+/// edges makes a segment of edges alone: searching and walking still work,
+/// and so does the integrity check.
+#[test]
+fn a_segment_of_edges_alone_reads_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let op = Actor::Operator;
+    let old = g.create(&op, data("carrier aggregation"), None).unwrap();
+    let id = g.allocate_engram_id().unwrap();
+    // Stopwords and punctuation only: no terms.
+    g.apply(&op, vec![Op::Create { id, data: data("to do!!"), context: None }, edge(id, old, "about")])
+        .unwrap();
+    assert_eq!(g.search(&op, &text("carrier", 10)).unwrap().len(), 1);
+    assert_eq!(g.neighbourhood(&op, old, 1, None, 10).unwrap(), vec![id]);
+    assert_eq!(g.connections(&op, id).unwrap().len(), 1);
+    assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+}
