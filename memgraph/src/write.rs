@@ -217,9 +217,9 @@ fn sf(e: impl std::fmt::Display) -> Fail {
     Fail::Storage(e.to_string())
 }
 
-/// Batches with at least this many new texts have them tokenised on a
-/// second thread.
-const PARALLEL_TOKENISE: usize = 64;
+/// Batches with at least this many new texts have them indexed by term on
+/// a second thread.
+const PARALLEL_INDEX: usize = 64;
 
 /// A transaction's changes to the text index, by term: (engram id, order,
 /// the posting put or `None` for one removed). The order (twice the op's
@@ -760,7 +760,7 @@ impl MemoryGraph {
         self.check_size(&ops)?;
         let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
         let many = ops.iter().filter(|op| matches!(op, Op::Create { .. } | Op::Update { .. })).count()
-            >= PARALLEL_TOKENISE;
+            >= PARALLEL_INDEX;
         std::thread::scope(|scope| {
             // A large batch has its new texts indexed on a second thread
             // while this one writes. (An op that fails fails the batch, so

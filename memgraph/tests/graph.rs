@@ -382,7 +382,7 @@ fn a_batch_applies_all_or_nothing() {
     assert_eq!(g.quota_use("a").unwrap().engrams, 1);
     assert!(g.check_integrity().unwrap().is_empty());
 
-    // A large batch (its texts tokenised on a second thread): a refusal
+    // A large batch (its texts indexed on a second thread): a refusal
     // half-way leaves nothing; updates in the batch index the new text.
     let mut ops: Vec<Op> = (0..300)
         .map(|i| Op::Create {
