@@ -69,7 +69,7 @@ impl RecordKey for ChunkKey<'_> {
     }
 }
 
-fn corrupt(kind: Kind, key: &[u8], detail: impl Into<String>) -> Fault {
+pub(crate) fn corrupt(kind: Kind, key: &[u8], detail: impl Into<String>) -> Fault {
     Fault::Corrupt(Corruption::new(kind.table, &ChunkKey { key, show: kind.show }, detail))
 }
 

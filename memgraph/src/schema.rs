@@ -5,8 +5,7 @@
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::QuotaUse;
-use crate::packed;
-use crate::packed::Builder;
+use crate::packed::{self, Builder};
 use crate::postings::{self, Posting};
 use crate::record::{self, Corruption, Fault, RecordKey, Table};
 use crate::segments::{self, Segments, is_segment_table};

@@ -75,10 +75,16 @@ pub(crate) fn is_segment_table(name: &str) -> bool {
 /// (source, target, relation).
 pub(crate) fn edge_key(a: u64, b: u64, relation: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + relation.len());
-    k.extend_from_slice(&a.to_be_bytes());
-    k.extend_from_slice(&b.to_be_bytes());
-    k.extend_from_slice(relation.as_bytes());
+    edge_key_into(&mut k, a, b, relation);
     k
+}
+
+/// [`edge_key`] written over `buf` (reused from key to key).
+pub(crate) fn edge_key_into(buf: &mut Vec<u8>, a: u64, b: u64, relation: &str) {
+    buf.clear();
+    buf.extend_from_slice(&a.to_be_bytes());
+    buf.extend_from_slice(&b.to_be_bytes());
+    buf.extend_from_slice(relation.as_bytes());
 }
 
 /// An edge key read back: (a, b, relation).
@@ -98,39 +104,32 @@ fn show_edge_key(k: &[u8]) -> String {
 /// The edges leaving `source` in its segment's table of edges by source:
 /// (target, relation, stored edge).
 pub(crate) fn outgoing(t: &impl Readable, source: u64) -> Result<Vec<(u64, String, Vec<u8>)>, Fault> {
-    let prefix = source.to_be_bytes();
-    let mut c = Cursor::seek(t, EDGES_OUT_KIND, &prefix)?;
-    let mut out = Vec::new();
-    loop {
-        let edge = c.next(|k, v| {
-            k.starts_with(&prefix).then(|| parse_edge_key(k).map(|(_, t, r)| (t, r.to_string(), v.to_vec())))
-        })?;
-        match edge.flatten() {
-            Some(Some(e)) => out.push(e),
-            Some(None) => return Err(storage(format!("an edge of {source} whose relation is not UTF-8"))),
-            None => return Ok(out),
-        }
-    }
+    edges_of(t, EDGES_OUT_KIND, source)
 }
 
 /// The edges into `target` filed in one segment's reverse edge table:
 /// (source, relation).
 pub(crate) fn incoming(t: &impl Readable, target: u64) -> Result<Vec<(u64, String)>, Fault> {
-    let prefix = target.to_be_bytes();
-    let mut c = Cursor::seek(t, EDGES_KIND, &prefix)?;
+    Ok(edges_of(t, EDGES_KIND, target)?.into_iter().map(|(s, r, _)| (s, r)).collect())
+}
+
+/// The entries of an edge table whose keys start with `id`: (the other
+/// engram, relation, value).
+fn edges_of(t: &impl Readable, kind: Kind, id: u64) -> Result<Vec<(u64, String, Vec<u8>)>, Fault> {
+    let prefix = id.to_be_bytes();
+    let mut c = Cursor::seek(t, kind, &prefix)?;
     let mut out = Vec::new();
-    loop {
-        let edge = c.next(|k, _| {
-            k.starts_with(&prefix).then(|| parse_edge_key(k).map(|(_, s, r)| (s, r.to_string())))
-        })?;
-        match edge.flatten() {
-            Some(Some(e)) => out.push(e),
-            Some(None) => {
-                return Err(storage(format!("a reverse edge of {target} whose relation is not UTF-8")));
-            }
-            None => return Ok(out),
+    while let Some((k, v)) = c.peek()? {
+        if !k.starts_with(&prefix) {
+            break;
         }
+        let Some((_, other, relation)) = parse_edge_key(k) else {
+            return Err(packed::corrupt(kind, k, "an edge key whose relation is not UTF-8"));
+        };
+        out.push((other, relation.to_string(), v.to_vec()));
+        c.advance();
     }
+    Ok(out)
 }
 
 /// One segment: the first id it covers, the number of its tables, and how

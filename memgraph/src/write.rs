@@ -544,20 +544,14 @@ impl<'t> Tables<'t> {
             let mut b = Builder::new(EDGES_KIND);
             let mut key = Vec::new();
             for (target, source, relation) in &fresh.edges {
-                key.clear();
-                key.extend_from_slice(&target.to_be_bytes());
-                key.extend_from_slice(&source.to_be_bytes());
-                key.extend_from_slice(relation.as_bytes());
+                segments::edge_key_into(&mut key, *target, *source, relation);
                 b.push(&mut t, &key, &[])?;
             }
             b.finish(&mut t)?;
             let mut t = segments::open_edges_out(self.tx, table)?;
             let mut b = Builder::new(EDGES_OUT_KIND);
             for ((source, target, relation), value) in &fresh.out {
-                key.clear();
-                key.extend_from_slice(&source.to_be_bytes());
-                key.extend_from_slice(&target.to_be_bytes());
-                key.extend_from_slice(relation.as_bytes());
+                segments::edge_key_into(&mut key, *source, *target, relation);
                 b.push(&mut t, &key, value)?;
             }
             b.finish(&mut t)?;
