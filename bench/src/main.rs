@@ -474,8 +474,12 @@ fn hnsw_rows(engine: &Engine, rows: &mut Vec<Row>, storage: Storage) -> Result<(
             h.memory(ix) as f64,
             Some(g.memory_bytes() as f64),
         )
-        .settings(settings),
+        .settings(settings.clone()),
     );
+    // What the graph costs at rest: the component's snapshot (hnswlib's
+    // peer figure is its saved index file).
+    let snapshot = h.snapshot(ix).len() as f64;
+    rows.push(Row::new(&format!("{prefix}_snapshot_siftsmall"), "bytes", snapshot, None).settings(settings));
     Ok(())
 }
 
