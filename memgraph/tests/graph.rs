@@ -682,3 +682,52 @@ fn a_segment_of_edges_alone_reads_like_any_other() {
     assert_eq!(g.connections(&op, id).unwrap().len(), 1);
     assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
 }
+
+/// The file's length and the bytes its pages in use take, read with redb
+/// itself (the graph closed).
+fn file_use(path: &std::path::Path) -> (u64, u64) {
+    let db = redb::Database::open(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    let stats = tx.stats().unwrap();
+    tx.abort().unwrap();
+    drop(db);
+    (std::fs::metadata(path).unwrap().len(), stats.allocated_pages() * stats.page_size() as u64)
+}
+
+#[test]
+fn the_space_merges_free_is_given_back_when_the_graph_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let g = open(&dir);
+    let a = Actor::agent("a");
+    // Many small transactions: their segments merge again and again, and
+    // every merge frees the pages of the segments it replaced.
+    let mut ids = Vec::new();
+    for round in 0..60u64 {
+        let mut ops = Vec::new();
+        for i in 0..250u64 {
+            let id = g.allocate_engram_id().unwrap();
+            let words = format!("alpha{} beta{} gamma{} delta round{round}", i % 7, i % 31, (i * round) % 97);
+            ops.push(Op::Create { id, data: data(&words), context: None });
+            if let Some(&earlier) = ids.get((i * 7919 + round) as usize % ids.len().max(1)) {
+                ops.push(edge(id, earlier, "supports"));
+            }
+            ids.push(id);
+        }
+        g.apply(&a, ops).unwrap();
+    }
+    let before = g.search(&a, &text("alpha3 beta5", 50)).unwrap();
+    assert!(!before.is_empty());
+    drop(g);
+    let (file, in_use) = file_use(&path);
+    assert!(
+        file - in_use <= (in_use / 8).max(1 << 20),
+        "{} of the file's {file} bytes are free after closing",
+        file - in_use
+    );
+    // Nothing was lost on the way.
+    let g = open(&dir);
+    assert_eq!(g.len().unwrap(), ids.len() as u64);
+    assert_eq!(g.search(&a, &text("alpha3 beta5", 50)).unwrap(), before);
+    assert!(g.check_integrity().unwrap().is_empty());
+}
