@@ -23,7 +23,6 @@ pub(crate) struct Reader<'g> {
     pub actor: Actor,
     pub meta: ReadOnlyTable<&'static str, u64>,
     pub engrams: ReadOnlyTable<u64, &'static [u8]>,
-    pub meta_index: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
     /// The segments of the text and reverse edge indexes ...
     pub segs: Segments,
     /// ... their postings and reverse edge tables, in segment order, opened
@@ -32,10 +31,13 @@ pub(crate) struct Reader<'g> {
     edges_in: OnceCell<Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
     edges_out: OnceCell<Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
     tx: ReadTransaction,
-    pub contexts: ReadOnlyTable<u64, &'static [u8]>,
-    pub members: ReadOnlyTable<(u64, &'static str), ()>,
-    pub context_engrams: ReadOnlyTable<(u64, u64), ()>,
-    pub engram_contexts: ReadOnlyTable<(u64, u64), ()>,
+    /// The tables a read may not need at all, opened when first needed (an
+    /// open is a lookup of its own, and a search needs none of these).
+    meta_index: OnceCell<ReadOnlyTable<(&'static str, &'static str, u64), ()>>,
+    contexts: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
+    members: OnceCell<ReadOnlyTable<(u64, &'static str), ()>>,
+    context_engrams: OnceCell<ReadOnlyTable<(u64, u64), ()>>,
+    engram_contexts: OnceCell<ReadOnlyTable<(u64, u64), ()>>,
     /// Contexts the actor belongs to (empty for the operator, who sees all).
     pub my_contexts: HashSet<u64>,
 }
@@ -58,18 +60,51 @@ impl<'g> Reader<'g> {
             actor: actor.clone(),
             meta: tx.open_table(META).map_err(e)?,
             engrams: tx.open_table(ENGRAMS).map_err(e)?,
-            meta_index: tx.open_table(META_INDEX).map_err(e)?,
             segs: Segments::load(&tx.open_table(SEGMENTS).map_err(e)?).map_err(|f| graph.fault(f))?,
             postings: OnceCell::new(),
             edges_in: OnceCell::new(),
             edges_out: OnceCell::new(),
-            contexts: tx.open_table(CONTEXTS).map_err(e)?,
-            members: tx.open_table(MEMBERS).map_err(e)?,
-            context_engrams: tx.open_table(CONTEXT_ENGRAMS).map_err(e)?,
-            engram_contexts: tx.open_table(ENGRAM_CONTEXTS).map_err(e)?,
+            meta_index: OnceCell::new(),
+            contexts: OnceCell::new(),
+            members: OnceCell::new(),
+            context_engrams: OnceCell::new(),
+            engram_contexts: OnceCell::new(),
             my_contexts,
             tx,
         })
+    }
+
+    /// `def` opened once, when first asked for.
+    fn lazy<'s, K: redb::Key + 'static, V: redb::Value + 'static>(
+        &'s self,
+        cell: &'s OnceCell<ReadOnlyTable<K, V>>,
+        def: TableDefinition<K, V>,
+    ) -> Result<&'s ReadOnlyTable<K, V>> {
+        if let Some(t) = cell.get() {
+            return Ok(t);
+        }
+        let t = self.tx.open_table(def).map_err(|e| self.storage(e))?;
+        Ok(cell.get_or_init(|| t))
+    }
+
+    pub fn meta_index(&self) -> Result<&ReadOnlyTable<(&'static str, &'static str, u64), ()>> {
+        self.lazy(&self.meta_index, META_INDEX)
+    }
+
+    pub fn contexts(&self) -> Result<&ReadOnlyTable<u64, &'static [u8]>> {
+        self.lazy(&self.contexts, CONTEXTS)
+    }
+
+    pub fn members(&self) -> Result<&ReadOnlyTable<(u64, &'static str), ()>> {
+        self.lazy(&self.members, MEMBERS)
+    }
+
+    pub fn context_engrams(&self) -> Result<&ReadOnlyTable<(u64, u64), ()>> {
+        self.lazy(&self.context_engrams, CONTEXT_ENGRAMS)
+    }
+
+    pub fn engram_contexts(&self) -> Result<&ReadOnlyTable<(u64, u64), ()>> {
+        self.lazy(&self.engram_contexts, ENGRAM_CONTEXTS)
     }
 
     /// Each segment's table named by `name(table number)`, in segment
@@ -161,7 +196,7 @@ impl<'g> Reader<'g> {
         if self.my_contexts.is_empty() {
             return Ok(false);
         }
-        for row in self.engram_contexts.range((id, 0)..=(id, u64::MAX)).map_err(|e| self.storage(e))? {
+        for row in self.engram_contexts()?.range((id, 0)..=(id, u64::MAX)).map_err(|e| self.storage(e))? {
             let c = row.map_err(|e| self.storage(e))?.0.value().1;
             if self.my_contexts.contains(&c) {
                 return Ok(true);
@@ -186,7 +221,7 @@ impl<'g> Reader<'g> {
 
     /// Whether engram `id` exists and is visible (no error for either).
     /// Reads only the owner (checksum checked all the same).
-    fn sees(&self, id: EngramId) -> Result<bool> {
+    pub fn sees(&self, id: EngramId) -> Result<bool> {
         let owner = match self.engrams.get(id).map_err(|e| self.storage(e))? {
             Some(v) => StoredEngram::owner_of(id, v.value()).map_err(|c| self.corrupt(c))?,
             None => return Ok(false),
@@ -195,7 +230,7 @@ impl<'g> Reader<'g> {
     }
 
     pub fn require_member(&self, context: ContextId) -> Result<()> {
-        if self.contexts.get(context).map_err(|e| self.storage(e))?.is_none() {
+        if self.contexts()?.get(context).map_err(|e| self.storage(e))?.is_none() {
             return Err(GraphError::NotFound(context));
         }
         match &self.actor {
@@ -402,7 +437,7 @@ impl MemoryGraph {
         r.check_limit("limit", limit, self.config.max_results)?;
         r.require_member(context)?;
         let mut out = Vec::new();
-        for row in r.context_engrams.range((context, 0)..=(context, u64::MAX)).map_err(|e| r.storage(e))? {
+        for row in r.context_engrams()?.range((context, 0)..=(context, u64::MAX)).map_err(|e| r.storage(e))? {
             if out.len() >= limit as usize {
                 break;
             }
@@ -415,14 +450,15 @@ impl MemoryGraph {
     pub fn context(&self, actor: &Actor, context: ContextId) -> Result<Context> {
         let r = Reader::new(self, actor)?;
         r.require_member(context)?;
-        let raw = r.contexts.get(context).map_err(|e| r.storage(e))?.ok_or(GraphError::NotFound(context))?;
+        let raw =
+            r.contexts()?.get(context).map_err(|e| r.storage(e))?.ok_or(GraphError::NotFound(context))?;
         let c = StoredContext::decode(context, raw.value()).map_err(|c| r.corrupt(c))?;
         let mut members = Vec::new();
-        for row in r.members.range((context, "")..=(context, "\u{10ffff}")).map_err(|e| r.storage(e))? {
+        for row in r.members()?.range((context, "")..=(context, "\u{10ffff}")).map_err(|e| r.storage(e))? {
             members.push(row.map_err(|e| r.storage(e))?.0.value().1.to_string());
         }
         let mut engrams = 0;
-        for row in r.context_engrams.range((context, 0)..=(context, u64::MAX)).map_err(|e| r.storage(e))? {
+        for row in r.context_engrams()?.range((context, 0)..=(context, u64::MAX)).map_err(|e| r.storage(e))? {
             row.map_err(|e| r.storage(e))?;
             engrams += 1;
         }
@@ -566,7 +602,7 @@ impl MemoryGraph {
         }
         // Metadata index, owners, quotas.
         let mut meta_have = BTreeSet::new();
-        for row in r.meta_index.iter().map_err(|e| se(&e))? {
+        for row in r.meta_index()?.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
             let (a, b, id) = k.value();
             if !corrupt_ids.contains(&id) {
@@ -661,23 +697,23 @@ impl MemoryGraph {
             problems.push(String::from("incoming and outgoing edge tables disagree"));
         }
         // Contexts decode; context links and memberships mirror each other.
-        for row in r.contexts.iter().map_err(|e| se(&e))? {
+        for row in r.contexts()?.iter().map_err(|e| se(&e))? {
             let (k, v) = row.map_err(|e| se(&e))?;
             if let Err(c) = StoredContext::decode(k.value(), v.value()) {
                 r.note(&mut problems, c.into())?;
             }
         }
         let mut ce = BTreeSet::new();
-        for row in r.context_engrams.iter().map_err(|e| se(&e))? {
+        for row in r.context_engrams()?.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
             let (c, id) = k.value();
-            if !r.exists(id)? || r.contexts.get(c).map_err(|e| se(&e))?.is_none() {
+            if !r.exists(id)? || r.contexts()?.get(c).map_err(|e| se(&e))?.is_none() {
                 problems.push(format!("context {c} lists missing engram {id} (or is missing itself)"));
             }
             ce.insert((c, id));
         }
         let mut ec = BTreeSet::new();
-        for row in r.engram_contexts.iter().map_err(|e| se(&e))? {
+        for row in r.engram_contexts()?.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
             ec.insert((k.value().1, k.value().0));
         }
@@ -686,7 +722,7 @@ impl MemoryGraph {
         }
         let memberships = tx.open_table(MEMBERSHIPS).map_err(|e| se(&e))?;
         let mut m1 = BTreeSet::new();
-        for row in r.members.iter().map_err(|e| se(&e))? {
+        for row in r.members()?.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;
             m1.insert((k.value().0, k.value().1.to_string()));
         }

@@ -15,6 +15,9 @@ const B: f32 = 0.75;
 /// One candidate looked up in a term's blocks (a seek and a block decode)
 /// costs about as much as streaming this many of the term's postings.
 const LOOKUP_COST: u64 = 128;
+/// Finding one candidate in a block by binary search costs about as much as
+/// this many steps of merging the block with the candidates.
+const SEARCH_COST: usize = 8;
 /// BM25's length normalisation is tabulated for tf below this ...
 const NORM_TF: usize = 8;
 /// ... and document lengths below this.
@@ -50,7 +53,7 @@ impl MemoryGraph {
         if let Some(c) = query.context {
             r.require_member(c)?;
             let mut ids = Vec::new();
-            for row in r.context_engrams.range((c, 0)..=(c, u64::MAX)).map_err(|e| r.storage(e))? {
+            for row in r.context_engrams()?.range((c, 0)..=(c, u64::MAX)).map_err(|e| r.storage(e))? {
                 ids.push(row.map_err(|e| r.storage(e))?.0.value().1);
             }
             narrow(ids);
@@ -58,7 +61,7 @@ impl MemoryGraph {
         for (k, v) in &query.metadata {
             let mut ids = Vec::new();
             for row in r
-                .meta_index
+                .meta_index()?
                 .range((k.as_str(), v.as_str(), 0)..=(k.as_str(), v.as_str(), u64::MAX))
                 .map_err(|e| r.storage(e))?
             {
@@ -94,7 +97,8 @@ impl MemoryGraph {
     }
 
     /// The first `limit` of `ranked` the reader may see (at most
-    /// `max_visited` looked at); a NaN score is replaced by the confidence.
+    /// `max_visited` looked at); a NaN score is replaced by the confidence
+    /// (only then is the whole engram decoded).
     fn visible_hits(
         &self,
         r: &Reader<'_>,
@@ -106,11 +110,16 @@ impl MemoryGraph {
             if hits.len() >= limit {
                 break;
             }
-            let Some(e) = r.stored(id)? else { continue };
-            if !r.can_see(id, &e.owner)? {
+            if !score.is_nan() {
+                if r.sees(id)? {
+                    hits.push(SearchHit { id, score });
+                }
                 continue;
             }
-            hits.push(SearchHit { id, score: if score.is_nan() { e.confidence } else { score } });
+            let Some(e) = r.stored(id)? else { continue };
+            if r.can_see(id, &e.owner)? {
+                hits.push(SearchHit { id, score: e.confidence });
+            }
         }
         Ok(hits)
     }
@@ -286,18 +295,34 @@ fn score_term(
             let mut ci = 0;
             opened
                 .for_each_block(skip, |block| {
-                    for p in block {
-                        while ci < c.len() && c[ci].0 < p.id {
-                            ci += 1;
+                    let last = block[block.len() - 1].id;
+                    let end = ci + c[ci..].partition_point(|x| x.0 <= last);
+                    let (within, mut j) = (&c[ci..end], 0);
+                    if within.len() * SEARCH_COST < block.len() {
+                        // Few candidates in the block: search for each.
+                        for &(want, s) in within {
+                            j += block[j..].partition_point(|p| p.id < want);
+                            if block.get(j).is_some_and(|p| p.id == want) {
+                                emit(want, s + weight(&block[j]));
+                            }
                         }
-                        if ci == c.len() {
-                            return false;
-                        }
-                        if c[ci].0 == p.id {
-                            emit(p.id, c[ci].1 + weight(p));
+                    } else {
+                        // A merge whose steps are not branches: which list
+                        // moves on next is as good as random, and a
+                        // mispredicted branch per posting costs more than
+                        // the rest of the step.
+                        let mut k = 0;
+                        while j < block.len() && k < within.len() {
+                            let (want, have) = (within[k].0, block[j].id);
+                            if want == have {
+                                emit(have, within[k].1 + weight(&block[j]));
+                            }
+                            k += usize::from(want <= have);
+                            j += usize::from(have <= want);
                         }
                     }
-                    true
+                    ci = end;
+                    ci < c.len()
                 })
                 .map_err(se)?;
         }
