@@ -296,6 +296,18 @@ impl<'t> Cursor<'t> {
         }
     }
 
+    /// The key of the entry after the one at the cursor, if it is in the
+    /// same chunk (`None` if it is in a later chunk or there is none).
+    pub(crate) fn following_key(&self) -> Result<Option<&[u8]>, Fault> {
+        if self.pos + 1 >= self.n {
+            return Ok(None);
+        }
+        match self.parsed().entry(self.pos + 1) {
+            Ok((k, _)) => Ok(Some(k)),
+            Err(e) => Err(corrupt(self.kind, &self.key, e)),
+        }
+    }
+
     /// Moves past the entry at the cursor.
     pub(crate) fn advance(&mut self) {
         self.pos += 1;

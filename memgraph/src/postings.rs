@@ -444,28 +444,36 @@ impl<'t> TermPostings<'t> {
 
     /// Calls `f` with each of the term's blocks in id order (segment after
     /// segment) until it returns false, skipping (undecoded) those for
-    /// which `skip(max_tf, min_len)` of the block's header is true; one
-    /// buffer is reused for all blocks.
+    /// which `visit(&header)` says so; one buffer is reused for all blocks.
     pub(crate) fn for_each_block(
         self,
-        mut skip: impl FnMut(u32, u32) -> bool,
+        mut visit: impl FnMut(&BlockHeader) -> Visit,
         mut f: impl FnMut(&[Posting]) -> bool,
     ) -> Result<(), Fault> {
         let mut buf = Vec::with_capacity(BLOCK);
         let term = self.term.as_bytes();
+        // A block of the term: the term, a zero byte, 8 bytes of id.
+        let first_of = |k: &[u8]| {
+            (k.len() == term.len() + 9 && k.starts_with(term) && k[term.len()] == 0)
+                .then(|| u64::from_be_bytes(k[term.len() + 1..].try_into().expect("8 bytes")))
+        };
         for mut c in self.cursors {
-            while let Some((k, v)) = c.peek()? {
-                // A block of the term: the term, a zero byte, 8 bytes of id.
-                if k.len() != term.len() + 9 || !k.starts_with(term) || k[term.len()] != 0 {
-                    break;
-                }
-                let first = u64::from_be_bytes(k[term.len() + 1..].try_into().expect("8 bytes"));
+            // (The first peek loads the entry's chunk, where the next key is
+            // looked for.)
+            while c.peek()?.is_some() {
+                let end = c.following_key()?.map(|k| first_of(k).unwrap_or(u64::MAX));
+                let Some((k, v)) = c.peek()? else { break };
+                let Some(first) = first_of(k) else { break };
                 let (max_tf, min_len) = bound(v).map_err(|e| corrupt(k, e))?;
-                if !skip(max_tf, min_len) {
+                let visit = visit(&BlockHeader { first, end, max_tf, min_len });
+                if visit == Visit::Stop {
+                    return Ok(());
+                }
+                if visit == Visit::Decode {
                     buf.clear();
                     decode_into(v, &mut buf).map_err(|e| corrupt(k, e))?;
-                    if buf[0].id != first {
-                        return Err(corrupt(k, "the block's first id is not its key's"));
+                    if buf[0].id != first || end.is_some_and(|end| buf[buf.len() - 1].id >= end) {
+                        return Err(corrupt(k, "the block's ids are not within its key's range"));
                     }
                     if !f(&buf) {
                         return Ok(());
@@ -478,12 +486,34 @@ impl<'t> TermPostings<'t> {
     }
 }
 
+/// What to do with a block, from its header.
+#[derive(PartialEq, Eq)]
+pub(crate) enum Visit {
+    Decode,
+    Skip,
+    /// Skip it and every block after it.
+    Stop,
+}
+
+/// What a block's key and header tell about it before it is decoded.
+pub(crate) struct BlockHeader {
+    /// Its first id ...
+    pub first: u64,
+    /// ... and an id above its last, when the next entry is in the same
+    /// chunk (the next block's first id, or `u64::MAX` after the term's
+    /// last block in the segment).
+    pub end: Option<u64>,
+    /// Its largest term frequency and shortest document.
+    pub max_tf: u32,
+    pub min_len: u32,
+}
+
 /// Every posting of `term`, by id.
 #[cfg(test)]
 pub(crate) fn read_all(tables: &[impl Readable], term: &str) -> Result<Vec<Posting>, Fault> {
     let mut out = Vec::new();
     TermPostings::open(tables, term)?.for_each_block(
-        |_, _| false,
+        |_| Visit::Decode,
         |b| {
             out.extend_from_slice(b);
             true
@@ -731,7 +761,7 @@ mod tests {
         TermPostings::open(&tables, "w")
             .unwrap()
             .for_each_block(
-                |_, _| false,
+                |_| Visit::Decode,
                 |_| {
                     seen += 1;
                     false

@@ -178,6 +178,43 @@ fn many_engrams_search_matches_a_scan() {
     assert!(g.check_integrity().unwrap().is_empty(), "{:?}", g.check_integrity());
 }
 
+/// A search streams a common word's blocks past the few engrams that also
+/// hold a rare one, passing undecoded the blocks that hold none of them:
+/// engrams that are the first or the last of a block are found all the
+/// same (blocks hold 128 postings, so those are the engrams at 128k and
+/// 128k + 127 of one transaction).
+#[test]
+fn candidates_at_the_edges_of_posting_blocks_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let op = Actor::Operator;
+    let mut ops = Vec::new();
+    let mut docs = Vec::new();
+    for i in 0..3_000u64 {
+        let mut words = vec!["common", "filler"];
+        if i % 128 == 0 {
+            words.push("firstofblock");
+        }
+        if i % 128 == 127 {
+            words.push("lastofblock");
+        }
+        if i % 997 == 500 {
+            words.push("inside");
+        }
+        let id = g.allocate_engram_id().unwrap();
+        ops.push(Op::Create { id, data: data(&words.join(" ")), context: None });
+        docs.push((id, words));
+    }
+    g.apply(&op, ops).unwrap();
+    for rare in ["firstofblock", "lastofblock", "inside"] {
+        let want: Vec<u64> = docs.iter().filter(|(_, w)| w.contains(&rare)).map(|(id, _)| *id).collect();
+        let mut got: Vec<u64> =
+            g.search(&op, &text(&format!("common {rare}"), 100)).unwrap().iter().map(|h| h.id).collect();
+        got.sort();
+        assert_eq!(got, want, "common {rare}");
+    }
+}
+
 /// The top 10 of a ranked search are the 10 best by BM25 (k1 1.2, b 0.75,
 /// idf ln(1 + (N - df + 0.5) / (df + 0.5))) computed from scratch, over a
 /// skewed vocabulary so that terms span many posting blocks and both the
