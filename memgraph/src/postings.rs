@@ -93,12 +93,18 @@ impl record::RecordKey for ShowKey<'_> {
     }
 }
 
-/// A block is LEB128 varints: the count, the largest term frequency and the
-/// shortest document length in the block (so a ranked search can skip a
-/// block that cannot beat its current top k), then per posting the id's
-/// delta from the previous id, the term frequency and the document length.
+/// A block, in columns so that a search can read the ids alone and fetch
+/// the rest only for the postings it keeps:
+/// - LEB128 varints: the count, the largest term frequency and the shortest
+///   document length in the block (so a ranked search can skip a block that
+///   cannot beat its current top k);
+/// - each id's delta from the previous id (LEB128);
+/// - one byte: the width in bytes (1, 2 or 4) of each term frequency (low
+///   four bits) and of each document length (high four bits);
+/// - the term frequencies, then the document lengths, little-endian, at
+///   that width.
 pub(crate) fn encode(block: &[Posting]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 + block.len() * 5);
+    let mut out = Vec::with_capacity(4 + block.len() * 4);
     encode_into(block, &mut out);
     out
 }
@@ -108,14 +114,107 @@ fn encode_into(block: &[Posting], out: &mut Vec<u8>) {
     let out = &mut *out;
     put(out, block.len() as u64);
     // The block's bound: no posting has a higher tf or a shorter document.
-    put(out, block.iter().map(|p| p.tf).max().unwrap_or(0) as u64);
+    let max_tf = block.iter().map(|p| p.tf).max().unwrap_or(0);
+    put(out, max_tf as u64);
     put(out, block.iter().map(|p| p.len).min().unwrap_or(0) as u64);
     let mut prev = 0;
     for p in block {
         put(out, p.id - prev);
-        put(out, p.tf as u64);
-        put(out, p.len as u64);
         prev = p.id;
+    }
+    let width = |v: u32| {
+        if v < 1 << 8 {
+            1
+        } else if v < 1 << 16 {
+            2
+        } else {
+            4
+        }
+    };
+    let (tf_width, len_width) = (width(max_tf), width(block.iter().map(|p| p.len).max().unwrap_or(0)));
+    out.push(tf_width as u8 | (len_width as u8) << 4);
+    for p in block {
+        out.extend_from_slice(&p.tf.to_le_bytes()[..tf_width]);
+    }
+    for p in block {
+        out.extend_from_slice(&p.len.to_le_bytes()[..len_width]);
+    }
+}
+
+/// A block's ids decoded, the rest read where it lies when asked for.
+pub(crate) struct Block<'b> {
+    ids: Vec<u64>,
+    bytes: &'b [u8],
+    /// Where the term frequencies and the lengths start, and their widths.
+    tf_at: usize,
+    len_at: usize,
+    tf_width: usize,
+    len_width: usize,
+}
+
+impl<'b> Block<'b> {
+    /// Decodes the ids of `bytes` (into a buffer reused from `ids`) and
+    /// checks the block's shape; the ids ascend from the first.
+    pub(crate) fn open(bytes: &'b [u8], mut ids: Vec<u64>) -> Result<Block<'b>, String> {
+        ids.clear();
+        let mut at = 0;
+        let n = varint(bytes, &mut at)? as usize;
+        if n == 0 || n > BLOCK {
+            return Err(format!("corrupt posting block: {n} entries"));
+        }
+        varint(bytes, &mut at)?;
+        varint(bytes, &mut at)?;
+        ids.reserve(n);
+        let mut id = 0u64;
+        for i in 0..n {
+            let delta = varint(bytes, &mut at)?;
+            if delta == 0 && i > 0 {
+                return Err(String::from("corrupt posting block: ids out of order"));
+            }
+            id = id.checked_add(delta).ok_or("corrupt posting block: id overflow")?;
+            ids.push(id);
+        }
+        let widths = *bytes.get(at).ok_or("corrupt posting block: truncated")?;
+        let (tf_width, len_width) = ((widths & 0x0f) as usize, (widths >> 4) as usize);
+        if ![1, 2, 4].contains(&tf_width) || ![1, 2, 4].contains(&len_width) {
+            return Err(format!("corrupt posting block: widths {widths:#04x}"));
+        }
+        let (tf_at, len_at) = (at + 1, at + 1 + n * tf_width);
+        if len_at + n * len_width != bytes.len() {
+            return Err(format!(
+                "corrupt posting block: {} bytes for {n} postings of widths {tf_width} and {len_width}",
+                bytes.len() - tf_at
+            ));
+        }
+        Ok(Block { ids, bytes, tf_at, len_at, tf_width, len_width })
+    }
+
+    /// The ids, ascending.
+    pub(crate) fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// The `i`th posting.
+    #[inline]
+    pub(crate) fn posting(&self, i: usize) -> Posting {
+        let read = |at: usize, width: usize| {
+            let b = &self.bytes[at + i * width..at + (i + 1) * width];
+            match width {
+                1 => b[0] as u32,
+                2 => u16::from_le_bytes([b[0], b[1]]) as u32,
+                _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            }
+        };
+        Posting {
+            id: self.ids[i],
+            tf: read(self.tf_at, self.tf_width),
+            len: read(self.len_at, self.len_width),
+        }
+    }
+
+    /// The buffer of ids, for the next block.
+    pub(crate) fn into_buffer(self) -> Vec<u64> {
+        self.ids
     }
 }
 
@@ -157,24 +256,8 @@ fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
 
 /// Appends the postings of an encoded block to `out`.
 pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), String> {
-    let mut at = 0;
-    let n = varint(bytes, &mut at)? as usize;
-    if n == 0 || n > BLOCK {
-        return Err(format!("corrupt posting block: {n} entries"));
-    }
-    varint(bytes, &mut at)?;
-    varint(bytes, &mut at)?;
-    out.reserve(n);
-    let mut id = 0u64;
-    for _ in 0..n {
-        id = id.checked_add(varint(bytes, &mut at)?).ok_or("corrupt posting block: id overflow")?;
-        let tf = u32::try_from(varint(bytes, &mut at)?).map_err(|_| "corrupt posting block: tf")?;
-        let len = u32::try_from(varint(bytes, &mut at)?).map_err(|_| "corrupt posting block: len")?;
-        out.push(Posting { id, tf, len });
-    }
-    if at != bytes.len() {
-        return Err(format!("corrupt posting block: {} bytes after its postings", bytes.len() - at));
-    }
+    let block = Block::open(bytes, Vec::new())?;
+    out.extend((0..block.ids().len()).map(|i| block.posting(i)));
     Ok(())
 }
 
@@ -448,7 +531,7 @@ impl<'t> TermPostings<'t> {
     pub(crate) fn for_each_block(
         self,
         mut visit: impl FnMut(&BlockHeader) -> Visit,
-        mut f: impl FnMut(&[Posting]) -> bool,
+        mut f: impl FnMut(&Block<'_>) -> bool,
     ) -> Result<(), Fault> {
         let mut buf = Vec::with_capacity(BLOCK);
         let term = self.term.as_bytes();
@@ -470,12 +553,14 @@ impl<'t> TermPostings<'t> {
                     return Ok(());
                 }
                 if visit == Visit::Decode {
-                    buf.clear();
-                    decode_into(v, &mut buf).map_err(|e| corrupt(k, e))?;
-                    if buf[0].id != first || end.is_some_and(|end| buf[buf.len() - 1].id >= end) {
+                    let block = Block::open(v, std::mem::take(&mut buf)).map_err(|e| corrupt(k, e))?;
+                    let ids = block.ids();
+                    if ids[0] != first || end.is_some_and(|end| ids[ids.len() - 1] >= end) {
                         return Err(corrupt(k, "the block's ids are not within its key's range"));
                     }
-                    if !f(&buf) {
+                    let more = f(&block);
+                    buf = block.into_buffer();
+                    if !more {
                         return Ok(());
                     }
                 }
@@ -515,7 +600,7 @@ pub(crate) fn read_all(tables: &[impl Readable], term: &str) -> Result<Vec<Posti
     TermPostings::open(tables, term)?.for_each_block(
         |_| Visit::Decode,
         |b| {
-            out.extend_from_slice(b);
+            out.extend((0..b.ids().len()).map(|i| b.posting(i)));
             true
         },
     )?;
@@ -796,5 +881,33 @@ mod tests {
         assert!(decode(b"\x00\x00\x00").is_err(), "empty");
         let block = [Posting { id: 3, tf: 2, len: 9 }, Posting { id: 300_000, tf: 1, len: 70_000 }];
         assert_eq!(decode(&encode(&block)).unwrap(), block);
+        // Every width of the frequency and length columns, and one posting
+        // read on its own.
+        for (tf, len) in [(1, 1), (255, 255), (256, 65_535), (65_536, 300), (u32::MAX, u32::MAX)] {
+            let block: Vec<Posting> = (0..BLOCK as u64)
+                .map(|i| Posting {
+                    id: 10 + i * 131,
+                    tf: if i == 70 { tf } else { 1 },
+                    len: len - (i % 2) as u32,
+                })
+                .collect();
+            let bytes = encode(&block);
+            assert_eq!(decode(&bytes).unwrap(), block, "tf {tf}, len {len}");
+            let b = Block::open(&bytes, Vec::new()).unwrap();
+            assert_eq!(b.ids(), block.iter().map(|p| p.id).collect::<Vec<_>>());
+            assert_eq!(b.posting(70), block[70]);
+            // A column cut short or a byte too many is refused.
+            assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+            assert!(decode(&[&bytes[..], &[0]].concat()).is_err());
+        }
+        // Ids that do not ascend, and widths that are not 1, 2 or 4.
+        let mut bad = Vec::new();
+        put(&mut bad, 2);
+        bad.extend_from_slice(&[1, 1, 5, 0, 0x11, 1, 1, 1, 1]);
+        assert!(decode(&bad).unwrap_err().contains("out of order"));
+        let mut bad = Vec::new();
+        put(&mut bad, 1);
+        bad.extend_from_slice(&[1, 1, 5, 0x13, 1, 1, 1, 1]);
+        assert!(decode(&bad).unwrap_err().contains("widths"));
     }
 }

@@ -14,13 +14,14 @@ use crate::segments::{self, Segments, is_segment_table};
 /// value; version 3 records the version of the terms the text index is
 /// built from (`text_version`: [`elex_text::TEXT_VERSION`]); version 4
 /// keys the text index and the reverse edge index by segment (see
-/// `segments`); version 5 keeps the edges by source in segments too. An
-/// older file is migrated when opened, in one transaction (its edges move
-/// into segments and the two indexes are rebuilt from the engrams and the
-/// edges); a file of any other version is refused. A file whose text index
+/// `segments`); version 5 keeps the edges by source in segments too;
+/// version 6 writes each posting block in columns (see `postings::encode`).
+/// An older file is migrated when opened, in one transaction (its edges
+/// move into segments and the two indexes are rebuilt from the engrams and
+/// the edges); a file of any other version is refused. A file whose text index
 /// was built from other terms has it rebuilt from the engrams, in the same
 /// transaction.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
@@ -158,6 +159,12 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                 rebuild = true;
             }
             Some(SCHEMA_VERSION) => {}
+            Some(5) => {
+                // Version 5 wrote each posting block's fields interleaved;
+                // the text index is rebuilt in columns (edges kept).
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+                rebuild = true;
+            }
             Some(old @ 1..=4) => {
                 if old == 1 {
                     seal_v1_values(&tx)
@@ -578,6 +585,50 @@ mod tests {
         // And it keeps working.
         g.create(&Actor::agent("a"), data("after the migration", &[]), None).unwrap();
         assert!(g.check_integrity().unwrap().is_empty());
+    }
+
+    /// A version-5 file wrote each posting block's fields interleaved: its
+    /// text index is rebuilt from the engrams when opened (here the old
+    /// index is emptied, so only a rebuild finds anything), and its edges
+    /// are kept.
+    #[test]
+    fn a_version_5_file_gets_its_text_index_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::FILE_NAME);
+        let (ids, hits, conns) = {
+            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+            let ids = fill(&g);
+            let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+            (
+                ids.clone(),
+                g.search(&Actor::Operator, &q).unwrap(),
+                g.connections(&Actor::Operator, ids[0]).unwrap(),
+            )
+        };
+        assert!(!hits.is_empty() && !conns.is_empty());
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            let names: Vec<String> = tx
+                .list_tables()
+                .unwrap()
+                .map(|h| h.name().to_string())
+                .filter(|n| n.starts_with("postings/"))
+                .collect();
+            assert!(!names.is_empty());
+            for name in names {
+                let t: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+                tx.delete_table(t).unwrap();
+                tx.open_table(t).unwrap();
+            }
+            tx.open_table(META).unwrap().insert("schema_version", 5).unwrap();
+            tx.commit().unwrap();
+        }
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+        assert_eq!(g.search(&Actor::Operator, &q).unwrap(), hits);
+        assert_eq!(g.connections(&Actor::Operator, ids[0]).unwrap(), conns);
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
     }
 
     /// A damaged segment-table counter (pointing at tables a segment

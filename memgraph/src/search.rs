@@ -311,16 +311,17 @@ fn score_term(
             };
             opened
                 .for_each_block(visit, |block| {
+                    let ids = block.ids();
                     let ci = at.get();
-                    let last = block[block.len() - 1].id;
+                    let last = ids[ids.len() - 1];
                     let end = ci + c[ci..].partition_point(|x| x.0 <= last);
                     let (within, mut j) = (&c[ci..end], 0);
-                    if within.len() * SEARCH_COST < block.len() {
+                    if within.len() * SEARCH_COST < ids.len() {
                         // Few candidates in the block: search for each.
                         for &(want, s) in within {
-                            j += block[j..].partition_point(|p| p.id < want);
-                            if block.get(j).is_some_and(|p| p.id == want) {
-                                emit(want, s + weight(&block[j]));
+                            j += ids[j..].partition_point(|&id| id < want);
+                            if ids.get(j) == Some(&want) {
+                                emit(want, s + weight(&block.posting(j)));
                             }
                         }
                     } else {
@@ -329,10 +330,10 @@ fn score_term(
                         // mispredicted branch per posting costs more than
                         // the rest of the step.
                         let mut k = 0;
-                        while j < block.len() && k < within.len() {
-                            let (want, have) = (within[k].0, block[j].id);
+                        while j < ids.len() && k < within.len() {
+                            let (want, have) = (within[k].0, ids[j]);
                             if want == have {
-                                emit(have, within[k].1 + weight(&block[j]));
+                                emit(have, within[k].1 + weight(&block.posting(j)));
                             }
                             k += usize::from(want <= have);
                             j += usize::from(have <= want);
@@ -347,7 +348,10 @@ fn score_term(
             .for_each_block(
                 |b| if skip(b.max_tf, b.min_len) { Visit::Skip } else { Visit::Decode },
                 |block| {
-                    block.iter().for_each(|p| emit(p.id, weight(p)));
+                    (0..block.ids().len()).for_each(|i| {
+                        let p = block.posting(i);
+                        emit(p.id, weight(&p))
+                    });
                     true
                 },
             )
