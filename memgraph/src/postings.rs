@@ -197,18 +197,36 @@ impl<'b> Block<'b> {
     /// The `i`th posting.
     #[inline]
     pub(crate) fn posting(&self, i: usize) -> Posting {
-        let read = |at: usize, width: usize| {
-            let b = &self.bytes[at + i * width..at + (i + 1) * width];
-            match width {
-                1 => b[0] as u32,
-                2 => u16::from_le_bytes([b[0], b[1]]) as u32,
-                _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            }
-        };
         Posting {
             id: self.ids[i],
-            tf: read(self.tf_at, self.tf_width),
-            len: read(self.len_at, self.len_width),
+            tf: self.column(self.tf_at, self.tf_width, i),
+            len: self.column(self.len_at, self.len_width, i),
+        }
+    }
+
+    #[inline(always)]
+    fn column(&self, at: usize, width: usize, i: usize) -> u32 {
+        let b = self.bytes;
+        match width {
+            1 => b[at + i] as u32,
+            2 => u16::from_le_bytes([b[at + 2 * i], b[at + 2 * i + 1]]) as u32,
+            _ => u32::from_le_bytes([b[at + 4 * i], b[at + 4 * i + 1], b[at + 4 * i + 2], b[at + 4 * i + 3]]),
+        }
+    }
+
+    /// Calls `f` with every posting, in id order.
+    #[inline]
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Posting)) {
+        if (self.tf_width, self.len_width) == (1, 1) {
+            // The usual widths: the three columns side by side.
+            let n = self.ids.len();
+            let tfs = &self.bytes[self.tf_at..self.tf_at + n];
+            let lens = &self.bytes[self.len_at..self.len_at + n];
+            for ((&id, &tf), &len) in self.ids.iter().zip(tfs).zip(lens) {
+                f(Posting { id, tf: tf as u32, len: len as u32 });
+            }
+        } else {
+            (0..self.ids.len()).for_each(|i| f(self.posting(i)));
         }
     }
 
@@ -257,7 +275,8 @@ fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
 /// Appends the postings of an encoded block to `out`.
 pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), String> {
     let block = Block::open(bytes, Vec::new())?;
-    out.extend((0..block.ids().len()).map(|i| block.posting(i)));
+    out.reserve(block.ids().len());
+    block.for_each(|p| out.push(p));
     Ok(())
 }
 
@@ -600,7 +619,7 @@ pub(crate) fn read_all(tables: &[impl Readable], term: &str) -> Result<Vec<Posti
     TermPostings::open(tables, term)?.for_each_block(
         |_| Visit::Decode,
         |b| {
-            out.extend((0..b.ids().len()).map(|i| b.posting(i)));
+            b.for_each(|p| out.push(p));
             true
         },
     )?;

@@ -348,10 +348,7 @@ fn score_term(
             .for_each_block(
                 |b| if skip(b.max_tf, b.min_len) { Visit::Skip } else { Visit::Decode },
                 |block| {
-                    (0..block.ids().len()).for_each(|i| {
-                        let p = block.posting(i);
-                        emit(p.id, weight(&p))
-                    });
+                    block.for_each(|p| emit(p.id, weight(&p)));
                     true
                 },
             )
