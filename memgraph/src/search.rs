@@ -268,6 +268,19 @@ fn rank_text(
     Ok((cands.unwrap_or_default(), false))
 }
 
+/// The first index from `from` on at which `before` is false (it must be
+/// true, then false, along `items`), found by steps that double from
+/// `from`: the answer is usually near.
+fn gallop<T>(items: &[T], from: usize, before: impl Fn(&T) -> bool) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    while lo + step < items.len() && before(&items[lo + step]) {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step + 1).min(items.len());
+    lo + items[lo..hi].partition_point(before)
+}
+
 /// Calls `emit(id, score)` for every engram holding `term` — among `cands`
 /// (with their scores so far added) if given, else all — with the term's
 /// contribution `weight(posting)`. Few candidates are looked up one by one;
@@ -299,8 +312,7 @@ fn score_term(
             // The first candidate not yet passed by the blocks.
             let at = std::cell::Cell::new(0);
             let visit = |b: &postings::BlockHeader| {
-                let ci = at.get();
-                let ci = ci + c[ci..].partition_point(|x| x.0 < b.first);
+                let ci = gallop(c, at.get(), |x| x.0 < b.first);
                 at.set(ci);
                 match c.get(ci) {
                     None => Visit::Stop,
@@ -314,7 +326,7 @@ fn score_term(
                     let ids = block.ids();
                     let ci = at.get();
                     let last = ids[ids.len() - 1];
-                    let end = ci + c[ci..].partition_point(|x| x.0 <= last);
+                    let end = gallop(c, ci, |x| x.0 <= last);
                     let (within, mut j) = (&c[ci..end], 0);
                     if within.len() * SEARCH_COST < ids.len() {
                         // Few candidates in the block: search for each.
@@ -355,4 +367,22 @@ fn score_term(
             .map_err(se)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gallop;
+
+    #[test]
+    fn gallop_finds_what_a_binary_search_finds() {
+        for n in 0..40usize {
+            let items: Vec<usize> = (0..n).map(|i| i * 3).collect();
+            for from in 0..=n {
+                for x in 0..3 * n + 2 {
+                    let want = items.partition_point(|&v| v < x).max(from);
+                    assert_eq!(gallop(&items, from, |&v| v < x), want, "n {n} from {from} x {x}");
+                }
+            }
+        }
+    }
 }
