@@ -240,16 +240,21 @@ pub struct MemoryGraph {
     lease: std::sync::Mutex<log::Lease>,
     /// The graph has applied log entries: direct writes would diverge.
     replica: std::sync::atomic::AtomicBool,
+    /// Segments merged through this handle, so pages were freed (see
+    /// `compact_if_sparse`).
+    merged: std::sync::atomic::AtomicBool,
 }
 
 /// Segment merges leave freed pages behind, and redb reuses them but never
-/// gives them back by itself. When more than a ninth of the file (and at
-/// least 1 MiB) is free, the pages in use are moved to the front and the
-/// file shrinks (at 100K engrams: 67 to 51 MB, in tens of milliseconds).
-/// Compaction is a sequence of ordinary durable commits, so a crash during
-/// it loses nothing. It needs the database to itself, which a graph has
-/// when it closes, so that is when it runs (a process killed before it
-/// closed leaves its file as it was until the next close). It is only
+/// gives them back by itself. When a graph that merged segments closes and
+/// more than a ninth of its file (and at least 1 MiB) is free, the pages in
+/// use are moved to the front and the file shrinks (at 100K engrams: 67 to
+/// 51 MB, in tens of milliseconds). It needs the database to itself, which
+/// a graph has when it closes; a handle that merged nothing (a reader, a
+/// small write) closes without even measuring. Compaction is a sequence of
+/// durable commits: a process killed during it loses no data (the next
+/// open repairs the file, as after any crash), and one killed before it
+/// leaves the file as it was until the next close that merges. It is only
 /// housekeeping: a failure leaves the file as it was and is not reported.
 fn compact_if_sparse(db: &mut Database, path: &Path) {
     if std::thread::panicking() {
@@ -270,7 +275,9 @@ fn compact_if_sparse(db: &mut Database, path: &Path) {
 
 impl Drop for MemoryGraph {
     fn drop(&mut self) {
-        compact_if_sparse(&mut self.db, &self.path);
+        if *self.merged.get_mut() {
+            compact_if_sparse(&mut self.db, &self.path);
+        }
     }
 }
 
@@ -321,6 +328,7 @@ impl MemoryGraph {
             log: std::sync::OnceLock::new(),
             lease: Default::default(),
             replica: std::sync::atomic::AtomicBool::new(false),
+            merged: std::sync::atomic::AtomicBool::new(false),
         })
         .and_then(|graph| {
             let replica = graph.log_position()?.seq > 0;

@@ -272,25 +272,20 @@ fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
     Err("corrupt posting block: varint too long")
 }
 
-/// Appends the postings of an encoded block to `out`.
-pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<Posting>) -> Result<(), String> {
-    let block = Block::open(bytes, Vec::new())?;
-    out.reserve(block.ids().len());
-    block.for_each(|p| out.push(p));
-    Ok(())
-}
-
+/// The postings of an encoded block.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Posting>, String> {
-    let mut out = Vec::new();
-    decode_into(bytes, &mut out)?;
+    let block = Block::open(bytes, Vec::new())?;
+    let mut out = Vec::with_capacity(block.ids().len());
+    block.for_each(|p| out.push(p));
     Ok(out)
 }
 
 /// The block stored under `key`, whose first posting must be `first`.
 fn read_block(key: &[u8], first: u64, value: &[u8]) -> Result<Vec<Posting>, Fault> {
     let block = decode(value).map_err(|e| corrupt(key, e))?;
-    if block[0].id != first || block.windows(2).any(|w| w[0].id >= w[1].id) {
-        return Err(corrupt(key, "the block's ids are out of order or not its key's"));
+    // (`Block::open` has checked that the ids ascend.)
+    if block[0].id != first {
+        return Err(corrupt(key, "the block's first id is not its key's"));
     }
     Ok(block)
 }

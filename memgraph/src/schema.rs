@@ -16,9 +16,11 @@ use crate::segments::{self, Segments, is_segment_table};
 /// keys the text index and the reverse edge index by segment (see
 /// `segments`); version 5 keeps the edges by source in segments too;
 /// version 6 writes each posting block in columns (see `postings::encode`).
-/// An older file is migrated when opened, in one transaction (its edges
-/// move into segments and the two indexes are rebuilt from the engrams and
-/// the edges); a file of any other version is refused. A file whose text index
+/// An older file is migrated when opened, in one transaction: a version-5
+/// file has each segment's text index written again from the engrams (its
+/// segments and edges kept); an older one has its edges moved into segments
+/// and both indexes rebuilt from the engrams and the edges. A file of any
+/// other version is refused. A file whose text index
 /// was built from other terms has it rebuilt from the engrams, in the same
 /// transaction.
 pub const SCHEMA_VERSION: u64 = 6;
@@ -160,10 +162,15 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
             }
             Some(SCHEMA_VERSION) => {}
             Some(5) => {
-                // Version 5 wrote each posting block's fields interleaved;
-                // the text index is rebuilt in columns (edges kept).
+                // Version 5 wrote each posting block's fields interleaved:
+                // each segment's text index is written again, in columns;
+                // the segments and their edges stay as they are.
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
-                rebuild = true;
+                drop(meta);
+                let total_terms = rebuild_postings(&tx)
+                    .map_err(|e| format!("migrating schema version 5 to {SCHEMA_VERSION}: {e}"))?;
+                meta = tx.open_table(META).map_err(|e| e.to_string())?;
+                meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
             }
             Some(old @ 1..=4) => {
                 if old == 1 {
@@ -294,6 +301,46 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
 /// [`term_counts`](crate::write::term_counts), and `edges` by source and by
 /// target. Returns the new total of document lengths. An engram that does
 /// not decode is left out of the index (the integrity check names it).
+/// Writes each segment's text index again from the engrams the segment
+/// covers (its postings table replaced; its edge tables and the segment
+/// list untouched). Returns the number of terms indexed. An engram that
+/// does not decode is left out, as in [`rebuild_indexes`] (the integrity
+/// check reports it).
+fn rebuild_postings(tx: &WriteTransaction) -> Result<u64, String> {
+    let e = |e: redb::Error| e.to_string();
+    let fault = |f: crate::record::Fault| f.to_string();
+    let segs = Segments::load(&tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?).map_err(fault)?;
+    let mut want: Vec<std::collections::BTreeMap<String, Vec<Posting>>> =
+        vec![Default::default(); segs.iter().count()];
+    let mut total_terms = 0u64;
+    let engrams = tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?;
+    for row in engrams.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = row.map_err(|x| e(x.into()))?;
+        let id = k.value();
+        let Ok(engram) = StoredEngram::decode(id, v.value()) else { continue };
+        let (counts, len) = crate::write::term_counts(&engram.content);
+        total_terms += len as u64;
+        let segment = &mut want[segs.index_covering(id)];
+        for (term, tf) in counts {
+            segment.entry(term).or_default().push(Posting { id, tf, len });
+        }
+    }
+    drop(engrams);
+    for (s, terms) in segs.iter().zip(want) {
+        let name = segments::postings_name(s.table);
+        let old: TableDefinition<&str, ()> = TableDefinition::new(&name);
+        tx.delete_table(old).map_err(|x| e(x.into()))?;
+        let mut table = segments::open_postings(tx, s.table).map_err(fault)?;
+        let mut w = postings::NewSegment::new();
+        for (term, list) in terms {
+            // Engrams are read in id order: each term's postings are sorted.
+            w.add(&mut table, &term, &list).map_err(fault)?;
+        }
+        w.finish(&mut table).map_err(fault)?;
+    }
+    Ok(total_terms)
+}
+
 fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, String> {
     let e = |e: redb::Error| e.to_string();
     let mut want: std::collections::BTreeMap<String, Vec<Posting>> = Default::default();
@@ -615,7 +662,7 @@ mod tests {
                 .map(|h| h.name().to_string())
                 .filter(|n| n.starts_with("postings/"))
                 .collect();
-            assert!(!names.is_empty());
+            assert!(names.len() >= 2, "several segments, each rebuilt: {names:?}");
             for name in names {
                 let t: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
                 tx.delete_table(t).unwrap();

@@ -828,8 +828,11 @@ impl MemoryGraph {
         // With every table closed, merge segments as the policy says.
         .and_then(|changed| Ok((changed, segments::settle(&tx)?)));
         match outcome {
-            Ok((changed, _merges)) => {
+            Ok((changed, merges)) => {
                 tx.commit().map_err(|e| self.storage(e))?;
+                if merges > 0 {
+                    self.merged.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 Ok(changed)
             }
             Err(fail) => {
