@@ -301,17 +301,19 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
 /// [`term_counts`](crate::write::term_counts), and `edges` by source and by
 /// target. Returns the new total of document lengths. An engram that does
 /// not decode is left out of the index (the integrity check names it).
-/// Writes each segment's text index again from the engrams the segment
-/// covers (its postings table replaced; its edge tables and the segment
-/// list untouched). Returns the number of terms indexed. An engram that
-/// does not decode is left out, as in [`rebuild_indexes`] (the integrity
-/// check reports it).
-fn rebuild_postings(tx: &WriteTransaction) -> Result<u64, String> {
+/// A text index being rebuilt: each term's postings, sorted by id.
+type Index = std::collections::BTreeMap<String, Vec<Posting>>;
+
+/// The postings of every engram that decodes (one that does not is left
+/// out; the integrity check reports it), grouped by `bucket(id)` of
+/// `buckets`; and the number of terms indexed.
+fn index_engrams(
+    tx: &WriteTransaction,
+    buckets: usize,
+    bucket: impl Fn(u64) -> usize,
+) -> Result<(Vec<Index>, u64), String> {
     let e = |e: redb::Error| e.to_string();
-    let fault = |f: crate::record::Fault| f.to_string();
-    let segs = Segments::load(&tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?).map_err(fault)?;
-    let mut want: Vec<std::collections::BTreeMap<String, Vec<Posting>>> =
-        vec![Default::default(); segs.iter().count()];
+    let mut want: Vec<Index> = vec![Index::new(); buckets];
     let mut total_terms = 0u64;
     let engrams = tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?;
     for row in engrams.iter().map_err(|x| e(x.into()))? {
@@ -320,43 +322,49 @@ fn rebuild_postings(tx: &WriteTransaction) -> Result<u64, String> {
         let Ok(engram) = StoredEngram::decode(id, v.value()) else { continue };
         let (counts, len) = crate::write::term_counts(&engram.content);
         total_terms += len as u64;
-        let segment = &mut want[segs.index_covering(id)];
+        let index = &mut want[bucket(id)];
         for (term, tf) in counts {
-            segment.entry(term).or_default().push(Posting { id, tf, len });
+            index.entry(term).or_default().push(Posting { id, tf, len });
         }
     }
-    drop(engrams);
-    for (s, terms) in segs.iter().zip(want) {
+    Ok((want, total_terms))
+}
+
+/// Writes `index` as segment table `table`'s postings (a new table).
+fn write_postings(tx: &WriteTransaction, table: u64, index: Index) -> Result<u64, String> {
+    let fault = |f: crate::record::Fault| f.to_string();
+    let mut t = segments::open_postings(tx, table).map_err(fault)?;
+    let mut w = postings::NewSegment::new();
+    let mut entries = 0u64;
+    for (term, list) in index {
+        // Engrams are read in id order: each term's postings are sorted.
+        w.add(&mut t, &term, &list).map_err(fault)?;
+        entries += list.len() as u64;
+    }
+    w.finish(&mut t).map_err(fault)?;
+    Ok(entries)
+}
+
+/// Writes each segment's text index again from the engrams the segment
+/// covers (its postings table replaced; its edge tables and the segment
+/// list untouched). Returns the number of terms indexed.
+fn rebuild_postings(tx: &WriteTransaction) -> Result<u64, String> {
+    let segs =
+        Segments::load(&tx.open_table(SEGMENTS).map_err(|e| e.to_string())?).map_err(|f| f.to_string())?;
+    let (indexes, total_terms) = index_engrams(tx, segs.iter().count(), |id| segs.index_covering(id))?;
+    for (s, index) in segs.iter().zip(indexes) {
         let name = segments::postings_name(s.table);
         let old: TableDefinition<&str, ()> = TableDefinition::new(&name);
-        tx.delete_table(old).map_err(|x| e(x.into()))?;
-        let mut table = segments::open_postings(tx, s.table).map_err(fault)?;
-        let mut w = postings::NewSegment::new();
-        for (term, list) in terms {
-            // Engrams are read in id order: each term's postings are sorted.
-            w.add(&mut table, &term, &list).map_err(fault)?;
-        }
-        w.finish(&mut table).map_err(fault)?;
+        tx.delete_table(old).map_err(|e| e.to_string())?;
+        write_postings(tx, s.table, index)?;
     }
     Ok(total_terms)
 }
 
 fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, String> {
     let e = |e: redb::Error| e.to_string();
-    let mut want: std::collections::BTreeMap<String, Vec<Posting>> = Default::default();
-    let mut total_terms = 0u64;
-    let engrams = tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?;
-    for row in engrams.iter().map_err(|x| e(x.into()))? {
-        let (k, v) = row.map_err(|x| e(x.into()))?;
-        let id = k.value();
-        let Ok(engram) = StoredEngram::decode(id, v.value()) else { continue };
-        let (counts, len) = crate::write::term_counts(&engram.content);
-        total_terms += len as u64;
-        for (term, tf) in counts {
-            want.entry(term).or_default().push(Posting { id, tf, len });
-        }
-    }
-    drop(engrams);
+    let (mut indexes, total_terms) = index_engrams(tx, 1, |_| 0)?;
+    let want = indexes.pop().expect("one bucket");
     let names: Vec<String> = tx
         .list_tables()
         .map_err(|x| e(x.into()))?
@@ -367,16 +375,8 @@ fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, S
         let old: TableDefinition<&str, ()> = TableDefinition::new(&name);
         tx.delete_table(old).map_err(|x| e(x.into()))?;
     }
-    let mut entries = 0u64;
+    let mut entries = write_postings(tx, 0, want)?;
     let fault = |f: crate::record::Fault| f.to_string();
-    let mut table = segments::open_postings(tx, 0).map_err(fault)?;
-    let mut w = postings::NewSegment::new();
-    for (term, list) in want {
-        // Engrams are read in id order: each term's postings are sorted.
-        w.add(&mut table, &term, &list).map_err(fault)?;
-        entries += list.len() as u64;
-    }
-    w.finish(&mut table).map_err(fault)?;
     edges.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     edges.dedup_by(|a, b| a.0 == b.0);
     let mut table = segments::open_edges_out(tx, 0).map_err(fault)?;
