@@ -34,6 +34,8 @@ pub(crate) const MAX_KEY_BYTES: usize = 128;
 
 /// An entry read in place: (key, value).
 pub(crate) type Entry<'a> = (&'a [u8], &'a [u8]);
+/// An entry and, when it is in the same chunk, the key of the entry after it.
+pub(crate) type EntryAndNextKey<'a> = (Entry<'a>, Option<&'a [u8]>);
 
 /// An entry copied out: (key, value).
 pub(crate) type OwnedEntry = (Vec<u8>, Vec<u8>);
@@ -296,14 +298,20 @@ impl<'t> Cursor<'t> {
         }
     }
 
-    /// The key of the entry after the one at the cursor, if it is in the
-    /// same chunk (`None` if it is in a later chunk or there is none).
-    pub(crate) fn following_key(&self) -> Result<Option<&[u8]>, Fault> {
-        if self.pos + 1 >= self.n {
+    /// [`Cursor::peek`], with the key of the entry after it when that is in
+    /// the same chunk (`None` if it is in a later chunk or there is none).
+    pub(crate) fn peek_with_next_key(&mut self) -> Result<Option<EntryAndNextKey<'_>>, Fault> {
+        if !self.fill()? {
             return Ok(None);
         }
-        match self.parsed().entry(self.pos + 1) {
-            Ok((k, _)) => Ok(Some(k)),
+        let parsed = self.parsed();
+        let next = if self.pos + 1 < self.n {
+            Some(parsed.entry(self.pos + 1).map_err(|e| corrupt(self.kind, &self.key, e))?.0)
+        } else {
+            None
+        };
+        match parsed.entry(self.pos) {
+            Ok(e) => Ok(Some((e, next))),
             Err(e) => Err(corrupt(self.kind, &self.key, e)),
         }
     }
@@ -564,11 +572,16 @@ pub(crate) fn scan(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use redb::{Database, ReadableDatabase, TableDefinition};
     use std::collections::BTreeMap;
+
+    /// A database in memory, for tests of the packed tables.
+    pub(crate) fn memory_db() -> Database {
+        Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap()
+    }
 
     const T: TableDefinition<&[u8], &[u8]> = TableDefinition::new("packed");
     const KIND: Kind = Kind { table: record::Table::Postings, show: |k| format!("{k:?}") };
@@ -591,7 +604,7 @@ mod tests {
             splices in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..12), proptest::collection::vec(any::<u8>(), 0..12), proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..20)), 0..12),
             probes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..20),
         ) {
-            let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+            let db = memory_db();
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = initial.clone();
             let tx = db.begin_write().unwrap();
             {
@@ -634,7 +647,7 @@ mod tests {
 
     #[test]
     fn keys_out_of_order_are_refused_not_written() {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let db = memory_db();
         let tx = db.begin_write().unwrap();
         let mut t = tx.open_table(T).unwrap();
         let mut b = Builder::new(KIND);
@@ -651,7 +664,7 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_is_corrupt_never_data() {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let db = memory_db();
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(T).unwrap();

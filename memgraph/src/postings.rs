@@ -555,11 +555,8 @@ impl<'t> TermPostings<'t> {
                 .then(|| u64::from_be_bytes(k[term.len() + 1..].try_into().expect("8 bytes")))
         };
         for mut c in self.cursors {
-            // (The first peek loads the entry's chunk, where the next key is
-            // looked for.)
-            while c.peek()?.is_some() {
-                let end = c.following_key()?.map(|k| first_of(k).unwrap_or(u64::MAX));
-                let Some((k, v)) = c.peek()? else { break };
+            while let Some(((k, v), next)) = c.peek_with_next_key()? {
+                let end = next.map(|k| first_of(k).unwrap_or(u64::MAX));
                 let Some(first) = first_of(k) else { break };
                 let (max_tf, min_len) = bound(v).map_err(|e| corrupt(k, e))?;
                 let visit = visit(&BlockHeader { first, end, max_tf, min_len });
@@ -670,7 +667,7 @@ pub(crate) fn scan(t: &impl Readable, mut f: impl FnMut(&str, Entry)) -> Result<
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use redb::{Database, ReadableDatabase, TableDefinition};
+    use redb::{ReadableDatabase, TableDefinition};
     use std::collections::BTreeMap;
 
     fn table(n: u64) -> String {
@@ -713,7 +710,7 @@ mod tests {
     }
 
     fn segs(starts: &[(u64, u64)]) -> Segments {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let db = crate::packed::tests::memory_db();
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(crate::schema::SEGMENTS).unwrap();
@@ -735,7 +732,7 @@ mod tests {
         #[test]
         fn changes_in_place_match_a_sorted_map(batches in proptest::collection::vec(
             proptest::collection::vec((any::<bool>(), 0u64..3_000, 1u32..5), 0..400), 1..8)) {
-            let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+            let db = crate::packed::tests::memory_db();
             let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new("p");
             let mut model: BTreeMap<u64, u32> = BTreeMap::new();
             let mut df = 0i64;
@@ -783,7 +780,7 @@ mod tests {
         /// no two neighbouring blocks left apart that fit in one.
         #[test]
         fn merged_segments_read_as_one(sizes in proptest::collection::vec(1usize..300, 2..7)) {
-            let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+            let db = crate::packed::tests::memory_db();
             let tx = db.begin_write().unwrap();
             let mut want: BTreeMap<&str, Vec<Posting>> = BTreeMap::new();
             let mut id = 1;
@@ -825,7 +822,7 @@ mod tests {
 
     #[test]
     fn a_term_reads_across_segments_in_id_order() {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let db = crate::packed::tests::memory_db();
         let tx = db.begin_write().unwrap();
         let p = |id| Posting { id, tf: 1, len: 3 };
         let segments: [Vec<(&str, Vec<Posting>)>; 3] = [
