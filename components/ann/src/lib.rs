@@ -5,13 +5,23 @@
 //!
 //! - Layer assignment: `floor(-ln(U) * mL)` with `mL = 1 / ln(M)`.
 //! - Search: greedy descent through the upper layers, then a beam search of
-//!   width `ef` on layer 0 (Algorithm 2).
+//!   width `ef` on layer 0 (Algorithm 2), kept as one sorted array (see
+//!   `search_layer`).
+//! - Walk on codes, answer exactly: an f32 graph also keeps every vector as
+//!   bytes on one 8-bit grid shared by all (`elex_kernels::Grid`). Searches
+//!   and inserts walk the graph on those (an integer SIMD kernel, four
+//!   vectors at a time, a quarter of the memory traffic), then compute the
+//!   exact distances of what they found: an insert of its whole beam (the
+//!   neighbour heuristic sees exact distances), a search of its best
+//!   `RERANK * k`. On siftsmall this is as accurate as walking on the
+//!   vectors (recall@10 equal at ef 16 to 128) and 1.5x faster in wasm.
 //! - Neighbour selection: the paper's heuristic (Algorithm 4): a candidate is
 //!   kept only if it is closer to the new element than to every neighbour
 //!   already kept; at most M per upper layer, M0 = 2M on layer 0. Overfull
 //!   neighbour lists are shrunk with the same heuristic.
-//! - Storage: all vectors in one contiguous `Vec<f32>`, layer-0 links in one
-//!   contiguous `Vec<u32>` (fixed stride), upper-layer links per node.
+//! - Storage: all vectors in one contiguous `Vec<f32>` (and their grid
+//!   codes in one `Vec<u8>`), layer-0 links in one contiguous `Vec<u32>`
+//!   (fixed stride), upper-layer links per node.
 //! - Removal: tombstones; removed nodes still route searches but are never
 //!   returned.
 #![no_std]
@@ -19,7 +29,6 @@
 extern crate alloc;
 
 use alloc::borrow::Cow;
-use alloc::collections::BinaryHeap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
@@ -122,6 +131,14 @@ pub struct Graph {
     /// `ids`): a third of a map's memory.
     #[serde(skip)]
     index: IdIndex,
+    /// f32 storage: every vector's codes on one byte grid; a search walks
+    /// the graph on these and re-ranks its beam exactly. Rebuilt from the
+    /// vectors, never stored.
+    #[serde(skip)]
+    grid: Option<GridCodes>,
+    /// The query being walked, on the grid.
+    #[serde(skip)]
+    query_codes: Vec<i16>,
     #[serde(skip)]
     visited: Visited,
     /// Reused search heaps (no allocation per search).
@@ -153,10 +170,132 @@ impl IdIndex {
     }
 }
 
+/// A (distance, node) pair packed into one integer whose order is [`Near`]'s
+/// (`total_cmp` on the distance, then the node): heap operations compare
+/// one `u64` instead of two fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(u64);
+
+impl Key {
+    #[inline(always)]
+    fn new(d: f32, node: u32) -> Key {
+        // `total_cmp`'s order as an unsigned integer: negative values have
+        // every bit flipped, the others only the sign bit.
+        let b = d.to_bits();
+        let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+        Key((ordered as u64) << 32 | node as u64)
+    }
+
+    #[inline(always)]
+    fn near(self) -> Near {
+        let o = (self.0 >> 32) as u32;
+        let bits = if o >> 31 == 1 { o & 0x7fff_ffff } else { !o };
+        Near(f32::from_bits(bits), self.0 as u32)
+    }
+}
+
+/// Reused search buffers (no allocation per search).
 #[derive(Default)]
 struct Scratch {
-    candidates: BinaryHeap<core::cmp::Reverse<Near>>,
-    results: BinaryHeap<Near>,
+    /// The beam: the best `ef` nodes found so far, closest first.
+    beam: Vec<Key>,
+    /// A node's neighbours not visited yet, scored four at a time, and
+    /// their scores.
+    fresh: Vec<u32>,
+    scores: Vec<f32>,
+}
+
+/// Offers `nodes` at `scores` to `beam` (sorted, at most `ef` long) in
+/// order; returns the lowest position one entered at (`usize::MAX` if none
+/// did). Not inlined: in one function with the search, a wasm compiler's
+/// registers run short.
+#[inline(never)]
+fn admit(beam: &mut Vec<Key>, ef: usize, nodes: &[u32], scores: &[f32]) -> usize {
+    let mut lowest = usize::MAX;
+    for (&nb, &d) in nodes.iter().zip(scores) {
+        let key = Key::new(d, nb);
+        if beam.len() == ef {
+            if key >= beam[ef - 1] {
+                continue;
+            }
+            beam.pop();
+        }
+        let at = beam.partition_point(|k| *k < key);
+        beam.insert(at, key);
+        lowest = lowest.min(at);
+    }
+    lowest
+}
+
+/// Distances from one query to stored vectors.
+enum Scorer<'a> {
+    Full {
+        q: &'a [f32],
+        vectors: &'a [f32],
+        metric: Metric,
+    },
+    Int8 {
+        q: &'a [f32],
+        codes: &'a [u8],
+        ranges: &'a [(f32, f32)],
+        metric: Metric,
+    },
+    /// Squared distances on the grid (in grid steps²), for walking.
+    Grid {
+        q: &'a [i16],
+        codes: &'a [u8],
+    },
+}
+
+impl Scorer<'_> {
+    #[inline(always)]
+    fn one(&self, n: u32) -> f32 {
+        match *self {
+            Scorer::Full { q, vectors, metric } => {
+                let at = n as usize * q.len();
+                let v = &vectors[at..at + q.len()];
+                match metric {
+                    Metric::Cosine => 1.0 - elex_kernels::score_unchecked(elex_kernels::Metric::Dot, q, v),
+                    Metric::SquaredL2 => elex_kernels::score_unchecked(elex_kernels::Metric::SquaredL2, q, v),
+                }
+            }
+            Scorer::Grid { .. } => self.four([n; 4])[0],
+            Scorer::Int8 { q, codes, ranges, metric } => {
+                let at = n as usize * q.len();
+                let (offset, scale) = ranges[n as usize];
+                let b = elex_kernels::Quantized { codes: &codes[at..at + q.len()], offset, scale };
+                match metric {
+                    Metric::Cosine => 1.0 - elex_kernels::dot_quantized(q, b),
+                    Metric::SquaredL2 => elex_kernels::squared_l2_quantized(q, b),
+                }
+            }
+        }
+    }
+
+    /// `one` of four nodes; f32 vectors are read side by side.
+    #[inline(always)]
+    fn four(&self, n: [u32; 4]) -> [f32; 4] {
+        match *self {
+            Scorer::Full { q, vectors, metric } => {
+                let d = q.len();
+                let rows = n.map(|n| &vectors[n as usize * d..n as usize * d + d]);
+                match metric {
+                    Metric::Cosine => {
+                        elex_kernels::score4_unchecked(elex_kernels::Metric::Dot, q, rows).map(|s| 1.0 - s)
+                    }
+                    Metric::SquaredL2 => {
+                        elex_kernels::score4_unchecked(elex_kernels::Metric::SquaredL2, q, rows)
+                    }
+                }
+            }
+            Scorer::Grid { q, codes } => {
+                let d = q.len();
+                let rows = n.map(|n| &codes[n as usize * d..n as usize * d + d]);
+                elex_kernels::grid_l2_x4(q, rows).map(|s| s as f32)
+            }
+            Scorer::Int8 { .. } => n.map(|n| self.one(n)),
+        }
+    }
 }
 
 /// Vector storage.
@@ -166,10 +305,71 @@ pub enum Vectors {
     Int8 { codes: Vec<u8>, ranges: Vec<(f32, f32)> },
 }
 
+/// What a snapshot keeps of an f32 graph's walk grid: the grid itself (the
+/// codes follow from it and the vectors). A graph restored with it walks
+/// exactly as the one saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridState {
+    pub lo: Vec<f32>,
+    pub hi: Vec<f32>,
+    pub inv_step: f32,
+    pub since_fit: u64,
+}
+
+/// The traversal grid and every vector's codes on it.
+#[derive(Default)]
+struct GridCodes {
+    grid: elex_kernels::Grid,
+    codes: Vec<u8>,
+    /// Vectors encoded since the grid was last fitted.
+    since_fit: usize,
+}
+
+/// A refitted grid leaves this share of each element's range spare on both
+/// sides, so that later vectors rarely fall off it.
+const GRID_MARGIN: f32 = 0.25;
+
+/// A search on the grid re-ranks this many times `k` of its best on the
+/// exact vectors.
+const RERANK: usize = 2;
+
+/// Above this dimension the grid's integer sums could overflow; such
+/// graphs walk on the f32 vectors.
+const GRID_MAX_DIMENSION: usize = 4096;
+
+impl GridCodes {
+    /// Fits the grid to `vectors` and `extra` (both flat, `d` wide) and
+    /// encodes `vectors`.
+    fn refit(&mut self, vectors: &[f32], extra: &[f32], d: usize) {
+        self.grid = elex_kernels::Grid::fit(&[vectors, extra], d, GRID_MARGIN);
+        self.codes.clear();
+        for v in vectors.chunks_exact(d) {
+            self.grid.encode(v, &mut self.codes);
+        }
+        self.since_fit = 0;
+    }
+
+    /// Appends `v`'s codes, `vectors` holding every vector before it. When
+    /// `v` falls off the grid, the grid is refitted, unless it was fitted
+    /// less than an eighth of the graph ago: then `v` is clamped onto it.
+    /// Inserts stay O(d) amortised; a clamped vector only walks less well
+    /// until the next refit (results are re-ranked on the exact vectors).
+    fn push(&mut self, vectors: &[f32], v: &[f32], d: usize) {
+        let len = vectors.len() / d;
+        if !self.grid.holds(v) && self.since_fit >= len / GROWTH {
+            self.refit(vectors, v, d);
+        }
+        self.grid.encode(v, &mut self.codes);
+        self.since_fit += 1;
+    }
+}
+
 /// Single inserts grow the storage by `len / GROWTH` nodes at a time.
 const GROWTH: usize = 8;
 
-/// Generation-stamped visited set: clearing is O(1).
+/// Generation-stamped marks, cleared in O(1): in the current search a
+/// node's mark is `stamp` once visited and `stamp + 1` once expanded; marks
+/// of earlier searches are below `stamp`.
 #[derive(Default)]
 struct Visited {
     marks: Vec<u32>,
@@ -181,17 +381,48 @@ impl Visited {
         if self.marks.len() < n {
             self.marks.resize(n, 0);
         }
-        self.stamp = self.stamp.wrapping_add(1);
+        self.stamp = self.stamp.wrapping_add(2);
         if self.stamp == 0 {
             self.marks.iter_mut().for_each(|m| *m = 0);
-            self.stamp = 1;
+            self.stamp = 2;
         }
     }
+
+    #[inline(always)]
+    fn expand(&mut self, i: u32) {
+        self.marks[i as usize] = self.stamp + 1;
+    }
+
+    #[inline(always)]
+    fn expanded(&self, i: u32) -> bool {
+        self.marks[i as usize] == self.stamp + 1
+    }
+    /// Marks each of `nodes` and appends those not marked before to
+    /// `out`, in order. Four at a time: a guest's host checks its time
+    /// budget at every loop back-edge, and this loop is the search's
+    /// busiest.
+    #[inline(always)]
+    fn fresh(&mut self, nodes: &[u32], out: &mut Vec<u32>) {
+        let mut quads = nodes.chunks_exact(4);
+        for quad in &mut quads {
+            for &nb in quad {
+                if self.insert(nb) {
+                    out.push(nb);
+                }
+            }
+        }
+        for &nb in quads.remainder() {
+            if self.insert(nb) {
+                out.push(nb);
+            }
+        }
+    }
+
     /// Marks `i`; true if it was not marked yet.
     #[inline]
     fn insert(&mut self, i: u32) -> bool {
         let slot = &mut self.marks[i as usize];
-        if *slot == self.stamp {
+        if *slot >= self.stamp {
             false
         } else {
             *slot = self.stamp;
@@ -227,7 +458,7 @@ impl Graph {
             Storage::Full => Vectors::Full(Vec::new()),
             Storage::Int8 => Vectors::Int8 { codes: Vec::new(), ranges: Vec::new() },
         };
-        Ok(Graph {
+        let mut g = Graph {
             params,
             ids: Vec::new(),
             vectors,
@@ -239,9 +470,29 @@ impl Graph {
             entry: None,
             rng,
             index: IdIndex::default(),
+            grid: None,
+            query_codes: Vec::new(),
             visited: Visited::default(),
             scratch: Scratch::default(),
-        })
+        };
+        g.reset_grid();
+        Ok(g)
+    }
+
+    /// Fits the traversal grid to the vectors (f32 storage of at most
+    /// `GRID_MAX_DIMENSION` elements; other graphs walk without one).
+    fn reset_grid(&mut self) {
+        let d = self.params.dimension;
+        self.grid = match &self.vectors {
+            Vectors::Full(v) if d <= GRID_MAX_DIMENSION => {
+                let mut codes = GridCodes::default();
+                if !v.is_empty() {
+                    codes.refit(v, &[], d);
+                }
+                Some(codes)
+            }
+            _ => None,
+        };
     }
 
     fn m0(&self) -> usize {
@@ -261,14 +512,49 @@ impl Graph {
         self.index.get(&self.ids, id).is_some()
     }
 
-    /// Rebuilds what snapshots do not store.
-    pub fn reindex(&mut self) {
+    /// Rebuilds what snapshots do not store: the id index, and the walk
+    /// grid's codes, on `grid` as saved ([`Graph::grid_state`]) or, if
+    /// `None` (a snapshot from before grids), on a grid fitted anew.
+    pub fn reindex(&mut self, grid: Option<GridState>) -> Result<(), &'static str> {
         let mut index = IdIndex::default();
         index.nodes.reserve(self.ids.len(), |&n| index.hasher.hash_one(self.ids[n as usize]));
         for node in 0..self.ids.len() as u32 {
             index.insert(&self.ids, node);
         }
         self.index = index;
+        self.reset_grid();
+        let Some(state) = grid else {
+            return Ok(());
+        };
+        let (Some(codes), Vectors::Full(vectors)) = (&mut self.grid, &self.vectors) else {
+            return Err("a walk grid for a graph that walks without one");
+        };
+        let d = self.params.dimension;
+        let ordered = state.lo.iter().zip(&state.hi).all(|(l, h)| l.is_finite() && h.is_finite() && l <= h);
+        if state.lo.len() != d
+            || state.hi.len() != d
+            || !ordered
+            || !(state.inv_step.is_finite() && state.inv_step > 0.0)
+        {
+            return Err("walk grid does not match the vectors");
+        }
+        codes.grid = elex_kernels::Grid { lo: state.lo, hi: state.hi, inv_step: state.inv_step };
+        codes.codes.clear();
+        for v in vectors.chunks_exact(d) {
+            codes.grid.encode(v, &mut codes.codes);
+        }
+        codes.since_fit = state.since_fit as usize;
+        Ok(())
+    }
+
+    /// The walk grid, for a snapshot (`None`: the graph walks without one).
+    pub fn grid_state(&self) -> Option<GridState> {
+        self.grid.as_ref().map(|g| GridState {
+            lo: g.grid.lo.clone(),
+            hi: g.grid.hi.clone(),
+            inv_step: g.grid.inv_step,
+            since_fit: g.since_fit as u64,
+        })
     }
 
     /// Node `n`'s vector as f32 (decoded for int8 storage).
@@ -287,32 +573,27 @@ impl Graph {
         }
     }
 
+    fn scorer<'a>(&'a self, q: &'a [f32]) -> Scorer<'a> {
+        let metric = self.params.metric;
+        match &self.vectors {
+            Vectors::Full(vectors) => Scorer::Full { q, vectors, metric },
+            Vectors::Int8 { codes, ranges } => Scorer::Int8 { q, codes, ranges, metric },
+        }
+    }
+
     #[inline]
     fn dist(&self, q: &[f32], n: u32) -> f32 {
-        let d = self.params.dimension;
-        let at = n as usize * d;
-        match &self.vectors {
-            Vectors::Full(v) => {
-                let v = &v[at..at + d];
-                match self.params.metric {
-                    Metric::Cosine => 1.0 - elex_kernels::score_unchecked(elex_kernels::Metric::Dot, q, v),
-                    Metric::SquaredL2 => elex_kernels::score_unchecked(elex_kernels::Metric::SquaredL2, q, v),
-                }
-            }
-            Vectors::Int8 { codes, ranges } => {
-                let (offset, scale) = ranges[n as usize];
-                let b = elex_kernels::Quantized { codes: &codes[at..at + d], offset, scale };
-                match self.params.metric {
-                    Metric::Cosine => 1.0 - elex_kernels::dot_quantized(q, b),
-                    Metric::SquaredL2 => elex_kernels::squared_l2_quantized(q, b),
-                }
-            }
-        }
+        self.scorer(q).one(n)
     }
 
     fn push_vector(&mut self, v: &[f32]) {
         match &mut self.vectors {
-            Vectors::Full(all) => all.extend_from_slice(v),
+            Vectors::Full(all) => {
+                if let Some(grid) = &mut self.grid {
+                    grid.push(all, v, self.params.dimension);
+                }
+                all.extend_from_slice(v);
+            }
             Vectors::Int8 { codes, ranges } => ranges.push(elex_kernels::Quantized::encode(v, codes)),
         }
     }
@@ -322,7 +603,12 @@ impl Graph {
         let d = self.params.dimension;
         let stride = self.stride0();
         match &mut self.vectors {
-            Vectors::Full(all) => all.reserve_exact(additional * d),
+            Vectors::Full(all) => {
+                all.reserve_exact(additional * d);
+                if let Some(grid) = &mut self.grid {
+                    grid.codes.reserve_exact(additional * d);
+                }
+            }
             Vectors::Int8 { codes, ranges } => {
                 codes.reserve_exact(additional * d);
                 ranges.reserve_exact(additional);
@@ -335,6 +621,7 @@ impl Graph {
         self.removed.reserve_exact(additional);
     }
 
+    #[inline]
     fn links(&self, n: u32, layer: usize) -> &[u32] {
         if layer == 0 {
             let s = n as usize * self.stride0();
@@ -370,17 +657,37 @@ impl Graph {
         level.min(32)
     }
 
+    /// Sets the query the next walks ([`Graph::walker`]) are for.
+    fn prepare_walk(&mut self, q: &[f32]) {
+        if let Some(grid) = &self.grid {
+            grid.grid.encode_query(q, &mut self.query_codes);
+        }
+    }
+
+    /// How the graph is walked for `q` (prepared with
+    /// [`Graph::prepare_walk`]): on the grid if there is one, else exactly.
+    fn walker<'a>(&'a self, q: &'a [f32]) -> Scorer<'a> {
+        match &self.grid {
+            Some(grid) => Scorer::Grid { q: &self.query_codes, codes: &grid.codes },
+            None => self.scorer(q),
+        }
+    }
+
     /// Greedy walk to the closest node on one layer.
     fn greedy(&self, q: &[f32], mut cur: u32, layer: usize) -> u32 {
-        let mut d = self.dist(q, cur);
+        let walk = self.walker(q);
+        let mut d = walk.one(cur);
         loop {
             let mut moved = false;
-            for &n in self.links(cur, layer) {
-                let dn = self.dist(q, n);
-                if dn < d {
-                    d = dn;
-                    cur = n;
-                    moved = true;
+            for quad in self.links(cur, layer).chunks(4) {
+                let at = |i: usize| quad[i.min(quad.len() - 1)];
+                let near = walk.four([at(0), at(1), at(2), at(3)]);
+                for (&n, &dn) in quad.iter().zip(&near) {
+                    if dn < d {
+                        d = dn;
+                        cur = n;
+                        moved = true;
+                    }
                 }
             }
             if !moved {
@@ -391,42 +698,64 @@ impl Graph {
 
     /// Beam search on one layer (Algorithm 2). Returns up to `ef` nodes
     /// sorted by distance, removed nodes included (they still route).
+    ///
+    /// The paper's two heaps (candidates and results) are one sorted array
+    /// of the best `ef` nodes found, each marked once expanded: Algorithm 2
+    /// expands exactly the closest unexpanded node of its results, and
+    /// stops when the closest candidate is worse than every result, that
+    /// is, when every result is expanded. A node enters with one binary
+    /// search and one move (`memory.copy` in wasm) instead of three heap
+    /// walks, each a loop. A node's unvisited neighbours are scored first,
+    /// four at a time, then offered in order: the vectors' loads no longer
+    /// wait on the beam's branches.
     fn search_layer(&mut self, q: &[f32], entry: u32, ef: usize, layer: usize) -> Vec<Near> {
         let n = self.len();
         let mut visited = core::mem::take(&mut self.visited);
         visited.reset(n);
         visited.insert(entry);
-        let d0 = self.dist(q, entry);
-        let Scratch { mut candidates, mut results } = core::mem::take(&mut self.scratch);
-        candidates.clear();
-        results.clear();
-        candidates.push(core::cmp::Reverse(Near(d0, entry)));
-        results.push(Near(d0, entry));
-        while let Some(core::cmp::Reverse(c)) = candidates.pop() {
-            let worst = results.peek().map(|r| r.0).unwrap_or(f32::INFINITY);
-            if c.0 > worst && results.len() >= ef {
-                break;
+        let Scratch { mut beam, mut fresh, mut scores } = core::mem::take(&mut self.scratch);
+        beam.clear();
+        let scorer = self.walker(q);
+        beam.push(Key::new(scorer.one(entry), entry));
+        // Every node before `next` is expanded.
+        let mut next = 0;
+        while next < beam.len() {
+            let node = beam[next].near().1;
+            visited.expand(node);
+            fresh.clear();
+            visited.fresh(self.links(node, layer), &mut fresh);
+            scores.clear();
+            for quad in fresh.chunks(4) {
+                // A short last quad repeats its last node.
+                let at = |i: usize| quad[i.min(quad.len() - 1)];
+                scores.extend(&scorer.four([at(0), at(1), at(2), at(3)])[..quad.len()]);
             }
-            for &nb in self.links(c.1, layer) {
-                if !visited.insert(nb) {
-                    continue;
-                }
-                let d = self.dist(q, nb);
-                let worst = results.peek().map(|r| r.0).unwrap_or(f32::INFINITY);
-                if results.len() < ef || d < worst {
-                    candidates.push(core::cmp::Reverse(Near(d, nb)));
-                    results.push(Near(d, nb));
-                    if results.len() > ef {
-                        results.pop();
-                    }
-                }
+            next = admit(&mut beam, ef, &fresh, &scores).min(next + 1);
+            while next < beam.len() && visited.expanded(beam[next].near().1) {
+                next += 1;
             }
         }
         self.visited = visited;
-        let mut out: Vec<Near> = results.drain().collect();
-        out.sort_unstable();
-        self.scratch = Scratch { candidates, results };
+        let out = beam.iter().map(|k| k.near()).collect();
+        self.scratch = Scratch { beam, fresh, scores };
         out
+    }
+
+    /// Makes `found`'s distances exact and sorts it by them: with a grid,
+    /// [`Graph::search_layer`] ranks by distances on the grid.
+    fn exact(&self, q: &[f32], found: &mut [Near]) {
+        if self.grid.is_none() {
+            return;
+        }
+        let exact = self.scorer(q);
+        for quad in found.chunks_mut(4) {
+            let at = |i: usize| quad[i.min(quad.len() - 1)].1;
+            let d = exact.four([at(0), at(1), at(2), at(3)]);
+            for (near, d) in quad.iter_mut().zip(d) {
+                near.0 = d;
+            }
+        }
+        found.sort_unstable();
     }
 
     /// Algorithm 4: keep a candidate only if it is closer to the base than to
@@ -497,12 +826,14 @@ impl Graph {
         };
         let top = self.levels[entry as usize] as usize;
         let mut cur = entry;
+        self.prepare_walk(&v);
         for layer in (level + 1..=top).rev() {
             cur = self.greedy(&v, cur, layer);
         }
         let m = self.params.m;
         for layer in (0..=level.min(top)).rev() {
-            let found = self.search_layer(&v, cur, self.params.ef_construction, layer);
+            let mut found = self.search_layer(&v, cur, self.params.ef_construction, layer);
+            self.exact(&v, &mut found);
             cur = found[0].1;
             let neighbours = self.select(&found, m);
             self.set_links(node, layer, &neighbours);
@@ -540,16 +871,15 @@ impl Graph {
         let q = self.normalized(q);
         let ef = ef.max(k).max(1);
         let mut cur = entry;
+        self.prepare_walk(&q);
         for layer in (1..=self.levels[entry as usize] as usize).rev() {
             cur = self.greedy(&q, cur, layer);
         }
-        let found = self.search_layer(&q, cur, ef, 0);
-        Ok(found
-            .into_iter()
-            .filter(|n| !self.removed[n.1 as usize])
-            .take(k)
-            .map(|n| (self.ids[n.1 as usize], n.0))
-            .collect())
+        let mut found = self.search_layer(&q, cur, ef, 0);
+        found.retain(|n| !self.removed[n.1 as usize]);
+        found.truncate(RERANK * k);
+        self.exact(&q, &mut found);
+        Ok(found.into_iter().take(k).map(|n| (self.ids[n.1 as usize], n.0)).collect())
     }
 
     /// Tombstones `id`; true if it was live.
@@ -584,6 +914,7 @@ impl Graph {
             + self.upper.capacity() * size_of::<alloc::boxed::Box<[Vec<u32>]>>()
             + upper
             + self.index.bytes()
+            + self.grid.as_ref().map_or(0, |g| g.codes.capacity() + g.grid.lo.capacity() * 8)
             + self.visited.marks.capacity() * 4
     }
 
@@ -720,5 +1051,146 @@ mod tests {
         assert!((above - 1.0 / 16.0).abs() < 0.01, "{above}");
         assert!((ln(0.5) + core::f64::consts::LN_2).abs() < 1e-9);
         assert!((ln(1e-6) - (-13.815510557964274)).abs() < 1e-8);
+    }
+
+    fn params(d: usize, storage: Storage) -> Params {
+        Params {
+            dimension: d,
+            metric: Metric::SquaredL2,
+            storage,
+            m: 12,
+            ef_construction: 100,
+            ef_search: 64,
+            seed: 1,
+        }
+    }
+
+    fn exact_l2(a: &[f32], b: &[f32]) -> f32 {
+        elex_kernels::squared_l2(a, b).unwrap()
+    }
+
+    #[test]
+    fn beam_keys_order_as_distance_then_node() {
+        let values = [-f32::INFINITY, -3.5, -1e-30, -0.0, 0.0, 1e-30, 0.5, 1.0, 7e12, f32::INFINITY];
+        for &a in &values {
+            for &b in &values {
+                for (na, nb) in [(1u32, 2u32), (2, 1), (u32::MAX, 0), (5, 5)] {
+                    let (x, y) = (Near(a, na), Near(b, nb));
+                    assert_eq!(Key::new(a, na).cmp(&Key::new(b, nb)), x.cmp(&y), "{x:?} vs {y:?}");
+                    let back = Key::new(a, na).near();
+                    assert_eq!((back.0.to_bits(), back.1), (a.to_bits(), na));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_on_the_grid_returns_exact_distances_of_the_true_neighbours() {
+        let (n, d) = (2000usize, 24usize);
+        let mut seed = 5;
+        // Elements on different scales: the grid has one step for all.
+        let data: Vec<f32> = (0..n * d).map(|i| lcg(&mut seed) * (1 + i % d) as f32).collect();
+        let mut g = Graph::new(params(d, Storage::Full)).unwrap();
+        for i in 0..n {
+            g.insert(i as u64, &data[i * d..i * d + d]).unwrap();
+        }
+        assert!(g.grid.as_ref().is_some_and(|grid| grid.codes.len() == n * d));
+        let mut hits = 0;
+        for _ in 0..40 {
+            let q: Vec<f32> = (0..d).map(|j| lcg(&mut seed) * (1 + j) as f32).collect();
+            let found = g.search(&q, 10, 48).unwrap();
+            assert_eq!(found.len(), 10);
+            for w in found.windows(2) {
+                assert!(w[0].1 <= w[1].1, "not sorted: {found:?}");
+            }
+            for &(id, dist) in &found {
+                let row = &data[id as usize * d..id as usize * d + d];
+                assert_eq!(dist, exact_l2(&q, row), "the distance of {id} is not exact");
+            }
+            let mut truth: Vec<(f32, u64)> =
+                (0..n).map(|i| (exact_l2(&q, &data[i * d..i * d + d]), i as u64)).collect();
+            truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+            hits += found.iter().filter(|(id, _)| truth[..10].iter().any(|t| t.1 == *id)).count();
+        }
+        let recall = hits as f64 / 400.0;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        // A restored graph (reindex) walks the same grid.
+        let q: Vec<f32> = (0..d).map(|j| j as f32 * 0.5).collect();
+        let before = g.search(&q, 10, 48).unwrap();
+        let saved = g.grid_state();
+        g.grid = None;
+        g.reindex(saved.clone()).unwrap();
+        assert_eq!(g.search(&q, 10, 48).unwrap(), before);
+        assert_eq!(g.grid_state(), saved);
+        // A snapshot from before grids gets one fitted to all its vectors.
+        g.reindex(None).unwrap();
+        assert!(g.grid.as_ref().is_some_and(|c| c.codes.len() == n * d && c.since_fit == 0));
+        assert_eq!(g.search(&q, 10, 48).unwrap().len(), 10);
+        // A grid that does not fit the vectors is refused.
+        let mut bad = saved.unwrap();
+        bad.lo.pop();
+        assert!(g.reindex(Some(bad)).is_err());
+    }
+
+    #[test]
+    fn the_grid_is_refitted_when_vectors_leave_it_and_clamps_between_refits() {
+        let d = 4;
+        let mut g = Graph::new(params(d, Storage::Full)).unwrap();
+        let mut seed = 11;
+        for i in 0..200u64 {
+            let v: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
+            g.insert(i, &v).unwrap();
+        }
+        let grid = |g: &Graph| g.grid.as_ref().unwrap().grid.clone();
+        assert!(grid(&g).hi.iter().all(|&h| h < 2.0));
+        // Far off the grid, long after the last fit: refitted to hold it.
+        g.insert(1000, &[50.0, 0.5, 0.5, 0.5]).unwrap();
+        assert!(grid(&g).hi[0] >= 50.0);
+        assert_eq!(g.grid.as_ref().unwrap().since_fit, 1);
+        // Off again right after: clamped onto the grid, not refitted.
+        g.insert(1001, &[0.5, -80.0, 0.5, 0.5]).unwrap();
+        assert!(grid(&g).lo[1] > -80.0, "refitted too soon");
+        // Still found, at its exact distance.
+        assert_eq!(g.search(&[0.5, -80.0, 0.5, 0.5], 1, 32).unwrap(), vec![(1001, 0.0)]);
+        // An eighth of the graph later, the next vector off the grid refits it.
+        for i in 0..30u64 {
+            let v: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
+            g.insert(2000 + i, &v).unwrap();
+        }
+        g.insert(3000, &[0.5, 0.5, 90.0, 0.5]).unwrap();
+        let fitted = grid(&g);
+        assert!(fitted.lo[1] <= -80.0 && fitted.hi[2] >= 90.0, "{fitted:?}");
+        let codes = &g.grid.as_ref().unwrap().codes;
+        assert_eq!(codes.len(), g.len() * d);
+    }
+
+    #[test]
+    fn only_f32_graphs_of_at_most_4096_elements_walk_on_a_grid() {
+        let mut int8 = Graph::new(params(8, Storage::Int8)).unwrap();
+        assert!(int8.grid.is_none() && int8.grid_state().is_none());
+        let foreign = GridState { lo: vec![0.0; 8], hi: vec![1.0; 8], inv_step: 1.0, since_fit: 0 };
+        assert!(int8.reindex(Some(foreign)).is_err());
+        assert!(int8.reindex(None).is_ok());
+        let mut wide = Graph::new(params(GRID_MAX_DIMENSION + 1, Storage::Full)).unwrap();
+        assert!(wide.grid.is_none());
+        let v: Vec<f32> = (0..GRID_MAX_DIMENSION + 1).map(|i| i as f32).collect();
+        wide.insert(1, &v).unwrap();
+        wide.insert(2, &vec![0.0; GRID_MAX_DIMENSION + 1]).unwrap();
+        assert_eq!(wide.search(&v, 2, 8).unwrap()[0], (1, 0.0));
+        assert!(Graph::new(params(GRID_MAX_DIMENSION, Storage::Full)).unwrap().grid.is_some());
+    }
+
+    #[test]
+    fn visited_marks_survive_the_stamp_wrapping_around() {
+        let mut v = Visited::default();
+        v.reset(4);
+        assert!(v.insert(1) && !v.insert(1));
+        v.expand(1);
+        assert!(v.expanded(1) && !v.expanded(2));
+        v.stamp = u32::MAX - 1;
+        v.marks[2] = u32::MAX;
+        v.reset(4);
+        assert_eq!((v.stamp, v.marks.iter().all(|m| *m == 0)), (2, true));
+        assert!(v.insert(2) && v.insert(1) && !v.expanded(1));
     }
 }

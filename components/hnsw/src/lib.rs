@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use elex_ann::{Graph, GraphError, Metric, Params};
+use elex_ann::{Graph, GraphError, GridState, Metric, Params};
 
 wit_bindgen::generate!({
     world: "elex:hnsw/library@0.1.0",
@@ -24,8 +24,9 @@ use exports::elex::hnsw::store::{
 };
 
 const MAGIC: &[u8; 4] = b"EXHN";
-/// Snapshot format written by this build; the only one it reads.
-const VERSION: u16 = 1;
+/// Snapshot format written by this build: the graph, then its walk grid
+/// (version 1, still read, had no grid: one is fitted on restore).
+const VERSION: u16 = 2;
 
 fn to_wit(e: GraphError) -> HnswError {
     match e {
@@ -119,7 +120,9 @@ impl GuestIndex for HnswIndex {
         let mut out = Vec::from(&MAGIC[..]);
         out.extend_from_slice(&VERSION.to_le_bytes());
         // Serialising plain vectors into a Vec cannot fail.
-        out.extend_from_slice(&postcard::to_allocvec(&*self.0.borrow()).unwrap_or_default());
+        let g = self.0.borrow();
+        out.extend_from_slice(&postcard::to_allocvec(&*g).unwrap_or_default());
+        out.extend_from_slice(&postcard::to_allocvec(&g.grid_state()).unwrap_or_default());
         out
     }
 
@@ -128,13 +131,18 @@ impl GuestIndex for HnswIndex {
             return Err(HnswError::CorruptSnapshot(String::from("not an HNSW snapshot (bad magic)")));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != VERSION {
+        if version != 1 && version != VERSION {
             return Err(HnswError::UnsupportedVersion(version as u32));
         }
-        let mut g: Graph =
-            postcard::from_bytes(&bytes[6..]).map_err(|e| HnswError::CorruptSnapshot(format!("{e}")))?;
+        let corrupt = |e: postcard::Error| HnswError::CorruptSnapshot(format!("{e}"));
+        let (mut g, rest): (Graph, &[u8]) = postcard::take_from_bytes(&bytes[6..]).map_err(corrupt)?;
+        let (grid, rest): (Option<GridState>, &[u8]) =
+            if version == 1 { (None, rest) } else { postcard::take_from_bytes(rest).map_err(corrupt)? };
+        if !rest.is_empty() {
+            return Err(HnswError::CorruptSnapshot(format!("{} bytes after the index", rest.len())));
+        }
         g.validate().map_err(|e| HnswError::CorruptSnapshot(String::from(e)))?;
-        g.reindex();
+        g.reindex(grid).map_err(|e| HnswError::CorruptSnapshot(String::from(e)))?;
         Ok(Index::new(HnswIndex(RefCell::new(g))))
     }
 }

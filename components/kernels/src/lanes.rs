@@ -275,6 +275,120 @@ mod simd {
         s
     }
 
+    /// `op(q, rows[j])` for four rows at once, `op` one of `dot` and
+    /// `squared_l2` (`L2`): the query is loaded once for all four, and the
+    /// four rows' loads are independent, so their cache misses overlap.
+    /// Each row sums in two lanes groups (not `dot`'s four): eight
+    /// accumulators stay in registers. 32 lanes per back-edge.
+    #[inline(always)]
+    fn x4<const L2: bool>(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+        let pq = q.as_ptr();
+        let p = rows.map(|r| r.as_ptr());
+        let mut acc = [[f32x4_splat(0.0); 2]; 4];
+        let mut i = 0;
+        #[inline(always)]
+        fn step<const L2: bool>(acc: &mut [v128; 2], x: [v128; 2], y: [v128; 2]) {
+            for k in 0..2 {
+                acc[k] = if L2 {
+                    let d = f32x4_sub(x[k], y[k]);
+                    f32x4_add(acc[k], f32x4_mul(d, d))
+                } else {
+                    f32x4_add(acc[k], f32x4_mul(x[k], y[k]))
+                };
+            }
+        }
+        // SAFETY: every load reads 4 floats at an offset below n - 3.
+        unsafe {
+            while i + 32 <= n {
+                for o in [i, i + 8, i + 16, i + 24] {
+                    let x = [load(pq.add(o)), load(pq.add(o + 4))];
+                    for (acc, p) in acc.iter_mut().zip(p) {
+                        step::<L2>(acc, x, [load(p.add(o)), load(p.add(o + 4))]);
+                    }
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let x = [load(pq.add(i)), load(pq.add(i + 4))];
+                for (acc, p) in acc.iter_mut().zip(p) {
+                    step::<L2>(acc, x, [load(p.add(i)), load(p.add(i + 4))]);
+                }
+                i += 8;
+            }
+        }
+        let mut out = acc.map(|a| hsum(f32x4_add(a[0], a[1])));
+        for (s, r) in out.iter_mut().zip(rows) {
+            for j in i..n {
+                *s += if L2 { (q[j] - r[j]) * (q[j] - r[j]) } else { q[j] * r[j] };
+            }
+        }
+        out
+    }
+
+    /// `squared_l2(q, rows[j])` for four rows (see `x4`).
+    pub fn squared_l2_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        x4::<true>(q, rows)
+    }
+
+    /// `dot(q, rows[j])` for four rows (see `x4`).
+    pub fn dot_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        x4::<false>(q, rows)
+    }
+
+    /// `Σ (q[i] - codes[r][i])²` for four rows of byte codes against a
+    /// query on the same grid as 16-bit values (see `crate::grid_l2_x4`).
+    /// One 16-element step per back-edge keeps every value in a register
+    /// (Cranelift does not reschedule what LLVM hoists).
+    pub fn grid_l2_x4(q: &[i16], rows: [&[u8]; 4]) -> [u32; 4] {
+        const STEP: usize = 64;
+        let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+        let pq = q.as_ptr();
+        let p = rows.map(|r| r.as_ptr());
+        let mut acc = [i32x4_splat(0); 4];
+        let mut i = 0;
+        // SAFETY: 16 codes and 16 query values from i < n - 15.
+        unsafe {
+            #[inline(always)]
+            unsafe fn step(acc: &mut [v128; 4], pq: *const i16, p: [*const u8; 4], i: usize) {
+                // SAFETY: the caller's bounds.
+                unsafe {
+                    let (q0, q1) =
+                        (v128_load(pq.add(i) as *const v128), v128_load(pq.add(i + 8) as *const v128));
+                    for (acc, p) in acc.iter_mut().zip(p) {
+                        let c = v128_load(p.add(i) as *const v128);
+                        let d0 = i16x8_sub(q0, u16x8_extend_low_u8x16(c));
+                        let d1 = i16x8_sub(q1, u16x8_extend_high_u8x16(c));
+                        *acc = i32x4_add(*acc, i32x4_add(i32x4_dot_i16x8(d0, d0), i32x4_dot_i16x8(d1, d1)));
+                    }
+                }
+            }
+            while i + STEP <= n {
+                for k in 0..STEP / 16 {
+                    step(&mut acc, pq, p, i + 16 * k);
+                }
+                i += STEP;
+            }
+            while i + 16 <= n {
+                step(&mut acc, pq, p, i);
+                i += 16;
+            }
+        }
+        let mut out = acc.map(|a| {
+            (i32x4_extract_lane::<0>(a) as u32)
+                .wrapping_add(i32x4_extract_lane::<1>(a) as u32)
+                .wrapping_add(i32x4_extract_lane::<2>(a) as u32)
+                .wrapping_add(i32x4_extract_lane::<3>(a) as u32)
+        });
+        for (s, r) in out.iter_mut().zip(rows) {
+            for j in i..n {
+                let d = (q[j] as i32 - r[j] as i32).unsigned_abs();
+                *s = s.wrapping_add(d * d);
+            }
+        }
+        out
+    }
+
     /// Loads 4 bytes at `p` as four f32 lanes.
     #[inline(always)]
     unsafe fn load_u8x4(p: *const u8) -> v128 {
@@ -433,6 +547,65 @@ mod portable {
             }
         }
         sum(acc) + ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum::<f32>()
+    }
+
+    /// `op(q, rows[j])` for four rows at once, each summed exactly as the
+    /// one-row kernel sums it; the rows' loads interleave.
+    #[inline(always)]
+    fn x4<const L2: bool>(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+        let mut acc = [[0.0f32; W]; 4];
+        let whole = n - n % W;
+        for at in (0..whole).step_by(W) {
+            let x = &q[at..at + W];
+            for (acc, r) in acc.iter_mut().zip(rows) {
+                let y = &r[at..at + W];
+                for k in 0..W {
+                    acc[k] += if L2 { (x[k] - y[k]) * (x[k] - y[k]) } else { x[k] * y[k] };
+                }
+            }
+        }
+        let mut out = [0.0f32; 4];
+        for ((o, acc), r) in out.iter_mut().zip(acc).zip(rows) {
+            let tail = q[whole..n].iter().zip(&r[whole..n]);
+            *o = sum(acc) + tail.map(|(x, y)| if L2 { (x - y) * (x - y) } else { x * y }).sum::<f32>();
+        }
+        out
+    }
+
+    /// `squared_l2(q, rows[j])` for four rows.
+    pub fn squared_l2_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        x4::<true>(q, rows)
+    }
+
+    /// `dot(q, rows[j])` for four rows.
+    pub fn dot_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        x4::<false>(q, rows)
+    }
+
+    /// `Σ (q[i] - codes[r][i])²` for four rows of byte codes.
+    pub fn grid_l2_x4(q: &[i16], rows: [&[u8]; 4]) -> [u32; 4] {
+        // |q - code| <= 767 fits i16, its square i32; a lane sums at most
+        // 2^8 squares (2^12 elements / 16 lanes), so i32 holds it too.
+        let sq = |a: i16, b: u8| {
+            let d = a.wrapping_sub(b as i16) as i32;
+            d * d
+        };
+        rows.map(|r| {
+            let mut acc = [0i32; 16];
+            let (cq, cr) = (q.chunks_exact(16), r.chunks_exact(16));
+            let tail = cq
+                .remainder()
+                .iter()
+                .zip(cr.remainder())
+                .fold(0u32, |s, (&a, &b)| s.wrapping_add(sq(a, b) as u32));
+            for (x, y) in cq.zip(cr) {
+                for k in 0..16 {
+                    acc[k] = acc[k].wrapping_add(sq(x[k], y[k]));
+                }
+            }
+            acc.iter().fold(tail, |s, &a| s.wrapping_add(a as u32))
+        })
     }
 
     pub fn squared_l2_q(a: &[f32], codes: &[u8], offset: f32, scale: f32) -> f32 {

@@ -114,6 +114,18 @@ pub fn score_unchecked(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// `score_unchecked(metric, q, rows[j])` for four rows at once: the query is
+/// read once, and the rows' memory loads overlap. Dot and squared L2 agree
+/// with the one-row kernels up to summation order.
+#[inline]
+pub fn score4_unchecked(metric: Metric, q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    match metric {
+        Metric::Cosine => rows.map(|r| cosine_unchecked(q, r)),
+        Metric::Dot => lanes::dot_x4(q, rows),
+        Metric::SquaredL2 => lanes::squared_l2_x4(q, rows),
+    }
+}
+
 fn rows_of(matrix: &[f32], dimension: usize) -> Result<usize, KernelError> {
     if dimension == 0 {
         return if matrix.is_empty() {
@@ -361,6 +373,82 @@ impl Quantized<'_> {
     }
 }
 
+/// Vectors as bytes on one grid shared by all of them: element `i` of a
+/// vector is `offset[i] + step * code`. With one step for every element,
+/// the squared distance of two vectors is `step²` times that of their
+/// codes, an integer sum that SIMD computes 16 elements at a time
+/// (`i32x4.dot_i16x8_s`); a search walks a graph on those and re-ranks its
+/// final candidates exactly.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grid {
+    /// Per element: the lowest and highest value the grid holds.
+    pub lo: Vec<f32>,
+    pub hi: Vec<f32>,
+    /// `1 / step`.
+    pub inv_step: f32,
+}
+
+/// How far a query's codes may fall outside the grid (0..=255): squares of
+/// differences up to 767 summed over pairs still fit in i32 lanes.
+const QUERY_CODE_RANGE: (f32, f32) = (-512.0, 767.0);
+
+impl Grid {
+    /// The grid that holds every vector of `sets` (each flat, `dimension`
+    /// wide) with `margin` of each element's range to spare on both sides.
+    pub fn fit(sets: &[&[f32]], dimension: usize, margin: f32) -> Grid {
+        let (mut lo, mut hi) =
+            (alloc::vec![f32::INFINITY; dimension], alloc::vec![f32::NEG_INFINITY; dimension]);
+        for row in sets.iter().flat_map(|s| s.chunks_exact(dimension.max(1))) {
+            for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+                *l = l.min(x);
+                *h = h.max(x);
+            }
+        }
+        let mut widest = 0.0f32;
+        for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+            if l > h {
+                (*l, *h) = (0.0, 0.0);
+            }
+            let spare = (*h - *l) * margin;
+            (*l, *h) = (*l - spare, *h + spare);
+            widest = widest.max(*h - *l);
+        }
+        let inv_step = if widest > 0.0 && widest.is_finite() { 255.0 / widest } else { 1.0 };
+        Grid { lo, hi, inv_step }
+    }
+
+    /// Whether every element of `v` is on the grid.
+    pub fn holds(&self, v: &[f32]) -> bool {
+        v.len() == self.lo.len() && v.iter().zip(&self.lo).zip(&self.hi).all(|((x, l), h)| x >= l && x <= h)
+    }
+
+    /// Appends `v`'s codes (elements off the grid are clamped).
+    pub fn encode(&self, v: &[f32], out: &mut Vec<u8>) {
+        out.extend(
+            v.iter().zip(&self.lo).map(|(&x, &l)| (((x - l) * self.inv_step) + 0.5).clamp(0.0, 255.0) as u8),
+        );
+    }
+
+    /// A query's codes, kept to 16 bits and allowed off the grid by up to
+    /// twice its width.
+    pub fn encode_query(&self, q: &[f32], out: &mut Vec<i16>) {
+        // Shifted to be positive, `as` rounds half up.
+        let (min, max) = QUERY_CODE_RANGE;
+        out.clear();
+        out.extend(q.iter().zip(&self.lo).map(|(&x, &l)| {
+            ((((x - l) * self.inv_step) - min + 0.5).clamp(0.0, max - min) as i32 + min as i32) as i16
+        }));
+    }
+}
+
+/// `Σ (q[i] - rows[j][i])²` over grid codes for four rows, exact in
+/// integers (lengths checked by the caller; at most 2^12 elements, the
+/// length up to which no sum can overflow).
+#[inline]
+pub fn grid_l2_x4(q: &[i16], rows: [&[u8]; 4]) -> [u32; 4] {
+    lanes::grid_l2_x4(q, rows)
+}
+
 /// Squared L2 distance between `a` and a quantized vector (lengths checked by
 /// the caller).
 pub fn squared_l2_quantized(a: &[f32], b: Quantized<'_>) -> f32 {
@@ -406,4 +494,83 @@ fn sqrt_portable(x: f32) -> f32 {
     y = 0.5 * (y + xd / y);
     y = 0.5 * (y + xd / y);
     y as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn rows(seed: u64, n: usize) -> Vec<f32> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn four_row_kernels_agree_with_the_one_row_kernels() {
+        for d in [1usize, 7, 8, 31, 32, 33, 128, 129] {
+            let q = rows(1, d);
+            let m = rows(2, 4 * d);
+            let r: [&[f32]; 4] = core::array::from_fn(|i| &m[i * d..i * d + d]);
+            let l2 = score4_unchecked(Metric::SquaredL2, &q, r);
+            let dot = score4_unchecked(Metric::Dot, &q, r);
+            for i in 0..4 {
+                let (a, b) = (lanes::squared_l2(&q, r[i]), lanes::dot(&q, r[i]));
+                assert!((l2[i] - a).abs() <= 1e-5 * a.abs().max(1.0), "d={d} row {i}: {} vs {a}", l2[i]);
+                assert!((dot[i] - b).abs() <= 1e-5 * b.abs().max(1.0), "d={d} row {i}: {} vs {b}", dot[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn grid_distances_are_exact_integer_sums_even_at_the_extremes() {
+        let reference = |q: &[i16], c: &[u8]| {
+            q.iter().zip(c).map(|(&a, &b)| (a as i64 - b as i64).pow(2)).sum::<i64>() as u32
+        };
+        for d in [1usize, 15, 16, 17, 64, 100, 128] {
+            let v = rows(3, 5 * d);
+            let codes: Vec<u8> = v[d..].iter().map(|x| ((x + 2.0) * 63.0) as u8).collect();
+            let q: Vec<i16> = v[..d].iter().map(|x| (x * 300.0) as i16).collect();
+            let r: [&[u8]; 4] = core::array::from_fn(|i| &codes[i * d..i * d + d]);
+            assert_eq!(grid_l2_x4(&q, r), r.map(|r| reference(&q, r)), "d={d}");
+        }
+        // The largest sums the grid allows: 4096 elements, every difference
+        // the widest a query may be off the grid.
+        let (lo, hi) = (vec![-512i16; 4096], vec![767i16; 4096]);
+        let (zeros, full) = (vec![0u8; 4096], vec![255u8; 4096]);
+        let got = grid_l2_x4(&lo, [&full, &zeros, &full, &zeros]);
+        assert_eq!(got, [4096 * 767 * 767, 4096 * 512 * 512, 4096 * 767 * 767, 4096 * 512 * 512]);
+        assert_eq!(grid_l2_x4(&hi, [&zeros; 4])[0], 4096 * 767 * 767);
+    }
+
+    #[test]
+    fn a_grid_holds_what_it_was_fitted_to_and_codes_queries_off_it() {
+        let v = [0.0f32, 10.0, 5.0, -10.0, 1.0, 0.0];
+        let g = Grid::fit(&[&v[..4], &v[4..]], 2, 0.0);
+        assert_eq!((g.lo.clone(), g.hi.clone()), (vec![0.0, -10.0], vec![5.0, 10.0]));
+        assert!(g.holds(&[2.0, 0.0]) && !g.holds(&[6.0, 0.0]) && !g.holds(&[1.0]));
+        // One step for all elements: the widest range (20) over 255.
+        let mut codes = Vec::new();
+        g.encode(&[5.0, 10.0], &mut codes);
+        g.encode(&[99.0, -99.0], &mut codes);
+        assert_eq!(codes, [64, 255, 255, 0]);
+        let mut q = Vec::new();
+        g.encode_query(&[5.0, 30.0], &mut q);
+        assert_eq!(q, [64, 510]);
+        g.encode_query(&[1e30, f32::MIN], &mut q);
+        assert_eq!(q, [767, -512]);
+        // A margin widens each range on both sides.
+        let wide = Grid::fit(&[&v[..4]], 2, 0.5);
+        assert_eq!((wide.lo[0], wide.hi[0]), (-2.5, 7.5));
+        // Nothing to fit, or all equal: a valid grid all the same.
+        let empty = Grid::fit(&[], 3, 0.25);
+        assert_eq!((empty.lo, empty.inv_step), (vec![0.0; 3], 1.0));
+    }
 }

@@ -39,15 +39,21 @@ fn siftsmall_recall_at_10_through_the_component() {
         recalls.push((ef, elex_tests::recall_at(10, &found, &sift.truth)));
     }
     eprintln!("siftsmall recall@10 by ef: {recalls:?}; index memory {} bytes", h.memory(ix));
+    // The walk on 8-bit codes, re-ranked on the vectors, loses nothing
+    // measurable against walking on the vectors (0.997 at ef=64).
     let at64 = recalls.iter().find(|(ef, _)| *ef == 64).unwrap().1;
-    assert!(at64 >= 0.95, "recall@10 at ef=64 is {at64}");
+    assert!(at64 >= 0.99, "recall@10 at ef=64 is {at64}");
     // Results are sorted, closest first, with true squared-L2 distances.
-    let q = &sift.queries[..sift.dim];
-    let hits = h.search(ix, q, 10, 64).unwrap();
-    assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1));
-    let row = hits[0].0 as usize * sift.dim;
-    let exact: f32 = q.iter().zip(&sift.base[row..row + sift.dim]).map(|(a, b)| (a - b) * (a - b)).sum();
-    assert!((hits[0].1 - exact).abs() <= 1e-3 * exact.max(1.0));
+    for q in sift.queries.chunks(sift.dim).take(20) {
+        let hits = h.search(ix, q, 10, 64).unwrap();
+        assert!(hits.windows(2).all(|w| w[0].1 <= w[1].1));
+        for (id, distance) in hits {
+            let row = id as usize * sift.dim;
+            let exact: f32 =
+                q.iter().zip(&sift.base[row..row + sift.dim]).map(|(a, b)| (a - b) * (a - b)).sum();
+            assert!((distance - exact).abs() <= 1e-4 * exact.max(1.0), "{id}: {distance} vs {exact}");
+        }
+    }
 }
 
 /// Points on a small grid: the exact neighbours are known.
@@ -79,6 +85,24 @@ fn removed_ids_are_never_returned_and_snapshots_round_trip() {
     assert_eq!(h.len(back), 399);
     assert_eq!(h.search(back, &[17.0, 2.0], 5, 32).unwrap(), near);
     assert_eq!(h.snapshot(back), bytes);
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(h.restore(&trailing), Err(HnswError::CorruptSnapshot(_))));
+
+    // A version-1 snapshot (the graph without its walk grid) still
+    // restores, with a grid fitted to its vectors. Exactly one cut of the
+    // grid off a version-2 snapshot is a valid version-1 one.
+    let mut v1 = bytes.clone();
+    v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let restored: Vec<_> = (v1.len() - 40..v1.len()).filter_map(|cut| h.restore(&v1[..cut]).ok()).collect();
+    assert_eq!(restored.len(), 1);
+    let old = restored[0];
+    assert_eq!(h.len(old), 399);
+    for id in [0u64, 58, 399] {
+        let p = &points[id as usize * 2..id as usize * 2 + 2];
+        assert_eq!(h.search(old, p, 1, 32).unwrap()[0], (id, 0.0));
+    }
+    assert_eq!(h.snapshot(old)[4..6], 2u16.to_le_bytes());
 }
 
 #[test]
