@@ -338,10 +338,12 @@ mod simd {
 
     /// `Σ (q[i] - codes[r][i])²` for four rows of byte codes against a
     /// query on the same grid as 16-bit values (see `crate::grid_l2_x4`).
-    /// One 16-element step per back-edge keeps every value in a register
-    /// (Cranelift does not reschedule what LLVM hoists).
+    /// Up to 128 elements per back-edge: a 128-wide vector in one pass.
+    /// Values live across a back-edge are spilled around the host's epoch
+    /// check (a call that may clobber every vector register), so fewer
+    /// back-edges, fewer spills.
     pub fn grid_l2_x4(q: &[i16], rows: [&[u8]; 4]) -> [u32; 4] {
-        const STEP: usize = 64;
+        const STEP: usize = 128;
         let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
         let pq = q.as_ptr();
         let p = rows.map(|r| r.as_ptr());
