@@ -7,15 +7,21 @@
 //! - Search: greedy descent through the upper layers, then a beam search of
 //!   width `ef` on layer 0 (Algorithm 2), kept as one sorted array (see
 //!   `search_layer`).
-//! - Walk on codes, answer exactly: an f32 graph also keeps every vector as
-//!   bytes on one 8-bit grid shared by all (`elex_kernels::Grid`). Searches
-//!   and inserts walk the graph on those (an integer SIMD kernel, four
-//!   vectors at a time, a quarter of the memory traffic), then compute the
-//!   exact distances of what they found: an insert of its whole beam (the
-//!   neighbour heuristic sees exact distances), a search of its best
-//!   `RERANK * k`. On siftsmall this is as accurate as walking on the
+//! - Walk on codes, answer on the vectors: an f32 graph also keeps every
+//!   vector as bytes on one 8-bit grid shared by all (`elex_kernels::Grid`).
+//!   Searches and inserts walk the graph on those (an integer SIMD kernel,
+//!   four vectors at a time, a quarter of the memory traffic), then compute
+//!   the full vectors' distances of what they found: an insert of its whole
+//!   beam (the neighbour heuristic sees full distances), a search of its
+//!   best `RERANK * k`. On siftsmall this is as accurate as walking on the
 //!   vectors (recall@10 equal at ef 16 to 128) and about 1.2x faster in
-//!   wasm (the beam as one sorted array gave another 1.3x).
+//!   wasm (the beam as one sorted array gave another 1.3x). A grid too
+//!   coarse for the data (one element far wider than the others, which one
+//!   step for all would leave most codes equal) is dropped, and the graph
+//!   walks on the vectors. Known limits: grid distances above 2^24 (long
+//!   vectors far apart) are compared as f32, so near ties may swap in the
+//!   walk; a zero vector under cosine walks as if at cosine distance 0.5
+//!   (it is at 1).
 //! - Neighbour selection: the paper's heuristic (Algorithm 4): a candidate is
 //!   kept only if it is closer to the new element than to every neighbour
 //!   already kept; at most M per upper layer, M0 = 2M on layer 0. Overfull
@@ -132,9 +138,10 @@ pub struct Graph {
     /// `ids`): a third of a map's memory.
     #[serde(skip)]
     index: IdIndex,
-    /// f32 storage: every vector's codes on one byte grid; a search walks
-    /// the graph on these and re-ranks its beam exactly. Rebuilt from the
-    /// vectors, never stored.
+    /// f32 storage: every vector's codes on one byte grid; walks use these,
+    /// and their finds are re-ranked on the vectors. `None` for other
+    /// graphs, and for one whose data the grid would cover too coarsely.
+    /// Snapshots keep the grid ([`Graph::grid_state`]), not the codes.
     #[serde(skip)]
     grid: Option<GridCodes>,
     /// The query being walked, on the grid.
@@ -142,7 +149,7 @@ pub struct Graph {
     query_codes: Vec<i16>,
     #[serde(skip)]
     visited: Visited,
-    /// Reused search heaps (no allocation per search).
+    /// Reused search buffers (no allocation per search).
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -172,8 +179,8 @@ impl IdIndex {
 }
 
 /// A (distance, node) pair packed into one integer whose order is [`Near`]'s
-/// (`total_cmp` on the distance, then the node): heap operations compare
-/// one `u64` instead of two fields.
+/// (`total_cmp` on the distance, then the node): the beam compares one
+/// `u64` instead of two fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key(u64);
 
@@ -312,13 +319,12 @@ pub enum Vectors {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GridState {
     pub lo: Vec<f32>,
-    pub hi: Vec<f32>,
     pub inv_step: f32,
+    /// Vectors encoded since the grid was last fitted.
     pub since_fit: u64,
 }
 
 /// The traversal grid and every vector's codes on it.
-#[derive(Default)]
 struct GridCodes {
     grid: elex_kernels::Grid,
     codes: Vec<u8>,
@@ -328,40 +334,52 @@ struct GridCodes {
 
 /// A refitted grid leaves this share of each element's range spare on both
 /// sides, so that later vectors rarely fall off it.
-const GRID_MARGIN: f32 = 0.25;
+const GRID_MARGIN: f64 = 0.25;
+
+/// Below this many vectors a grid is kept however coarse: the ranges of a
+/// few vectors say little about the data's.
+const GRID_JUDGED_FROM: usize = 64;
 
 /// A search on the grid re-ranks this many times `k` of its best on the
-/// exact vectors.
+/// full vectors.
 const RERANK: usize = 2;
 
-/// Above this dimension the grid's integer sums could overflow; such
-/// graphs walk on the f32 vectors.
-const GRID_MAX_DIMENSION: usize = 4096;
-
 impl GridCodes {
-    /// Fits the grid to `vectors` and `extra` (both flat, `d` wide) and
-    /// encodes `vectors`.
-    fn refit(&mut self, vectors: &[f32], extra: &[f32], d: usize) {
-        self.grid = elex_kernels::Grid::fit(&[vectors, extra], d, GRID_MARGIN);
-        self.codes.clear();
+    /// The grid fitted to `vectors` and `extra` (both flat, `d` wide), with
+    /// `vectors` encoded; `None` if it is too coarse to walk on.
+    fn fit(vectors: &[f32], extra: &[f32], d: usize) -> Option<GridCodes> {
+        let n = (vectors.len() + extra.len()) / d.max(1);
+        let coarse = if n < GRID_JUDGED_FROM { 0.0 } else { elex_kernels::MIN_MEDIAN_STEPS };
+        let grid = elex_kernels::Grid::fit(&[vectors, extra], d, GRID_MARGIN, coarse)?;
+        Some(GridCodes::on(grid, vectors, d, 0))
+    }
+
+    /// `vectors` encoded on `grid`.
+    fn on(grid: elex_kernels::Grid, vectors: &[f32], d: usize, since_fit: usize) -> GridCodes {
+        let mut codes = Vec::with_capacity(vectors.len());
         for v in vectors.chunks_exact(d) {
-            self.grid.encode(v, &mut self.codes);
+            grid.encode(v, &mut codes);
         }
-        self.since_fit = 0;
+        GridCodes { grid, codes, since_fit }
     }
 
     /// Appends `v`'s codes, `vectors` holding every vector before it. When
     /// `v` falls off the grid, the grid is refitted, unless it was fitted
     /// less than an eighth of the graph ago: then `v` is clamped onto it.
     /// Inserts stay O(d) amortised; a clamped vector only walks less well
-    /// until the next refit (results are re-ranked on the exact vectors).
-    fn push(&mut self, vectors: &[f32], v: &[f32], d: usize) {
+    /// until the next refit (results are re-ranked on the full vectors).
+    /// False if the refitted grid would be too coarse to walk on.
+    fn push(&mut self, vectors: &[f32], v: &[f32], d: usize) -> bool {
         let len = vectors.len() / d;
         if !self.grid.holds(v) && self.since_fit >= len / GROWTH {
-            self.refit(vectors, v, d);
+            match GridCodes::fit(vectors, v, d) {
+                Some(fitted) => *self = fitted,
+                None => return false,
+            }
         }
         self.grid.encode(v, &mut self.codes);
         self.since_fit += 1;
+        true
     }
 }
 
@@ -481,17 +499,11 @@ impl Graph {
     }
 
     /// Fits the traversal grid to the vectors (f32 storage of at most
-    /// `GRID_MAX_DIMENSION` elements; other graphs walk without one).
+    /// `Grid::MAX_DIMENSION` elements; other graphs walk without one).
     fn reset_grid(&mut self) {
         let d = self.params.dimension;
         self.grid = match &self.vectors {
-            Vectors::Full(v) if d <= GRID_MAX_DIMENSION => {
-                let mut codes = GridCodes::default();
-                if !v.is_empty() {
-                    codes.refit(v, &[], d);
-                }
-                Some(codes)
-            }
+            Vectors::Full(v) if d <= elex_kernels::Grid::MAX_DIMENSION => GridCodes::fit(v, &[], d),
             _ => None,
         };
     }
@@ -515,7 +527,8 @@ impl Graph {
 
     /// Rebuilds what snapshots do not store: the id index, and the walk
     /// grid's codes, on `grid` as saved ([`Graph::grid_state`]) or, if
-    /// `None` (a snapshot from before grids), on a grid fitted anew.
+    /// `None` (a snapshot from before grids, or of a graph without one), on
+    /// a grid fitted anew.
     pub fn reindex(&mut self, grid: Option<GridState>) -> Result<(), &'static str> {
         let mut index = IdIndex::default();
         index.nodes.reserve(self.ids.len(), |&n| index.hasher.hash_one(self.ids[n as usize]));
@@ -523,28 +536,28 @@ impl Graph {
             index.insert(&self.ids, node);
         }
         self.index = index;
-        self.reset_grid();
         let Some(state) = grid else {
+            self.reset_grid();
             return Ok(());
         };
-        let (Some(codes), Vectors::Full(vectors)) = (&mut self.grid, &self.vectors) else {
-            return Err("a walk grid for a graph that walks without one");
-        };
         let d = self.params.dimension;
-        let ordered = state.lo.iter().zip(&state.hi).all(|(l, h)| l.is_finite() && h.is_finite() && l <= h);
-        if state.lo.len() != d
-            || state.hi.len() != d
-            || !ordered
-            || !(state.inv_step.is_finite() && state.inv_step > 0.0)
-        {
-            return Err("walk grid does not match the vectors");
+        let Vectors::Full(vectors) = &self.vectors else {
+            return Err("a walk grid for int8 vectors");
+        };
+        if d > elex_kernels::Grid::MAX_DIMENSION {
+            return Err("a walk grid for vectors too long to have one");
         }
-        codes.grid = elex_kernels::Grid { lo: state.lo, hi: state.hi, inv_step: state.inv_step };
-        codes.codes.clear();
-        for v in vectors.chunks_exact(d) {
-            codes.grid.encode(v, &mut codes.codes);
+        if state.lo.len() != d || !state.lo.iter().all(|l| l.is_finite()) {
+            return Err("walk grid offsets do not fit the vectors");
         }
-        codes.since_fit = state.since_fit as usize;
+        if !(state.inv_step.is_finite() && state.inv_step > 0.0) {
+            return Err("walk grid step is not a positive number");
+        }
+        if state.since_fit > self.ids.len() as u64 {
+            return Err("walk grid fitted before the first vector");
+        }
+        let grid = elex_kernels::Grid { lo: state.lo, inv_step: state.inv_step };
+        self.grid = Some(GridCodes::on(grid, vectors, d, state.since_fit as usize));
         Ok(())
     }
 
@@ -552,7 +565,6 @@ impl Graph {
     pub fn grid_state(&self) -> Option<GridState> {
         self.grid.as_ref().map(|g| GridState {
             lo: g.grid.lo.clone(),
-            hi: g.grid.hi.clone(),
             inv_step: g.grid.inv_step,
             since_fit: g.since_fit as u64,
         })
@@ -590,8 +602,12 @@ impl Graph {
     fn push_vector(&mut self, v: &[f32]) {
         match &mut self.vectors {
             Vectors::Full(all) => {
-                if let Some(grid) = &mut self.grid {
-                    grid.push(all, v, self.params.dimension);
+                if let Some(grid) = &mut self.grid
+                    && !grid.push(all, v, self.params.dimension)
+                {
+                    // Too coarse to walk on from now on (until a restore
+                    // fits one anew): walks use the vectors.
+                    self.grid = None;
                 }
                 all.extend_from_slice(v);
             }
@@ -666,7 +682,8 @@ impl Graph {
     }
 
     /// How the graph is walked for `q` (prepared with
-    /// [`Graph::prepare_walk`]): on the grid if there is one, else exactly.
+    /// [`Graph::prepare_walk`]): on the grid if there is one, else on the
+    /// vectors.
     fn walker<'a>(&'a self, q: &'a [f32]) -> Scorer<'a> {
         match &self.grid {
             Some(grid) => Scorer::Grid { q: &self.query_codes, codes: &grid.codes },
@@ -742,9 +759,10 @@ impl Graph {
         out
     }
 
-    /// Makes `found`'s distances exact and sorts it by them: with a grid,
-    /// [`Graph::search_layer`] ranks by distances on the grid.
-    fn exact(&self, q: &[f32], found: &mut [Near]) {
+    /// Replaces `found`'s distances with those of the full vectors and
+    /// sorts it by them: with a grid, [`Graph::search_layer`] ranks by
+    /// distances on the grid.
+    fn rerank_full(&self, q: &[f32], found: &mut [Near]) {
         if self.grid.is_none() {
             return;
         }
@@ -834,7 +852,7 @@ impl Graph {
         let m = self.params.m;
         for layer in (0..=level.min(top)).rev() {
             let mut found = self.search_layer(&v, cur, self.params.ef_construction, layer);
-            self.exact(&v, &mut found);
+            self.rerank_full(&v, &mut found);
             cur = found[0].1;
             let neighbours = self.select(&found, m);
             self.set_links(node, layer, &neighbours);
@@ -878,8 +896,8 @@ impl Graph {
         }
         let mut found = self.search_layer(&q, cur, ef, 0);
         found.retain(|n| !self.removed[n.1 as usize]);
-        found.truncate(RERANK * k);
-        self.exact(&q, &mut found);
+        found.truncate(RERANK.saturating_mul(k));
+        self.rerank_full(&q, &mut found);
         Ok(found.into_iter().take(k).map(|n| (self.ids[n.1 as usize], n.0)).collect())
     }
 
@@ -915,7 +933,8 @@ impl Graph {
             + self.upper.capacity() * size_of::<alloc::boxed::Box<[Vec<u32>]>>()
             + upper
             + self.index.bytes()
-            + self.grid.as_ref().map_or(0, |g| g.codes.capacity() + g.grid.lo.capacity() * 8)
+            + self.grid.as_ref().map_or(0, |g| g.codes.capacity() + g.grid.lo.capacity() * 4)
+            + self.query_codes.capacity() * 2
             + self.visited.marks.capacity() * 4
     }
 
@@ -1119,7 +1138,6 @@ mod tests {
         let q: Vec<f32> = (0..d).map(|j| j as f32 * 0.5).collect();
         let before = g.search(&q, 10, 48).unwrap();
         let saved = g.grid_state();
-        g.grid = None;
         g.reindex(saved.clone()).unwrap();
         assert_eq!(g.search(&q, 10, 48).unwrap(), before);
         assert_eq!(g.grid_state(), saved);
@@ -1128,9 +1146,119 @@ mod tests {
         assert!(g.grid.as_ref().is_some_and(|c| c.codes.len() == n * d && c.since_fit == 0));
         assert_eq!(g.search(&q, 10, 48).unwrap().len(), 10);
         // A grid that does not fit the vectors is refused.
-        let mut bad = saved.unwrap();
-        bad.lo.pop();
-        assert!(g.reindex(Some(bad)).is_err());
+        let saved = saved.unwrap();
+        let bad = [
+            GridState { lo: saved.lo[1..].to_vec(), ..saved.clone() },
+            GridState { lo: vec![f32::INFINITY; d], ..saved.clone() },
+            GridState { inv_step: 0.0, ..saved.clone() },
+            GridState { inv_step: f32::NAN, ..saved.clone() },
+            GridState { since_fit: n as u64 + 1, ..saved.clone() },
+        ];
+        for state in bad {
+            assert!(g.reindex(Some(state.clone())).is_err(), "{state:?}");
+        }
+        g.reindex(Some(saved)).unwrap();
+        assert_eq!(g.search(&q, 10, 48).unwrap(), before);
+    }
+
+    #[test]
+    fn empty_and_huge_valued_graphs_keep_a_grid_a_restore_accepts() {
+        let mut empty = Graph::new(params(3, Storage::Full)).unwrap();
+        let state = empty.grid_state();
+        assert!(state.is_some());
+        empty.reindex(state).unwrap();
+        assert_eq!(empty.search(&[1.0, 2.0, 3.0], 5, 8).unwrap(), vec![]);
+        let mut huge = Graph::new(params(2, Storage::Full)).unwrap();
+        let points = [[3e38f32, -3e38], [-3e38, 3e38], [0.0, 0.0], [1e38, 1e38]];
+        for (i, p) in points.iter().enumerate() {
+            huge.insert(i as u64, p).unwrap();
+        }
+        let state = huge.grid_state();
+        assert!(state.as_ref().is_some_and(|s| s.lo.iter().all(|l| l.is_finite())));
+        huge.reindex(state).unwrap();
+        for (i, p) in points.iter().enumerate() {
+            assert_eq!(huge.search(p, 1, 8).unwrap()[0].0, i as u64);
+        }
+    }
+
+    #[test]
+    fn an_outlier_that_would_make_the_grid_too_coarse_turns_it_off() {
+        let d = 8;
+        let mut g = Graph::new(params(d, Storage::Full)).unwrap();
+        let mut seed = 21;
+        let mut data: Vec<f32> = (0..300 * d).map(|_| lcg(&mut seed)).collect();
+        for i in 0..300 {
+            g.insert(i as u64, &data[i * d..i * d + d]).unwrap();
+        }
+        assert!(g.grid.is_some());
+        // One element a million times wider: on one step for all, the
+        // others would span a fraction of a step.
+        let mut outlier = vec![0.5f32; d];
+        outlier[3] = 1e6;
+        g.insert(300, &outlier).unwrap();
+        data.extend(&outlier);
+        assert!(g.grid.is_none() && g.grid_state().is_none());
+        // Walks use the vectors: neighbours are still found.
+        let mut hits = 0;
+        for _ in 0..20 {
+            let q: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
+            let mut truth: Vec<(f32, u64)> =
+                (0..301).map(|i| (exact_l2(&q, &data[i * d..i * d + d]), i as u64)).collect();
+            truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let found = g.search(&q, 10, 32).unwrap();
+            hits += found.iter().filter(|(id, _)| truth[..10].iter().any(|t| t.1 == *id)).count();
+        }
+        assert!(hits >= 190, "{hits} of 200");
+        // A restore fits anew and comes to the same.
+        g.reindex(None).unwrap();
+        assert!(g.grid.is_none());
+    }
+
+    /// Algorithm 2 as the paper writes it, with its two heaps.
+    fn two_heap_search(g: &Graph, q: &[f32], entry: u32, ef: usize) -> Vec<Near> {
+        use alloc::collections::BinaryHeap;
+        use core::cmp::Reverse;
+        let mut visited = std::collections::HashSet::from([entry]);
+        let first = Near(g.dist(q, entry), entry);
+        let (mut candidates, mut results) = (BinaryHeap::from([Reverse(first)]), BinaryHeap::from([first]));
+        while let Some(Reverse(c)) = candidates.pop() {
+            if c > *results.peek().unwrap() && results.len() >= ef {
+                break;
+            }
+            for &nb in g.links(c.1, 0) {
+                if visited.insert(nb) {
+                    let near = Near(g.dist(q, nb), nb);
+                    if results.len() < ef || near < *results.peek().unwrap() {
+                        candidates.push(Reverse(near));
+                        results.push(near);
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        results.into_sorted_vec()
+    }
+
+    #[test]
+    fn the_beam_finds_what_the_papers_two_heaps_find() {
+        let (n, d) = (1500usize, 12usize);
+        let mut seed = 77;
+        let mut g = Graph::new(params(d, Storage::Full)).unwrap();
+        for i in 0..n {
+            let v: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
+            g.insert(i as u64, &v).unwrap();
+        }
+        g.grid = None; // walk on the vectors, as the reference does
+        for ef in [1usize, 4, 16, 64] {
+            for _ in 0..20 {
+                let q: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
+                let entry = (lcg(&mut seed) * n as f32) as u32;
+                g.prepare_walk(&q);
+                assert_eq!(g.search_layer(&q, entry, ef, 0), two_heap_search(&g, &q, entry, ef), "ef {ef}");
+            }
+        }
     }
 
     #[test]
@@ -1142,25 +1270,25 @@ mod tests {
             let v: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
             g.insert(i, &v).unwrap();
         }
-        let grid = |g: &Graph| g.grid.as_ref().unwrap().grid.clone();
-        assert!(grid(&g).hi.iter().all(|&h| h < 2.0));
-        // Far off the grid, long after the last fit: refitted to hold it.
-        g.insert(1000, &[50.0, 0.5, 0.5, 0.5]).unwrap();
-        assert!(grid(&g).hi[0] >= 50.0);
+        let holds = |g: &Graph, v: &[f32]| g.grid.as_ref().unwrap().grid.holds(v);
+        let (right, below, above) = ([2.0, 0.5, 0.5, 0.5], [0.5, -3.0, 0.5, 0.5], [0.5, 0.5, 4.0, 0.5]);
+        assert!(!holds(&g, &right));
+        // Off the grid, long after the last fit: refitted to hold it.
+        g.insert(1000, &right).unwrap();
+        assert!(holds(&g, &right));
         assert_eq!(g.grid.as_ref().unwrap().since_fit, 1);
         // Off again right after: clamped onto the grid, not refitted.
-        g.insert(1001, &[0.5, -80.0, 0.5, 0.5]).unwrap();
-        assert!(grid(&g).lo[1] > -80.0, "refitted too soon");
+        g.insert(1001, &below).unwrap();
+        assert!(!holds(&g, &below), "refitted too soon");
         // Still found, at its exact distance.
-        assert_eq!(g.search(&[0.5, -80.0, 0.5, 0.5], 1, 32).unwrap(), vec![(1001, 0.0)]);
+        assert_eq!(g.search(&below, 1, 32).unwrap(), vec![(1001, 0.0)]);
         // An eighth of the graph later, the next vector off the grid refits it.
         for i in 0..30u64 {
             let v: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
             g.insert(2000 + i, &v).unwrap();
         }
-        g.insert(3000, &[0.5, 0.5, 90.0, 0.5]).unwrap();
-        let fitted = grid(&g);
-        assert!(fitted.lo[1] <= -80.0 && fitted.hi[2] >= 90.0, "{fitted:?}");
+        g.insert(3000, &above).unwrap();
+        assert!(holds(&g, &right) && holds(&g, &below) && holds(&g, &above));
         let codes = &g.grid.as_ref().unwrap().codes;
         assert_eq!(codes.len(), g.len() * d);
     }
@@ -1169,16 +1297,16 @@ mod tests {
     fn only_f32_graphs_of_at_most_4096_elements_walk_on_a_grid() {
         let mut int8 = Graph::new(params(8, Storage::Int8)).unwrap();
         assert!(int8.grid.is_none() && int8.grid_state().is_none());
-        let foreign = GridState { lo: vec![0.0; 8], hi: vec![1.0; 8], inv_step: 1.0, since_fit: 0 };
+        let foreign = GridState { lo: vec![0.0; 8], inv_step: 1.0, since_fit: 0 };
         assert!(int8.reindex(Some(foreign)).is_err());
         assert!(int8.reindex(None).is_ok());
-        let mut wide = Graph::new(params(GRID_MAX_DIMENSION + 1, Storage::Full)).unwrap();
+        let mut wide = Graph::new(params(elex_kernels::Grid::MAX_DIMENSION + 1, Storage::Full)).unwrap();
         assert!(wide.grid.is_none());
-        let v: Vec<f32> = (0..GRID_MAX_DIMENSION + 1).map(|i| i as f32).collect();
+        let v: Vec<f32> = (0..elex_kernels::Grid::MAX_DIMENSION + 1).map(|i| i as f32).collect();
         wide.insert(1, &v).unwrap();
-        wide.insert(2, &vec![0.0; GRID_MAX_DIMENSION + 1]).unwrap();
+        wide.insert(2, &vec![0.0; elex_kernels::Grid::MAX_DIMENSION + 1]).unwrap();
         assert_eq!(wide.search(&v, 2, 8).unwrap()[0], (1, 0.0));
-        assert!(Graph::new(params(GRID_MAX_DIMENSION, Storage::Full)).unwrap().grid.is_some());
+        assert!(Graph::new(params(elex_kernels::Grid::MAX_DIMENSION, Storage::Full)).unwrap().grid.is_some());
     }
 
     #[test]

@@ -384,8 +384,9 @@ mod simd {
         });
         for (s, r) in out.iter_mut().zip(rows) {
             for j in i..n {
-                let d = (q[j] as i32 - r[j] as i32).unsigned_abs();
-                *s = s.wrapping_add(d * d);
+                // As the lanes compute it: a 16-bit difference, squared.
+                let d = q[j].wrapping_sub(r[j] as i16) as i32;
+                *s = s.wrapping_add((d * d) as u32);
             }
         }
         out
@@ -594,8 +595,9 @@ mod portable {
             d * d
         };
         rows.map(|r| {
+            let n = q.len().min(r.len());
             let mut acc = [0i32; 16];
-            let (cq, cr) = (q.chunks_exact(16), r.chunks_exact(16));
+            let (cq, cr) = (q[..n].chunks_exact(16), r[..n].chunks_exact(16));
             let tail = cq
                 .remainder()
                 .iter()

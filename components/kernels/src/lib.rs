@@ -374,58 +374,85 @@ impl Quantized<'_> {
 }
 
 /// Vectors as bytes on one grid shared by all of them: element `i` of a
-/// vector is `offset[i] + step * code`. With one step for every element,
-/// the squared distance of two vectors is `step²` times that of their
-/// codes, an integer sum that SIMD computes 16 elements at a time
-/// (`i32x4.dot_i16x8_s`); a search walks a graph on those and re-ranks its
-/// final candidates exactly.
+/// vector is about `lo[i] + code / inv_step`. With one step for every
+/// element, the squared distance of two vectors is `step²` times that of
+/// their codes, an integer sum that SIMD computes 16 elements at a time
+/// (`i32x4.dot_i16x8_s`, see [`grid_l2_x4`]); a search walks a graph on
+/// those and re-ranks its final candidates on the full vectors.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grid {
-    /// Per element: the lowest and highest value the grid holds.
+    /// Per element: the value of code 0.
     pub lo: Vec<f32>,
-    pub hi: Vec<f32>,
-    /// `1 / step`.
+    /// `1 / step`: a value's code is `(x - lo[i]) * inv_step`, rounded.
     pub inv_step: f32,
 }
 
 /// How far a query's codes may fall outside the grid (0..=255): squares of
 /// differences up to 767 summed over pairs still fit in i32 lanes.
-const QUERY_CODE_RANGE: (f32, f32) = (-512.0, 767.0);
+const QUERY_CODE_RANGE: (f64, f64) = (-512.0, 767.0);
+
+/// A fitted grid is too coarse to walk on when the data of its median
+/// element spans fewer steps than this (one element far wider than the
+/// rest, an outlier: most codes would then be equal).
+pub const MIN_MEDIAN_STEPS: f64 = 16.0;
 
 impl Grid {
+    /// Most elements a vector on a grid may have: up to this length no
+    /// sum of [`grid_l2_x4`] can overflow.
+    pub const MAX_DIMENSION: usize = 4096;
+
     /// The grid that holds every vector of `sets` (each flat, `dimension`
-    /// wide) with `margin` of each element's range to spare on both sides.
-    pub fn fit(sets: &[&[f32]], dimension: usize, margin: f32) -> Grid {
+    /// wide) with `margin` of each element's range to spare on both sides;
+    /// `None` if the data of its median element would span fewer than
+    /// `min_median_steps` steps (pass [`MIN_MEDIAN_STEPS`], or 0 to take
+    /// any). Computed in f64: ranges of huge f32 values do not overflow.
+    pub fn fit(sets: &[&[f32]], dimension: usize, margin: f64, min_median_steps: f64) -> Option<Grid> {
         let (mut lo, mut hi) =
-            (alloc::vec![f32::INFINITY; dimension], alloc::vec![f32::NEG_INFINITY; dimension]);
+            (alloc::vec![f64::INFINITY; dimension], alloc::vec![f64::NEG_INFINITY; dimension]);
         for row in sets.iter().flat_map(|s| s.chunks_exact(dimension.max(1))) {
             for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
-                *l = l.min(x);
-                *h = h.max(x);
+                *l = l.min(x as f64);
+                *h = h.max(x as f64);
             }
         }
-        let mut widest = 0.0f32;
-        for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
-            if l > h {
-                (*l, *h) = (0.0, 0.0);
-            }
-            let spare = (*h - *l) * margin;
-            (*l, *h) = (*l - spare, *h + spare);
-            widest = widest.max(*h - *l);
+        let mut spans: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| if l > h { 0.0 } else { h - l }).collect();
+        let widest = spans.iter().fold(0.0f64, |w, s| w.max(*s)) * (1.0 + 2.0 * margin);
+        // No spread to cover: the finest step, so that the grid holds
+        // nothing but the values it was fitted to.
+        let inv_step = if widest > 0.0 { 255.0 / widest } else { f32::MAX as f64 };
+        spans.sort_by(f64::total_cmp);
+        let median = spans.get(dimension / 2).copied().unwrap_or(0.0);
+        if widest > 0.0 && median * inv_step < min_median_steps {
+            return None;
         }
-        let inv_step = if widest > 0.0 && widest.is_finite() { 255.0 / widest } else { 1.0 };
-        Grid { lo, hi, inv_step }
+        let lo = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&l, &h)| {
+                if l > h {
+                    0.0
+                } else {
+                    (l - (h - l) * margin).clamp(f32::MIN as f64, f32::MAX as f64) as f32
+                }
+            })
+            .collect();
+        Some(Grid { lo, inv_step: inv_step as f32 })
     }
 
-    /// Whether every element of `v` is on the grid.
+    /// Whether every element of `v` is on the grid (codes 0 to 255).
     pub fn holds(&self, v: &[f32]) -> bool {
-        v.len() == self.lo.len() && v.iter().zip(&self.lo).zip(&self.hi).all(|((x, l), h)| x >= l && x <= h)
+        let inv = self.inv_step as f64;
+        v.len() == self.lo.len()
+            && v.iter().zip(&self.lo).all(|(&x, &l)| (-0.5..255.5).contains(&((x as f64 - l as f64) * inv)))
     }
 
     /// Appends `v`'s codes (elements off the grid are clamped).
     pub fn encode(&self, v: &[f32], out: &mut Vec<u8>) {
+        let inv = self.inv_step as f64;
         out.extend(
-            v.iter().zip(&self.lo).map(|(&x, &l)| (((x - l) * self.inv_step) + 0.5).clamp(0.0, 255.0) as u8),
+            v.iter()
+                .zip(&self.lo)
+                .map(|(&x, &l)| ((x as f64 - l as f64) * inv + 0.5).clamp(0.0, 255.0) as u8),
         );
     }
 
@@ -433,19 +460,21 @@ impl Grid {
     /// twice its width.
     pub fn encode_query(&self, q: &[f32], out: &mut Vec<i16>) {
         // Shifted to be positive, `as` rounds half up.
-        let (min, max) = QUERY_CODE_RANGE;
+        let ((min, max), inv) = (QUERY_CODE_RANGE, self.inv_step as f64);
         out.clear();
         out.extend(q.iter().zip(&self.lo).map(|(&x, &l)| {
-            ((((x - l) * self.inv_step) - min + 0.5).clamp(0.0, max - min) as i32 + min as i32) as i16
+            (((x as f64 - l as f64) * inv - min + 0.5).clamp(0.0, max - min) as i32 + min as i32) as i16
         }));
     }
 }
 
 /// `Σ (q[i] - rows[j][i])²` over grid codes for four rows, exact in
-/// integers (lengths checked by the caller; at most 2^12 elements, the
-/// length up to which no sum can overflow).
+/// integers: for rows as long as `q`, at most [`Grid::MAX_DIMENSION`]
+/// elements, and query codes as [`Grid::encode_query`] makes them (-512 to
+/// 767), no sum can overflow.
 #[inline]
 pub fn grid_l2_x4(q: &[i16], rows: [&[u8]; 4]) -> [u32; 4] {
+    debug_assert!(q.len() <= Grid::MAX_DIMENSION && rows.iter().all(|r| r.len() == q.len()));
     lanes::grid_l2_x4(q, rows)
 }
 
@@ -553,10 +582,12 @@ mod tests {
     #[test]
     fn a_grid_holds_what_it_was_fitted_to_and_codes_queries_off_it() {
         let v = [0.0f32, 10.0, 5.0, -10.0, 1.0, 0.0];
-        let g = Grid::fit(&[&v[..4], &v[4..]], 2, 0.0);
-        assert_eq!((g.lo.clone(), g.hi.clone()), (vec![0.0, -10.0], vec![5.0, 10.0]));
-        assert!(g.holds(&[2.0, 0.0]) && !g.holds(&[6.0, 0.0]) && !g.holds(&[1.0]));
+        let g = Grid::fit(&[&v[..4], &v[4..]], 2, 0.0, 0.0).unwrap();
         // One step for all elements: the widest range (20) over 255.
+        assert_eq!((g.lo.clone(), g.inv_step), (vec![0.0, -10.0], 255.0 / 20.0));
+        assert!(g.holds(&[2.0, 0.0]) && !g.holds(&[21.0, 0.0]) && !g.holds(&[1.0]));
+        // Element 0 spans 5 of the 20 the codes cover: 6 is still on the grid.
+        assert!(g.holds(&[6.0, 0.0]));
         let mut codes = Vec::new();
         g.encode(&[5.0, 10.0], &mut codes);
         g.encode(&[99.0, -99.0], &mut codes);
@@ -566,11 +597,35 @@ mod tests {
         assert_eq!(q, [64, 510]);
         g.encode_query(&[1e30, f32::MIN], &mut q);
         assert_eq!(q, [767, -512]);
-        // A margin widens each range on both sides.
-        let wide = Grid::fit(&[&v[..4]], 2, 0.5);
-        assert_eq!((wide.lo[0], wide.hi[0]), (-2.5, 7.5));
-        // Nothing to fit, or all equal: a valid grid all the same.
-        let empty = Grid::fit(&[], 3, 0.25);
-        assert_eq!((empty.lo, empty.inv_step), (vec![0.0; 3], 1.0));
+        // A margin widens each range on both sides, and the step with it.
+        let wide = Grid::fit(&[&v[..4]], 2, 0.5, 0.0).unwrap();
+        assert_eq!((wide.lo[0], wide.inv_step), (-2.5, 255.0 / 40.0));
+        // Nothing to fit, or all equal: a valid grid that holds only that.
+        let empty = Grid::fit(&[], 3, 0.25, MIN_MEDIAN_STEPS).unwrap();
+        assert_eq!((empty.lo.clone(), empty.inv_step), (vec![0.0; 3], f32::MAX));
+        assert!(empty.holds(&[0.0; 3]) && !empty.holds(&[0.0, 1e-30, 0.0]));
+        let same = Grid::fit(&[&[2.0, 2.0, 2.0, 2.0]], 2, 0.25, MIN_MEDIAN_STEPS).unwrap();
+        assert!(same.holds(&[2.0, 2.0]) && !same.holds(&[2.0, 2.5]));
+    }
+
+    #[test]
+    fn grids_of_huge_values_stay_finite_and_coarse_ones_are_refused() {
+        let v = [3e38f32, -3e38, -3e38, 3e38];
+        let g = Grid::fit(&[&v], 2, 0.25, 0.0).unwrap();
+        assert!(g.lo.iter().all(|l| l.is_finite()) && g.inv_step.is_finite() && g.inv_step > 0.0);
+        assert!(g.holds(&v[..2]) && g.holds(&v[2..]));
+        let mut codes = Vec::new();
+        g.encode(&v[..2], &mut codes);
+        g.encode(&v[2..], &mut codes);
+        // The lowest code at f32::MIN (the margin below -3e38 is not an
+        // f32), the step a 255th of 9e38 (the range with its margins).
+        assert_eq!(codes, [181, 11, 11, 181]);
+        // One element a million times wider than the rest: its steps are
+        // too wide for the others, whose data spans under one step.
+        let mut outlier: Vec<f32> = (0..64).map(|i| (i % 7) as f32 / 7.0).collect();
+        outlier.extend([1e6, 0.5, 0.5, 0.5]);
+        assert_eq!(Grid::fit(&[&outlier], 4, 0.25, MIN_MEDIAN_STEPS), None);
+        assert!(Grid::fit(&[&outlier], 4, 0.25, 0.0).is_some());
+        assert!(Grid::fit(&[&outlier[..64]], 4, 0.25, MIN_MEDIAN_STEPS).is_some());
     }
 }

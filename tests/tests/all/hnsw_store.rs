@@ -56,6 +56,49 @@ fn siftsmall_recall_at_10_through_the_component() {
     }
 }
 
+/// Vectors of 200 elements, most of their spread in the last 72: the
+/// guest's grid kernel takes 128 elements per step, then 16, then one at a
+/// time, and a walk that got any of those parts wrong would miss most true
+/// neighbours.
+#[test]
+fn every_part_of_a_long_vector_counts_in_the_walk() {
+    let (n, d) = (2000usize, 200usize);
+    let mut x = 0x9e37_79b9u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let scale = |j: usize| {
+        if j < 128 {
+            1.0
+        } else if j < 192 {
+            2.0
+        } else {
+            4.0
+        }
+    };
+    let data: Vec<f32> = (0..n * d).map(|i| next() * scale(i % d)).collect();
+    let mut h = Hnsw::new(&Engine::default());
+    let ix = h.create(&config(d as u32, Distance::SquaredL2)).unwrap();
+    let ids: Vec<u64> = (0..n as u64).collect();
+    h.insert_batch(ix, &ids, &data).unwrap();
+    // The walk's codes are there: a byte per element beside the f32s.
+    assert!(h.memory(ix) >= (n * d * 5) as u64, "{} bytes", h.memory(ix));
+    let l2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+    let mut hits = 0;
+    for _ in 0..30 {
+        let q: Vec<f32> = (0..d).map(|j| next() * scale(j)).collect();
+        let mut truth: Vec<(f32, u64)> =
+            (0..n).map(|i| (l2(&q, &data[i * d..i * d + d]), i as u64)).collect();
+        truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let found = h.search(ix, &q, 10, 64).unwrap();
+        hits += found.iter().filter(|(id, _)| truth[..10].iter().any(|t| t.1 == *id)).count();
+    }
+    assert!(hits >= 285, "recall@10 {} of 300", hits);
+}
+
 /// Points on a small grid: the exact neighbours are known.
 fn grid(n: usize) -> Vec<f32> {
     (0..n * n).flat_map(|i| [(i % n) as f32, (i / n) as f32]).collect()
@@ -85,6 +128,11 @@ fn removed_ids_are_never_returned_and_snapshots_round_trip() {
     assert_eq!(h.len(back), 399);
     assert_eq!(h.search(back, &[17.0, 2.0], 5, 32).unwrap(), near);
     assert_eq!(h.snapshot(back), bytes);
+    // An empty index round-trips too.
+    let empty = h.create(&config(2, Distance::SquaredL2)).unwrap();
+    let none = h.snapshot(empty);
+    let back_empty = h.restore(&none).unwrap();
+    assert_eq!((h.len(back_empty), h.snapshot(back_empty)), (0, none));
     let mut trailing = bytes.clone();
     trailing.push(0);
     assert!(matches!(h.restore(&trailing), Err(HnswError::CorruptSnapshot(_))));
