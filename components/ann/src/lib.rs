@@ -347,16 +347,25 @@ const RERANK: usize = 2;
 impl GridCodes {
     /// The grid fitted to `vectors` and `extra` (both flat, `d` wide), with
     /// `vectors` encoded; `None` if it is too coarse to walk on.
-    fn fit(vectors: &[f32], extra: &[f32], d: usize) -> Option<GridCodes> {
+    /// (`codes` is a buffer to reuse.)
+    fn fit(vectors: &[f32], extra: &[f32], d: usize, codes: Vec<u8>) -> Option<GridCodes> {
         let n = (vectors.len() + extra.len()) / d.max(1);
         let coarse = if n < GRID_JUDGED_FROM { 0.0 } else { elex_kernels::MIN_MEDIAN_STEPS };
         let grid = elex_kernels::Grid::fit(&[vectors, extra], d, GRID_MARGIN, coarse)?;
-        Some(GridCodes::on(grid, vectors, d, 0))
+        Some(GridCodes::on(grid, vectors, d, 0, codes))
     }
 
-    /// `vectors` encoded on `grid`.
-    fn on(grid: elex_kernels::Grid, vectors: &[f32], d: usize, since_fit: usize) -> GridCodes {
-        let mut codes = Vec::with_capacity(vectors.len());
+    /// `vectors` encoded on `grid`, into `codes` (a buffer to reuse: its
+    /// capacity is kept).
+    fn on(
+        grid: elex_kernels::Grid,
+        vectors: &[f32],
+        d: usize,
+        since_fit: usize,
+        mut codes: Vec<u8>,
+    ) -> GridCodes {
+        codes.clear();
+        codes.reserve_exact(vectors.len());
         for v in vectors.chunks_exact(d) {
             grid.encode(v, &mut codes);
         }
@@ -372,7 +381,7 @@ impl GridCodes {
     fn push(&mut self, vectors: &[f32], v: &[f32], d: usize) -> bool {
         let len = vectors.len() / d;
         if !self.grid.holds(v) && self.since_fit >= len / GROWTH {
-            match GridCodes::fit(vectors, v, d) {
+            match GridCodes::fit(vectors, v, d, core::mem::take(&mut self.codes)) {
                 Some(fitted) => *self = fitted,
                 None => return false,
             }
@@ -503,7 +512,9 @@ impl Graph {
     fn reset_grid(&mut self) {
         let d = self.params.dimension;
         self.grid = match &self.vectors {
-            Vectors::Full(v) if d <= elex_kernels::Grid::MAX_DIMENSION => GridCodes::fit(v, &[], d),
+            Vectors::Full(v) if d <= elex_kernels::Grid::MAX_DIMENSION => {
+                GridCodes::fit(v, &[], d, Vec::new())
+            }
             _ => None,
         };
     }
@@ -557,7 +568,7 @@ impl Graph {
             return Err("walk grid fitted before the first vector");
         }
         let grid = elex_kernels::Grid { lo: state.lo, inv_step: state.inv_step };
-        self.grid = Some(GridCodes::on(grid, vectors, d, state.since_fit as usize));
+        self.grid = Some(GridCodes::on(grid, vectors, d, state.since_fit as usize, Vec::new()));
         Ok(())
     }
 
@@ -1265,6 +1276,7 @@ mod tests {
     fn the_grid_is_refitted_when_vectors_leave_it_and_clamps_between_refits() {
         let d = 4;
         let mut g = Graph::new(params(d, Storage::Full)).unwrap();
+        g.reserve(300);
         let mut seed = 11;
         for i in 0..200u64 {
             let v: Vec<f32> = (0..d).map(|_| lcg(&mut seed)).collect();
@@ -1291,6 +1303,8 @@ mod tests {
         assert!(holds(&g, &right) && holds(&g, &below) && holds(&g, &above));
         let codes = &g.grid.as_ref().unwrap().codes;
         assert_eq!(codes.len(), g.len() * d);
+        // Refits reuse the codes' buffer: the reserved room, no more.
+        assert_eq!(codes.capacity(), 300 * d);
     }
 
     #[test]
