@@ -278,10 +278,12 @@ mod simd {
     /// `op(q, rows[j])` for four rows at once, `op` one of `dot` and
     /// `squared_l2` (`L2`): the query is loaded once for all four, and the
     /// four rows' loads are independent, so their cache misses overlap.
-    /// Each row sums in two lanes groups (not `dot`'s four): eight
-    /// accumulators stay in registers. 32 lanes per back-edge.
-    #[inline(always)]
-    fn x4<const L2: bool>(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    /// Each row sums in two lane groups (not `dot`'s four): eight
+    /// accumulators in all. 32 lanes per back-edge. Never inlined: inside
+    /// a caller as large as a graph search, Cranelift runs out of
+    /// registers.
+    #[inline(never)]
+    pub fn x4<const L2: bool>(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
         let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
         let pq = q.as_ptr();
         let p = rows.map(|r| r.as_ptr());
@@ -324,16 +326,6 @@ mod simd {
             }
         }
         out
-    }
-
-    /// `squared_l2(q, rows[j])` for four rows (see `x4`).
-    pub fn squared_l2_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        x4::<true>(q, rows)
-    }
-
-    /// `dot(q, rows[j])` for four rows (see `x4`).
-    pub fn dot_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        x4::<false>(q, rows)
     }
 
     /// `Σ (q[i] - codes[r][i])²` for four rows of byte codes against a
@@ -554,8 +546,7 @@ mod portable {
 
     /// `op(q, rows[j])` for four rows at once, each summed exactly as the
     /// one-row kernel sums it; the rows' loads interleave.
-    #[inline(always)]
-    fn x4<const L2: bool>(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    pub fn x4<const L2: bool>(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
         let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
         let mut acc = [[0.0f32; W]; 4];
         let whole = n - n % W;
@@ -574,16 +565,6 @@ mod portable {
             *o = sum(acc) + tail.map(|(x, y)| if L2 { (x - y) * (x - y) } else { x * y }).sum::<f32>();
         }
         out
-    }
-
-    /// `squared_l2(q, rows[j])` for four rows.
-    pub fn squared_l2_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        x4::<true>(q, rows)
-    }
-
-    /// `dot(q, rows[j])` for four rows.
-    pub fn dot_x4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        x4::<false>(q, rows)
     }
 
     /// `Σ (q[i] - codes[r][i])²` for four rows of byte codes.

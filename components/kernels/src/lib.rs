@@ -121,8 +121,8 @@ pub fn score_unchecked(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
 pub fn score4_unchecked(metric: Metric, q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
     match metric {
         Metric::Cosine => rows.map(|r| cosine_unchecked(q, r)),
-        Metric::Dot => lanes::dot_x4(q, rows),
-        Metric::SquaredL2 => lanes::squared_l2_x4(q, rows),
+        Metric::Dot => lanes::x4::<false>(q, rows),
+        Metric::SquaredL2 => lanes::x4::<true>(q, rows),
     }
 }
 
