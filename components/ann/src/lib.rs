@@ -280,6 +280,13 @@ impl Scorer<'_> {
         }
     }
 
+    /// [`Scorer::four`] of the `len` (1 to 4) nodes `node(0..len)`; the
+    /// last repeats to fill four (its scores past `len` are to be ignored).
+    #[inline(always)]
+    fn up_to_four(&self, len: usize, node: impl Fn(usize) -> u32) -> [f32; 4] {
+        self.four(core::array::from_fn(|i| node(i.min(len - 1))))
+    }
+
     /// `one` of four nodes; f32 vectors are read side by side.
     #[inline(always)]
     fn four(&self, n: [u32; 4]) -> [f32; 4] {
@@ -709,8 +716,7 @@ impl Graph {
         loop {
             let mut moved = false;
             for quad in self.links(cur, layer).chunks(4) {
-                let at = |i: usize| quad[i.min(quad.len() - 1)];
-                let near = walk.four([at(0), at(1), at(2), at(3)]);
+                let near = walk.up_to_four(quad.len(), |i| quad[i]);
                 for (&n, &dn) in quad.iter().zip(&near) {
                     if dn < d {
                         d = dn;
@@ -755,9 +761,7 @@ impl Graph {
             visited.fresh(self.links(node, layer), &mut fresh);
             scores.clear();
             for quad in fresh.chunks(4) {
-                // A short last quad repeats its last node.
-                let at = |i: usize| quad[i.min(quad.len() - 1)];
-                scores.extend(&scorer.four([at(0), at(1), at(2), at(3)])[..quad.len()]);
+                scores.extend(&scorer.up_to_four(quad.len(), |i| quad[i])[..quad.len()]);
             }
             next = admit(&mut beam, ef, &fresh, &scores).min(next + 1);
             while next < beam.len() && visited.expanded(beam[next].near().1) {
@@ -779,8 +783,7 @@ impl Graph {
         }
         let exact = self.scorer(q);
         for quad in found.chunks_mut(4) {
-            let at = |i: usize| quad[i.min(quad.len() - 1)].1;
-            let d = exact.four([at(0), at(1), at(2), at(3)]);
+            let d = exact.up_to_four(quad.len(), |i| quad[i].1);
             for (near, d) in quad.iter_mut().zip(d) {
                 near.0 = d;
             }
