@@ -33,7 +33,7 @@ pub(crate) struct Reader<'g> {
     tx: ReadTransaction,
     /// The tables a read may not need at all, opened when first needed (an
     /// open is a lookup of its own, and a search needs none of these).
-    meta_index: OnceCell<ReadOnlyTable<(&'static str, &'static str, u64), ()>>,
+    metadata: OnceCell<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     contexts: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
     members: OnceCell<ReadOnlyTable<(u64, &'static str), ()>>,
     context_engrams: OnceCell<ReadOnlyTable<(u64, u64), ()>>,
@@ -64,7 +64,7 @@ impl<'g> Reader<'g> {
             postings: OnceCell::new(),
             edges_in: OnceCell::new(),
             edges_out: OnceCell::new(),
-            meta_index: OnceCell::new(),
+            metadata: OnceCell::new(),
             contexts: OnceCell::new(),
             members: OnceCell::new(),
             context_engrams: OnceCell::new(),
@@ -87,8 +87,9 @@ impl<'g> Reader<'g> {
         Ok(cell.get_or_init(|| t))
     }
 
-    pub fn meta_index(&self) -> Result<&ReadOnlyTable<(&'static str, &'static str, u64), ()>> {
-        self.lazy(&self.meta_index, META_INDEX)
+    /// The metadata index (a packed map: see `schema::METADATA`).
+    pub fn metadata(&self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        self.lazy(&self.metadata, METADATA)
     }
 
     pub fn contexts(&self) -> Result<&ReadOnlyTable<u64, &'static [u8]>> {
@@ -482,9 +483,8 @@ impl MemoryGraph {
         let se = |e: &dyn std::fmt::Display| r.storage(e);
         let mut problems = Vec::new();
         let mut postings_want: BTreeMap<String, Vec<postings::Posting>> = BTreeMap::new();
-        let mut meta_want: BTreeSet<(String, String, u64)> = BTreeSet::new();
+        let mut meta_want: BTreeSet<([u8; 16], u64)> = BTreeSet::new();
         let mut quota_want: BTreeMap<String, QuotaUse> = BTreeMap::new();
-        let mut owned_want: BTreeSet<(String, u64)> = BTreeSet::new();
         // Engrams stored but not decodable: their index entries are unknown.
         let mut corrupt_ids: BTreeSet<u64> = BTreeSet::new();
         let (mut count, mut total_terms, mut max_id) = (0u64, 0u64, 0u64);
@@ -507,12 +507,11 @@ impl MemoryGraph {
                 postings_want.entry(t).or_default().push(postings::Posting { id, tf, len });
             }
             for (mk, mv) in &e.metadata {
-                meta_want.insert((mk.clone(), mv.clone(), id));
+                meta_want.insert((metadata_pair(mk, mv), id));
             }
             let q = quota_want.entry(e.owner.clone()).or_default();
             q.engrams += 1;
             q.bytes += e.bytes();
-            owned_want.insert((e.owner.clone(), id));
         }
         let whole = corrupt_ids.is_empty();
         if r.meta("engram_count")? != count {
@@ -600,30 +599,29 @@ impl MemoryGraph {
                 ));
             }
         }
-        // Metadata index, owners, quotas.
+        // Metadata index, quotas.
         let mut meta_have = BTreeSet::new();
-        for row in r.meta_index()?.iter().map_err(|e| se(&e))? {
-            let (k, _) = row.map_err(|e| se(&e))?;
-            let (a, b, id) = k.value();
-            if !corrupt_ids.contains(&id) {
-                meta_have.insert((a.to_string(), b.to_string(), id));
+        let mut meta_keys_whole = true;
+        let faults = packed::scan(r.metadata()?, METADATA_KIND, |k, _| match parse_metadata_key(k) {
+            Some((pair, id)) => {
+                if !corrupt_ids.contains(&id) {
+                    meta_have.insert((pair, id));
+                }
             }
+            None => meta_keys_whole = false,
+        })
+        .map_err(|f| r.fault(f))?;
+        let meta_whole = faults.is_empty();
+        for f in faults {
+            r.note(&mut problems, f)?;
         }
-        if meta_have != meta_want {
+        if !meta_keys_whole {
+            problems.push(String::from("a key of the metadata index does not parse"));
+        }
+        if meta_whole && meta_have != meta_want {
             problems.push(String::from("the metadata index disagrees with the engrams"));
         }
         let tx = self.db.begin_read().map_err(|e| se(&e))?;
-        let owned = tx.open_table(OWNED).map_err(|e| se(&e))?;
-        let mut owned_have = BTreeSet::new();
-        for row in owned.iter().map_err(|e| se(&e))? {
-            let (k, _) = row.map_err(|e| se(&e))?;
-            if !corrupt_ids.contains(&k.value().1) {
-                owned_have.insert((k.value().0.to_string(), k.value().1));
-            }
-        }
-        if owned_have != owned_want {
-            problems.push(String::from("the owner index disagrees with the engrams"));
-        }
         let quota = tx.open_table(QUOTA).map_err(|e| se(&e))?;
         let mut quota_have = BTreeMap::new();
         let mut quota_whole = true;

@@ -16,8 +16,8 @@
 //! segment that covers it.
 //!
 //! Keys are bytes that sort like (term, first id): the term, a zero byte,
-//! then the first id big-endian (the header: the term and the zero byte
-//! alone, so it sorts first). Terms never hold a zero byte (see
+//! then the first id as keys spell ids (`packed::push_id`; the header: the
+//! term and the zero byte alone, so it sorts first). Terms never hold a zero byte (see
 //! `write::term_counts`).
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ pub(crate) fn header_key(term: &str) -> Vec<u8> {
 /// The key of `term`'s block starting at `first`.
 pub(crate) fn block_key(term: &str, first: u64) -> Vec<u8> {
     let mut k = header_key(term);
-    k.extend_from_slice(&first.to_be_bytes());
+    packed::push_id(&mut k, first);
     k
 }
 
@@ -65,7 +65,10 @@ pub(crate) fn parse_key(key: &[u8]) -> Option<(&str, Option<u64>)> {
     let term = std::str::from_utf8(&key[..zero]).ok()?;
     match &key[zero + 1..] {
         [] => Some((term, None)),
-        rest => Some((term, Some(u64::from_be_bytes(rest.try_into().ok()?)))),
+        rest => match packed::read_id(rest)? {
+            (first, []) => Some((term, Some(first))),
+            _ => None,
+        },
     }
 }
 
@@ -334,7 +337,7 @@ impl NewSegment {
         let prefix = self.key.len();
         for chunk in postings.chunks(BLOCK) {
             self.key.truncate(prefix);
-            self.key.extend_from_slice(&chunk[0].id.to_be_bytes());
+            packed::push_id(&mut self.key, chunk[0].id);
             self.value.clear();
             encode_into(chunk, &mut self.value);
             self.b.push(t, &self.key, &self.value)?;
@@ -549,10 +552,13 @@ impl<'t> TermPostings<'t> {
     ) -> Result<(), Fault> {
         let mut buf = Vec::with_capacity(BLOCK);
         let term = self.term.as_bytes();
-        // A block of the term: the term, a zero byte, 8 bytes of id.
-        let first_of = |k: &[u8]| {
-            (k.len() == term.len() + 9 && k.starts_with(term) && k[term.len()] == 0)
-                .then(|| u64::from_be_bytes(k[term.len() + 1..].try_into().expect("8 bytes")))
+        // A block of the term: the term, a zero byte, an id.
+        let first_of = |k: &[u8]| match k.strip_prefix(term)?.strip_prefix(&[0])? {
+            [] => None,
+            id => match packed::read_id(id)? {
+                (first, []) => Some(first),
+                _ => None,
+            },
         };
         for mut c in self.cursors {
             while let Some(((k, v), next)) = c.peek_with_next_key()? {

@@ -48,12 +48,20 @@ pub(crate) enum Table {
     EdgesOut,
     Contexts,
     EdgesIn,
+    Metadata,
 }
 
 impl Table {
     #[cfg(test)]
-    pub(crate) const ALL: [Table; 6] =
-        [Table::Engrams, Table::Quota, Table::Postings, Table::EdgesOut, Table::Contexts, Table::EdgesIn];
+    pub(crate) const ALL: [Table; 7] = [
+        Table::Engrams,
+        Table::Quota,
+        Table::Postings,
+        Table::EdgesOut,
+        Table::Contexts,
+        Table::EdgesIn,
+        Table::Metadata,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -63,6 +71,7 @@ impl Table {
             Table::EdgesOut => "edges_out",
             Table::Contexts => "contexts",
             Table::EdgesIn => "edges_in",
+            Table::Metadata => "metadata",
         }
     }
 
@@ -76,6 +85,7 @@ impl Table {
             Table::EdgesOut => 4,
             Table::Contexts => 5,
             Table::EdgesIn => 6,
+            Table::Metadata => 7,
         }
     }
 }

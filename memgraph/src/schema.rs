@@ -15,23 +15,26 @@ use crate::segments::{self, Segments, is_segment_table};
 /// built from (`text_version`: [`elex_text::TEXT_VERSION`]); version 4
 /// keys the text index and the reverse edge index by segment (see
 /// `segments`); version 5 keeps the edges by source in segments too;
-/// version 6 writes each posting block in columns (see `postings::encode`).
-/// An older file is migrated when opened, in one transaction: a version-5
-/// file has each segment's text index written again from the engrams (its
-/// segments and edges kept); an older one has its edges moved into segments
-/// and both indexes rebuilt from the engrams and the edges. A file of any
-/// other version is refused. A file whose text index
-/// was built from other terms has it rebuilt from the engrams, in the same
-/// transaction.
-pub const SCHEMA_VERSION: u64 = 6;
+/// version 6 writes each posting block in columns (see `postings::encode`);
+/// version 7 front-codes the packed chunks' keys and spells ids in keys by
+/// their length (see `packed`), keeps the metadata index packed (see
+/// `METADATA`) and drops the owner index (an engram's owner is the first
+/// field of its record). An older file is migrated when opened, in one
+/// transaction: its edges are read (from the segments of a version-5 or 6
+/// file, from the one table of an older one), and both indexes and the
+/// metadata index are rebuilt from the engrams and the edges. A file of any
+/// other version is refused. A file whose text index was built from other
+/// terms has it rebuilt from the engrams, in the same transaction.
+pub const SCHEMA_VERSION: u64 = 7;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// id → postcard `StoredEngram`.
 pub(crate) const ENGRAMS: TableDefinition<u64, &[u8]> = TableDefinition::new("engrams");
-/// (owner, id).
-pub(crate) const OWNED: TableDefinition<(&str, u64), ()> = TableDefinition::new("owned");
+/// (owner, id): files before schema version 7 indexed the engrams by owner
+/// (dropped when such a file is opened).
+pub(crate) const LEGACY_OWNED: TableDefinition<(&str, u64), ()> = TableDefinition::new("owned");
 /// owner → postcard `QuotaUse`.
 pub(crate) const QUOTA: TableDefinition<&str, &[u8]> = TableDefinition::new("quota");
 /// Segment start → (table number, entries written to it). Segment `n`'s
@@ -41,8 +44,59 @@ pub(crate) const QUOTA: TableDefinition<&str, &[u8]> = TableDefinition::new("quo
 /// covers; and `edges_in/<n>`, (target, source, relation), the same edges
 /// by target.
 pub(crate) const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
-/// (key, value, id).
-pub(crate) const META_INDEX: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("metadata_index");
+/// (key, value, id): the metadata index of files before schema version 7
+/// (replaced by [`METADATA`] when such a file is opened).
+pub(crate) const LEGACY_META_INDEX: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("metadata_index");
+/// The metadata index: a packed map (see `packed`) of keys (the pair's
+/// name, see [`metadata_pair`], then the engram's id) with empty values.
+/// The engrams of one pair are one run of keys in id order, which front
+/// coding stores in a few bytes each; new engrams append to their pairs'
+/// runs.
+pub(crate) const METADATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("metadata");
+
+/// The packed map of [`METADATA`].
+pub(crate) const METADATA_KIND: packed::Kind =
+    packed::Kind { table: Table::Metadata, show: show_metadata_key };
+
+/// The name of a metadata pair in its index: 16 bytes of the BLAKE3 hash of
+/// its key and value (lengths first). Bounded whatever the pair's size,
+/// and a pair a search filters by is one seek.
+pub(crate) fn metadata_pair(key: &str, value: &str) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key.as_bytes());
+    h.update(value.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+/// The key of engram `id` under pair `pair` in the metadata index.
+pub(crate) fn metadata_key(pair: &[u8; 16], id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.extend_from_slice(pair);
+    packed::push_id(&mut k, id);
+    k
+}
+
+/// A metadata index key read back: (pair, id).
+pub(crate) fn parse_metadata_key(k: &[u8]) -> Option<([u8; 16], u64)> {
+    let (pair, rest) = k.split_first_chunk::<16>()?;
+    match packed::read_id(rest)? {
+        (id, []) => Some((*pair, id)),
+        _ => None,
+    }
+}
+
+fn show_metadata_key(k: &[u8]) -> String {
+    match parse_metadata_key(k) {
+        Some((pair, id)) => {
+            format!("(pair {}, {id})", pair.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        }
+        None => format!("{k:?}"),
+    }
+}
 /// (source, target, relation) → checksummed postcard `StoredEdge`: where
 /// files before schema version 5 kept the edges (moved into segments when
 /// such a file is opened).
@@ -161,29 +215,30 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                 rebuild = true;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(5) => {
-                // Version 5 wrote each posting block's fields interleaved:
-                // each segment's text index is written again, in columns;
-                // the segments and their edges stay as they are.
-                meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
-                drop(meta);
-                let total_terms = rebuild_postings(&tx)
-                    .map_err(|e| format!("migrating schema version 5 to {SCHEMA_VERSION}: {e}"))?;
-                meta = tx.open_table(META).map_err(|e| e.to_string())?;
-                meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
-            }
-            Some(old @ 1..=4) => {
+            Some(old @ 1..=6) => {
+                let migrating =
+                    |e: String| format!("migrating schema version {old} to {SCHEMA_VERSION}: {e}");
                 if old == 1 {
-                    seal_v1_values(&tx)
-                        .map_err(|e| format!("migrating schema version 1 to {SCHEMA_VERSION}: {e}"))?;
+                    seal_v1_values(&tx).map_err(migrating)?;
                 }
-                // The old layouts of the indexes (rebuilt below), and the
-                // edges in one table (moved into segments below).
-                for name in ["postings", "edges_in"] {
-                    let old: TableDefinition<&str, ()> = TableDefinition::new(name);
-                    tx.delete_table(old).map_err(|e| e.to_string())?;
+                if old >= 5 {
+                    // The edges, from segments of version-1 chunks (the
+                    // segment tables are rebuilt below).
+                    edges = Some(v6_segment_edges(&tx).map_err(migrating)?);
+                } else {
+                    // The old layouts of the indexes (rebuilt below), and
+                    // the edges in one table (moved into segments below).
+                    for name in ["postings", "edges_in"] {
+                        let old: TableDefinition<&str, ()> = TableDefinition::new(name);
+                        tx.delete_table(old).map_err(|e| e.to_string())?;
+                    }
+                    edges = Some(
+                        legacy_edges(&tx)
+                            .map_err(|e| migrating(format!("moving the edges into segments: {e}")))?,
+                    );
                 }
-                edges = Some(legacy_edges(&tx).map_err(|e| format!("moving the edges into segments: {e}"))?);
+                tx.delete_table(LEGACY_OWNED).map_err(|e| e.to_string())?;
+                tx.delete_table(LEGACY_META_INDEX).map_err(|e| e.to_string())?;
                 meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
                 rebuild = true;
             }
@@ -209,6 +264,9 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                     elex_text::TEXT_VERSION
                 )
             })?;
+            if rebuild {
+                rebuild_metadata(&tx).map_err(|e| format!("rebuilding the metadata index: {e}"))?;
+            }
             meta = tx.open_table(META).map_err(|e| e.to_string())?;
             meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
             meta.insert("text_version", elex_text::TEXT_VERSION).map_err(|e| e.to_string())?;
@@ -223,10 +281,9 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
     }
     create!(
         ENGRAMS,
-        OWNED,
         QUOTA,
         SEGMENTS,
-        META_INDEX,
+        METADATA,
         CONTEXTS,
         MEMBERS,
         MEMBERSHIPS,
@@ -296,6 +353,51 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
     Ok(out)
 }
 
+/// Every edge kept in the segments of a version-5 or 6 file (chunks of
+/// the version-1 layout, ids 8 bytes each in keys). A damaged chunk (or
+/// key) stops this with its error rather than lose the edges it held.
+fn v6_segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
+    let e = |e: redb::Error| e.to_string();
+    let segs =
+        Segments::load(&tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?).map_err(|f| f.to_string())?;
+    let mut out = Vec::new();
+    for seg in segs.iter() {
+        let t = segments::open_edges_out(tx, seg.table).map_err(|f| f.to_string())?;
+        for (k, v) in packed::v1::read_all(&t, segments::EDGES_OUT_KIND).map_err(|f| f.to_string())? {
+            let Some((s, t, rel)) = segments::parse_v6_edge_key(&k) else {
+                return Err(format!("an edge key of segment {} does not parse", seg.start));
+            };
+            out.push(((s, t, rel.to_string()), v));
+        }
+    }
+    Ok(out)
+}
+
+/// The metadata index written anew from the engrams (one that does not
+/// decode is left out; the integrity check names it).
+fn rebuild_metadata(tx: &WriteTransaction) -> Result<(), String> {
+    let e = |e: redb::Error| e.to_string();
+    let mut keys = Vec::new();
+    for row in tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = row.map_err(|x| e(x.into()))?;
+        let id = k.value();
+        let Ok(engram) = StoredEngram::decode(id, v.value()) else { continue };
+        for (mk, mv) in &engram.metadata {
+            keys.push(metadata_key(&metadata_pair(mk, mv), id));
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    tx.delete_table(METADATA).map_err(|x| e(x.into()))?;
+    let mut t = tx.open_table(METADATA).map_err(|x| e(x.into()))?;
+    let mut b = Builder::new(METADATA_KIND);
+    for k in &keys {
+        b.push(&mut t, k, &[]).map_err(|f| f.to_string())?;
+    }
+    b.finish(&mut t).map_err(|f| f.to_string())?;
+    Ok(())
+}
+
 /// Every segment table dropped, and segment 0 (table 0) written anew: the
 /// text index from the engrams under today's
 /// [`term_counts`](crate::write::term_counts), and `edges` by source and by
@@ -343,22 +445,6 @@ fn write_postings(tx: &WriteTransaction, table: u64, index: Index) -> Result<u64
     }
     w.finish(&mut t).map_err(fault)?;
     Ok(entries)
-}
-
-/// Writes each segment's text index again from the engrams the segment
-/// covers (its postings table replaced; its edge tables and the segment
-/// list untouched). Returns the number of terms indexed.
-fn rebuild_postings(tx: &WriteTransaction) -> Result<u64, String> {
-    let segs =
-        Segments::load(&tx.open_table(SEGMENTS).map_err(|e| e.to_string())?).map_err(|f| f.to_string())?;
-    let (indexes, total_terms) = index_engrams(tx, segs.iter().count(), |id| segs.index_covering(id))?;
-    for (s, index) in segs.iter().zip(indexes) {
-        let name = segments::postings_name(s.table);
-        let old: TableDefinition<&str, ()> = TableDefinition::new(&name);
-        tx.delete_table(old).map_err(|e| e.to_string())?;
-        write_postings(tx, s.table, index)?;
-    }
-    Ok(total_terms)
 }
 
 fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, String> {
@@ -503,7 +589,8 @@ mod tests {
                 &segment(&postings),
                 &segment(&segments::edges_out_name(7)),
                 CONTEXTS.name(),
-                &segment(&edges_in)
+                &segment(&edges_in),
+                METADATA.name(),
             ]
         );
     }
@@ -634,48 +721,118 @@ mod tests {
         assert!(g.check_integrity().unwrap().is_empty());
     }
 
-    /// A version-5 file wrote each posting block's fields interleaved: its
-    /// text index is rebuilt from the engrams when opened (here the old
-    /// index is emptied, so only a rebuild finds anything), and its edges
-    /// are kept.
-    #[test]
-    fn a_version_5_file_gets_its_text_index_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(crate::FILE_NAME);
-        let (ids, hits, conns) = {
-            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
-            let ids = fill(&g);
-            let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
-            (
-                ids.clone(),
-                g.search(&Actor::Operator, &q).unwrap(),
-                g.connections(&Actor::Operator, ids[0]).unwrap(),
-            )
+    /// The layout of schema versions 5 and 6 in place of today's: chunks
+    /// of the version-1 layout with ids of 8 bytes in keys, the metadata
+    /// index keyed (key, value, id) and an index of engrams by owner.
+    fn to_v6_layout(tx: &WriteTransaction) {
+        let segs = Segments::load(&tx.open_table(SEGMENTS).unwrap()).unwrap();
+        let v6_id = |k: &[u8]| {
+            let (id, rest) = packed::read_id(k).unwrap();
+            (id.to_be_bytes().to_vec(), rest.to_vec())
         };
-        assert!(!hits.is_empty() && !conns.is_empty());
-        {
-            let db = Database::create(&path).unwrap();
-            let tx = db.begin_write().unwrap();
-            let names: Vec<String> = tx
-                .list_tables()
-                .unwrap()
-                .map(|h| h.name().to_string())
-                .filter(|n| n.starts_with("postings/"))
-                .collect();
-            assert!(names.len() >= 2, "several segments, each rebuilt: {names:?}");
-            for name in names {
-                let t: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-                tx.delete_table(t).unwrap();
-                tx.open_table(t).unwrap();
+        for seg in segs.iter() {
+            let tables = [
+                (segments::postings_name(seg.table), postings::KIND),
+                (segments::edges_out_name(seg.table), segments::EDGES_OUT_KIND),
+                (segments::edges_in_name(seg.table), segments::EDGES_KIND),
+            ];
+            for (name, kind) in tables {
+                let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+                let mut entries = Vec::new();
+                let faults = packed::scan(&tx.open_table(def).unwrap(), kind, |k, v| {
+                    let key = if name.starts_with("postings/") {
+                        let zero = k.iter().position(|&b| b == 0).unwrap();
+                        let mut key = k[..=zero].to_vec();
+                        if zero + 1 < k.len() {
+                            key.extend_from_slice(&packed::read_id(&k[zero + 1..]).unwrap().0.to_be_bytes());
+                        }
+                        key
+                    } else {
+                        let (a, rest) = v6_id(k);
+                        let (b, rel) = v6_id(&rest);
+                        [a, b, rel].concat()
+                    };
+                    entries.push((key, v.to_vec()));
+                })
+                .unwrap();
+                assert!(faults.is_empty());
+                tx.delete_table(def).unwrap();
+                let mut t = tx.open_table(def).unwrap();
+                for chunk in entries.chunks(7) {
+                    t.insert(chunk.last().unwrap().0.as_slice(), packed::v1::chunk(kind, chunk).as_slice())
+                        .unwrap();
+                }
             }
-            tx.open_table(META).unwrap().insert("schema_version", 5).unwrap();
-            tx.commit().unwrap();
         }
-        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
-        let q = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
-        assert_eq!(g.search(&Actor::Operator, &q).unwrap(), hits);
-        assert_eq!(g.connections(&Actor::Operator, ids[0]).unwrap(), conns);
-        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+        tx.delete_table(METADATA).unwrap();
+        let engrams: Vec<(u64, StoredEngram)> = tx
+            .open_table(ENGRAMS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value(), StoredEngram::decode(k.value(), v.value()).unwrap())
+            })
+            .collect();
+        let mut owned = tx.open_table(LEGACY_OWNED).unwrap();
+        let mut meta = tx.open_table(LEGACY_META_INDEX).unwrap();
+        for (id, e) in &engrams {
+            owned.insert((e.owner.as_str(), *id), ()).unwrap();
+            for (k, v) in &e.metadata {
+                meta.insert((k.as_str(), v.as_str(), *id), ()).unwrap();
+            }
+        }
+    }
+
+    /// A file of schema version 5 or 6 (whole ids and whole keys in its
+    /// chunks, a metadata index by (key, value, id), an owner index) is
+    /// migrated when opened: its edges are read from the old chunks, every
+    /// index is rebuilt in today's layout, the old tables are dropped, and
+    /// search, metadata filters and connections read as before.
+    #[test]
+    fn a_version_5_or_6_file_is_migrated() {
+        for version in [5, 6] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(crate::FILE_NAME);
+            let text = SearchQuery { text: Some("sleep energy".into()), limit: 10, ..SearchQuery::default() };
+            let filtered = SearchQuery { metadata: vec![("kind".into(), "fact".into())], ..text.clone() };
+            let (ids, hits, only, conns, around) = {
+                let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+                let ids = fill(&g);
+                g.create(&Actor::Operator, data("sleep energy notes", &[("kind", "note")]), None).unwrap();
+                (
+                    ids.clone(),
+                    g.search(&Actor::Operator, &text).unwrap(),
+                    g.search(&Actor::Operator, &filtered).unwrap(),
+                    g.connections(&Actor::Operator, ids[0]).unwrap(),
+                    g.neighbourhood(&Actor::Operator, ids[1], 1, None, 10).unwrap(),
+                )
+            };
+            assert!(!hits.is_empty() && !only.is_empty() && only.len() < hits.len(), "{hits:?} {only:?}");
+            assert!(!conns.is_empty() && around.len() == 2);
+            {
+                let db = Database::create(&path).unwrap();
+                let tx = db.begin_write().unwrap();
+                to_v6_layout(&tx);
+                tx.open_table(META).unwrap().insert("schema_version", version).unwrap();
+                tx.commit().unwrap();
+            }
+            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+            assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+            assert_eq!(g.search(&Actor::Operator, &text).unwrap(), hits);
+            assert_eq!(g.search(&Actor::Operator, &filtered).unwrap(), only);
+            assert_eq!(g.connections(&Actor::Operator, ids[0]).unwrap(), conns);
+            assert_eq!(g.neighbourhood(&Actor::Operator, ids[1], 1, None, 10).unwrap(), around);
+            // An agent still sees its own engrams, and only those.
+            assert!(g.get(&Actor::agent("a"), ids[0]).is_ok());
+            let tx = g.db.begin_read().unwrap();
+            let names: Vec<String> = tx.list_tables().unwrap().map(|h| h.name().to_string()).collect();
+            assert!(!names.iter().any(|n| n == "owned" || n == "metadata_index"), "{names:?}");
+            drop(tx);
+            g.create(&Actor::agent("a"), data("after the migration", &[("kind", "fact")]), None).unwrap();
+            assert!(g.check_integrity().unwrap().is_empty());
+        }
     }
 
     /// A damaged segment-table counter (pointing at tables a segment

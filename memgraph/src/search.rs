@@ -6,7 +6,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::graph::Reader;
+use crate::packed;
 use crate::postings::{self, Posting, TermPostings, Visit};
+use crate::schema::{METADATA_KIND, metadata_pair, parse_metadata_key};
 use crate::write::term_counts;
 use crate::{GraphError, MemoryGraph, Result, SearchHit, SearchQuery};
 
@@ -62,13 +64,23 @@ impl MemoryGraph {
             narrow(ids);
         }
         for (k, v) in &query.metadata {
+            let pair = metadata_pair(k, v);
             let mut ids = Vec::new();
-            for row in r
-                .meta_index()?
-                .range((k.as_str(), v.as_str(), 0)..=(k.as_str(), v.as_str(), u64::MAX))
-                .map_err(|e| r.storage(e))?
-            {
-                ids.push(row.map_err(|e| r.storage(e))?.0.value().2);
+            let mut c = packed::Cursor::seek(r.metadata()?, METADATA_KIND, &pair).map_err(|f| r.fault(f))?;
+            while let Some(key) = c.next(|key, _| key.to_vec()).map_err(|f| r.fault(f))? {
+                if !key.starts_with(&pair) {
+                    break;
+                }
+                match parse_metadata_key(&key) {
+                    Some((_, id)) => ids.push(id),
+                    None => {
+                        return Err(r.fault(packed::corrupt(
+                            METADATA_KIND,
+                            &key,
+                            "a key that does not parse",
+                        )));
+                    }
+                }
             }
             narrow(ids);
         }

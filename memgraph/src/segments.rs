@@ -70,8 +70,9 @@ pub(crate) fn is_segment_table(name: &str) -> bool {
     name.starts_with("postings/") || name.starts_with("edges_in/") || name.starts_with("edges_out/")
 }
 
-/// An edge key: two engram ids big-endian, then the relation. The reverse
-/// edge index keys (target, source, relation); the edges by source,
+/// An edge key: two engram ids as keys spell them (see
+/// [`packed::push_id`]: they sort as numbers), then the relation. The
+/// reverse edge index keys (target, source, relation); the edges by source,
 /// (source, target, relation).
 pub(crate) fn edge_key(a: u64, b: u64, relation: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + relation.len());
@@ -82,13 +83,22 @@ pub(crate) fn edge_key(a: u64, b: u64, relation: &str) -> Vec<u8> {
 /// [`edge_key`] written over `buf` (reused from key to key).
 pub(crate) fn edge_key_into(buf: &mut Vec<u8>, a: u64, b: u64, relation: &str) {
     buf.clear();
-    buf.extend_from_slice(&a.to_be_bytes());
-    buf.extend_from_slice(&b.to_be_bytes());
+    packed::push_id(buf, a);
+    packed::push_id(buf, b);
     buf.extend_from_slice(relation.as_bytes());
 }
 
 /// An edge key read back: (a, b, relation).
 pub(crate) fn parse_edge_key(k: &[u8]) -> Option<(u64, u64, &str)> {
+    let (a, k) = packed::read_id(k)?;
+    let (b, k) = packed::read_id(k)?;
+    Some((a, b, std::str::from_utf8(k).ok()?))
+}
+
+/// An edge key as files before schema version 7 spelled it: both ids as 8
+/// bytes big-endian, then the relation (read once, when such a file is
+/// migrated).
+pub(crate) fn parse_v6_edge_key(k: &[u8]) -> Option<(u64, u64, &str)> {
     let a = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
     let b = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
     Some((a, b, std::str::from_utf8(&k[16..]).ok()?))
@@ -116,7 +126,8 @@ pub(crate) fn incoming(t: &impl Readable, target: u64) -> Result<Vec<(u64, Strin
 /// The entries of an edge table whose keys start with `id`: (the other
 /// engram, relation, value).
 fn edges_of(t: &impl Readable, kind: Kind, id: u64) -> Result<Vec<(u64, String, Vec<u8>)>, Fault> {
-    let prefix = id.to_be_bytes();
+    let mut prefix = Vec::with_capacity(9);
+    packed::push_id(&mut prefix, id);
     let mut c = Cursor::seek(t, kind, &prefix)?;
     let mut out = Vec::new();
     while let Some((k, v)) = c.peek()? {

@@ -88,9 +88,7 @@ impl Fresh {
 pub(crate) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     engrams: Table<'t, u64, &'static [u8]>,
-    owned: Table<'t, (&'static str, u64), ()>,
     quota: Table<'t, &'static str, &'static [u8]>,
-    meta_index: Table<'t, (&'static str, &'static str, u64), ()>,
     contexts: Table<'t, u64, &'static [u8]>,
     members: Table<'t, (u64, &'static str), ()>,
     memberships: Table<'t, (&'static str, u64), ()>,
@@ -122,6 +120,9 @@ pub(crate) struct Tables<'t> {
     /// Index changes of this transaction, written by `flush` in one pass
     /// per term.
     postings_changes: TermChanges,
+    /// Metadata index changes of this transaction (key → put or removed,
+    /// the last change of a key winning), written by `flush`.
+    metadata_changes: BTreeMap<Vec<u8>, bool>,
     meta_delta: BTreeMap<&'static str, i64>,
     next_ids: BTreeMap<&'static str, u64>,
     /// Quota use of owners touched by this transaction, written by `flush`.
@@ -157,9 +158,7 @@ impl<'t> Tables<'t> {
             edges_out: HashMap::new(),
             meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
-            owned: tx.open_table(OWNED).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
-            meta_index: tx.open_table(META_INDEX).map_err(st)?,
             contexts: tx.open_table(CONTEXTS).map_err(st)?,
             members: tx.open_table(MEMBERS).map_err(st)?,
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
@@ -169,6 +168,7 @@ impl<'t> Tables<'t> {
             op: 0,
             scratch: Scratch::default(),
             postings_changes: HashMap::default(),
+            metadata_changes: BTreeMap::new(),
             meta_delta: BTreeMap::new(),
             next_ids: BTreeMap::new(),
             quotas: BTreeMap::new(),
@@ -557,6 +557,12 @@ impl<'t> Tables<'t> {
             b.finish(&mut t)?;
             self.tx.open_table(SEGMENTS).map_err(sf)?.insert(fresh.start, (table, entries)).map_err(sf)?;
         }
+        let metadata = std::mem::take(&mut self.metadata_changes);
+        if !metadata.is_empty() {
+            let changes: Vec<packed::Change> =
+                metadata.into_iter().map(|(k, put)| (k, put.then(Vec::new))).collect();
+            packed::update(&mut self.tx.open_table(METADATA).map_err(sf)?, METADATA_KIND, &changes)?;
+        }
         for (key, delta) in std::mem::take(&mut self.meta_delta) {
             let v = self.meta.get(key).map_err(sf)?.map(|v| v.value()).unwrap_or(0);
             self.meta.insert(key, v.saturating_add_signed(delta)).map_err(sf)?;
@@ -619,7 +625,6 @@ impl<'t> Tables<'t> {
         }
         match actor {
             Actor::Operator if self.engrams.get(id).map_err(sf)?.is_some() => return Ok(()),
-            Actor::Agent(a) if self.owned.get((a.as_str(), id)).map_err(sf)?.is_some() => return Ok(()),
             _ => {}
         }
         let Some(v) = self.engrams.get(id).map_err(sf)? else {
@@ -667,7 +672,7 @@ impl<'t> Tables<'t> {
             self.meta_add("total_terms", len as i64);
         }
         for (k, v) in &e.metadata {
-            self.meta_index.insert((k.as_str(), v.as_str(), id), ()).map_err(sf)?;
+            self.metadata_changes.insert(metadata_key(&metadata_pair(k, v), id), true);
         }
         Ok(())
     }
@@ -679,7 +684,7 @@ impl<'t> Tables<'t> {
         }
         self.meta_add("total_terms", -(len as i64));
         for (k, v) in &e.metadata {
-            self.meta_index.remove((k.as_str(), v.as_str(), id)).map_err(sf)?;
+            self.metadata_changes.insert(metadata_key(&metadata_pair(k, v), id), false);
         }
         Ok(())
     }
@@ -882,7 +887,6 @@ impl MemoryGraph {
                 quota_check(self, &owner, q, is_agent)?;
                 t.set_quota(&owner, q);
                 t.put_engram(id, &e)?;
-                t.owned.insert((owner.as_str(), id), ()).map_err(sf)?;
                 t.index(id, &e)?;
                 if let Some(c) = context {
                     t.context_engrams.insert((c, id), ()).map_err(sf)?;
@@ -940,7 +944,6 @@ impl MemoryGraph {
                 q.engrams = q.engrams.saturating_sub(1);
                 q.bytes = q.bytes.saturating_sub(old.bytes());
                 t.set_quota(&old.owner, q);
-                t.owned.remove((old.owner.as_str(), id)).map_err(sf)?;
                 t.engrams.remove(id).map_err(sf)?;
                 t.meta_add("engram_count", -1);
                 Ok(true)
