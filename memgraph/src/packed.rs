@@ -259,12 +259,13 @@ impl<'v> Parsed<'v> {
 
     /// The last entry: (key, value).
     fn last(&self) -> Result<(Vec<u8>, &'v [u8]), String> {
-        let mut e = Entries { p: *self, pos: self.at_restart((self.n - 1) / RESTART) };
-        let mut last = None;
-        while let Some((k, v)) = e.next()? {
-            last = Some((k.to_vec(), v));
+        let mut pos = self.at_restart((self.n - 1) / RESTART);
+        let mut last = Step::default();
+        while pos.i < self.n {
+            last = pos.decode(self)?;
+            pos.pass(self, last)?;
         }
-        last.ok_or_else(|| String::from("no last entry"))
+        Ok((pos.key, self.value(last)))
     }
 
     fn value(&self, s: Step) -> &'v [u8] {
