@@ -257,6 +257,37 @@ impl<'v> Parsed<'v> {
         Ok((pos, None))
     }
 
+    /// The last entry whose key is at most `key`, if any: (key, value).
+    fn last_at_most(&self, key: &[u8]) -> Result<Option<(Vec<u8>, &'v [u8])>, String> {
+        // The restart points whose keys are at most `key`: the answer is
+        // from the last of them on.
+        let (mut lo, mut hi) = (0, self.n.div_ceil(RESTART));
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.restart_key(mid)? <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            return Ok(None);
+        }
+        let mut pos = self.at_restart(lo - 1);
+        let (mut best_key, mut best) = (Vec::new(), None);
+        while pos.i < self.n {
+            let s = pos.decode(self)?;
+            if pos.key.as_slice() > key {
+                break;
+            }
+            best_key.clear();
+            best_key.extend_from_slice(&pos.key);
+            best = Some(s);
+            pos.pass(self, s)?;
+        }
+        Ok(best.map(|s| (best_key, self.value(s))))
+    }
+
     /// The last entry: (key, value).
     fn last(&self) -> Result<(Vec<u8>, &'v [u8]), String> {
         let mut pos = self.at_restart((self.n - 1) / RESTART);
@@ -327,18 +358,15 @@ impl<'v> Entries<'v> {
     }
 }
 
-/// Checks a stored chunk (checksum, layout, and its key its last entry's)
-/// and returns its payload. (Entries out of order within a checksummed
-/// chunk, which only a forger can make, give wrong lookups, not a panic;
-/// writing them anywhere is refused by `Builder::push`.)
+/// Checks a stored chunk (checksum and header) and returns its payload
+/// parsed. Its entries are checked as they are read. (A chunk whose entries
+/// are out of order or whose key is not its last entry's passes its
+/// checksum only if forged; it gives wrong lookups, not a panic, and
+/// [`scan`] reports it. Writing such entries is refused by
+/// `Builder::push`.)
 fn open<'v>(kind: Kind, key: &[u8], value: &'v [u8]) -> Result<Parsed<'v>, Fault> {
     let payload = record::open(kind.table, &ChunkKey { key, show: kind.show }, value)?;
-    let p = Parsed::new(payload).map_err(|e| corrupt(kind, key, e))?;
-    let last = p.last().map_err(|e| corrupt(kind, key, e))?.0;
-    if last != key {
-        return Err(corrupt(kind, key, "the chunk's last entry is not its key"));
-    }
-    Ok(p)
+    Parsed::new(payload).map_err(|e| corrupt(kind, key, e))
 }
 
 /// Builds chunks from entries given in ascending key order and inserts
@@ -715,17 +743,8 @@ pub(crate) fn last_at_most(t: &impl Readable, kind: Kind, key: &[u8]) -> Result<
     if let Some(row) = above {
         let (k, v) = row.map_err(storage)?;
         let p = open(kind, k.value(), v.value())?;
-        let bad = |e: String| corrupt(kind, k.value(), e);
-        let mut e = p.entries();
-        let mut best = None;
-        while let Some((ek, ev)) = e.next().map_err(bad)? {
-            if ek > key {
-                break;
-            }
-            best = Some((ek.to_vec(), ev.to_vec()));
-        }
-        if best.is_some() {
-            return Ok(best);
+        if let Some((ek, ev)) = p.last_at_most(key).map_err(|e| corrupt(kind, k.value(), e))? {
+            return Ok(Some((ek, ev.to_vec())));
         }
     }
     let before = t.range(..key).map_err(storage)?.next_back();
@@ -857,16 +876,23 @@ pub(crate) fn scan(
             }
         };
         let mut e = p.entries();
+        let mut last_key = None;
         loop {
             match e.next() {
                 Ok(Some((ek, ev))) => {
+                    last_key = Some(ek.to_vec());
                     if prev.as_deref().is_some_and(|p| p >= ek) {
                         faults.push(corrupt(kind, k.value(), "entries out of order"));
                     }
                     prev = Some(ek.to_vec());
                     f(ek, ev);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if last_key.as_deref() != Some(k.value()) {
+                        faults.push(corrupt(kind, k.value(), "the chunk's last entry is not its key"));
+                    }
+                    break;
+                }
                 Err(err) => {
                     faults.push(corrupt(kind, k.value(), err));
                     break;
