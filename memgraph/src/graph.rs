@@ -34,6 +34,8 @@ pub(crate) struct Reader<'g> {
     /// The tables a read may not need at all, opened when first needed (an
     /// open is a lookup of its own, and a search needs none of these).
     metadata: OnceCell<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    relations: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
+    relation_numbers: OnceCell<ReadOnlyTable<&'static str, u64>>,
     contexts: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
     members: OnceCell<ReadOnlyTable<(u64, &'static str), ()>>,
     context_engrams: OnceCell<ReadOnlyTable<(u64, u64), ()>>,
@@ -65,6 +67,8 @@ impl<'g> Reader<'g> {
             edges_in: OnceCell::new(),
             edges_out: OnceCell::new(),
             metadata: OnceCell::new(),
+            relations: OnceCell::new(),
+            relation_numbers: OnceCell::new(),
             contexts: OnceCell::new(),
             members: OnceCell::new(),
             context_engrams: OnceCell::new(),
@@ -142,8 +146,19 @@ impl<'g> Reader<'g> {
         self.segment_tables(&self.edges_out, segments::edges_out_name)
     }
 
-    /// The edges leaving `id`: (target, relation, stored edge).
-    pub fn outgoing(&self, id: EngramId) -> Result<Vec<(u64, String, Vec<u8>)>> {
+    /// The name of relation `number`.
+    pub fn relation_name(&self, number: u64) -> Result<String> {
+        relation_name(self.lazy(&self.relations, RELATIONS)?, number).map_err(|f| self.fault(f))
+    }
+
+    /// The number of relation `name`, if any edge ever had it.
+    pub fn relation_number(&self, name: &str) -> Result<Option<u64>> {
+        let numbers = self.lazy(&self.relation_numbers, RELATION_NUMBERS)?;
+        relation_number(numbers, self.lazy(&self.relations, RELATIONS)?, name).map_err(|f| self.fault(f))
+    }
+
+    /// The edges leaving `id`: (target, relation number, stored edge).
+    pub fn outgoing(&self, id: EngramId) -> Result<Vec<(u64, u64, Vec<u8>)>> {
         let t = &self.edges_out()?[self.segs.index_covering(id)];
         segments::outgoing(t, id).map_err(|f| self.fault(f))
     }
@@ -250,8 +265,9 @@ impl<'g> Reader<'g> {
         Ok(())
     }
 
-    /// Neighbours of `id` along edges in both directions (relation filter).
-    fn adjacent(&self, id: EngramId, relation: Option<&str>, out: &mut Vec<EngramId>) -> Result<()> {
+    /// Neighbours of `id` along edges in both directions (relation filter:
+    /// its number).
+    fn adjacent(&self, id: EngramId, relation: Option<u64>, out: &mut Vec<EngramId>) -> Result<()> {
         for (t, r, _) in self.outgoing(id)? {
             if relation.is_none_or(|want| want == r) {
                 out.push(t);
@@ -322,10 +338,15 @@ impl MemoryGraph {
         let r = Reader::new(self, actor)?;
         r.visible(id)?;
         let mut out = Vec::new();
-        for (target, relation, value) in r.outgoing(id)? {
+        let mut names: HashMap<u64, String> = HashMap::new();
+        for (target, number, value) in r.outgoing(id)? {
             if !r.sees(target)? {
                 continue;
             }
+            let relation = match names.get(&number) {
+                Some(name) => name.clone(),
+                None => names.entry(number).or_insert(r.relation_name(number)?).clone(),
+            };
             let edge = StoredEdge::decode((id, target, &relation), &value).map_err(|c| r.corrupt(c))?;
             out.push(Connection {
                 source: id,
@@ -406,6 +427,14 @@ impl MemoryGraph {
         r.check_limit("limit", limit, self.config.max_results)?;
         r.visible(id)?;
         let mut out = Vec::new();
+        // A relation no edge ever had: no neighbours.
+        let relation = match relation {
+            Some(name) => match r.relation_number(name)? {
+                Some(n) => Some(n),
+                None => return Ok(out),
+            },
+            None => None,
+        };
         if limit == 0 {
             return Ok(out);
         }
@@ -647,7 +676,7 @@ impl MemoryGraph {
             let mut found = Vec::new();
             let faults =
                 packed::scan(table, segments::EDGES_OUT_KIND, |k, v| match segments::parse_edge_key(k) {
-                    Some((s, t, rel)) => found.push((s, t, rel.to_string(), v.to_vec())),
+                    Some((s, t, rel)) => found.push((s, t, rel, v.to_vec())),
                     None => problems.push(format!("an edge key of segment {} does not parse", seg.start)),
                 })
                 .map_err(|f| r.fault(f))?;
@@ -655,7 +684,14 @@ impl MemoryGraph {
             for f in faults {
                 r.note(&mut problems, f)?;
             }
-            for (s, t, rel, value) in found {
+            for (s, t, number, value) in found {
+                let rel = match r.relation_name(number) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        problems.push(format!("edge {s} -> {t}: {e}"));
+                        format!("#{number}")
+                    }
+                };
                 if r.segs.covering(s).start != seg.start {
                     problems.push(format!("edge {s} -{rel}-> {t} is filed under segment {}", seg.start));
                 }
@@ -665,7 +701,7 @@ impl MemoryGraph {
                 if !r.exists(s)? || !r.exists(t)? {
                     problems.push(format!("edge {s} -{rel}-> {t} joins a missing engram"));
                 }
-                out_edges.insert((s, t, rel));
+                out_edges.insert((s, t, number));
             }
         }
         let mut in_edges = BTreeSet::new();
@@ -675,11 +711,11 @@ impl MemoryGraph {
                     Some((t, s, rel)) => {
                         if r.segs.covering(s).start != seg.start {
                             problems.push(format!(
-                                "reverse edge {s} -{rel}-> {t} is filed under segment {}",
+                                "reverse edge {s} -#{rel}-> {t} is filed under segment {}",
                                 seg.start
                             ));
                         }
-                        in_edges.insert((s, t, rel.to_string()));
+                        in_edges.insert((s, t, rel));
                     }
                     None => {
                         problems.push(format!("a reverse edge key of segment {} does not parse", seg.start))

@@ -1,5 +1,5 @@
 //! A sorted map of small entries (byte keys, byte values) packed into
-//! chunks of about [`CHUNK_BYTES`], each stored as one redb value under the
+//! chunks of about a page ([`chunk_bytes`]), each stored as one redb value under the
 //! key of its last entry.
 //!
 //! Why: every redb insert is a B-tree descent and a leaf rewrite, about a
@@ -32,10 +32,18 @@ use redb::{ReadableTable, Table};
 
 use crate::record::{self, Corruption, Fault, RecordKey, Seed, storage};
 
-/// Most bytes of a chunk (its layout, entries and checksum): with its key
-/// ([`MAX_KEY_BYTES`] at most) and redb's own bookkeeping it fills one
-/// 4 KiB page. (A value that does not fit takes two pages, half empty.)
-pub(crate) const CHUNK_BYTES: usize = 3_800;
+/// A redb page, and what a leaf page that holds one entry spends besides
+/// the entry's key and value (a 4-byte header and the key's and value's end
+/// offsets, 4 bytes each).
+const PAGE_BYTES: usize = 4096;
+const LEAF_OVERHEAD: usize = 12;
+
+/// Most bytes of a chunk (its layout, entries and checksum) stored under a
+/// key of `key_len` bytes: chunk and key fill one leaf page. (A value that
+/// does not fit takes two pages, half empty.)
+pub(crate) fn chunk_bytes(key_len: usize) -> usize {
+    PAGE_BYTES - LEAF_OVERHEAD - key_len
+}
 
 /// Longest key an entry may have.
 pub(crate) const MAX_KEY_BYTES: usize = 128;
@@ -258,7 +266,7 @@ impl<'v> Parsed<'v> {
     }
 
     /// The last entry whose key is at most `key`, if any: (key, value).
-    fn last_at_most(&self, key: &[u8]) -> Result<Option<(Vec<u8>, &'v [u8])>, String> {
+    fn last_at_most(&self, key: &[u8]) -> Result<Option<KeyCopyAndValue<'v>>, String> {
         // The restart points whose keys are at most `key`: the answer is
         // from the last of them on.
         let (mut lo, mut hi) = (0, self.n.div_ceil(RESTART));
@@ -289,7 +297,7 @@ impl<'v> Parsed<'v> {
     }
 
     /// The last entry: (key, value).
-    fn last(&self) -> Result<(Vec<u8>, &'v [u8]), String> {
+    fn last(&self) -> Result<KeyCopyAndValue<'v>, String> {
         let mut pos = self.at_restart((self.n - 1) / RESTART);
         let mut last = Step::default();
         while pos.i < self.n {
@@ -340,6 +348,9 @@ impl Pos {
 /// decoder's buffer) and its value (in the chunk).
 type KeyAndValue<'k, 'v> = (&'k [u8], &'v [u8]);
 
+/// An entry of a chunk with its key copied out: (key, value in the chunk).
+type KeyCopyAndValue<'v> = (Vec<u8>, &'v [u8]);
+
 /// The entries of a chunk in order from a point on.
 struct Entries<'v> {
     p: Parsed<'v>,
@@ -387,7 +398,7 @@ impl Builder {
             kind,
             n: 0,
             restarts: Vec::new(),
-            entries: Vec::with_capacity(CHUNK_BYTES * 2),
+            entries: Vec::with_capacity(PAGE_BYTES),
             last: Vec::new(),
             chunks: 0,
         }
@@ -421,7 +432,8 @@ impl Builder {
             varint_len(n as u64) + 4 * n.div_ceil(RESTART) + entries + record::CHECKSUM_BYTES
         };
         if self.n > 0
-            && size(self.n + 1, self.entries.len() + entry(shared(self.n, &self.last))) > CHUNK_BYTES
+            && size(self.n + 1, self.entries.len() + entry(shared(self.n, &self.last)))
+                > chunk_bytes(key.len())
         {
             self.emit(t)?;
         }

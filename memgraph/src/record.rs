@@ -49,11 +49,12 @@ pub(crate) enum Table {
     Contexts,
     EdgesIn,
     Metadata,
+    Relations,
 }
 
 impl Table {
     #[cfg(test)]
-    pub(crate) const ALL: [Table; 7] = [
+    pub(crate) const ALL: [Table; 8] = [
         Table::Engrams,
         Table::Quota,
         Table::Postings,
@@ -61,6 +62,7 @@ impl Table {
         Table::Contexts,
         Table::EdgesIn,
         Table::Metadata,
+        Table::Relations,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -72,6 +74,7 @@ impl Table {
             Table::Contexts => "contexts",
             Table::EdgesIn => "edges_in",
             Table::Metadata => "metadata",
+            Table::Relations => "relations",
         }
     }
 
@@ -86,6 +89,7 @@ impl Table {
             Table::Contexts => 5,
             Table::EdgesIn => 6,
             Table::Metadata => 7,
+            Table::Relations => 8,
         }
     }
 }

@@ -16,10 +16,11 @@ use crate::segments::{self, Segments, is_segment_table};
 /// keys the text index and the reverse edge index by segment (see
 /// `segments`); version 5 keeps the edges by source in segments too;
 /// version 6 writes each posting block in columns (see `postings::encode`);
-/// version 7 front-codes the packed chunks' keys and spells ids in keys by
-/// their length (see `packed`), keeps the metadata index packed (see
-/// `METADATA`) and drops the owner index (an engram's owner is the first
-/// field of its record). An older file is migrated when opened, in one
+/// version 7 front-codes the packed chunks' keys, fills each chunk to its
+/// page and spells ids in keys by their length (see `packed`), names each
+/// relation once and keys edges by its number (`RELATIONS`), keeps the
+/// metadata index packed (`METADATA`) and drops the owner index (an
+/// engram's owner is the first field of its record). An older file is migrated when opened, in one
 /// transaction: its edges are read (from the segments of a version-5 or 6
 /// file, from the one table of an older one), and both indexes and the
 /// metadata index are rebuilt from the engrams and the edges. A file of any
@@ -54,6 +55,64 @@ pub(crate) const LEGACY_META_INDEX: TableDefinition<(&str, &str, u64), ()> =
 /// coding stores in a few bytes each; new engrams append to their pairs'
 /// runs.
 pub(crate) const METADATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("metadata");
+
+/// Relation number → checksummed postcard name: edge keys hold a relation's
+/// number (see `segments::edge_key`), so a relation's name is stored once,
+/// not in each edge twice. Numbers are handed out from 0 in the order
+/// relations are first used, and kept.
+pub(crate) const RELATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("relations");
+/// Relation name → number: the reverse of [`RELATIONS`] (checked against it
+/// on every lookup, so a damaged entry is an error, never another relation).
+pub(crate) const RELATION_NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("relation_numbers");
+
+/// The name of relation `number`; a number without one is corrupt.
+pub(crate) fn relation_name(
+    t: &impl redb::ReadableTable<u64, &'static [u8]>,
+    number: u64,
+) -> Result<String, Fault> {
+    let Some(v) = t.get(number).map_err(record::storage)? else {
+        return Err(Fault::Corrupt(Corruption::new(
+            Table::Relations,
+            &number,
+            "an edge of an unknown relation",
+        )));
+    };
+    Ok(record::decode::<String, _>(Table::Relations, &number, v.value())?)
+}
+
+/// The number of relation `name`, if it has one.
+pub(crate) fn relation_number(
+    numbers: &impl redb::ReadableTable<&'static str, u64>,
+    names: &impl redb::ReadableTable<u64, &'static [u8]>,
+    name: &str,
+) -> Result<Option<u64>, Fault> {
+    let Some(n) = numbers.get(name).map_err(record::storage)?.map(|v| v.value()) else { return Ok(None) };
+    if relation_name(names, n)? != name {
+        return Err(Fault::Corrupt(Corruption::new(
+            Table::Relations,
+            &n,
+            format!("relation {name:?} is filed under the number of another"),
+        )));
+    }
+    Ok(Some(n))
+}
+
+/// The number of relation `name`, handed out if it has none.
+pub(crate) fn intern_relation(
+    numbers: &mut redb::Table<'_, &'static str, u64>,
+    names: &mut redb::Table<'_, u64, &'static [u8]>,
+    name: &str,
+) -> Result<u64, Fault> {
+    if let Some(n) = relation_number(numbers, names, name)? {
+        return Ok(n);
+    }
+    let n = names.last().map_err(record::storage)?.map_or(0, |(k, _)| k.value() + 1);
+    names
+        .insert(n, record::encode(Table::Relations, &n, &name, name.len() + 1)?.as_slice())
+        .map_err(record::storage)?;
+    numbers.insert(name, n).map_err(record::storage)?;
+    Ok(n)
+}
 
 /// The packed map of [`METADATA`].
 pub(crate) const METADATA_KIND: packed::Kind =
@@ -284,6 +343,8 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         QUOTA,
         SEGMENTS,
         METADATA,
+        RELATIONS,
+        RELATION_NUMBERS,
         CONTEXTS,
         MEMBERS,
         MEMBERSHIPS,
@@ -334,12 +395,13 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
     let e = |e: redb::Error| e.to_string();
     let segs =
         Segments::load(&tx.open_table(SEGMENTS).map_err(|x| e(x.into()))?).map_err(|f| f.to_string())?;
-    let mut out = Vec::new();
+    let names = tx.open_table(RELATIONS).map_err(|x| e(x.into()))?;
+    let mut numbered = Vec::new();
     for seg in segs.iter() {
         let t = segments::open_edges_out(tx, seg.table).map_err(|f| f.to_string())?;
         let mut bad_keys = 0;
         let faults = packed::scan(&t, segments::EDGES_OUT_KIND, |k, v| match segments::parse_edge_key(k) {
-            Some((s, t, rel)) => out.push(((s, t, rel.to_string()), v.to_vec())),
+            Some(key) => numbered.push((key, v.to_vec())),
             None => bad_keys += 1,
         })
         .map_err(|f| f.to_string())?;
@@ -349,6 +411,19 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
         if bad_keys > 0 {
             return Err(format!("{bad_keys} edge keys of segment {} do not parse", seg.start));
         }
+    }
+    let mut out = Vec::with_capacity(numbered.len());
+    let mut known: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    for ((s, t, n), value) in numbered {
+        let name = match known.get(&n) {
+            Some(name) => name.clone(),
+            None => {
+                let name = relation_name(&names, n).map_err(|f| f.to_string())?;
+                known.insert(n, name.clone());
+                name
+            }
+        };
+        out.push(((s, t, name), value));
     }
     Ok(out)
 }
@@ -447,7 +522,7 @@ fn write_postings(tx: &WriteTransaction, table: u64, index: Index) -> Result<u64
     Ok(entries)
 }
 
-fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, String> {
+fn rebuild_indexes(tx: &WriteTransaction, edges: Vec<Edge>) -> Result<u64, String> {
     let e = |e: redb::Error| e.to_string();
     let (mut indexes, total_terms) = index_engrams(tx, 1, |_| 0)?;
     let want = indexes.pop().expect("one bucket");
@@ -463,16 +538,32 @@ fn rebuild_indexes(tx: &WriteTransaction, mut edges: Vec<Edge>) -> Result<u64, S
     }
     let mut entries = write_postings(tx, 0, want)?;
     let fault = |f: crate::record::Fault| f.to_string();
-    edges.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    edges.dedup_by(|a, b| a.0 == b.0);
+    // The relations numbered anew, in order of name.
+    tx.delete_table(RELATIONS).map_err(|x| e(x.into()))?;
+    tx.delete_table(RELATION_NUMBERS).map_err(|x| e(x.into()))?;
+    let mut numbers = tx.open_table(RELATION_NUMBERS).map_err(|x| e(x.into()))?;
+    let mut names = tx.open_table(RELATIONS).map_err(|x| e(x.into()))?;
+    let mut relations: Vec<&str> = edges.iter().map(|((_, _, rel), _)| rel.as_str()).collect();
+    relations.sort_unstable();
+    relations.dedup();
+    for rel in relations {
+        intern_relation(&mut numbers, &mut names, rel).map_err(fault)?;
+    }
+    let mut numbered = Vec::with_capacity(edges.len());
+    for ((s, t, rel), value) in edges {
+        let n = numbers.get(rel.as_str()).map_err(|x| e(x.into()))?.expect("numbered above").value();
+        numbered.push(((s, t, n), value));
+    }
+    numbered.sort_unstable_by_key(|e| e.0);
+    numbered.dedup_by(|a, b| a.0 == b.0);
     let mut table = segments::open_edges_out(tx, 0).map_err(fault)?;
     let mut b = Builder::new(segments::EDGES_OUT_KIND);
-    for ((s, t, rel), value) in &edges {
-        b.push(&mut table, &segments::edge_key(*s, *t, rel), value).map_err(fault)?;
+    for ((s, t, rel), value) in &numbered {
+        b.push(&mut table, &segments::edge_key(*s, *t, *rel), value).map_err(fault)?;
     }
     b.finish(&mut table).map_err(fault)?;
     let mut keys: Vec<Vec<u8>> =
-        edges.iter().map(|((s, t, rel), _)| segments::edge_key(*t, *s, rel)).collect();
+        numbered.iter().map(|((s, t, rel), _)| segments::edge_key(*t, *s, *rel)).collect();
     keys.sort_unstable();
     let mut table = segments::open_edges_in(tx, 0).map_err(fault)?;
     let mut b = Builder::new(segments::EDGES_KIND);
@@ -591,6 +682,7 @@ mod tests {
                 CONTEXTS.name(),
                 &segment(&edges_in),
                 METADATA.name(),
+                RELATIONS.name(),
             ]
         );
     }
@@ -749,8 +841,10 @@ mod tests {
                         key
                     } else {
                         let (a, rest) = v6_id(k);
-                        let (b, rel) = v6_id(&rest);
-                        [a, b, rel].concat()
+                        let (b, rest) = v6_id(&rest);
+                        let number = packed::read_id(&rest).unwrap().0;
+                        let name = relation_name(&tx.open_table(RELATIONS).unwrap(), number).unwrap();
+                        [a, b, name.into_bytes()].concat()
                     };
                     entries.push((key, v.to_vec()));
                 })
@@ -765,6 +859,8 @@ mod tests {
             }
         }
         tx.delete_table(METADATA).unwrap();
+        tx.delete_table(RELATIONS).unwrap();
+        tx.delete_table(RELATION_NUMBERS).unwrap();
         let engrams: Vec<(u64, StoredEngram)> = tx
             .open_table(ENGRAMS)
             .unwrap()

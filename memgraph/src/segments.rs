@@ -70,29 +70,32 @@ pub(crate) fn is_segment_table(name: &str) -> bool {
     name.starts_with("postings/") || name.starts_with("edges_in/") || name.starts_with("edges_out/")
 }
 
-/// An edge key: two engram ids as keys spell them (see
-/// [`packed::push_id`]: they sort as numbers), then the relation. The
-/// reverse edge index keys (target, source, relation); the edges by source,
-/// (source, target, relation).
-pub(crate) fn edge_key(a: u64, b: u64, relation: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16 + relation.len());
+/// An edge key: two engram ids and the relation's number (see
+/// `schema::RELATIONS`), each as keys spell ids (see [`packed::push_id`]:
+/// they sort as numbers). The reverse edge index keys (target, source,
+/// relation); the edges by source, (source, target, relation).
+pub(crate) fn edge_key(a: u64, b: u64, relation: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(27);
     edge_key_into(&mut k, a, b, relation);
     k
 }
 
 /// [`edge_key`] written over `buf` (reused from key to key).
-pub(crate) fn edge_key_into(buf: &mut Vec<u8>, a: u64, b: u64, relation: &str) {
+pub(crate) fn edge_key_into(buf: &mut Vec<u8>, a: u64, b: u64, relation: u64) {
     buf.clear();
     packed::push_id(buf, a);
     packed::push_id(buf, b);
-    buf.extend_from_slice(relation.as_bytes());
+    packed::push_id(buf, relation);
 }
 
-/// An edge key read back: (a, b, relation).
-pub(crate) fn parse_edge_key(k: &[u8]) -> Option<(u64, u64, &str)> {
+/// An edge key read back: (a, b, relation number).
+pub(crate) fn parse_edge_key(k: &[u8]) -> Option<(u64, u64, u64)> {
     let (a, k) = packed::read_id(k)?;
     let (b, k) = packed::read_id(k)?;
-    Some((a, b, std::str::from_utf8(k).ok()?))
+    match packed::read_id(k)? {
+        (relation, []) => Some((a, b, relation)),
+        _ => None,
+    }
 }
 
 /// An edge key as files before schema version 7 spelled it: both ids as 8
@@ -106,26 +109,26 @@ pub(crate) fn parse_v6_edge_key(k: &[u8]) -> Option<(u64, u64, &str)> {
 
 fn show_edge_key(k: &[u8]) -> String {
     match parse_edge_key(k) {
-        Some((a, b, r)) => format!("({a}, {b}, {r:?})"),
+        Some((a, b, r)) => format!("({a}, {b}, relation #{r})"),
         None => format!("{:?}", String::from_utf8_lossy(k)),
     }
 }
 
 /// The edges leaving `source` in its segment's table of edges by source:
-/// (target, relation, stored edge).
-pub(crate) fn outgoing(t: &impl Readable, source: u64) -> Result<Vec<(u64, String, Vec<u8>)>, Fault> {
+/// (target, relation number, stored edge).
+pub(crate) fn outgoing(t: &impl Readable, source: u64) -> Result<Vec<(u64, u64, Vec<u8>)>, Fault> {
     edges_of(t, EDGES_OUT_KIND, source)
 }
 
 /// The edges into `target` filed in one segment's reverse edge table:
-/// (source, relation).
-pub(crate) fn incoming(t: &impl Readable, target: u64) -> Result<Vec<(u64, String)>, Fault> {
+/// (source, relation number).
+pub(crate) fn incoming(t: &impl Readable, target: u64) -> Result<Vec<(u64, u64)>, Fault> {
     Ok(edges_of(t, EDGES_KIND, target)?.into_iter().map(|(s, r, _)| (s, r)).collect())
 }
 
 /// The entries of an edge table whose keys start with `id`: (the other
-/// engram, relation, value).
-fn edges_of(t: &impl Readable, kind: Kind, id: u64) -> Result<Vec<(u64, String, Vec<u8>)>, Fault> {
+/// engram, relation number, value).
+fn edges_of(t: &impl Readable, kind: Kind, id: u64) -> Result<Vec<(u64, u64, Vec<u8>)>, Fault> {
     let mut prefix = Vec::with_capacity(9);
     packed::push_id(&mut prefix, id);
     let mut c = Cursor::seek(t, kind, &prefix)?;
@@ -135,9 +138,9 @@ fn edges_of(t: &impl Readable, kind: Kind, id: u64) -> Result<Vec<(u64, String, 
             break;
         }
         let Some((_, other, relation)) = parse_edge_key(k) else {
-            return Err(packed::corrupt(kind, k, "an edge key whose relation is not UTF-8"));
+            return Err(packed::corrupt(kind, k, "an edge key that does not parse"));
         };
-        out.push((other, relation.to_string(), v.to_vec()));
+        out.push((other, relation, v.to_vec()));
         c.advance();
     }
     Ok(out)

@@ -62,26 +62,11 @@ pub enum Op {
 /// The segment a transaction opens for its new engrams.
 struct Fresh {
     start: u64,
-    /// The reverse edges of its sources, (target, source, relation), written
-    /// at the end in key order (see `segments::edge_key`).
-    edges: std::collections::BTreeSet<(u64, u64, std::sync::Arc<str>)>,
-    /// Its edges by source, (source, target, relation) → stored edge.
-    out: BTreeMap<(u64, u64, std::sync::Arc<str>), Vec<u8>>,
-    /// Each relation once, shared by its edges.
-    relations: HashMap<String, std::sync::Arc<str>, foldhash::fast::RandomState>,
-}
-
-impl Fresh {
-    fn relation(&mut self, relation: &str) -> std::sync::Arc<str> {
-        match self.relations.get(relation) {
-            Some(r) => r.clone(),
-            None => {
-                let r: std::sync::Arc<str> = relation.into();
-                self.relations.insert(relation.to_string(), r.clone());
-                r
-            }
-        }
-    }
+    /// The reverse edges of its sources, (target, source, relation number),
+    /// written at the end in key order (see `segments::edge_key`).
+    edges: std::collections::BTreeSet<(u64, u64, u64)>,
+    /// Its edges by source, (source, target, relation number) → stored edge.
+    out: BTreeMap<(u64, u64, u64), Vec<u8>>,
 }
 
 /// The open tables of one write transaction.
@@ -89,6 +74,10 @@ pub(crate) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     engrams: Table<'t, u64, &'static [u8]>,
     quota: Table<'t, &'static str, &'static [u8]>,
+    relations: Table<'t, u64, &'static [u8]>,
+    relation_numbers: Table<'t, &'static str, u64>,
+    /// Relation numbers this transaction looked up or handed out.
+    relation_cache: HashMap<String, u64, foldhash::fast::RandomState>,
     contexts: Table<'t, u64, &'static [u8]>,
     members: Table<'t, (u64, &'static str), ()>,
     memberships: Table<'t, (&'static str, u64), ()>,
@@ -149,7 +138,6 @@ impl<'t> Tables<'t> {
                 start: first_free_id,
                 edges: Default::default(),
                 out: Default::default(),
-                relations: Default::default(),
             }),
             segs,
             tx,
@@ -159,6 +147,9 @@ impl<'t> Tables<'t> {
             meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
+            relations: tx.open_table(RELATIONS).map_err(st)?,
+            relation_numbers: tx.open_table(RELATION_NUMBERS).map_err(st)?,
+            relation_cache: HashMap::default(),
             contexts: tx.open_table(CONTEXTS).map_err(st)?,
             members: tx.open_table(MEMBERS).map_err(st)?,
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
@@ -357,13 +348,29 @@ impl<'t> Tables<'t> {
         Ok(self.edges_out.get_mut(&table).expect("inserted above"))
     }
 
+    /// The number of relation `name`; handed out if it has none and
+    /// `create`, else `None`.
+    fn relation_number(&mut self, name: &str, create: bool) -> R<Option<u64>> {
+        if let Some(&n) = self.relation_cache.get(name) {
+            return Ok(Some(n));
+        }
+        let n = if create {
+            Some(intern_relation(&mut self.relation_numbers, &mut self.relations, name)?)
+        } else {
+            relation_number(&self.relation_numbers, &self.relations, name)?
+        };
+        if let Some(n) = n {
+            self.relation_cache.insert(name.to_string(), n);
+        }
+        Ok(n)
+    }
+
     /// Puts (adds or replaces) the edge `source` -`relation`-> `target`
     /// with its stored value, by source and by target.
-    fn edge_put(&mut self, source: EngramId, target: EngramId, relation: &str, value: Vec<u8>) -> R<()> {
+    fn edge_put(&mut self, source: EngramId, target: EngramId, relation: u64, value: Vec<u8>) -> R<()> {
         if self.in_fresh(source) {
             let fresh = self.fresh.as_mut().expect("in_fresh");
-            let relation = fresh.relation(relation);
-            fresh.out.insert((source, target, relation.clone()), value);
+            fresh.out.insert((source, target, relation), value);
             fresh.edges.insert((target, source, relation));
             return Ok(());
         }
@@ -375,11 +382,10 @@ impl<'t> Tables<'t> {
 
     /// Removes the edge `source` -`relation`-> `target`; whether it was
     /// there.
-    fn edge_remove(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<bool> {
+    fn edge_remove(&mut self, source: EngramId, target: EngramId, relation: u64) -> R<bool> {
         if self.in_fresh(source) {
             let fresh = self.fresh.as_mut().expect("in_fresh");
-            let relation = fresh.relation(relation);
-            fresh.edges.remove(&(target, source, relation.clone()));
+            fresh.edges.remove(&(target, source, relation));
             return Ok(fresh.out.remove(&(source, target, relation)).is_some());
         }
         let table = self.segs.covering(source).table;
@@ -393,17 +399,16 @@ impl<'t> Tables<'t> {
         Ok(existed)
     }
 
-    /// The edges leaving `source`: (target, relation).
-    fn edges_from(&mut self, source: EngramId) -> R<Vec<(u64, String)>> {
+    /// The edges leaving `source`: (target, relation number).
+    fn edges_from(&mut self, source: EngramId) -> R<Vec<(u64, u64)>> {
         if let Some(fresh) = &self.fresh
             && source >= fresh.start
         {
-            let from = (source, 0, std::sync::Arc::<str>::from(""));
             return Ok(fresh
                 .out
-                .range(from..)
+                .range((source, 0, 0)..)
                 .take_while(|e| e.0.0 == source)
-                .map(|e| (e.0.1, e.0.2.to_string()))
+                .map(|e| (e.0.1, e.0.2))
                 .collect());
         }
         let table = self.segs.covering(source).table;
@@ -415,11 +420,9 @@ impl<'t> Tables<'t> {
 
     /// Files the reverse entry of the edge `source` -`relation`-> `target`
     /// under the source's segment.
-    fn edge_in_insert(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<()> {
+    fn edge_in_insert(&mut self, source: EngramId, target: EngramId, relation: u64) -> R<()> {
         if self.in_fresh(source) {
-            let fresh = self.fresh.as_mut().expect("in_fresh");
-            let relation = fresh.relation(relation);
-            fresh.edges.insert((target, source, relation));
+            self.fresh.as_mut().expect("in_fresh").edges.insert((target, source, relation));
             return Ok(());
         }
         let key = segments::edge_key(target, source, relation);
@@ -428,11 +431,9 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn edge_in_remove(&mut self, source: EngramId, target: EngramId, relation: &str) -> R<()> {
+    fn edge_in_remove(&mut self, source: EngramId, target: EngramId, relation: u64) -> R<()> {
         if self.in_fresh(source) {
-            let fresh = self.fresh.as_mut().expect("in_fresh");
-            let relation = fresh.relation(relation);
-            fresh.edges.remove(&(target, source, relation));
+            self.fresh.as_mut().expect("in_fresh").edges.remove(&(target, source, relation));
             return Ok(());
         }
         let key = segments::edge_key(target, source, relation);
@@ -441,17 +442,17 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// The edges into `target`: (source, relation), from every segment.
-    fn edges_into(&mut self, target: EngramId) -> R<Vec<(u64, String)>> {
+    /// The edges into `target`: (source, relation number), from every
+    /// segment.
+    fn edges_into(&mut self, target: EngramId) -> R<Vec<(u64, u64)>> {
         let mut out = Vec::new();
         let tables: Vec<u64> = self.segs.iter().map(|s| s.table).collect();
         for table in tables {
             out.extend(segments::incoming(self.edges_in_of(table)?, target)?);
         }
         if let Some(fresh) = &self.fresh {
-            let from = (target, 0, std::sync::Arc::<str>::from(""));
-            for (_, source, relation) in fresh.edges.range(from..).take_while(|e| e.0 == target) {
-                out.push((*source, relation.to_string()));
+            for (_, source, relation) in fresh.edges.range((target, 0, 0)..).take_while(|e| e.0 == target) {
+                out.push((*source, *relation));
             }
         }
         Ok(out)
@@ -544,14 +545,14 @@ impl<'t> Tables<'t> {
             let mut b = Builder::new(EDGES_KIND);
             let mut key = Vec::new();
             for (target, source, relation) in &fresh.edges {
-                segments::edge_key_into(&mut key, *target, *source, relation);
+                segments::edge_key_into(&mut key, *target, *source, *relation);
                 b.push(&mut t, &key, &[])?;
             }
             b.finish(&mut t)?;
             let mut t = segments::open_edges_out(self.tx, table)?;
             let mut b = Builder::new(EDGES_OUT_KIND);
             for ((source, target, relation), value) in &fresh.out {
-                segments::edge_key_into(&mut key, *source, *target, relation);
+                segments::edge_key_into(&mut key, *source, *target, *relation);
                 b.push(&mut t, &key, value)?;
             }
             b.finish(&mut t)?;
@@ -924,10 +925,10 @@ impl MemoryGraph {
                 t.created.remove(&id);
                 t.unindex(id, &old)?;
                 for (target, rel) in t.edges_from(id)? {
-                    t.edge_remove(id, target, &rel)?;
+                    t.edge_remove(id, target, rel)?;
                 }
                 for (source, rel) in t.edges_into(id)? {
-                    t.edge_remove(source, id, &rel)?;
+                    t.edge_remove(source, id, rel)?;
                 }
                 let ctxs: Vec<u64> = t
                     .engram_contexts
@@ -959,12 +960,16 @@ impl MemoryGraph {
                 t.check_visible(actor, c.target)?;
                 let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
                 let value = edge.encode((c.source, c.target, &c.relation))?;
-                t.edge_put(c.source, c.target, &c.relation, value)?;
+                let relation = t.relation_number(&c.relation, true)?.expect("handed out");
+                t.edge_put(c.source, c.target, relation, value)?;
                 Ok(true)
             }
             Op::Disconnect { source, target, relation } => {
                 t.check_visible(actor, source)?;
-                Ok(t.edge_remove(source, target, &relation)?)
+                match t.relation_number(&relation, false)? {
+                    Some(relation) => Ok(t.edge_remove(source, target, relation)?),
+                    None => Ok(false),
+                }
             }
             Op::CreateContext { id, name } => {
                 if id == u64::MAX {

@@ -803,3 +803,54 @@ fn the_space_merges_free_is_given_back_when_the_graph_closes() {
     drop(g);
     assert_eq!(file_use(&path).0, sparse);
 }
+
+/// A relation's name is stored once and edges hold its number: relations
+/// read back by name (after a reopen, and from older segments), a filter or
+/// a disconnect by a name no edge ever had finds nothing, and a damaged
+/// name-to-number entry is an error, never another relation's edges.
+#[test]
+fn relations_are_named_once_and_read_back_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let a = Actor::Operator;
+    let ids: Vec<u64> = {
+        let g = open(&dir);
+        let ids: Vec<u64> = (0..4).map(|i| g.create(&a, data(&format!("node {i}")), None).unwrap()).collect();
+        g.apply(&a, vec![edge(ids[0], ids[1], "supports"), edge(ids[0], ids[2], "derived-from")]).unwrap();
+        // A later transaction: its own segment, the same numbers.
+        let more = g.create(&a, data("node 4"), None).unwrap();
+        g.apply(&a, vec![edge(more, ids[0], "supports"), edge(ids[3], ids[0], "contradicts")]).unwrap();
+        ids.into_iter().chain([more]).collect()
+    };
+    let g = open(&dir);
+    let rels: Vec<String> = g.connections(&a, ids[0]).unwrap().into_iter().map(|c| c.relation).collect();
+    assert_eq!(rels, ["supports", "derived-from"]);
+    assert_eq!(g.connections(&a, ids[4]).unwrap()[0].relation, "supports");
+    assert_eq!(g.connections(&a, ids[3]).unwrap()[0].relation, "contradicts");
+    let mut supports = g.neighbourhood(&a, ids[0], 1, Some("supports"), 10).unwrap();
+    supports.sort();
+    assert_eq!(supports, [ids[1], ids[4]]);
+    assert!(g.neighbourhood(&a, ids[0], 1, Some("no-such-relation"), 10).unwrap().is_empty());
+    let gone = g
+        .apply(
+            &a,
+            vec![Op::Disconnect { source: ids[0], target: ids[1], relation: "no-such-relation".into() }],
+        )
+        .unwrap();
+    assert_eq!(gone, [false]);
+    assert!(g.check_integrity().unwrap().is_empty());
+    drop(g);
+    // "derived-from" (number 1, the second handed out) filed under
+    // "supports": a lookup by that name is refused as corrupt.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        let numbers: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("relation_numbers");
+        tx.open_table(numbers).unwrap().insert("supports", 1).unwrap();
+        tx.commit().unwrap();
+    }
+    let g = open(&dir);
+    let e = g.neighbourhood(&a, ids[0], 1, Some("supports"), 10).unwrap_err();
+    assert!(matches!(e, GraphError::Corrupt { .. }), "{e}");
+    assert!(g.apply(&a, vec![edge(ids[1], ids[2], "supports")]).is_err());
+}
