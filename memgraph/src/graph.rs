@@ -730,6 +730,34 @@ impl MemoryGraph {
         if edges_whole && in_edges != out_edges {
             problems.push(String::from("incoming and outgoing edge tables disagree"));
         }
+        // Relation names decode, each once, and the numbers by name mirror
+        // them.
+        let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+        let mut names_whole = true;
+        let names = tx.open_table(RELATIONS).map_err(|e| se(&e))?;
+        for row in names.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            match relation_name(&names, k.value()) {
+                Ok(name) => {
+                    if let Some(other) = by_name.insert(name.clone(), k.value()) {
+                        problems
+                            .push(format!("relation {name:?} has two numbers, {other} and {}", k.value()));
+                    }
+                }
+                Err(f) => {
+                    names_whole = false;
+                    r.note(&mut problems, f)?;
+                }
+            }
+        }
+        let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
+        for row in tx.open_table(RELATION_NUMBERS).map_err(|e| se(&e))?.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            numbers.insert(k.value().to_string(), v.value());
+        }
+        if names_whole && numbers != by_name {
+            problems.push(String::from("the relation numbers disagree with the relation names"));
+        }
         // Contexts decode; context links and memberships mirror each other.
         for row in r.contexts()?.iter().map_err(|e| se(&e))? {
             let (k, v) = row.map_err(|e| se(&e))?;

@@ -26,7 +26,8 @@
 //!
 //! Entries are written in key order by a [`Builder`] (fresh and merged
 //! segments), read by a [`Cursor`] from a key on, and changed in place by
-//! [`splice`] (rare: changes to engrams of older segments).
+//! [`splice`] (changes to engrams of older segments, and each transaction's
+//! changes to the metadata index, through [`update`]).
 
 use redb::{ReadableTable, Table};
 
@@ -114,8 +115,14 @@ fn varint_len(v: u64) -> usize {
 /// The varint at `*at`, moving `*at` past it; `None` if it is cut short or
 /// does not fit a `usize`.
 fn read_varint(b: &[u8], at: &mut usize) -> Option<usize> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
+    // Most lengths are below 128: one byte.
+    let first = *b.get(*at)?;
+    *at += 1;
+    if first < 0x80 {
+        return Some(usize::from(first));
+    }
+    let mut v = u64::from(first & 0x7f);
+    for shift in (7..64).step_by(7) {
         let byte = *b.get(*at)?;
         *at += 1;
         v |= u64::from(byte & 0x7f) << shift;
@@ -540,10 +547,15 @@ impl<'t> Cursor<'t> {
             p.entries.as_ptr() as usize - v.value().as_ptr() as usize,
             p.n,
         );
-        let mut pos = std::mem::take(&mut self.pos);
-        pos.i = 0;
-        pos.at = 0;
-        let here = pos.decode(&p).map_err(|e| corrupt(self.kind, k.value(), e))?;
+        let mut pos = Pos { i: 0, at: 0, key: std::mem::take(&mut self.pos.key) };
+        let here = match pos.decode(&p) {
+            Ok(here) => here,
+            Err(e) => {
+                // The cursor stays broken: every later read reports it.
+                self.fault = Some(e.clone());
+                return Err(corrupt(self.kind, k.value(), e));
+            }
+        };
         self.chunk_key.clear();
         self.chunk_key.extend_from_slice(k.value());
         self.chunk = Some(v);

@@ -397,6 +397,11 @@ pub(crate) fn apply(t: &mut Chunks<'_>, term: &str, changes: &mut [Change]) -> R
             _ => None,
         };
         let end = ci + changes[ci..].partition_point(|c| bound.is_none_or(|b| c.0 < b));
+        if end == ci {
+            // The next block starts at or below the change: blocks out of
+            // order, which only forged chunks give (else this never ends).
+            return Err(corrupt(&block_key(term, changes[ci].0), "posting blocks out of order"));
+        }
         let lo = old_first.map_or(changes[ci].0, |f| f.min(changes[ci].0));
         let mut out = Vec::with_capacity(block.len() + (end - ci));
         let mut i = 0;
@@ -824,6 +829,29 @@ mod tests {
                 prop_assert!(!joinable_neighbours(&t, term), "{term}: blocks that fit in one were left apart");
             }
         }
+    }
+
+    /// Blocks out of order across chunks (each chunk in order, so only a
+    /// forger makes them): a change among them is refused as corrupt, not
+    /// applied for ever.
+    #[test]
+    fn forged_blocks_out_of_order_are_refused_not_looped_over() {
+        let db = crate::packed::tests::memory_db();
+        let tx = db.begin_write().unwrap();
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forged");
+        let mut t = tx.open_table(def).unwrap();
+        let p = |id| Posting { id, tf: 1, len: 1 };
+        // A chunk keyed by the block at 5, then one keyed by the block at 30
+        // that also holds the block at 1.
+        let mut b = Builder::new(KIND);
+        b.push(&mut t, &block_key("w", 5), &encode(&[p(5)])).unwrap();
+        b.finish(&mut t).unwrap();
+        let mut b = Builder::new(KIND);
+        b.push(&mut t, &block_key("w", 1), &encode(&[p(1)])).unwrap();
+        b.push(&mut t, &block_key("w", 30), &encode(&[p(30)])).unwrap();
+        b.finish(&mut t).unwrap();
+        let e = apply(&mut t, "w", &mut [(10, Some(p(10)))]).unwrap_err();
+        assert!(matches!(e, Fault::Corrupt(_)), "{e}");
     }
 
     #[test]

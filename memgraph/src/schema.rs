@@ -74,7 +74,7 @@ pub(crate) fn relation_name(
         return Err(Fault::Corrupt(Corruption::new(
             Table::Relations,
             &number,
-            "an edge of an unknown relation",
+            "no relation has this number",
         )));
     };
     Ok(record::decode::<String, _>(Table::Relations, &number, v.value())?)
@@ -106,7 +106,12 @@ pub(crate) fn intern_relation(
     if let Some(n) = relation_number(numbers, names, name)? {
         return Ok(n);
     }
-    let n = names.last().map_err(record::storage)?.map_or(0, |(k, _)| k.value() + 1);
+    let n = match names.last().map_err(record::storage)? {
+        None => 0,
+        Some((k, _)) => k.value().checked_add(1).ok_or_else(|| {
+            Fault::Corrupt(Corruption::new(Table::Relations, &k.value(), "a relation number of 2^64-1"))
+        })?,
+    };
     names
         .insert(n, record::encode(Table::Relations, &n, &name, name.len() + 1)?.as_slice())
         .map_err(record::storage)?;
@@ -324,7 +329,8 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                 )
             })?;
             if rebuild {
-                rebuild_metadata(&tx).map_err(|e| format!("rebuilding the metadata index: {e}"))?;
+                let from = version.map_or(String::new(), |v| format!("migrating schema version {v}: "));
+                rebuild_metadata(&tx).map_err(|e| format!("{from}rebuilding the metadata index: {e}"))?;
             }
             meta = tx.open_table(META).map_err(|e| e.to_string())?;
             meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
@@ -438,7 +444,8 @@ fn v6_segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
     let mut out = Vec::new();
     for seg in segs.iter() {
         let t = segments::open_edges_out(tx, seg.table).map_err(|f| f.to_string())?;
-        for (k, v) in packed::v1::read_all(&t, segments::EDGES_OUT_KIND).map_err(|f| f.to_string())? {
+        let kind = packed::Kind { show: segments::show_v6_edge_key, ..segments::EDGES_OUT_KIND };
+        for (k, v) in packed::v1::read_all(&t, kind).map_err(|f| f.to_string())? {
             let Some((s, t, rel)) = segments::parse_v6_edge_key(&k) else {
                 return Err(format!("an edge key of segment {} does not parse", seg.start));
             };

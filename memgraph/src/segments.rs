@@ -107,6 +107,14 @@ pub(crate) fn parse_v6_edge_key(k: &[u8]) -> Option<(u64, u64, &str)> {
     Some((a, b, std::str::from_utf8(&k[16..]).ok()?))
 }
 
+/// How a key of [`parse_v6_edge_key`]'s layout reads in an error.
+pub(crate) fn show_v6_edge_key(k: &[u8]) -> String {
+    match parse_v6_edge_key(k) {
+        Some((a, b, r)) => format!("({a}, {b}, {r:?})"),
+        None => format!("{k:?}"),
+    }
+}
+
 fn show_edge_key(k: &[u8]) -> String {
     match parse_edge_key(k) {
         Some((a, b, r)) => format!("({a}, {b}, relation #{r})"),

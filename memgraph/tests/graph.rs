@@ -853,4 +853,19 @@ fn relations_are_named_once_and_read_back_by_name() {
     let e = g.neighbourhood(&a, ids[0], 1, Some("supports"), 10).unwrap_err();
     assert!(matches!(e, GraphError::Corrupt { .. }), "{e}");
     assert!(g.apply(&a, vec![edge(ids[1], ids[2], "supports")]).is_err());
+    assert_eq!(g.check_integrity().unwrap(), ["the relation numbers disagree with the relation names"]);
+    drop(g);
+    // A forged relation number of 2^64-1: a new relation is refused, not
+    // numbered 0 over "supports".
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        let names: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("relations");
+        tx.open_table(names).unwrap().insert(u64::MAX, &b"junk"[..]).unwrap();
+        tx.commit().unwrap();
+    }
+    let g = open(&dir);
+    let e = g.apply(&a, vec![edge(ids[1], ids[2], "brand-new")]).unwrap_err();
+    assert!(matches!(e, GraphError::Corrupt { .. }), "{e}");
+    assert_eq!(g.connections(&a, ids[0]).unwrap()[1].relation, "derived-from");
 }
