@@ -1067,6 +1067,42 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Batches of puts and removes (`update`, as the metadata index is
+        /// written) leave the table the sorted map a model says, whatever
+        /// chunks the changes fall in.
+        #[test]
+        fn updates_leave_a_sorted_map(
+            initial in proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 1..10), proptest::collection::vec(any::<u8>(), 0..200), 0..300),
+            batches in proptest::collection::vec(proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 1..10), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)), 0..60), 1..6),
+        ) {
+            let db = memory_db();
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = initial.clone();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(T).unwrap();
+                let mut b = Builder::new(KIND);
+                for (k, v) in &initial {
+                    b.push(&mut t, k, v).unwrap();
+                }
+                b.finish(&mut t).unwrap();
+                for batch in batches {
+                    for (k, v) in &batch {
+                        match v {
+                            Some(v) => model.insert(k.clone(), v.clone()),
+                            None => model.remove(k),
+                        };
+                    }
+                    let changes: Vec<Change> = batch.into_iter().collect();
+                    update(&mut t, KIND, &changes).unwrap();
+                    let want: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+                    prop_assert_eq!(all(&t), want);
+                }
+            }
+        }
+    }
+
+    proptest! {
         /// Ids in keys sort as numbers, read back, and have one spelling.
         #[test]
         fn ids_in_keys_sort_as_numbers(a in any::<u64>(), b in any::<u64>(), shift in 0u32..64) {
