@@ -480,24 +480,14 @@ fn rebuild_metadata(tx: &WriteTransaction) -> Result<(), String> {
     Ok(())
 }
 
-/// Every segment table dropped, and segment 0 (table 0) written anew: the
-/// text index from the engrams under today's
-/// [`term_counts`](crate::write::term_counts), and `edges` by source and by
-/// target. Returns the new total of document lengths. An engram that does
-/// not decode is left out of the index (the integrity check names it).
 /// A text index being rebuilt: each term's postings, sorted by id.
 type Index = std::collections::BTreeMap<String, Vec<Posting>>;
 
 /// The postings of every engram that decodes (one that does not is left
-/// out; the integrity check reports it), grouped by `bucket(id)` of
-/// `buckets`; and the number of terms indexed.
-fn index_engrams(
-    tx: &WriteTransaction,
-    buckets: usize,
-    bucket: impl Fn(u64) -> usize,
-) -> Result<(Vec<Index>, u64), String> {
+/// out; the integrity check reports it), and the number of terms indexed.
+fn index_engrams(tx: &WriteTransaction) -> Result<(Index, u64), String> {
     let e = |e: redb::Error| e.to_string();
-    let mut want: Vec<Index> = vec![Index::new(); buckets];
+    let mut want = Index::new();
     let mut total_terms = 0u64;
     let engrams = tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?;
     for row in engrams.iter().map_err(|x| e(x.into()))? {
@@ -506,9 +496,8 @@ fn index_engrams(
         let Ok(engram) = StoredEngram::decode(id, v.value()) else { continue };
         let (counts, len) = crate::write::term_counts(&engram.content);
         total_terms += len as u64;
-        let index = &mut want[bucket(id)];
         for (term, tf) in counts {
-            index.entry(term).or_default().push(Posting { id, tf, len });
+            want.entry(term).or_default().push(Posting { id, tf, len });
         }
     }
     Ok((want, total_terms))
@@ -529,10 +518,15 @@ fn write_postings(tx: &WriteTransaction, table: u64, index: Index) -> Result<u64
     Ok(entries)
 }
 
+/// Every segment table dropped, and segment 0 (table 0) written anew: the
+/// text index from the engrams under today's
+/// [`term_counts`](crate::write::term_counts), the relations numbered anew
+/// in order of name, and `edges` by source and by target. Returns the new
+/// total of document lengths. An engram that does not decode is left out of
+/// the index (the integrity check names it).
 fn rebuild_indexes(tx: &WriteTransaction, edges: Vec<Edge>) -> Result<u64, String> {
     let e = |e: redb::Error| e.to_string();
-    let (mut indexes, total_terms) = index_engrams(tx, 1, |_| 0)?;
-    let want = indexes.pop().expect("one bucket");
+    let (want, total_terms) = index_engrams(tx)?;
     let names: Vec<String> = tx
         .list_tables()
         .map_err(|x| e(x.into()))?
