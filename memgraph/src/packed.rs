@@ -1014,6 +1014,15 @@ pub(crate) mod tests {
         out
     }
 
+    /// Writes `entries` (in order) to the empty table `t`.
+    fn build(t: &mut Chunks<'_>, entries: &BTreeMap<Vec<u8>, Vec<u8>>) {
+        let mut b = Builder::new(KIND);
+        for (k, v) in entries {
+            b.push(t, k, v).unwrap();
+        }
+        b.finish(t).unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         /// Built, then spliced any number of times, the table reads back as
@@ -1030,11 +1039,7 @@ pub(crate) mod tests {
             let tx = db.begin_write().unwrap();
             {
                 let mut t = tx.open_table(T).unwrap();
-                let mut b = Builder::new(KIND);
-                for (k, v) in &initial {
-                    b.push(&mut t, k, v).unwrap();
-                }
-                b.finish(&mut t).unwrap();
+                build(&mut t, &initial);
                 for (a, z, keys) in splices {
                     let (lo, hi) = if a <= z { (a, z) } else { (z, a) };
                     let new: BTreeMap<Vec<u8>, Vec<u8>> = keys
@@ -1081,11 +1086,7 @@ pub(crate) mod tests {
             let tx = db.begin_write().unwrap();
             {
                 let mut t = tx.open_table(T).unwrap();
-                let mut b = Builder::new(KIND);
-                for (k, v) in &initial {
-                    b.push(&mut t, k, v).unwrap();
-                }
-                b.finish(&mut t).unwrap();
+                build(&mut t, &initial);
                 for batch in batches {
                     for (k, v) in &batch {
                         match v {
