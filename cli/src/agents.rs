@@ -230,9 +230,10 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
             outln!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "))?;
         }
     }
-    if f.plugin {
-        outln!("about       {}", f.about)?;
-    } else {
+    if !f.about.is_empty() {
+        outln!("about       {}", f.about.join("; "))?;
+    }
+    if !f.plugin {
         outln!(
             "parameters  {} (e.g. {})",
             f.parameters.len(),

@@ -381,6 +381,8 @@ fn feedback_reaches_the_agent_in_a_later_run_and_agents_are_listed() {
         "{shown}"
     );
     assert!(shown.contains("learned     snapshot of"), "{shown}");
+    // Its hand-written keywords (registry-index/keywords.jsonl).
+    assert!(shown.lines().any(|l| l.starts_with("about       ") && l.contains("; ")), "{shown}");
     assert_eq!(run(&["agents", "show", "FAJ 999 9999"]).status.code(), Some(1));
 }
 

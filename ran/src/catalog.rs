@@ -46,9 +46,11 @@ pub struct Feature {
     /// The entry as JSON, given to the agent (a plugin's manifest, for a
     /// plugin).
     pub document: String,
-    /// Words that describe it beyond its name, for routing: a plugin's
-    /// description and keywords (empty for a feature of the catalog).
-    pub about: String,
+    /// Phrases that describe it beyond its name, for routing: a plugin's
+    /// description and keywords; a catalog feature's hand-written keywords
+    /// (`registry-index/keywords.jsonl`: the words operators use for what
+    /// it does, which its name lacks).
+    pub about: Vec<String>,
     /// A plugin an operator loaded (`elex load`), not a RAN feature.
     pub plugin: bool,
     /// A plugin's example questions, from its manifest (empty for a
@@ -76,6 +78,8 @@ struct Entry {
     conflicts: Vec<String>,
     #[serde(default)]
     related: Vec<String>,
+    #[serde(default)]
+    keywords: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -144,7 +148,7 @@ impl Catalog {
                 conflicts: e.conflicts,
                 related: e.related,
                 document: line.to_string(),
-                about: String::new(),
+                about: e.keywords,
                 plugin: false,
                 examples: Vec::new(),
             });
@@ -160,11 +164,11 @@ impl Catalog {
         if self.features.iter().any(|f| f.faj == manifest.id) {
             return Err(Error::Plugin(format!("{:?}: an agent with that id is loaded already", manifest.id)));
         }
-        let mut about = manifest.description.clone();
-        for keyword in &manifest.keywords {
-            about.push(' ');
-            about.push_str(keyword);
-        }
+        let about = std::iter::once(&manifest.description)
+            .chain(&manifest.keywords)
+            .filter(|p| !p.trim().is_empty())
+            .cloned()
+            .collect();
         self.features.push(Feature {
             faj: manifest.id.clone(),
             name: manifest.name.clone(),

@@ -15,7 +15,10 @@
 //!   `threshold` and `direction` (`higher-is-better` or `lower-is-better`,
 //!   from the KPI's name).
 //!
-//! Also added: `external_requires` (prerequisites outside the catalog, kept
+//! Also added: `keywords`, elex's hand-written routing vocabulary
+//! (`registry-index/keywords.jsonl`: the words operators use for what each
+//! feature does, which its name lacks; not vendor data, see that folder's
+//! README); `external_requires` (prerequisites outside the catalog, kept
 //! as external), the serving `component` and its `budgets`. A malformed
 //! line, a duplicate FAJ code or a cycle in `requires` fails with the entry
 //! named.
@@ -99,8 +102,42 @@ fn names(v: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The catalog for `input` (JSON lines); `source` names it in errors.
-pub fn generate(input: &str, source: &str) -> Result<String> {
+/// The hand-written routing vocabulary (`registry-index/keywords.jsonl`):
+/// each line `{"faj": …, "keywords": […]}`; `source` names it in errors.
+fn keyword_lists(text: &str, source: &str) -> Result<HashMap<String, Vec<String>>> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{source}, line {at}: {e}"))?;
+        let (Some(faj), Some(list), 2) =
+            (v["faj"].as_str(), v["keywords"].as_array(), v.as_object().map_or(0, |o| o.len()))
+        else {
+            bail!("{source}, line {at}: not {{\"faj\": …, \"keywords\": […]}}");
+        };
+        let mut keywords = Vec::new();
+        for k in list {
+            match k.as_str() {
+                Some(k) if !k.trim().is_empty() && !k.chars().any(char::is_uppercase) => {
+                    keywords.push(k.to_string())
+                }
+                _ => bail!("{source}, line {at} ({faj}): keyword {k} is not a non-empty lower-case string"),
+            }
+        }
+        if out.insert(faj.to_string(), keywords).is_some() {
+            bail!("{source}, line {at}: {faj} listed twice");
+        }
+    }
+    Ok(out)
+}
+
+/// The catalog for `input` (JSON lines), with the routing vocabulary of
+/// `keywords` (see [`keyword_lists`]); `source` and `keywords_source` name
+/// them in errors.
+pub fn generate(input: &str, source: &str, keywords: &str, keywords_source: &str) -> Result<String> {
+    let mut keywords = keyword_lists(keywords, keywords_source)?;
     let mut entries: Vec<Value> = Vec::new();
     let mut line_of: HashMap<String, usize> = HashMap::new();
     for (i, line) in input.lines().enumerate() {
@@ -165,6 +202,9 @@ pub fn generate(input: &str, source: &str) -> Result<String> {
             }
         }
     }
+    if let Some(stray) = keywords.keys().find(|k| !index.contains_key(*k)) {
+        bail!("{keywords_source}: {stray} is not a feature of {source}");
+    }
     let mut out = String::new();
     for mut e in entries {
         let name = e["name"].as_str().unwrap_or_default().to_string();
@@ -174,7 +214,9 @@ pub fn generate(input: &str, source: &str) -> Result<String> {
         let counters = names(&e, "counters");
         let external: Vec<String> =
             names(&e, "requires").into_iter().filter(|r| !index.contains_key(r)).collect();
+        let faj = e["faj"].as_str().unwrap_or_default().to_string();
         let obj = e.as_object_mut().expect("an entry is an object");
+        obj.insert(String::from("keywords"), json!(keywords.remove(&faj).unwrap_or_default()));
         obj.insert(
             String::from("description"),
             json!(format!(
@@ -239,7 +281,8 @@ mod tests {
     #[test]
     fn the_committed_catalog_is_what_the_generator_makes() {
         let src = std::fs::read_to_string(root().join("registry-index/ran-features/features.jsonl")).unwrap();
-        let made = generate(&src, "features.jsonl").unwrap();
+        let keywords = std::fs::read_to_string(root().join("registry-index/keywords.jsonl")).unwrap();
+        let made = generate(&src, "features.jsonl", &keywords, "keywords.jsonl").unwrap();
         let committed = std::fs::read_to_string(root().join("registry-index/catalog.jsonl")).unwrap();
         assert!(made == committed, "registry-index/catalog.jsonl is stale: run `cargo xtask catalog`");
         assert_eq!(made.lines().count(), 593);
@@ -249,6 +292,10 @@ mod tests {
             .find(|v| v["faj"] == "FAJ 121 3094")
             .unwrap();
         assert_eq!(msm["component"], COMPONENT);
+        for line in made.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert!(v["keywords"].as_array().unwrap().len() >= 3, "{} has fewer than 3 keywords", v["faj"]);
+        }
         assert!(msm["generated"].as_array().unwrap().iter().any(|g| g == "parameters[].min"));
         let p = &msm["parameters"][0];
         assert!(p["min"].as_f64().unwrap() <= p["default"].as_f64().unwrap());
@@ -260,14 +307,37 @@ mod tests {
         let a = r#"{"faj":"FAJ 1","name":"A","requires":["FAJ 2"]}"#;
         let b = r#"{"faj":"FAJ 2","name":"B","requires":["FAJ 3"]}"#;
         let c = r#"{"faj":"FAJ 3","name":"C","requires":["FAJ 1"]}"#;
-        let e = generate(&[a, b, c].join("\n"), "t").unwrap_err().to_string();
+        let e = generate(&[a, b, c].join("\n"), "t", "", "k").unwrap_err().to_string();
         assert!(e.contains("cycle: FAJ 1 -> FAJ 2 -> FAJ 3 -> FAJ 1"), "{e}");
-        let e = generate(&[a, a].join("\n"), "t").unwrap_err().to_string();
+        let e = generate(&[a, a].join("\n"), "t", "", "k").unwrap_err().to_string();
         assert!(e.contains("line 2: duplicate FAJ code FAJ 1 (first on line 1)"), "{e}");
-        let e = generate(&[a, "{oops"].join("\n"), "t").unwrap_err().to_string();
+        let e = generate(&[a, "{oops"].join("\n"), "t", "", "k").unwrap_err().to_string();
         assert!(e.contains("t, line 2"), "{e}");
         // A prerequisite outside the catalog is kept as external.
-        let out = generate(a, "t").unwrap();
+        let out = generate(a, "t", "", "k").unwrap();
         assert!(out.contains(r#""external_requires":["FAJ 2"]"#), "{out}");
+    }
+
+    #[test]
+    fn keywords_are_checked_and_attached() {
+        let a = r#"{"faj":"FAJ 1","name":"A"}"#;
+        let out = generate(a, "t", r#"{"faj":"FAJ 1","keywords":["bar access","sib2"]}"#, "k").unwrap();
+        assert!(out.contains(r#""keywords":["bar access","sib2"]"#), "{out}");
+        assert!(generate(a, "t", "", "k").unwrap().contains(r#""keywords":[]"#));
+        for (bad, says) in [
+            (r#"{"faj":"FAJ 9","keywords":["x"]}"#, "k: FAJ 9 is not a feature of t"),
+            (r#"{"faj":"FAJ 1","keywords":["Upper"]}"#, "k, line 1 (FAJ 1): keyword \"Upper\" is not"),
+            (r#"{"faj":"FAJ 1","keywords":[" "]}"#, "is not a non-empty lower-case string"),
+            (r#"{"faj":"FAJ 1","keywords":[1]}"#, "keyword 1 is not"),
+            (r#"{"faj":"FAJ 1","keywords":["x"],"more":1}"#, "k, line 1: not {"),
+            (r#"{"faj":"FAJ 1"}"#, "k, line 1: not {"),
+            ("{oops", "k, line 1:"),
+        ] {
+            let e = generate(a, "t", bad, "k").unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let twice = [r#"{"faj":"FAJ 1","keywords":["x"]}"#; 2].join("\n");
+        let e = generate(a, "t", &twice, "k").unwrap_err().to_string();
+        assert!(e.contains("k, line 2: FAJ 1 listed twice"), "{e}");
     }
 }

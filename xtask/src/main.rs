@@ -314,7 +314,15 @@ fn catalog(root: &Path) -> Result<()> {
     let copy = root.join("registry-index/ran-features/features.jsonl");
     let source = if shared.is_file() { shared } else { copy };
     let text = std::fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
-    let out = catalog::generate(&text, &source.display().to_string())?;
+    let vocabulary = root.join("registry-index/keywords.jsonl");
+    let keywords =
+        std::fs::read_to_string(&vocabulary).with_context(|| format!("reading {}", vocabulary.display()))?;
+    let out = catalog::generate(
+        &text,
+        &source.display().to_string(),
+        &keywords,
+        &vocabulary.display().to_string(),
+    )?;
     let dest = root.join("registry-index/catalog.jsonl");
     std::fs::write(&dest, &out).with_context(|| format!("writing {}", dest.display()))?;
     println!("xtask: {} entries from {} -> {}", out.lines().count(), source.display(), dest.display());

@@ -434,3 +434,39 @@ fn a_feature_named_in_the_text_outweighs_a_question_merely_like_an_example() {
     assert!(alike.is_some_and(|a| (EXAMPLE_MATCH..SAME_QUESTION).contains(&a)), "{alike:?}");
     assert_eq!(r.choose(naming).unwrap(), (fallback, Reason::Name));
 }
+
+#[test]
+fn a_description_counts_in_the_words_no_name_has() {
+    let mut c = Catalog::embedded().unwrap();
+    let index = |c: &Catalog, name: &str| c.features.iter().position(|f| f.name == name).unwrap();
+    let (lamps, sleep, pair, apart) = (
+        index(&c, "Optical Indicator Control"),
+        index(&c, "MIMO Sleep Mode"),
+        index(&c, "Theft Deterrence"),
+        index(&c, "Packet Capture"),
+    );
+    let phrases = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Words in no name, and name words ("uplink"), on one feature; the
+    // words of another's own name on a second; one phrase on a third, its
+    // words as two phrases on a fourth.
+    c.features[lamps].about = phrases(&["quokka beacons", "marsupial uplink"]);
+    c.features[sleep].about = phrases(&["mimo sleep mode", "sleep"]);
+    c.features[pair].about = phrases(&["wombat lantern"]);
+    c.features[apart].about = phrases(&["wombat", "lantern"]);
+    let c = std::sync::Arc::new(c);
+    let r = Router::new(c.clone());
+    // Described in words no name has, it is found: by the words, by a pair
+    // of them, as the reference scan finds it too.
+    for text in ["the quokka beacons blink all night — which feature?", "marsupial uplink setup"] {
+        assert_eq!(r.choose(text).map(|(i, _)| i), Some(lamps), "{text}");
+        assert_eq!(choose(&c, text).map(|(i, _)| i), Some(lamps), "{text}");
+    }
+    // Name words are left to the name: they count for nothing here.
+    let terms = |t: &str| r.lexicon.query(t, &r.names).terms;
+    assert_eq!(r.lexicon.about.scores(&terms("mimo sleep mode"), &[sleep, lamps]), [0.0, 0.0]);
+    // A phrase as written counts for more than its words apart.
+    let q = r.lexicon.query("wombat lantern", &r.names);
+    let scores = r.lexicon.about.scores(&[q.terms, q.pairs].concat(), &[pair, apart]);
+    assert!(scores[0] > scores[1], "{scores:?}");
+    assert!(scores[1] > 0.0, "{scores:?}");
+}
