@@ -228,16 +228,74 @@ fn pairs(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// English words that say nothing of a feature (beside
+/// [`elex_text::STOPWORDS`]): a description's `after` or `more` matching a
+/// question's would be chance. Sorted.
+const FUNCTION_WORDS: &[&str] = &[
+    "after", "again", "all", "also", "always", "because", "been", "before", "being", "both", "but", "cannot",
+    "could", "did", "during", "each", "else", "even", "ever", "every", "few", "get", "got", "had", "has",
+    "have", "having", "here", "into", "just", "less", "like", "many", "may", "might", "more", "most", "much",
+    "must", "need", "never", "no", "not", "now", "once", "only", "other", "our", "out", "over", "own", "per",
+    "same", "so", "some", "still", "such", "than", "their", "them", "then", "there", "these", "they",
+    "thing", "those", "through", "too", "under", "until", "very", "via", "was", "were", "while", "will",
+    "without", "won", "would", "yet", "your",
+];
+
+/// What the description match of a feature looks at in its `about`
+/// phrases: their terms and [`pairs`] that say what its name cannot. Left
+/// out: a [`FUNCTION_WORDS`] word, a term some profile has, or an
+/// abbreviation of such terms (`ho`, `sa`); a pair some profile has, also when either word is spelled out
+/// (`nr sa` is `nr standalone`, `ul ca` is `uplink carrier aggregation`).
+fn described(about: &[String], profile: &TermIndex, names: &names::Names) -> Vec<String> {
+    let named = |t: &str| {
+        let meanings = names.meanings(t);
+        FUNCTION_WORDS.binary_search(&t).is_ok()
+            || profile.knows(t)
+            || !meanings.is_empty()
+                && meanings.iter().all(|m| elex_text::terms(m).iter().all(|w| profile.knows(w)))
+    };
+    // A word's spellings: as written, and the first and last terms of each
+    // of its meanings (where it meets the word before and after it).
+    let spellings = |t: &str| -> (Vec<String>, Vec<String>) {
+        let mut firsts = vec![names::stem(t).to_string()];
+        let mut lasts = firsts.clone();
+        for m in names.meanings(t) {
+            let terms = elex_text::terms(m);
+            if let (Some(a), Some(b)) = (terms.first(), terms.last()) {
+                firsts.push(names::stem(a).to_string());
+                lasts.push(names::stem(b).to_string());
+            }
+        }
+        (firsts, lasts)
+    };
+    let mut out = Vec::new();
+    for phrase in about {
+        let terms = elex_text::terms(phrase);
+        out.extend(terms.iter().filter(|t| !named(t)).cloned());
+        for w in terms.windows(2) {
+            let (_, lasts) = spellings(&w[0]);
+            let (firsts, _) = spellings(&w[1]);
+            let in_a_name =
+                lasts.iter().any(|a| firsts.iter().any(|b| profile.pairs.contains(&format!("{a}~{b}"))));
+            if !in_a_name {
+                out.push(format!("{}~{}", names::stem(&w[0]), names::stem(&w[1])));
+            }
+        }
+    }
+    out
+}
+
 /// How much the parameter/counter-word match adds to a similarity score
 /// (the embedding cosine and the profile match weigh 0.5 each).
 const DETAIL_WEIGHT: f32 = 0.35;
 
 /// How much the description match (words and pairs no name has) adds to a
 /// similarity score. Chosen on the development half of the realistic set
-/// and the generated set: 0.7 to 0.9 route the same there (top-5 0.987 to
-/// 0.990 on the development half, generated top-1 0.895 to 0.896); 0.5 and
-/// less leave descriptions too weak to lift a feature into the top 5, 1.0
-/// and more let them pull generated name questions away.
+/// and the generated set: from 0.7 to 1.0 they route alike (development
+/// top-1 0.943–0.947, top-5 0.983–0.987; generated top-1 0.893–0.896);
+/// at 0.6 and less descriptions lift fewer features into the top 5 (0.980,
+/// 0.970 at 0.5), and above 1 they start to pull generated name questions
+/// away.
 const ABOUT_WEIGHT: f32 = 0.8;
 
 /// One set of terms per feature, with idf, norms and a stem index.
@@ -253,6 +311,8 @@ struct TermIndex {
     /// Scoring a query adds these up per feature instead of comparing
     /// every term of every candidate with every query term.
     matches: HashMap<String, Vec<(u32, f32)>>,
+    /// Every two adjacent terms of a text, as [`pairs`] keys them.
+    pairs: std::collections::HashSet<String>,
 }
 
 /// A query term held by at most this many profiles brings those features
@@ -266,7 +326,14 @@ fn detail(f: &crate::catalog::Feature) -> String {
 
 impl TermIndex {
     fn of(texts: impl Iterator<Item = String>) -> TermIndex {
-        TermIndex::of_terms(texts.map(|text| elex_text::terms(&text)).collect())
+        let mut pairs = std::collections::HashSet::new();
+        let terms = texts
+            .map(|text| {
+                pairs.extend(self::pairs(&text));
+                elex_text::terms(&text)
+            })
+            .collect();
+        TermIndex { pairs, ..TermIndex::of_terms(terms) }
     }
 
     fn of_terms(mut terms: Vec<Vec<String>>) -> TermIndex {
@@ -300,7 +367,7 @@ impl TermIndex {
                 matches.entry(key(t).to_string()).or_default().push((i as u32, idf[t] * idf[t]));
             }
         }
-        TermIndex { idf, norms, by_stem, stem_idf, matches }
+        TermIndex { idf, norms, by_stem, stem_idf, matches, pairs: Default::default() }
     }
 
     /// Features that have a rare term of the query (or of its stem).
@@ -352,22 +419,15 @@ impl TermIndex {
 }
 
 impl Lexicon {
-    fn of(catalog: &Catalog) -> Lexicon {
+    /// The lexicon of `catalog`, and its abbreviations (learned from the
+    /// catalog and its vocabulary: see [`names::Names::of`]).
+    fn with_names(catalog: &Catalog) -> (Lexicon, names::Names) {
         let profile = TermIndex::of(catalog.features.iter().map(profile));
-        let profile_pairs: std::collections::HashSet<String> =
-            catalog.features.iter().flat_map(|f| pairs(&self::profile(f))).collect();
-        // Of each phrase of `about`, the terms and pairs no profile has.
-        let about = catalog.features.iter().map(|f| {
-            let mut t: Vec<String> =
-                f.about.iter().flat_map(|p| elex_text::terms(p)).filter(|t| !profile.knows(t)).collect();
-            t.extend(f.about.iter().flat_map(|p| pairs(p)).filter(|p| !profile_pairs.contains(p)));
-            t
-        });
-        Lexicon {
-            about: TermIndex::of_terms(about.collect()),
-            detail: TermIndex::of(catalog.features.iter().map(detail)),
-            profile,
-        }
+        let detail = TermIndex::of(catalog.features.iter().map(detail));
+        let vocabulary = profile.idf.keys().chain(detail.idf.keys()).cloned().collect();
+        let names = names::Names::of(catalog, vocabulary);
+        let about = catalog.features.iter().map(|f| described(&f.about, &profile, &names));
+        (Lexicon { about: TermIndex::of_terms(about.collect()), detail, profile }, names)
     }
 
     /// Features that share a rare term (or its stem) with the query, in
@@ -381,11 +441,6 @@ impl Lexicon {
         out.sort_unstable();
         out.dedup();
         out
-    }
-
-    /// Every term of the profiles and of the parameter and counter names.
-    fn vocabulary(&self) -> std::collections::HashSet<String> {
-        self.profile.idf.keys().chain(self.detail.idf.keys()).cloned().collect()
     }
 
     /// Whether some profile has the term `q` or a term of its stem.
@@ -511,10 +566,10 @@ impl Router {
                 }
             }
         }
-        let lexicon = Lexicon::of(&catalog);
+        let (lexicon, names) = Lexicon::with_names(&catalog);
         Router {
             examples: std::sync::RwLock::new(Vec::new()),
-            names: names::Names::of(&catalog, lexicon.vocabulary()),
+            names,
             required_by,
             lexicon,
             catalog,

@@ -229,6 +229,12 @@ impl Names {
         Names { expansions, learned: Default::default(), terms, by_stem, stems, vocabulary, pieces }
     }
 
+    /// What the abbreviation `word` (in lower case) may stand for, from the
+    /// catalog and the standard table (none for another word).
+    pub(crate) fn meanings(&self, word: &str) -> &[String] {
+        self.expansions.get(word).map_or(&[], Vec::as_slice)
+    }
+
     /// The terms of `text` with the words of every abbreviation in it added
     /// (a hyphenated compound is also looked up whole: `MC-PUSCH`).
     pub(crate) fn expanded_terms(&self, text: &str) -> Vec<String> {
@@ -486,7 +492,7 @@ mod tests {
     #[test]
     fn a_run_together_compound_is_taken_apart() {
         let c = Catalog::embedded().unwrap();
-        let names = Names::of(&c, super::super::Lexicon::of(&c).vocabulary());
+        let (_, names) = super::super::Lexicon::with_names(&c);
         assert_eq!(names.compound("ulcomp"), ["ul", "comp"]);
         assert_eq!(names.compound("nrca"), ["nr", "ca"]);
         // A word of the catalog is not taken apart, nor one no pieces spell.
@@ -512,7 +518,7 @@ mod tests {
     #[test]
     fn abbreviations_are_learned_from_the_catalog_and_cover_names() {
         let c = Catalog::embedded().unwrap();
-        let names = Names::of(&c, super::super::Lexicon::of(&c).vocabulary());
+        let (_, names) = super::super::Lexicon::with_names(&c);
         let faj = |text: &str| -> Vec<String> {
             names
                 .covered(&names.expanded_terms(text))

@@ -113,9 +113,7 @@ fn tables_of(catalog: &Catalog) -> std::rc::Rc<(Lexicon, Names)> {
         if let Some((_, tables)) = t.iter().find(|(k, _)| *k == key) {
             return tables.clone();
         }
-        let lexicon = Lexicon::of(catalog);
-        let names = Names::of(catalog, lexicon.vocabulary());
-        let tables = std::rc::Rc::new((lexicon, names));
+        let tables = std::rc::Rc::new(Lexicon::with_names(catalog));
         t.push((key, tables.clone()));
         tables
     })
@@ -464,6 +462,13 @@ fn a_description_counts_in_the_words_no_name_has() {
     // Name words are left to the name: they count for nothing here.
     let terms = |t: &str| r.lexicon.query(t, &r.names).terms;
     assert_eq!(r.lexicon.about.scores(&terms("mimo sleep mode"), &[sleep, lamps]), [0.0, 0.0]);
+    // So are their abbreviations, alone or beside a name word (`nr sa` is
+    // NR Standalone, `ul ca` Uplink Carrier Aggregation), and words that
+    // say nothing of a feature.
+    let (lexicon, names) = &*tables_of(&c);
+    let phrases = phrases(&["nr sa", "ul ca", "ho", "after", "more"]);
+    assert_eq!(described(&phrases, &lexicon.profile, names), Vec::<String>::new());
+    assert!(described(&["pcap".into()], &lexicon.profile, names).contains(&"pcap".to_string()));
     // A phrase as written counts for more than its words apart.
     let q = r.lexicon.query("wombat lantern", &r.names);
     let scores = r.lexicon.about.scores(&[q.terms, q.pairs].concat(), &[pair, apart]);
