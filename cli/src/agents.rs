@@ -211,7 +211,7 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
         let out = serde_json::json!({
             "faj": f.faj, "name": f.name, "acronym": f.acronym, "category": f.category,
             "requires": f.requires, "conflicts": f.conflicts, "related": f.related,
-            "parameters": f.parameters, "counters": f.counters,
+            "parameters": f.parameters, "counters": f.counters, "about": f.about,
             "snapshot_bytes": learned,
             "calls": usage.as_ref().map(|u| u.calls),
         });
@@ -230,8 +230,11 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
             outln!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "))?;
         }
     }
-    if !f.about.is_empty() {
+    if f.plugin {
         outln!("about       {}", f.about.join("; "))?;
+    } else if !f.about.is_empty() {
+        // registry-index/keywords.jsonl: elex's own words, not vendor data.
+        outln!("keywords    {} (elex's, for routing)", f.about.join("; "))?;
     }
     if !f.plugin {
         outln!(

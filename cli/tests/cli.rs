@@ -382,7 +382,10 @@ fn feedback_reaches_the_agent_in_a_later_run_and_agents_are_listed() {
     );
     assert!(shown.contains("learned     snapshot of"), "{shown}");
     // Its hand-written keywords (registry-index/keywords.jsonl).
-    assert!(shown.lines().any(|l| l.starts_with("about       ") && l.contains("; ")), "{shown}");
+    assert!(
+        shown.lines().any(|l| l.starts_with("keywords    ") && l.ends_with("(elex's, for routing)")),
+        "{shown}"
+    );
     assert_eq!(run(&["agents", "show", "FAJ 999 9999"]).status.code(), Some(1));
 }
 

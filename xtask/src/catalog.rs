@@ -102,10 +102,16 @@ fn names(v: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Fewest and most phrases of a feature's keywords.
+const KEYWORDS: std::ops::RangeInclusive<usize> = 3..=12;
+
 /// The hand-written routing vocabulary (`registry-index/keywords.jsonl`):
-/// each line `{"faj": …, "keywords": […]}`; `source` names it in errors.
-fn keyword_lists(text: &str, source: &str) -> Result<HashMap<String, Vec<String>>> {
-    let mut out = HashMap::new();
+/// each line `{"faj": …, "keywords": […]}`, 3–12 distinct non-empty
+/// phrases written as operators write them (`SCell`, `VoLTE`: case splits
+/// words as in a question); `source` names it in errors. Each FAJ code with
+/// its line number.
+fn keyword_lists(text: &str, source: &str) -> Result<Vec<(usize, String, Vec<String>)>> {
+    let mut out: Vec<(usize, String, Vec<String>)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let at = i + 1;
         if line.trim().is_empty() {
@@ -117,18 +123,29 @@ fn keyword_lists(text: &str, source: &str) -> Result<HashMap<String, Vec<String>
         else {
             bail!("{source}, line {at}: not {{\"faj\": …, \"keywords\": […]}}");
         };
-        let mut keywords = Vec::new();
+        let mut keywords: Vec<String> = Vec::new();
         for k in list {
             match k.as_str() {
-                Some(k) if !k.trim().is_empty() && !k.chars().any(char::is_uppercase) => {
-                    keywords.push(k.to_string())
+                Some(k) if k.trim().is_empty() => bail!("{source}, line {at} ({faj}): an empty keyword"),
+                Some(k) if keywords.iter().any(|seen| seen.eq_ignore_ascii_case(k)) => {
+                    bail!("{source}, line {at} ({faj}): keyword {k:?} twice")
                 }
-                _ => bail!("{source}, line {at} ({faj}): keyword {k} is not a non-empty lower-case string"),
+                Some(k) => keywords.push(k.to_string()),
+                None => bail!("{source}, line {at} ({faj}): keyword {k} is not a string"),
             }
         }
-        if out.insert(faj.to_string(), keywords).is_some() {
-            bail!("{source}, line {at}: {faj} listed twice");
+        if !KEYWORDS.contains(&keywords.len()) {
+            bail!(
+                "{source}, line {at} ({faj}): {} keywords, not {}–{}",
+                keywords.len(),
+                KEYWORDS.start(),
+                KEYWORDS.end()
+            );
         }
+        if let Some((first, ..)) = out.iter().find(|(_, f, _)| f == faj) {
+            bail!("{source}, line {at}: {faj} listed twice (first on line {first})");
+        }
+        out.push((at, faj.to_string(), keywords));
     }
     Ok(out)
 }
@@ -137,7 +154,7 @@ fn keyword_lists(text: &str, source: &str) -> Result<HashMap<String, Vec<String>
 /// `keywords` (see [`keyword_lists`]); `source` and `keywords_source` name
 /// them in errors.
 pub fn generate(input: &str, source: &str, keywords: &str, keywords_source: &str) -> Result<String> {
-    let mut keywords = keyword_lists(keywords, keywords_source)?;
+    let lists = keyword_lists(keywords, keywords_source)?;
     let mut entries: Vec<Value> = Vec::new();
     let mut line_of: HashMap<String, usize> = HashMap::new();
     for (i, line) in input.lines().enumerate() {
@@ -202,9 +219,10 @@ pub fn generate(input: &str, source: &str, keywords: &str, keywords_source: &str
             }
         }
     }
-    if let Some(stray) = keywords.keys().find(|k| !index.contains_key(*k)) {
-        bail!("{keywords_source}: {stray} is not a feature of {source}");
+    if let Some((at, stray, _)) = lists.iter().find(|(_, faj, _)| !index.contains_key(faj)) {
+        bail!("{keywords_source}, line {at}: {stray} is not a feature of {source}");
     }
+    let mut keywords: HashMap<String, Vec<String>> = lists.into_iter().map(|(_, faj, k)| (faj, k)).collect();
     let mut out = String::new();
     for mut e in entries {
         let name = e["name"].as_str().unwrap_or_default().to_string();
@@ -294,7 +312,7 @@ mod tests {
         assert_eq!(msm["component"], COMPONENT);
         for line in made.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
-            assert!(v["keywords"].as_array().unwrap().len() >= 3, "{} has fewer than 3 keywords", v["faj"]);
+            assert!(KEYWORDS.contains(&v["keywords"].as_array().unwrap().len()), "{}", v["faj"]);
         }
         assert!(msm["generated"].as_array().unwrap().iter().any(|g| g == "parameters[].min"));
         let p = &msm["parameters"][0];
@@ -321,23 +339,29 @@ mod tests {
     #[test]
     fn keywords_are_checked_and_attached() {
         let a = r#"{"faj":"FAJ 1","name":"A"}"#;
-        let out = generate(a, "t", r#"{"faj":"FAJ 1","keywords":["bar access","sib2"]}"#, "k").unwrap();
-        assert!(out.contains(r#""keywords":["bar access","sib2"]"#), "{out}");
+        let out =
+            generate(a, "t", r#"{"faj":"FAJ 1","keywords":["bar access","SCell","sib2"]}"#, "k").unwrap();
+        assert!(out.contains(r#""keywords":["bar access","SCell","sib2"]"#), "{out}");
         assert!(generate(a, "t", "", "k").unwrap().contains(r#""keywords":[]"#));
         for (bad, says) in [
-            (r#"{"faj":"FAJ 9","keywords":["x"]}"#, "k: FAJ 9 is not a feature of t"),
-            (r#"{"faj":"FAJ 1","keywords":["Upper"]}"#, "k, line 1 (FAJ 1): keyword \"Upper\" is not"),
-            (r#"{"faj":"FAJ 1","keywords":[" "]}"#, "is not a non-empty lower-case string"),
-            (r#"{"faj":"FAJ 1","keywords":[1]}"#, "keyword 1 is not"),
-            (r#"{"faj":"FAJ 1","keywords":["x"],"more":1}"#, "k, line 1: not {"),
+            (r#"{"faj":"FAJ 9","keywords":["x","y","z"]}"#, "k, line 1: FAJ 9 is not a feature of t"),
+            (r#"{"faj":"FAJ 1","keywords":["x"," ","z"]}"#, "k, line 1 (FAJ 1): an empty keyword"),
+            (r#"{"faj":"FAJ 1","keywords":["x",1,"z"]}"#, "keyword 1 is not a string"),
+            (r#"{"faj":"FAJ 1","keywords":["x","X","z"]}"#, "keyword \"X\" twice"),
+            (r#"{"faj":"FAJ 1","keywords":["x","y"]}"#, "k, line 1 (FAJ 1): 2 keywords, not 3–12"),
+            (r#"{"faj":"FAJ 1","keywords":["x","y","z"],"more":1}"#, "k, line 1: not {"),
             (r#"{"faj":"FAJ 1"}"#, "k, line 1: not {"),
             ("{oops", "k, line 1:"),
         ] {
             let e = generate(a, "t", bad, "k").unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        let twice = [r#"{"faj":"FAJ 1","keywords":["x"]}"#; 2].join("\n");
+        let many: Vec<String> = (0..13).map(|i| format!("\"w{i}\"")).collect();
+        let e = generate(a, "t", &format!(r#"{{"faj":"FAJ 1","keywords":[{}]}}"#, many.join(",")), "k")
+            .unwrap_err();
+        assert!(e.to_string().contains("13 keywords, not 3–12"), "{e}");
+        let twice = [r#"{"faj":"FAJ 1","keywords":["x","y","z"]}"#; 2].join("\n");
         let e = generate(a, "t", &twice, "k").unwrap_err().to_string();
-        assert!(e.contains("k, line 2: FAJ 1 listed twice"), "{e}");
+        assert!(e.contains("k, line 2: FAJ 1 listed twice (first on line 1)"), "{e}");
     }
 }

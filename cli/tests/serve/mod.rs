@@ -670,6 +670,7 @@ fn the_cli_talks_to_a_running_service_with_server() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(shown["usage"]["calls"].as_u64().unwrap() >= 3, "{shown}");
+    assert!(shown["about"].as_array().unwrap().len() >= 3, "{shown}");
     let out = elex(&["context", "create", "remote-review"], true);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let context = text(&out.stdout).trim().to_string();

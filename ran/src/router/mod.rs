@@ -50,7 +50,9 @@ pub enum Reason {
     /// the text.
     Acronym(String),
     /// No strong signal: the feature most similar to the text, with this
-    /// score (the mean of the embedding cosine and the TF-IDF word match).
+    /// score: the mean of the embedding cosine and the profile's TF-IDF
+    /// word match, plus the lighter parameter/counter-word and description
+    /// matches (0 to about 2; see `Lexicon`).
     Similarity(f32),
 }
 
@@ -101,7 +103,11 @@ pub fn faj_codes(text: &str) -> Vec<String> {
 pub struct Candidate {
     /// Index in the catalog.
     pub index: usize,
-    /// Higher is better; 1.0 for a strong signal.
+    /// How strongly its reason holds: 1.0 for a strong signal, else the
+    /// similarity score ([`Reason::Similarity`]); another feature with the
+    /// first's strong signal has 0.75 of the first's score, a requires-peer
+    /// of the first half of it. The list's order is the ranking; scores
+    /// compare candidates of one reason.
     pub score: f32,
     /// Why it is a candidate, in words: the chosen agent's [`Reason`],
     /// `also …` for another feature with the same signal, `requires-peer
@@ -178,7 +184,7 @@ fn one_letter(t: &str) -> bool {
 /// its terms (question words left out) and their embedding.
 struct Query {
     terms: Vec<String>,
-    /// Each two adjacent terms as written, as [`pair`] keys them.
+    /// Each two adjacent terms as written, as [`pairs`] keys them.
     pairs: Vec<String>,
     embedding: [f32; elex_text::DIM],
 }
@@ -201,69 +207,96 @@ const POOL: usize = 32;
 ///
 /// A third match runs over what each feature is described by beyond its
 /// name ([`Feature::about`](crate::catalog::Feature::about): the catalog's
-/// hand-written keywords, `switch off leds`, `layer 2 encryption`, `spid`):
-/// the words of those phrases, and each two adjacent words as a pair, that
-/// no profile has. Operators describe a feature in words its name lacks;
-/// the words a name has are left to the profile match, so a description
-/// never outweighs a name (a question of `Energy Saving` words is not pulled
-/// to a feature described by "energy saving"), and a pair (`layer~2`,
-/// `2~encry`) counts a phrase for more than its words apart.
+/// hand-written keywords, `switch off LEDs`, `layer 2 encryption`, `SPID`;
+/// a plugin's description and keywords are its profile instead, as it has
+/// no other words): the words of those phrases, and
+/// each two adjacent words as a pair, that no catalog feature's name,
+/// acronym or category has ([`described`]). Operators describe a feature in
+/// words its name lacks; the words names have are left to the profile match
+/// (a question of `Energy Saving` words is not pulled to a feature
+/// described by "energy saving"), and a pair (`layer~2`, `2~encrypt`)
+/// counts a phrase for more than its words apart.
 struct Lexicon {
     profile: TermIndex,
     detail: TermIndex,
     about: TermIndex,
 }
 
-/// The key a term is matched by: its [`names::stem`]; a [`pair`] as it is.
-fn key(t: &str) -> &str {
-    if t.contains('~') { t } else { names::stem(t) }
+/// Letters of a term a description is matched by (more than
+/// [`names::stem`]'s five: `intermodulation` is not `inter`, `transmit` not
+/// `transfer`).
+const DESCRIBED_STEM: usize = 7;
+
+/// The key a description term is matched by: its first [`DESCRIBED_STEM`]
+/// letters after a common ending ([`names::stem_to`]); a pair as it is.
+fn described_key(t: &str) -> &str {
+    if t.contains('~') { t } else { names::stem_to(t, DESCRIBED_STEM) }
 }
 
-/// Each two adjacent [`elex_text::terms`] of `text`, stemmed and joined by
-/// `~` (`layer 2 encryption`: `layer~2`, `2~encry`).
-fn pairs(text: &str) -> Vec<String> {
-    elex_text::terms(text)
-        .windows(2)
-        .map(|w| format!("{}~{}", names::stem(&w[0]), names::stem(&w[1])))
-        .collect()
+/// Each two adjacent `terms`, keyed and joined by `~` (`layer 2
+/// encryption`: `layer~2`, `2~encrypt`).
+fn pairs(terms: &[String]) -> impl Iterator<Item = String> + '_ {
+    terms.windows(2).map(|w| format!("{}~{}", described_key(&w[0]), described_key(&w[1])))
 }
 
 /// English words that say nothing of a feature (beside
-/// [`elex_text::STOPWORDS`]): a description's `after` or `more` matching a
-/// question's would be chance. Sorted.
+/// [`elex_text::STOPWORDS`]), as [`elex_text::terms`] gives them: a
+/// description's `after` or `more` matching a question's would be chance.
+/// Sorted.
 const FUNCTION_WORDS: &[&str] = &[
-    "after", "again", "all", "also", "always", "because", "been", "before", "being", "both", "but", "cannot",
-    "could", "did", "during", "each", "else", "even", "ever", "every", "few", "get", "got", "had", "has",
-    "have", "having", "here", "into", "just", "less", "like", "many", "may", "might", "more", "most", "much",
-    "must", "need", "never", "no", "not", "now", "once", "only", "other", "our", "out", "over", "own", "per",
-    "same", "so", "some", "still", "such", "than", "their", "them", "then", "there", "these", "they",
-    "thing", "those", "through", "too", "under", "until", "very", "via", "was", "were", "while", "will",
-    "without", "won", "would", "yet", "your",
+    "after", "again", "all", "also", "because", "been", "before", "being", "both", "but", "cannot", "could",
+    "did", "during", "each", "else", "even", "ever", "every", "few", "get", "got", "had", "has", "have",
+    "having", "here", "into", "just", "less", "like", "many", "may", "might", "more", "most", "much", "must",
+    "need", "never", "no", "not", "now", "once", "only", "other", "our", "out", "over", "own", "per", "same",
+    "so", "some", "still", "such", "than", "their", "them", "then", "there", "these", "they", "thing",
+    "those", "through", "too", "under", "until", "very", "via", "was", "were", "while", "will", "without",
+    "won", "would", "yet", "your",
 ];
 
+/// The words and adjacent pairs of the catalog features' names, acronyms
+/// and categories (not plugins': loading one leaves the features'
+/// descriptions as they were), under [`described_key`].
+struct NameWords {
+    terms: std::collections::HashSet<String>,
+    pairs: std::collections::HashSet<String>,
+}
+
+impl NameWords {
+    fn of(catalog: &Catalog) -> NameWords {
+        let (mut terms, mut pairs) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for f in catalog.features.iter().filter(|f| !f.plugin) {
+            let t = elex_text::terms(&profile(f));
+            pairs.extend(self::pairs(&t));
+            terms.extend(t.iter().map(|t| described_key(t).to_string()));
+        }
+        NameWords { terms, pairs }
+    }
+}
+
 /// What the description match of a feature looks at in its `about`
-/// phrases: their terms and [`pairs`] that say what its name cannot. Left
-/// out: a [`FUNCTION_WORDS`] word, a term some profile has, or an
-/// abbreviation of such terms (`ho`, `sa`); a pair some profile has, also when either word is spelled out
-/// (`nr sa` is `nr standalone`, `ul ca` is `uplink carrier aggregation`).
-fn described(about: &[String], profile: &TermIndex, names: &names::Names) -> Vec<String> {
+/// phrases: their terms and [`pairs`] that say what no name can. Left out:
+/// a [`FUNCTION_WORDS`] word, a term some name has, or an abbreviation of
+/// such terms (`HO`, `SA`); a pair some name has, also when either word is
+/// spelled out (`NR SA` is `NR standalone`, `UL CA` is `uplink carrier
+/// aggregation`).
+fn described(about: &[String], names_have: &NameWords, names: &names::Names) -> Vec<String> {
+    let known = |t: &str| names_have.terms.contains(described_key(t));
     let named = |t: &str| {
         let meanings = names.meanings(t);
         FUNCTION_WORDS.binary_search(&t).is_ok()
-            || profile.knows(t)
-            || !meanings.is_empty()
-                && meanings.iter().all(|m| elex_text::terms(m).iter().all(|w| profile.knows(w)))
+            || known(t)
+            || !meanings.is_empty() && meanings.iter().all(|m| elex_text::terms(m).iter().all(|w| known(w)))
     };
-    // A word's spellings: as written, and the first and last terms of each
-    // of its meanings (where it meets the word before and after it).
+    // A word's spellings at the start and at the end of a pair: as
+    // written, and the first (last) term of each of its meanings.
     let spellings = |t: &str| -> (Vec<String>, Vec<String>) {
-        let mut firsts = vec![names::stem(t).to_string()];
+        let mut firsts = vec![described_key(t).to_string()];
         let mut lasts = firsts.clone();
         for m in names.meanings(t) {
             let terms = elex_text::terms(m);
             if let (Some(a), Some(b)) = (terms.first(), terms.last()) {
-                firsts.push(names::stem(a).to_string());
-                lasts.push(names::stem(b).to_string());
+                firsts.push(described_key(a).to_string());
+                lasts.push(described_key(b).to_string());
             }
         }
         (firsts, lasts)
@@ -272,13 +305,11 @@ fn described(about: &[String], profile: &TermIndex, names: &names::Names) -> Vec
     for phrase in about {
         let terms = elex_text::terms(phrase);
         out.extend(terms.iter().filter(|t| !named(t)).cloned());
-        for w in terms.windows(2) {
+        for (w, pair) in terms.windows(2).zip(pairs(&terms)) {
             let (_, lasts) = spellings(&w[0]);
             let (firsts, _) = spellings(&w[1]);
-            let in_a_name =
-                lasts.iter().any(|a| firsts.iter().any(|b| profile.pairs.contains(&format!("{a}~{b}"))));
-            if !in_a_name {
-                out.push(format!("{}~{}", names::stem(&w[0]), names::stem(&w[1])));
+            if !lasts.iter().any(|a| firsts.iter().any(|b| names_have.pairs.contains(&format!("{a}~{b}")))) {
+                out.push(pair);
             }
         }
     }
@@ -300,6 +331,8 @@ const ABOUT_WEIGHT: f32 = 0.8;
 
 /// One set of terms per feature, with idf, norms and a stem index.
 struct TermIndex {
+    /// What a term is matched by: [`names::stem`], or [`described_key`].
+    key: fn(&str) -> &str,
     idf: HashMap<String, f32>,
     norms: Vec<f32>,
     /// The features that have a term of each stem ([`names::stem`]).
@@ -311,13 +344,17 @@ struct TermIndex {
     /// Scoring a query adds these up per feature instead of comparing
     /// every term of every candidate with every query term.
     matches: HashMap<String, Vec<(u32, f32)>>,
-    /// Every two adjacent terms of a text, as [`pairs`] keys them.
-    pairs: std::collections::HashSet<String>,
 }
 
 /// A query term held by at most this many profiles brings those features
 /// into the similarity pool even when the embedding does not.
 const RARE: usize = 24;
+
+/// The same for a description term or pair: most are rare (88 of the
+/// ~4,000 are held by more than 8 features), and each brings its features
+/// into the pool; 8 keeps the pool small and routes the development half
+/// and the generated set as 24 does.
+const RARE_DESCRIBED: usize = 8;
 
 /// The words of a feature's parameter and counter names.
 fn detail(f: &crate::catalog::Feature) -> String {
@@ -325,18 +362,13 @@ fn detail(f: &crate::catalog::Feature) -> String {
 }
 
 impl TermIndex {
+    /// The index of each text's [`elex_text::terms`], matched by stem.
     fn of(texts: impl Iterator<Item = String>) -> TermIndex {
-        let mut pairs = std::collections::HashSet::new();
-        let terms = texts
-            .map(|text| {
-                pairs.extend(self::pairs(&text));
-                elex_text::terms(&text)
-            })
-            .collect();
-        TermIndex { pairs, ..TermIndex::of_terms(terms) }
+        TermIndex::of_terms(texts.map(|text| elex_text::terms(&text)).collect(), names::stem)
     }
 
-    fn of_terms(mut terms: Vec<Vec<String>>) -> TermIndex {
+    /// The index of these terms per feature, matched by `key`.
+    fn of_terms(mut terms: Vec<Vec<String>>, key: fn(&str) -> &str) -> TermIndex {
         for t in terms.iter_mut() {
             t.sort();
             t.dedup();
@@ -367,16 +399,17 @@ impl TermIndex {
                 matches.entry(key(t).to_string()).or_default().push((i as u32, idf[t] * idf[t]));
             }
         }
-        TermIndex { idf, norms, by_stem, stem_idf, matches, pairs: Default::default() }
+        TermIndex { key, idf, norms, by_stem, stem_idf, matches }
     }
 
-    /// Features that have a rare term of the query (or of its stem).
-    fn rare_matches(&self, terms: &[String], out: &mut Vec<usize>) {
+    /// Features that have a term of `terms` (or of its stem) at most
+    /// `rare` features have.
+    fn rare_matches(&self, terms: &[String], rare: usize, out: &mut Vec<usize>) {
         out.extend(
             terms
                 .iter()
-                .filter_map(|q| self.by_stem.get(key(q)))
-                .filter(|list| list.len() <= RARE)
+                .filter_map(|q| self.by_stem.get((self.key)(q)))
+                .filter(|list| list.len() <= rare)
                 .flatten()
                 .copied(),
         );
@@ -384,16 +417,18 @@ impl TermIndex {
 
     /// Whether some feature has the term `q` or a term of its stem.
     fn knows(&self, q: &str) -> bool {
-        self.idf.contains_key(q) || self.stem_idf.contains_key(key(q))
+        self.idf.contains_key(q) || self.stem_idf.contains_key((self.key)(q))
     }
 
     /// The idf of `q` (or of a term of its stem); 0 for a term no feature
     /// has.
     fn weight(&self, q: &str) -> f32 {
-        self.idf.get(q).copied().unwrap_or_else(|| self.stem_idf.get(key(q)).copied().unwrap_or(0.0))
+        self.idf.get(q).copied().unwrap_or_else(|| self.stem_idf.get((self.key)(q)).copied().unwrap_or(0.0))
     }
 
-    /// Lexical similarity of each candidate to the query, in [0, 1].
+    /// Lexical similarity of each candidate to the query: the cosine of
+    /// binary TF-IDF vectors, 0 when nothing matches and 1 for the same
+    /// terms.
     fn scores(&self, terms: &[String], candidates: &[usize]) -> Vec<f32> {
         let mut query = terms.to_vec();
         query.sort();
@@ -405,7 +440,7 @@ impl TermIndex {
         }
         // A term matches a query term of the same stem: under each
         // distinct key below are the terms matched, each once.
-        let mut keys: Vec<&str> = query.iter().map(|q| key(q)).collect();
+        let mut keys: Vec<&str> = query.iter().map(|q| (self.key)(q)).collect();
         keys.sort_unstable();
         keys.dedup();
         let mut shared = vec![0.0f32; self.norms.len()];
@@ -426,18 +461,24 @@ impl Lexicon {
         let detail = TermIndex::of(catalog.features.iter().map(detail));
         let vocabulary = profile.idf.keys().chain(detail.idf.keys()).cloned().collect();
         let names = names::Names::of(catalog, vocabulary);
-        let about = catalog.features.iter().map(|f| described(&f.about, &profile, &names));
-        (Lexicon { about: TermIndex::of_terms(about.collect()), detail, profile }, names)
+        let names_have = NameWords::of(catalog);
+        // A plugin's description is in its profile (it has no other words).
+        let about = catalog
+            .features
+            .iter()
+            .map(|f| if f.plugin { Vec::new() } else { described(&f.about, &names_have, &names) })
+            .collect();
+        (Lexicon { about: TermIndex::of_terms(about, described_key), detail, profile }, names)
     }
 
     /// Features that share a rare term (or its stem) with the query, in
     /// their profile or their parameter and counter names.
     fn rare_matches(&self, q: &Query) -> Vec<usize> {
         let mut out = Vec::new();
-        self.profile.rare_matches(&q.terms, &mut out);
-        self.detail.rare_matches(&q.terms, &mut out);
-        self.about.rare_matches(&q.terms, &mut out);
-        self.about.rare_matches(&q.pairs, &mut out);
+        self.profile.rare_matches(&q.terms, RARE, &mut out);
+        self.detail.rare_matches(&q.terms, RARE, &mut out);
+        self.about.rare_matches(&q.terms, RARE_DESCRIBED, &mut out);
+        self.about.rare_matches(&q.pairs, RARE_DESCRIBED, &mut out);
         out.sort_unstable();
         out.dedup();
         out
@@ -457,6 +498,7 @@ impl Lexicon {
     /// hashed embedding they would only add noise.
     fn query(&self, text: &str, names: &names::Names) -> Query {
         let mut terms = elex_text::terms(text);
+        let pairs = pairs(&terms).collect();
         // The words its abbreviations stand for ("UL CoMP": uplink
         // coordinated multi point), after those written.
         for t in names.expansions_in(text) {
@@ -468,12 +510,13 @@ impl Lexicon {
         terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
         let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
         let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
-        Query { terms, embedding, pairs: pairs(text) }
+        Query { terms, embedding, pairs }
     }
 
     /// `pool` (feature, embedding cosine) reranked by the mean of the cosine
     /// and the profile match, plus [`DETAIL_WEIGHT`] times the parameter
-    /// and counter-word match; best first, lowest index on ties.
+    /// and counter-word match and [`ABOUT_WEIGHT`] times the description
+    /// match; best first, lowest index on ties.
     fn rerank(&self, q: &Query, pool: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
         let ids: Vec<usize> = pool.iter().map(|p| p.0).collect();
         let lexical = self.profile.scores(&q.terms, &ids);
@@ -629,8 +672,14 @@ impl Router {
     /// with it, reranked with the lexical similarity (see [`Lexicon`]).
     fn similar(&self, q: &Query, k: usize) -> Vec<(usize, f32)> {
         let mut pool = self.nearest(&q.embedding, POOL.max(k));
+        let mut pooled = vec![false; self.profiles.len()];
+        for p in &pool {
+            if let Some(seen) = pooled.get_mut(p.0) {
+                *seen = true;
+            }
+        }
         for i in self.lexicon.rare_matches(q) {
-            if pool.iter().all(|p| p.0 != i) {
+            if pooled.get_mut(i).is_some_and(|seen| !std::mem::replace(seen, true)) {
                 pool.push((i, self.similarity(&q.embedding, i)));
             }
         }

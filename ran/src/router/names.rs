@@ -92,12 +92,17 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
 /// letters or more) is dropped: `queuing`, `queued` and `queue` are `queu`,
 /// `scheduling` and `schedule` `sched`; `rate` stays `rate`.
 pub(crate) fn stem(t: &str) -> &str {
+    stem_to(t, STEM)
+}
+
+/// [`stem`] to `letters` letters instead of [`STEM`].
+pub(crate) fn stem_to(t: &str, letters: usize) -> &str {
     let base = ["ing", "ed"]
         .iter()
         .find_map(|end| t.strip_suffix(end).filter(|b| b.len() >= 4))
         .or_else(|| t.strip_suffix('e').filter(|_| t.len() >= 5))
         .unwrap_or(t);
-    &base[..base.len().min(STEM)]
+    &base[..base.len().min(letters)]
 }
 
 /// The significant terms of a feature name: its [`elex_text::terms`]
@@ -142,7 +147,7 @@ const COMMON_SHORT: usize = 10;
 impl Names {
     /// Learns the abbreviations of `catalog` (see the module docs);
     /// `vocabulary` is every term of its profiles and parameter and counter
-    /// names (the router's lexicon has them: [`super::Lexicon::vocabulary`]).
+    /// names (see [`super::Lexicon::with_names`]).
     pub(crate) fn of(catalog: &Catalog, vocabulary: std::collections::HashSet<String>) -> Names {
         let mut expansions: HashMap<String, Vec<String>> = HashMap::new();
         let mut add = |abbreviation: String, words: &str| {

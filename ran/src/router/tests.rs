@@ -98,7 +98,9 @@ fn named(
 /// signals it finds, and building them for every question would make the
 /// comparison tests slow.
 fn tables_of(catalog: &Catalog) -> std::rc::Rc<(Lexicon, Names)> {
-    type Key = (usize, usize, String);
+    // (A catalog's address, size, last agent and descriptions: tests
+    // build catalogs that differ only in these.)
+    type Key = (usize, usize, String, u64);
     type Tables = std::rc::Rc<(Lexicon, Names)>;
     thread_local! {
         static TABLES: std::cell::RefCell<Vec<(Key, Tables)>> = Default::default();
@@ -107,6 +109,12 @@ fn tables_of(catalog: &Catalog) -> std::rc::Rc<(Lexicon, Names)> {
         catalog as *const Catalog as usize,
         catalog.features.len(),
         catalog.features.last().map(|f| f.faj.clone()).unwrap_or_default(),
+        {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            catalog.features.iter().for_each(|f| f.about.hash(&mut h));
+            h.finish()
+        },
     );
     TABLES.with(|t| {
         let mut t = t.borrow_mut();
@@ -459,19 +467,53 @@ fn a_description_counts_in_the_words_no_name_has() {
         assert_eq!(r.choose(text).map(|(i, _)| i), Some(lamps), "{text}");
         assert_eq!(choose(&c, text).map(|(i, _)| i), Some(lamps), "{text}");
     }
-    // Name words are left to the name: they count for nothing here.
-    let terms = |t: &str| r.lexicon.query(t, &r.names).terms;
-    assert_eq!(r.lexicon.about.scores(&terms("mimo sleep mode"), &[sleep, lamps]), [0.0, 0.0]);
-    // So are their abbreviations, alone or beside a name word (`nr sa` is
-    // NR Standalone, `ul ca` Uplink Carrier Aggregation), and words that
-    // say nothing of a feature.
-    let (lexicon, names) = &*tables_of(&c);
-    let phrases = phrases(&["nr sa", "ul ca", "ho", "after", "more"]);
-    assert_eq!(described(&phrases, &lexicon.profile, names), Vec::<String>::new());
-    assert!(described(&["pcap".into()], &lexicon.profile, names).contains(&"pcap".to_string()));
+    // Name words are left to the name, alone and in pairs: they count for
+    // nothing here.
+    let q = r.lexicon.query("mimo sleep mode", &r.names);
+    assert_eq!(r.lexicon.about.scores(&[q.terms, q.pairs].concat(), &[sleep, lamps]), [0.0, 0.0]);
+    // So are their abbreviations, alone or beside a name word (`NR SA` is
+    // NR Standalone, `UL CA` Uplink Carrier Aggregation), and words that
+    // say nothing of a feature; a word that only begins like a name word
+    // is kept (`intermodulation` is not `inter`).
+    let names_have = NameWords::of(&c);
+    let kept = |p: &[&str]| described(&phrases(p), &names_have, &r.names);
+    assert_eq!(kept(&["NR SA", "nr sa", "UL CA", "HO", "after", "more"]), Vec::<String>::new());
+    assert_eq!(kept(&["pcap trace"]), ["pcap", "pcap~trac"]);
+    assert_eq!(kept(&["intermodulation"]), ["intermodulation"]);
     // A phrase as written counts for more than its words apart.
     let q = r.lexicon.query("wombat lantern", &r.names);
     let scores = r.lexicon.about.scores(&[q.terms, q.pairs].concat(), &[pair, apart]);
     assert!(scores[0] > scores[1], "{scores:?}");
     assert!(scores[1] > 0.0, "{scores:?}");
+}
+
+#[test]
+fn loading_a_plugin_leaves_the_features_descriptions_as_they_were() {
+    let mut c = Catalog::embedded().unwrap();
+    let before = NameWords::of(&c);
+    let manifest = elex_host::registry::Manifest::from_toml(
+        r#"
+id = "site-alarms"
+name = "Site Alarms"
+description = "Power supply failure, battery backup, stolen or missing equipment."
+keywords = ["alarm", "stolen equipment"]
+"#,
+    )
+    .unwrap();
+    let theft = c.features.iter().position(|f| f.name == "Theft Deterrence").unwrap();
+    let described_before = described(&c.features[theft].about, &before, &Router::new(c.clone().into()).names);
+    assert!(described_before.iter().any(|t| t == "stolen"), "{described_before:?}");
+    c.add_plugin(&manifest).unwrap();
+    let after = NameWords::of(&c);
+    assert!(before.terms == after.terms && before.pairs == after.pairs);
+    let r = Router::new(std::sync::Arc::new(c.clone()));
+    assert_eq!(described(&c.features[theft].about, &after, &r.names), described_before);
+}
+
+#[test]
+fn function_words_are_sorted_terms() {
+    assert!(FUNCTION_WORDS.windows(2).all(|w| w[0] < w[1]));
+    for w in FUNCTION_WORDS {
+        assert_eq!(elex_text::terms(w), [*w], "{w} is not the term it makes");
+    }
 }

@@ -168,7 +168,7 @@ pub(crate) async fn agents(
     Ok(Json(json!(s.runtime.catalog().features.iter().map(agent_json).collect::<Vec<_>>())))
 }
 
-#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "A FAJ code in any spelling, or a plugin id")), security(("bearer" = [])), responses((status = 200, description = "One agent with its relations and its use across runs", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "A FAJ code in any spelling, or a plugin id")), security(("bearer" = [])), responses((status = 200, description = "One agent with its relations, `about` (a plugin's description and keywords; a feature's keywords, elex's own words for routing) and its use across runs", body = serde_json::Value), (status = 404, description = "No agent with that id", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::openapi::ErrorBody), (status = 401, description = "No or an unknown token", body = crate::openapi::ErrorBody), (status = 403, description = "The token's role is too low", body = crate::openapi::ErrorBody), (status = 429, description = "Over the client's rate (see Retry-After)", body = crate::openapi::ErrorBody), (status = 503, description = "Too many requests in flight, or one took too long (see Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn agent(
     State(s): State<AppState>,
     _caller: Caller<Reader>,
@@ -192,6 +192,7 @@ pub(crate) async fn agent(
         out["requires"] = json!(f.requires);
         out["conflicts"] = json!(f.conflicts);
         out["related"] = json!(f.related);
+        out["about"] = json!(f.about);
         out["parameters"] = json!(f.parameters.len());
         out["counters"] = json!(f.counters.len());
         out["usage"] = json!(usage);
