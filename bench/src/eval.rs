@@ -33,6 +33,10 @@
 //! half, the only one whose misses `ELEX_EVAL_MISSES=realistic` prints and
 //! the router may be tuned on; the odd lines are held out.
 //!
+//! Blind paraphrases: 150 questions that describe a feature without its
+//! name, written blind to the router (`bench/eval/README.md`); top-1 and
+//! top-5 only, all held out.
+//!
 //! Learning: a simulated operator asks 20 linked agents (with dependency
 //! peers) 2,000 questions of the six kinds and rewards the action it wants
 //! for each kind (+1, else -0.5): a direct answer for what / parameters /
@@ -147,6 +151,7 @@ pub fn run(out: &Path) -> Result<()> {
     let catalog = Arc::new(Catalog::embedded().map_err(|e| anyhow!("{e}"))?);
     routing_rows(&catalog, &mut rows);
     realistic_rows(&catalog, &mut rows)?;
+    blind_rows(&catalog, &mut rows)?;
     learning_rows(&catalog, &mut rows)?;
     crate::write(out, "eval", &rows)
 }
@@ -393,6 +398,46 @@ fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
                 .settings(format!("{n} hand-written questions; top-5 {:.3}", *t5 as f64 / *n as f64)),
         );
     }
+    Ok(())
+}
+
+/// A question of the blind paraphrase set (`bench/eval/blind-paraphrase.jsonl`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Blind {
+    faj: String,
+    question: String,
+    unsure: bool,
+}
+
+/// The blind paraphrase set (see `bench/eval/README.md`): top-1 and top-5,
+/// all of it held out (its misses are never printed).
+fn blind_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/blind-paraphrase.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let router = Router::new(catalog.clone());
+    let (mut asked, mut top1, mut top5, mut unsure) = (0usize, 0usize, 0usize, 0usize);
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let q: Blind =
+            serde_json::from_str(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1))?;
+        let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1))?;
+        let top = router.route(&q.question, 5);
+        asked += 1;
+        unsure += usize::from(q.unsure);
+        top1 += usize::from(top.first().is_some_and(|c| c.index == want));
+        top5 += usize::from(top.iter().any(|c| c.index == want));
+    }
+    let settings = format!(
+        "{asked} questions describing a feature without its name's words, written blind to the router \
+         ({unsure} marked unsure by their writer); all held out"
+    );
+    rows.push(
+        Row::new("route_blind_paraphrase_top1", "share", top1 as f64 / asked as f64, None)
+            .settings(settings.clone()),
+    );
+    rows.push(
+        Row::new("route_blind_paraphrase_top5", "share", top5 as f64 / asked as f64, None).settings(settings),
+    );
     Ok(())
 }
 
