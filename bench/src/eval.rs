@@ -417,19 +417,23 @@ fn blind_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let router = Router::new(catalog.clone());
     let (mut asked, mut top1, mut top5, mut unsure) = (0usize, 0usize, 0usize, 0usize);
+    let mut seen = std::collections::HashSet::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let q: Blind =
-            serde_json::from_str(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1))?;
-        let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1))?;
+        // Errors name the line only: the set is held out.
+        let at = || format!("{} line {}", path.display(), n + 1);
+        let q: Blind = serde_json::from_str(line).map_err(|e| anyhow!("{}: {e}", at()))?;
+        let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{}: {e}", at()))?;
+        anyhow::ensure!(seen.insert(want), "{}: a second question for one feature", at());
         let top = router.route(&q.question, 5);
         asked += 1;
         unsure += usize::from(q.unsure);
         top1 += usize::from(top.first().is_some_and(|c| c.index == want));
         top5 += usize::from(top.iter().any(|c| c.index == want));
     }
+    anyhow::ensure!(asked > 0, "{}: no questions", path.display());
     let settings = format!(
-        "{asked} questions describing a feature without its name's words, written blind to the router \
-         ({unsure} marked unsure by their writer); all held out"
+        "{asked} questions describing a feature without its name (at most one common word of it), \
+         written blind to the router ({unsure} marked unsure by their writer); all held out"
     );
     rows.push(
         Row::new("route_blind_paraphrase_top1", "share", top1 as f64 / asked as f64, None)

@@ -230,9 +230,9 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
             outln!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "))?;
         }
     }
-    if f.plugin {
+    if f.plugin && !f.about.is_empty() {
         outln!("about       {}", f.about.join("; "))?;
-    } else if !f.about.is_empty() {
+    } else if !f.plugin && !f.about.is_empty() {
         // registry-index/keywords.jsonl: elex's own words, not vendor data.
         outln!("keywords    {} (elex's, for routing)", f.about.join("; "))?;
     }

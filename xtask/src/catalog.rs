@@ -106,10 +106,9 @@ fn names(v: &Value, field: &str) -> Vec<String> {
 const KEYWORDS: std::ops::RangeInclusive<usize> = 3..=12;
 
 /// The hand-written routing vocabulary (`registry-index/keywords.jsonl`):
-/// each line `{"faj": …, "keywords": […]}`, 3–12 distinct non-empty
-/// phrases written as operators write them (`SCell`, `VoLTE`: case splits
-/// words as in a question); `source` names it in errors. Each FAJ code with
-/// its line number.
+/// each line `{"faj": …, "keywords": […]}`, 3–12 distinct non-empty ASCII
+/// phrases, written as operators write them (`SCell`, `VoLTE`); `source`
+/// names it in errors. Each FAJ code with its line number.
 fn keyword_lists(text: &str, source: &str) -> Result<Vec<(usize, String, Vec<String>)>> {
     let mut out: Vec<(usize, String, Vec<String>)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -127,6 +126,8 @@ fn keyword_lists(text: &str, source: &str) -> Result<Vec<(usize, String, Vec<Str
         for k in list {
             match k.as_str() {
                 Some(k) if k.trim().is_empty() => bail!("{source}, line {at} ({faj}): an empty keyword"),
+                // The router's words are ASCII: it would split other letters away.
+                Some(k) if !k.is_ascii() => bail!("{source}, line {at} ({faj}): keyword {k:?} is not ASCII"),
                 Some(k) if keywords.iter().any(|seen| seen.eq_ignore_ascii_case(k)) => {
                     bail!("{source}, line {at} ({faj}): keyword {k:?} twice")
                 }
@@ -347,6 +348,7 @@ mod tests {
             (r#"{"faj":"FAJ 9","keywords":["x","y","z"]}"#, "k, line 1: FAJ 9 is not a feature of t"),
             (r#"{"faj":"FAJ 1","keywords":["x"," ","z"]}"#, "k, line 1 (FAJ 1): an empty keyword"),
             (r#"{"faj":"FAJ 1","keywords":["x",1,"z"]}"#, "keyword 1 is not a string"),
+            (r#"{"faj":"FAJ 1","keywords":["x","señal","z"]}"#, "keyword \"señal\" is not ASCII"),
             (r#"{"faj":"FAJ 1","keywords":["x","X","z"]}"#, "keyword \"X\" twice"),
             (r#"{"faj":"FAJ 1","keywords":["x","y"]}"#, "k, line 1 (FAJ 1): 2 keywords, not 3–12"),
             (r#"{"faj":"FAJ 1","keywords":["x","y","z"],"more":1}"#, "k, line 1: not {"),

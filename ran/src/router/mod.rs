@@ -52,7 +52,8 @@ pub enum Reason {
     /// No strong signal: the feature most similar to the text, with this
     /// score: the mean of the embedding cosine and the profile's TF-IDF
     /// word match, plus the lighter parameter/counter-word and description
-    /// matches (0 to about 2; see `Lexicon`).
+    /// matches (below 0 only for a text like nothing; at most about 2; see
+    /// `Lexicon`).
     Similarity(f32),
 }
 
@@ -104,10 +105,12 @@ pub struct Candidate {
     /// Index in the catalog.
     pub index: usize,
     /// How strongly its reason holds: 1.0 for a strong signal, else the
-    /// similarity score ([`Reason::Similarity`]); another feature with the
-    /// first's strong signal has 0.75 of the first's score, a requires-peer
-    /// of the first half of it. The list's order is the ranking; scores
-    /// compare candidates of one reason.
+    /// similarity score ([`Reason::Similarity`]). In [`Router::route`],
+    /// another feature with the first's strong signal has 0.75 of the
+    /// first's score, a requires-peer of the first half of it; among the
+    /// rivals of [`Router::choose_with_rivals`], one sharing an acronym or a
+    /// parameter name has its embedding cosine. The list's order is the
+    /// ranking; scores compare candidates of one reason.
     pub score: f32,
     /// Why it is a candidate, in words: the chosen agent's [`Reason`],
     /// `also …` for another feature with the same signal, `requires-peer
@@ -184,8 +187,9 @@ fn one_letter(t: &str) -> bool {
 /// its terms (question words left out) and their embedding.
 struct Query {
     terms: Vec<String>,
-    /// Each two adjacent terms as written, as [`pairs`] keys them.
-    pairs: Vec<String>,
+    /// What the description match looks at: the terms of the text in lower
+    /// case, and each two adjacent ones as [`pairs`] keys them.
+    described: Vec<String>,
     embedding: [f32; elex_text::DIM],
 }
 
@@ -239,6 +243,17 @@ fn pairs(terms: &[String]) -> impl Iterator<Item = String> + '_ {
     terms.windows(2).map(|w| format!("{}~{}", described_key(&w[0]), described_key(&w[1])))
 }
 
+/// The terms of `text` in lower case (`SCells`, `scells` and `SCELLS` are
+/// all `scell`; as written, case splits words: `SCells` is `s` `cell`),
+/// then their [`pairs`]: what the description match compares, in
+/// descriptions, in names ([`NameWords`]) and in questions alike.
+fn described_terms(text: &str) -> Vec<String> {
+    let mut terms = elex_text::terms(&text.to_ascii_lowercase());
+    let pairs: Vec<String> = pairs(&terms).collect();
+    terms.extend(pairs);
+    terms
+}
+
 /// English words that say nothing of a feature (beside
 /// [`elex_text::STOPWORDS`]), as [`elex_text::terms`] gives them: a
 /// description's `after` or `more` matching a question's would be chance.
@@ -254,8 +269,8 @@ const FUNCTION_WORDS: &[&str] = &[
 ];
 
 /// The words and adjacent pairs of the catalog features' names, acronyms
-/// and categories (not plugins': loading one leaves the features'
-/// descriptions as they were), under [`described_key`].
+/// and categories in lower case (not plugins': loading one leaves the
+/// features' descriptions as they were), under [`described_key`].
 struct NameWords {
     terms: std::collections::HashSet<String>,
     pairs: std::collections::HashSet<String>,
@@ -265,7 +280,7 @@ impl NameWords {
     fn of(catalog: &Catalog) -> NameWords {
         let (mut terms, mut pairs) = (std::collections::HashSet::new(), std::collections::HashSet::new());
         for f in catalog.features.iter().filter(|f| !f.plugin) {
-            let t = elex_text::terms(&profile(f));
+            let t = elex_text::terms(&profile(f).to_ascii_lowercase());
             pairs.extend(self::pairs(&t));
             terms.extend(t.iter().map(|t| described_key(t).to_string()));
         }
@@ -274,8 +289,9 @@ impl NameWords {
 }
 
 /// What the description match of a feature looks at in its `about`
-/// phrases: their terms and [`pairs`] that say what no name can. Left out:
-/// a [`FUNCTION_WORDS`] word, a term some name has, or an abbreviation of
+/// phrases, in lower case: their terms and [`pairs`] that say what no name
+/// can. Left out: a [`FUNCTION_WORDS`] word, a single letter, a term some
+/// name has, or an abbreviation of
 /// such terms (`HO`, `SA`); a pair some name has, also when either word is
 /// spelled out (`NR SA` is `NR standalone`, `UL CA` is `uplink carrier
 /// aggregation`).
@@ -284,6 +300,7 @@ fn described(about: &[String], names_have: &NameWords, names: &names::Names) -> 
     let named = |t: &str| {
         let meanings = names.meanings(t);
         FUNCTION_WORDS.binary_search(&t).is_ok()
+            || one_letter(t)
             || known(t)
             || !meanings.is_empty() && meanings.iter().all(|m| elex_text::terms(m).iter().all(|w| known(w)))
     };
@@ -303,7 +320,7 @@ fn described(about: &[String], names_have: &NameWords, names: &names::Names) -> 
     };
     let mut out = Vec::new();
     for phrase in about {
-        let terms = elex_text::terms(phrase);
+        let terms = elex_text::terms(&phrase.to_ascii_lowercase());
         out.extend(terms.iter().filter(|t| !named(t)).cloned());
         for (w, pair) in terms.windows(2).zip(pairs(&terms)) {
             let (_, lasts) = spellings(&w[0]);
@@ -335,12 +352,12 @@ struct TermIndex {
     key: fn(&str) -> &str,
     idf: HashMap<String, f32>,
     norms: Vec<f32>,
-    /// The features that have a term of each stem ([`names::stem`]).
+    /// The features that have a term of each key (`key`).
     by_stem: HashMap<String, Vec<usize>>,
     /// The largest idf of the terms of each stem.
     stem_idf: HashMap<String, f32>,
-    /// Each term's squared idf under the query terms it matches
-    /// ([`names::same`]), under its stem; with the feature that has it.
+    /// Each term's squared idf under its key, the key of the query terms
+    /// it matches; with the feature that has it.
     /// Scoring a query adds these up per feature instead of comparing
     /// every term of every candidate with every query term.
     matches: HashMap<String, Vec<(u32, f32)>>,
@@ -427,8 +444,8 @@ impl TermIndex {
     }
 
     /// Lexical similarity of each candidate to the query: the cosine of
-    /// binary TF-IDF vectors, 0 when nothing matches and 1 for the same
-    /// terms.
+    /// binary TF-IDF vectors (terms of one key counted together), 0 when
+    /// nothing matches and 1 for the same terms.
     fn scores(&self, terms: &[String], candidates: &[usize]) -> Vec<f32> {
         let mut query = terms.to_vec();
         query.sort();
@@ -472,13 +489,14 @@ impl Lexicon {
     }
 
     /// Features that share a rare term (or its stem) with the query, in
-    /// their profile or their parameter and counter names.
+    /// their profile or their parameter and counter names (held by at most
+    /// [`RARE`] features), or in their description (a term or pair held
+    /// by at most [`RARE_DESCRIBED`]).
     fn rare_matches(&self, q: &Query) -> Vec<usize> {
         let mut out = Vec::new();
         self.profile.rare_matches(&q.terms, RARE, &mut out);
         self.detail.rare_matches(&q.terms, RARE, &mut out);
-        self.about.rare_matches(&q.terms, RARE_DESCRIBED, &mut out);
-        self.about.rare_matches(&q.pairs, RARE_DESCRIBED, &mut out);
+        self.about.rare_matches(&q.described, RARE_DESCRIBED, &mut out);
         out.sort_unstable();
         out.dedup();
         out
@@ -498,7 +516,7 @@ impl Lexicon {
     /// hashed embedding they would only add noise.
     fn query(&self, text: &str, names: &names::Names) -> Query {
         let mut terms = elex_text::terms(text);
-        let pairs = pairs(&terms).collect();
+        let described = described_terms(text);
         // The words its abbreviations stand for ("UL CoMP": uplink
         // coordinated multi point), after those written.
         for t in names.expansions_in(text) {
@@ -510,7 +528,7 @@ impl Lexicon {
         terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
         let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
         let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
-        Query { terms, embedding, pairs }
+        Query { terms, embedding, described }
     }
 
     /// `pool` (feature, embedding cosine) reranked by the mean of the cosine
@@ -521,7 +539,7 @@ impl Lexicon {
         let ids: Vec<usize> = pool.iter().map(|p| p.0).collect();
         let lexical = self.profile.scores(&q.terms, &ids);
         let detail = self.detail.scores(&q.terms, &ids);
-        let about = self.about.scores(&[q.terms.as_slice(), q.pairs.as_slice()].concat(), &ids);
+        let about = self.about.scores(&q.described, &ids);
         let mut out: Vec<(usize, f32)> = pool
             .into_iter()
             .zip(lexical.into_iter().zip(detail).zip(about))
@@ -656,7 +674,8 @@ impl Router {
         if let Some(index) = self.index.get() {
             let found = index.lock().map_err(|_| ()).and_then(|mut i| i.search(q, k).map_err(|_| ()));
             match found {
-                Ok(hits) => return hits,
+                Ok(hits) if hits.iter().all(|h| h.0 < self.profiles.len()) => return hits,
+                Ok(_) => tracing::warn!("the agent index gave an unknown agent; routing by exact scan"),
                 Err(()) => tracing::warn!("the agent index failed; routing by exact scan"),
             }
         }
@@ -671,15 +690,14 @@ impl Router {
     /// embedding's nearest [`POOL`] and the features sharing a rare word
     /// with it, reranked with the lexical similarity (see [`Lexicon`]).
     fn similar(&self, q: &Query, k: usize) -> Vec<(usize, f32)> {
-        let mut pool = self.nearest(&q.embedding, POOL.max(k));
         let mut pooled = vec![false; self.profiles.len()];
-        for p in &pool {
-            if let Some(seen) = pooled.get_mut(p.0) {
-                *seen = true;
-            }
-        }
+        let mut pool: Vec<(usize, f32)> = self
+            .nearest(&q.embedding, POOL.max(k))
+            .into_iter()
+            .filter(|&(i, _)| !std::mem::replace(&mut pooled[i], true))
+            .collect();
         for i in self.lexicon.rare_matches(q) {
-            if pooled.get_mut(i).is_some_and(|seen| !std::mem::replace(seen, true)) {
+            if !std::mem::replace(&mut pooled[i], true) {
                 pool.push((i, self.similarity(&q.embedding, i)));
             }
         }

@@ -95,7 +95,8 @@ pub(crate) fn stem(t: &str) -> &str {
     stem_to(t, STEM)
 }
 
-/// [`stem`] to `letters` letters instead of [`STEM`].
+/// [`stem`] to `letters` letters instead of [`STEM`]. (A term is ASCII:
+/// [`elex_text::terms`] splits on everything else.)
 pub(crate) fn stem_to(t: &str, letters: usize) -> &str {
     let base = ["ing", "ed"]
         .iter()
