@@ -339,11 +339,11 @@ const DETAIL_WEIGHT: f32 = 0.35;
 
 /// How much the description match (words and pairs no name has) adds to a
 /// similarity score. Chosen on the development half of the realistic set
-/// and the generated set: from 0.7 to 1.0 they route alike (development
-/// top-1 0.943–0.947, top-5 0.983–0.987; generated top-1 0.893–0.896);
-/// at 0.6 and less descriptions lift fewer features into the top 5 (0.980,
-/// 0.970 at 0.5), and above 1 they start to pull generated name questions
-/// away.
+/// and the generated set: at 0.8, development top-1 / top-5 0.950 / 0.987
+/// and generated 0.902 / 0.978. From 0.7 to 1.2 development top-5 stays
+/// 0.980–0.987 while generated top-1 slips from 0.903 to 0.900 as the
+/// weight grows; at 0.6 and 0.5 fewer features are lifted into the top 5
+/// (0.977, 0.973).
 const ABOUT_WEIGHT: f32 = 0.8;
 
 /// One set of terms per feature, with idf, norms and a stem index.
@@ -887,7 +887,9 @@ impl Router {
 
     /// The feature `part` of `text` names: by its name as written (the
     /// longest), unless the words and abbreviations of `part` cover a
-    /// longer name; else by a parameter or counter it owns; else by a name
+    /// longer name, or all but one word of a longer name that contains it
+    /// (then the name as written is just a word of the other: no signal
+    /// from it); else by a parameter or counter it owns; else by a name
     /// `part` covers; else by its acronym. Ties go to the feature most
     /// similar to the whole `text`.
     fn named(&self, part: &str, text: &str, query: &std::cell::OnceCell<Query>) -> Option<(usize, Reason)> {
@@ -923,7 +925,18 @@ impl Router {
             {
                 return pick_covered();
             }
-            return Some((i, Reason::Name));
+            // A longer name containing it, all but one of whose words the
+            // text has, makes the shorter name a mere word of it: no
+            // signal.
+            let terms = self.names.expanded_terms(part);
+            let longer = self.names.nearly_covered(&terms).into_iter().any(|c| {
+                c != i
+                    && self.names.size(c) > self.names.size(i) + 1
+                    && self.names.within(i, &features[c].name)
+            });
+            if !longer {
+                return Some((i, Reason::Name));
+            }
         }
         let raw_words = name_words(part);
         for w in &raw_words {

@@ -353,6 +353,20 @@ impl Names {
         covered.into_iter().filter(|&i| self.terms[i].len() == most).collect()
     }
 
+    /// The features with four or more significant name words of which
+    /// `terms` have all but one (`minimum … proportional fair scheduler`
+    /// for Minimum Rate Proportional Fair Scheduler).
+    pub(crate) fn nearly_covered(&self, terms: &[String]) -> Vec<usize> {
+        let mut stems: Vec<&str> = terms.iter().map(|t| stem(t)).collect();
+        stems.sort_unstable();
+        stems.dedup();
+        let mut found = vec![0usize; self.terms.len()];
+        for i in stems.iter().filter_map(|s| self.by_stem.get(*s)).flatten() {
+            found[*i] += 1;
+        }
+        (0..found.len()).filter(|&i| self.stems[i] >= 4 && found[i] + 1 == self.stems[i]).collect()
+    }
+
     /// Learns the abbreviations in `text`, a question an operator said
     /// feature `name` should answer: a word of the text that is no known
     /// word (`known`) nor abbreviation, and that spells two or more

@@ -45,7 +45,23 @@ fn named(
         if most > names.size(i) && !covered.iter().all(|&c| names.within(c, &f.name)) {
             return pick_covered();
         }
-        return Some((i, Reason::Name));
+        // A longer name containing it, all but one of whose words (by
+        // stem) the text has: no signal from the shorter one.
+        let text_stems: Vec<&str> = terms.iter().map(|t| names::stem(t)).collect();
+        let longer = (0..features.len()).any(|c| {
+            let mut stems: Vec<&str> = names.name_terms(c).iter().map(|n| names::stem(n)).collect();
+            stems.sort_unstable();
+            stems.dedup();
+            let missing = stems.iter().filter(|s| !text_stems.contains(s)).count();
+            c != i
+                && stems.len() >= 4
+                && missing == 1
+                && names.size(c) > names.size(i) + 1
+                && names.within(i, &features[c].name)
+        });
+        if !longer {
+            return Some((i, Reason::Name));
+        }
     }
     let words = name_words(part);
     for w in &words {
@@ -213,6 +229,13 @@ fn the_realistic_classes_route_to_the_subject_and_the_covered_name() {
         name("what is the difference between NR Massive MIMO Eco Mode and NR Massive MIMO Sleep Mode"),
         "NR Massive MIMO Eco Mode"
     );
+    // A short name that is a word of a longer one the text nearly names
+    // is no signal; by itself it is.
+    assert_eq!(
+        name("how do I set the minimum for the proportional fair scheduler on LTE?"),
+        "Minimum Rate Proportional Fair Scheduler"
+    );
+    assert_eq!(r.choose("What is Scheduler and what does it do?").unwrap().1, Reason::Name);
     // eNB stands for eNodeB, as the names write it.
     assert_eq!(name("inter-eNB CA vs Elastic RAN, the difference?"), "Inter-eNodeB Carrier Aggregation");
     // "if" in a sentence is a word.
