@@ -187,10 +187,18 @@ fn one_letter(t: &str) -> bool {
 /// its terms (question words left out) and their embedding.
 struct Query {
     terms: Vec<String>,
-    /// What the description match looks at: the terms of the text in lower
-    /// case, and each two adjacent ones as [`pairs`] keys them.
-    described: Vec<String>,
     embedding: [f32; elex_text::DIM],
+    /// The text, for [`Query::described`].
+    text: String,
+    described: std::cell::OnceCell<Vec<String>>,
+}
+
+impl Query {
+    /// What the description match looks at ([`described_terms`]), computed
+    /// when first needed: most questions are routed by a strong signal.
+    fn described(&self) -> &[String] {
+        self.described.get_or_init(|| described_terms(&self.text))
+    }
 }
 
 /// Similarity candidates reranked per query: the embedding's best this
@@ -496,7 +504,7 @@ impl Lexicon {
         let mut out = Vec::new();
         self.profile.rare_matches(&q.terms, RARE, &mut out);
         self.detail.rare_matches(&q.terms, RARE, &mut out);
-        self.about.rare_matches(&q.described, RARE_DESCRIBED, &mut out);
+        self.about.rare_matches(q.described(), RARE_DESCRIBED, &mut out);
         out.sort_unstable();
         out.dedup();
         out
@@ -516,7 +524,6 @@ impl Lexicon {
     /// hashed embedding they would only add noise.
     fn query(&self, text: &str, names: &names::Names) -> Query {
         let mut terms = elex_text::terms(text);
-        let described = described_terms(text);
         // The words its abbreviations stand for ("UL CoMP": uplink
         // coordinated multi point), after those written.
         for t in names.expansions_in(text) {
@@ -528,7 +535,7 @@ impl Lexicon {
         terms.retain(|t| !QUESTION_WORDS.contains(&t.as_str()));
         let known: Vec<String> = terms.iter().filter(|t| self.knows(t)).cloned().collect();
         let embedding = elex_text::embed_terms(if known.is_empty() { &terms } else { &known });
-        Query { terms, embedding, described }
+        Query { terms, embedding, text: text.to_string(), described: std::cell::OnceCell::new() }
     }
 
     /// `pool` (feature, embedding cosine) reranked by the mean of the cosine
@@ -539,7 +546,7 @@ impl Lexicon {
         let ids: Vec<usize> = pool.iter().map(|p| p.0).collect();
         let lexical = self.profile.scores(&q.terms, &ids);
         let detail = self.detail.scores(&q.terms, &ids);
-        let about = self.about.scores(&q.described, &ids);
+        let about = self.about.scores(q.described(), &ids);
         let mut out: Vec<(usize, f32)> = pool
             .into_iter()
             .zip(lexical.into_iter().zip(detail).zip(about))
@@ -911,7 +918,7 @@ impl Router {
                 }
             }
         }
-        let covered = self.names.covered(&self.names.expanded_terms(part));
+        let (covered, nearly) = self.names.coverage(&self.names.expanded_terms(part));
         let covered_size = covered.first().map_or(0, |&i| self.names.size(i));
         let pick_covered = || {
             self.most_similar(embedding(), &mut covered.iter().copied())
@@ -928,11 +935,8 @@ impl Router {
             // A longer name containing it, all but one of whose words the
             // text has, makes the shorter name a mere word of it: no
             // signal.
-            let terms = self.names.expanded_terms(part);
-            let longer = self.names.nearly_covered(&terms).into_iter().any(|c| {
-                c != i
-                    && self.names.size(c) > self.names.size(i) + 1
-                    && self.names.within(i, &features[c].name)
+            let longer = nearly.iter().any(|&c| {
+                c != i && self.names.size(c) > self.names.size(i) + 1 && self.names.within_name_of(i, c)
             });
             if !longer {
                 return Some((i, Reason::Name));

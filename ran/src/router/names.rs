@@ -132,6 +132,9 @@ pub(crate) struct Names {
     /// Every term of the catalog's profiles and parameter and counter
     /// names: a word among them is never taken apart.
     vocabulary: std::collections::HashSet<String>,
+    /// Each feature's name terms with those of its abbreviations
+    /// ([`Names::expanded_terms`] of the name).
+    name_expanded: Vec<Vec<String>>,
     /// The pieces a run-together compound may be made of: abbreviations,
     /// significant name terms of three letters or more, and common ones of
     /// two ([`COMMON_SHORT`]).
@@ -232,7 +235,18 @@ impl Names {
             .cloned()
             .chain(terms.iter().flatten().filter(|t| t.len() >= 3 || (t.len() == 2 && common(t))).cloned())
             .collect();
-        Names { expansions, learned: Default::default(), terms, by_stem, stems, vocabulary, pieces }
+        let mut names = Names {
+            expansions,
+            learned: Default::default(),
+            terms,
+            by_stem,
+            stems,
+            vocabulary,
+            pieces,
+            name_expanded: Vec::new(),
+        };
+        names.name_expanded = catalog.features.iter().map(|f| names.expanded_terms(&f.name)).collect();
+        names
     }
 
     /// What the abbreviation `word` (in lower case) may stand for, from the
@@ -333,38 +347,41 @@ impl Names {
     }
 
     /// The features whose whole name (every significant word, at least
-    /// [`MIN_COVERED`]) `terms` cover, with the most name words; several
-    /// when they tie.
-    pub(crate) fn covered(&self, terms: &[String]) -> Vec<usize> {
+    /// [`MIN_COVERED`]) `terms` cover, with the most name words (several
+    /// when they tie); and the features with four or more significant name
+    /// words of which `terms` have all but one (`minimum … proportional
+    /// fair scheduler` for Minimum Rate Proportional Fair Scheduler). Both
+    /// in index order.
+    pub(crate) fn coverage(&self, terms: &[String]) -> (Vec<usize>, Vec<usize>) {
         // Two terms are the same (see [`same`]) exactly when their stems
         // are equal: a name is covered when each of its stems is one of the
         // text's, counted through the stem index without comparing words.
         let mut stems: Vec<&str> = terms.iter().map(|t| stem(t)).collect();
         stems.sort_unstable();
         stems.dedup();
-        let mut found = vec![0usize; self.terms.len()];
+        let mut found = vec![0u16; self.terms.len()];
         for i in stems.iter().filter_map(|s| self.by_stem.get(*s)).flatten() {
             found[*i] += 1;
         }
-        let covered: Vec<usize> = (0..found.len())
-            .filter(|&i| found[i] > 0 && found[i] == self.stems[i] && self.terms[i].len() >= MIN_COVERED)
-            .collect();
+        let (mut covered, mut nearly) = (Vec::new(), Vec::new());
+        for (i, &n) in found.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let n = usize::from(n);
+            if n == self.stems[i] && self.terms[i].len() >= MIN_COVERED {
+                covered.push(i);
+            } else if self.stems[i] >= 4 && n + 1 == self.stems[i] {
+                nearly.push(i);
+            }
+        }
         let most = covered.iter().map(|&i| self.terms[i].len()).max().unwrap_or(0);
-        covered.into_iter().filter(|&i| self.terms[i].len() == most).collect()
+        covered.retain(|&i| self.terms[i].len() == most);
+        (covered, nearly)
     }
 
-    /// The features with four or more significant name words of which
-    /// `terms` have all but one (`minimum … proportional fair scheduler`
-    /// for Minimum Rate Proportional Fair Scheduler).
-    pub(crate) fn nearly_covered(&self, terms: &[String]) -> Vec<usize> {
-        let mut stems: Vec<&str> = terms.iter().map(|t| stem(t)).collect();
-        stems.sort_unstable();
-        stems.dedup();
-        let mut found = vec![0usize; self.terms.len()];
-        for i in stems.iter().filter_map(|s| self.by_stem.get(*s)).flatten() {
-            found[*i] += 1;
-        }
-        (0..found.len()).filter(|&i| self.stems[i] >= 4 && found[i] + 1 == self.stems[i]).collect()
+    /// Whether every significant name word of feature `i` is in feature
+    /// `c`'s name, as written or abbreviated ([`Names::within`] of `c`'s
+    /// name, precomputed).
+    pub(crate) fn within_name_of(&self, i: usize, c: usize) -> bool {
+        self.terms[i].iter().all(|n| self.name_expanded[c].iter().any(|t| same(t, n)))
     }
 
     /// Learns the abbreviations in `text`, a question an operator said
@@ -541,7 +558,8 @@ mod tests {
         let (_, names) = super::super::Lexicon::with_names(&c);
         let faj = |text: &str| -> Vec<String> {
             names
-                .covered(&names.expanded_terms(text))
+                .coverage(&names.expanded_terms(text))
+                .0
                 .into_iter()
                 .map(|i| c.features[i].name.clone())
                 .collect()

@@ -493,7 +493,7 @@ fn a_description_counts_in_the_words_no_name_has() {
     // Name words are left to the name, alone and in pairs: they count for
     // nothing here.
     let q = r.lexicon.query("MIMO Sleep Mode", &r.names);
-    assert_eq!(r.lexicon.about.scores(&q.described, &[sleep, lamps]), [0.0, 0.0]);
+    assert_eq!(r.lexicon.about.scores(q.described(), &[sleep, lamps]), [0.0, 0.0]);
     // So are their abbreviations, alone or beside a name word (`NR SA` is
     // NR Standalone, `UL CA` Uplink Carrier Aggregation), and words that
     // say nothing of a feature; a word that only begins like a name word
@@ -507,7 +507,7 @@ fn a_description_counts_in_the_words_no_name_has() {
     assert_eq!(kept(&["intermodulation"]), ["intermodulation"]);
     // A phrase as written counts for more than its words apart.
     let q = r.lexicon.query("Wombat Lantern", &r.names);
-    let scores = r.lexicon.about.scores(&q.described, &[pair, apart]);
+    let scores = r.lexicon.about.scores(q.described(), &[pair, apart]);
     assert!(scores[0] > scores[1], "{scores:?}");
     assert!(scores[1] > 0.0, "{scores:?}");
 }
