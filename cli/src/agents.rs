@@ -237,16 +237,12 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
         outln!("keywords    {} (elex's, for routing)", f.about.join("; "))?;
     }
     if !f.plugin {
-        outln!(
-            "parameters  {} (e.g. {})",
-            f.parameters.len(),
-            f.parameters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-        )?;
-        outln!(
-            "counters    {} (e.g. {})",
-            f.counters.len(),
-            f.counters.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-        )?;
+        for (label, names) in [("parameters", &f.parameters), ("counters", &f.counters)] {
+            let some: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            let examples =
+                if some.is_empty() { String::new() } else { format!(" (e.g. {})", some.join(", ")) };
+            outln!("{label:<11} {}{examples}", names.len())?;
+        }
     }
     match (learned, usage) {
         (Some(bytes), Some(u)) => {

@@ -386,6 +386,10 @@ fn feedback_reaches_the_agent_in_a_later_run_and_agents_are_listed() {
         shown.lines().any(|l| l.starts_with("keywords    ") && l.ends_with("(elex's, for routing)")),
         "{shown}"
     );
+    // A feature without counters says so, without an empty example list.
+    let shown = text(&run(&["agents", "show", "FAJ 121 5589"]).stdout);
+    assert!(shown.lines().any(|l| l == "counters    0"), "{shown}");
+    assert!(shown.contains("parameters  4 (e.g. FieldReplaceableUnit."), "{shown}");
     assert_eq!(run(&["agents", "show", "FAJ 999 9999"]).status.code(), Some(1));
 }
 
