@@ -227,6 +227,23 @@ fn routing_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) {
     );
 }
 
+/// The questions of `bench/eval/<file>`, one JSON object per non-empty
+/// line, each with its line number; an error names the file and line.
+fn eval_set<T: serde::de::DeserializeOwned>(file: &str) -> Result<(std::path::PathBuf, Vec<(usize, T)>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval").join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let set = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            let q = serde_json::from_str(l).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1))?;
+            Ok((n + 1, q))
+        })
+        .collect::<Result<_>>()?;
+    Ok((path, set))
+}
+
 /// One question of the hand-written realistic set (`bench/eval/`).
 #[derive(serde::Deserialize)]
 struct Realistic {
@@ -241,14 +258,8 @@ struct Realistic {
 /// `ELEX_EVAL_MISSES=realistic` prints every miss (`realistic:<phrasing>`
 /// only that phrasing's).
 fn realistic_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/realistic.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let set: Vec<Realistic> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(n, l)| serde_json::from_str(l).map_err(|e| anyhow!("{} line {}: {e}", path.display(), n + 1)))
-        .collect::<Result<_>>()?;
+    let (_, set) = eval_set::<Realistic>("realistic.jsonl")?;
+    let set: Vec<Realistic> = set.into_iter().map(|(_, q)| q).collect();
     let router = Router::new(catalog.clone());
     let show = std::env::var("ELEX_EVAL_MISSES").ok();
     let show = |phrasing: &str| match show.as_deref() {
@@ -413,15 +424,13 @@ struct Blind {
 /// The blind paraphrase set (see `bench/eval/README.md`): top-1 and top-5,
 /// all of it held out (its misses are never printed).
 fn blind_rows(catalog: &Arc<Catalog>, rows: &mut Vec<Row>) -> Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/blind-paraphrase.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let (path, set) = eval_set::<Blind>("blind-paraphrase.jsonl")?;
     let router = Router::new(catalog.clone());
     let (mut asked, mut top1, mut top5, mut unsure) = (0usize, 0usize, 0usize, 0usize);
     let mut seen = std::collections::HashSet::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (line, q) in set {
         // Errors name the line only: the set is held out.
-        let at = || format!("{} line {}", path.display(), n + 1);
-        let q: Blind = serde_json::from_str(line).map_err(|e| anyhow!("{}: {e}", at()))?;
+        let at = || format!("{} line {line}", path.display());
         let want = catalog.index_of(&q.faj).map_err(|e| anyhow!("{}: {e}", at()))?;
         anyhow::ensure!(seen.insert(want), "{}: a second question for one feature", at());
         let top = router.route(&q.question, 5);
