@@ -42,6 +42,7 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
         .concurrency_support(false)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true)
+        .profiler(profiler())
         .epoch_interruption(true)
         .consume_fuel(config.fuel)
         // Reserve only what a memory may grow to, plus a small guard: with
@@ -56,6 +57,19 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
             InstanceAllocationStrategy::OnDemand
         });
     Engine::new(&c).map_err(|e| Error::Config(format!("{e:#}")))
+}
+
+/// `ELEX_PERFMAP=1` in the environment: wasmtime writes
+/// `/tmp/perf-<pid>.map`, so that `perf record`/`perf report` name the
+/// compiled guest functions (`wasm[9]::function[91]::…`) instead of
+/// showing bare addresses. Off otherwise: it costs a write per function
+/// compiled or loaded.
+fn profiler() -> wasmtime::ProfilingStrategy {
+    if std::env::var_os("ELEX_PERFMAP").is_some_and(|v| v == "1") {
+        wasmtime::ProfilingStrategy::PerfMap
+    } else {
+        wasmtime::ProfilingStrategy::None
+    }
 }
 
 /// Advances the engine's epoch every `tick` until dropped.
