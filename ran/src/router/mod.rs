@@ -125,9 +125,11 @@ pub struct Router {
     catalog: std::sync::Arc<Catalog>,
     profiles: Vec<[f32; elex_text::DIM]>,
     by_faj: HashMap<String, usize>,
-    /// Feature names as normalised word sequences (see [`words_of`]).
-    by_name: HashMap<String, usize>,
-    longest_name: usize,
+    /// Feature names as normalised word sequences (see [`words_of`]), and
+    /// the first words of each: `Some(i)` for feature `i`'s whole name,
+    /// `None` for a beginning of a longer name only. A run of words not
+    /// here begins no name, so a scan of the text stops extending it.
+    by_name: HashMap<String, Option<usize>>,
     /// Owners of each parameter/counter name, and of each bare attribute
     /// of six characters or more.
     owners: HashMap<String, Vec<usize>>,
@@ -593,8 +595,7 @@ impl Router {
         let profiles = catalog.features.iter().map(|f| elex_text::embed(&profile(f))).collect();
         let by_faj: HashMap<String, usize> =
             catalog.features.iter().enumerate().map(|(i, f)| (f.faj.clone(), i)).collect();
-        let mut by_name = HashMap::new();
-        let mut longest_name = 0;
+        let mut by_name: HashMap<String, Option<usize>> = HashMap::new();
         let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
         let mut bare_owners: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_acronym: HashMap<String, Vec<usize>> = HashMap::new();
@@ -607,9 +608,11 @@ impl Router {
                 }
             }
             let words = words_of(&f.name);
-            longest_name = longest_name.max(words.len());
+            for k in 1..words.len() {
+                by_name.entry(words[..k].join(" ")).or_insert(None);
+            }
             // A name two features share goes to the later one, as in `choose`.
-            by_name.insert(words.join(" "), i);
+            by_name.insert(words.join(" "), Some(i));
             for n in f.parameters.iter().chain(&f.counters) {
                 let list = owners.entry(n.clone()).or_default();
                 if list.last() != Some(&i) {
@@ -644,7 +647,6 @@ impl Router {
             profiles,
             by_faj,
             by_name,
-            longest_name,
             owners,
             bare_owners,
             by_acronym,
@@ -905,9 +907,16 @@ impl Router {
         // The longest feature name in the text, on word boundaries.
         let words = words_of(part);
         let mut best: Option<usize> = None;
+        let mut run = String::new();
         for start in 0..words.len() {
-            for len in 1..=self.longest_name.min(words.len() - start) {
-                if let Some(&i) = self.by_name.get(&words[start..start + len].join(" ")) {
+            run.clear();
+            for word in &words[start..] {
+                if !run.is_empty() {
+                    run.push(' ');
+                }
+                run.push_str(word);
+                let Some(&named) = self.by_name.get(run.as_str()) else { break };
+                if let Some(i) = named {
                     let better = best.is_none_or(|b| {
                         let (lb, li) = (features[b].name.len(), features[i].name.len());
                         li > lb || (li == lb && i > b)
