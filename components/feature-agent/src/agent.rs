@@ -153,59 +153,56 @@ fn topics_for(kind: &str) -> (&'static [Topic], bool) {
 
 /// How many of the question's terms a snippet has (equal, or one a prefix of
 /// the other of at least four letters: "config" / "configuration").
-fn shared_terms(question: &[Term], snippet: &Terms) -> usize {
-    question
-        .iter()
-        .filter(|x| snippet.heads & x.bit() != 0 && snippet.terms.iter().any(|y| x.matches(y)))
-        .count()
+fn shared_terms(question: &[Term<&str>], snippet: &Terms) -> usize {
+    question.iter().filter(|x| snippet.has(x)).count()
 }
 
-/// A snippet's terms, with a one-word summary of their heads (see
-/// [`Term::bit`]): a question term whose bit is not set matches none.
+/// A snippet's terms without repeats, ordered by head (see [`Term`]): only
+/// the terms with a question term's head can match it, and a binary search
+/// finds them.
 struct Terms {
-    heads: u64,
-    terms: Vec<Term>,
+    terms: Vec<Term<String>>,
 }
 
 impl Terms {
     fn new(terms: Vec<String>) -> Terms {
-        let terms = Term::all(terms);
-        Terms { heads: terms.iter().fold(0, |m, t| m | t.bit()), terms }
+        let mut terms: Vec<Term<String>> = terms.into_iter().map(Term::new).collect();
+        terms.sort_unstable_by(|x, y| x.head.cmp(&y.head).then_with(|| x.text.cmp(&y.text)));
+        terms.dedup_by(|x, y| x.text == y.text);
+        Terms { terms }
+    }
+
+    /// Whether one of the terms matches `x`.
+    fn has<S: AsRef<str>>(&self, x: &Term<S>) -> bool {
+        let from = self.terms.partition_point(|t| t.head < x.head);
+        self.terms[from..].iter().take_while(|t| t.head == x.head).any(|t| x.matches(t))
     }
 }
 
-/// A term with its first four bytes as a number: two terms can only match
-/// (equal, or one a prefix of the other of at least four bytes) when those
-/// are equal, so most pairs are told apart by one comparison.
-struct Term {
+/// A term (owned or borrowed) with its first four bytes as a number: two
+/// terms can only match (equal, or one a prefix of the other of at least
+/// four bytes) when those are equal, so most pairs are told apart by one
+/// comparison.
+struct Term<S> {
     head: u32,
-    text: String,
+    text: S,
 }
 
-impl Term {
-    fn new(text: String) -> Term {
+impl<S: AsRef<str>> Term<S> {
+    fn new(text: S) -> Term<S> {
+        let bytes = text.as_ref().as_bytes();
         let mut head = [0u8; 4];
-        let n = text.len().min(4);
-        head[..n].copy_from_slice(&text.as_bytes()[..n]);
+        let n = bytes.len().min(4);
+        head[..n].copy_from_slice(&bytes[..n]);
         Term { head: u32::from_le_bytes(head), text }
-    }
-
-    fn all(terms: Vec<String>) -> Vec<Term> {
-        terms.into_iter().map(Term::new).collect()
-    }
-
-    /// One of 64 bits, picked by the head: matching terms have the same.
-    fn bit(&self) -> u64 {
-        1 << (self.head.wrapping_mul(0x9E37_79B1) >> 26)
     }
 
     /// Equal, or one starts with the other and both have at least four
     /// bytes.
-    fn matches(&self, other: &Term) -> bool {
-        let (x, y) = (&self.text, &other.text);
+    fn matches<T: AsRef<str>>(&self, other: &Term<T>) -> bool {
+        let (x, y) = (self.text.as_ref(), other.text.as_ref());
         self.head == other.head
-            && (x == y
-                || (x.len().min(y.len()) >= 4 && (x.starts_with(y.as_str()) || y.starts_with(x.as_str()))))
+            && (x == y || (x.len().min(y.len()) >= 4 && (x.starts_with(y) || y.starts_with(x))))
     }
 }
 
@@ -252,10 +249,13 @@ fn relevance_bucket(best: f32) -> &'static str {
 impl Loaded {
     /// The terms of the question `tokens` without the feature's own name
     /// and acronym (every snippet is about this feature, so those words only
-    /// blur the match); all its terms if nothing else is left.
-    fn focus(&self, tokens: &[String]) -> Vec<String> {
-        let rest: Vec<String> = tokens.iter().filter(|t| !self.own.contains(t)).cloned().collect();
-        elex_text::terms_of(if rest.is_empty() { tokens.to_vec() } else { rest })
+    /// blur the match); all its `terms` if no other token is left.
+    fn focus<'t>(&self, tokens: &'t [String], terms: &[&'t str]) -> Vec<&'t str> {
+        let mut rest = tokens.iter().filter(|t| !self.own.contains(t)).peekable();
+        if rest.peek().is_none() {
+            return terms.to_vec();
+        }
+        rest.filter_map(|t| elex_text::term_of(t)).collect()
     }
 }
 
@@ -343,13 +343,13 @@ impl Guest for FeatureAgent {
             let Some(k) = a.knowledge.as_ref() else { return Err(AgentError::NotInitialized) };
             let tokens = elex_text::tokens(&query.text);
             let kind = question_kind(&tokens);
-            let focus = a.focus(&tokens);
-            let question_terms = elex_text::terms_of(tokens);
+            let question_terms: Vec<&str> = tokens.iter().filter_map(|t| elex_text::term_of(t)).collect();
+            let focus = a.focus(&tokens, &question_terms);
             // A question that says nothing beyond the feature's name ("What
             // is MIMO Sleep Mode?") asks for the overview.
             let about_the_feature = focus.is_empty();
             let embedding = elex_text::embed_terms(if about_the_feature { &question_terms } else { &focus });
-            let question_terms = Term::all(question_terms);
+            let question_terms: Vec<Term<&str>> = question_terms.into_iter().map(Term::new).collect();
             let nearest = k.retrieval.search(&embedding, CANDIDATES).map_err(AgentError::Dependency)?;
             // Prefer the facts that answer this kind of question; fall back
             // to any fact when the feature has none of that topic.
@@ -667,15 +667,22 @@ mod tests {
         ];
         for x in words {
             for y in words {
-                let (tx, ty) = (Term::new(String::from(x)), Term::new(String::from(y)));
+                let (tx, ty) = (Term::new(x), Term::new(String::from(y)));
                 assert_eq!(tx.matches(&ty), plain(x, y), "{x:?} vs {y:?}");
             }
+            // Looked up among all the words, every second or every third
+            // (repeats included): as a scan by the plain rule finds.
+            for step in [1, 2, 3] {
+                let some: Vec<&str> = words.iter().chain(&words).copied().step_by(step).collect();
+                let snippet = Terms::new(some.iter().map(|w| String::from(*w)).collect());
+                assert_eq!(snippet.has(&Term::new(x)), some.iter().any(|w| plain(x, w)), "{x:?} in {some:?}");
+            }
         }
-        let question = Term::all(alloc::vec![String::from("sleep"), String::from("mode"), String::from("x")]);
-        let snippet =
-            Terms::new(alloc::vec![String::from("sleeping"), String::from("x"), String::from("mod")]);
+        let question: Vec<Term<&str>> = ["sleep", "mode", "x"].into_iter().map(Term::new).collect();
+        let words = |w: &[&str]| w.iter().map(|w| String::from(*w)).collect::<Vec<_>>();
+        let snippet = Terms::new(words(&["sleeping", "x", "mod", "x", "sleep"]));
         assert_eq!(shared_terms(&question, &snippet), 2);
-        let none = Terms::new(alloc::vec![String::from("cell"), String::from("mo")]);
+        let none = Terms::new(words(&["cell", "mo"]));
         assert_eq!(shared_terms(&question, &none), 0);
     }
 }

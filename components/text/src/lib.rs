@@ -154,7 +154,7 @@ pub fn terms_of(tokens: Vec<String>) -> Vec<String> {
 }
 
 /// The term a token makes: none for a stopword; a plural `s` dropped.
-fn term_of(t: &str) -> Option<&str> {
+pub fn term_of(t: &str) -> Option<&str> {
     if STOPWORDS.binary_search(&t).is_ok() {
         return None;
     }
@@ -176,12 +176,13 @@ pub fn embed(text: &str) -> [f32; DIM] {
 }
 
 /// [`embed`] of text whose [`terms`] are already known.
-pub fn embed_terms(toks: &[String]) -> [f32; DIM] {
+pub fn embed_terms<S: AsRef<str>>(toks: &[S]) -> [f32; DIM] {
     let mut v = [0.0f32; DIM];
     for (i, t) in toks.iter().enumerate() {
+        let t = t.as_ref();
         add(&mut v, fnv1a(&[b"w", t.as_bytes()]), 1.0);
         if let Some(next) = toks.get(i + 1) {
-            add(&mut v, fnv1a(&[b"b", t.as_bytes(), next.as_bytes()]), 0.7);
+            add(&mut v, fnv1a(&[b"b", t.as_bytes(), next.as_ref().as_bytes()]), 0.7);
         }
         // Character trigrams of "^token$", without building that string.
         let b = t.as_bytes();
