@@ -62,8 +62,9 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
 /// `ELEX_PERFMAP=1` in the environment: wasmtime writes
 /// `/tmp/perf-<pid>.map`, so that `perf record`/`perf report` name the
 /// compiled guest functions (`wasm[9]::function[91]::…`) instead of
-/// showing bare addresses. Off otherwise: it costs a write per function
-/// compiled or loaded.
+/// showing bare addresses (an engine that cannot create that file is not
+/// built: the error says why). Off otherwise: it costs a write per
+/// function compiled or loaded.
 fn profiler() -> wasmtime::ProfilingStrategy {
     if std::env::var_os("ELEX_PERFMAP").is_some_and(|v| v == "1") {
         wasmtime::ProfilingStrategy::PerfMap

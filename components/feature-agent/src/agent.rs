@@ -670,14 +670,23 @@ mod tests {
                 let (tx, ty) = (Term::new(x), Term::new(String::from(y)));
                 assert_eq!(tx.matches(&ty), plain(x, y), "{x:?} vs {y:?}");
             }
-            // Looked up among all the words, every second or every third
-            // (repeats included): as a scan by the plain rule finds.
+            // Looked up among every word, among the words once more and
+            // among every second or third of those (each left out some
+            // time): as a scan by the plain rule finds.
             for step in [1, 2, 3] {
                 let some: Vec<&str> = words.iter().chain(&words).copied().step_by(step).collect();
                 let snippet = Terms::new(some.iter().map(|w| String::from(*w)).collect());
                 assert_eq!(snippet.has(&Term::new(x)), some.iter().any(|w| plain(x, w)), "{x:?} in {some:?}");
             }
         }
+        // Terms of the same head that do not match, before and after the
+        // one that does.
+        let terms = |w: &[&str]| Terms::new(w.iter().map(|w| String::from(*w)).collect());
+        assert!(!terms(&["abcdx"]).has(&Term::new("abcde")));
+        assert!(!terms(&["countr", "cou"]).has(&Term::new("counter")));
+        assert!(terms(&["abcde", "abcdx", "abcdz"]).has(&Term::new("abcdx")));
+        assert!(terms(&["countr", "counter", "counterx"]).has(&Term::new("counter")));
+        assert!(!terms(&["countr", "counterx"]).has(&Term::new("counts")));
         let question: Vec<Term<&str>> = ["sleep", "mode", "x"].into_iter().map(Term::new).collect();
         let words = |w: &[&str]| w.iter().map(|w| String::from(*w)).collect::<Vec<_>>();
         let snippet = Terms::new(words(&["sleeping", "x", "mod", "x", "sleep"]));
