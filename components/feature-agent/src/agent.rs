@@ -688,10 +688,7 @@ mod tests {
         assert!(terms(&["countr", "counter", "counterx"]).has(&Term::new("counter")));
         assert!(!terms(&["countr", "counterx"]).has(&Term::new("counts")));
         let question: Vec<Term<&str>> = ["sleep", "mode", "x"].into_iter().map(Term::new).collect();
-        let words = |w: &[&str]| w.iter().map(|w| String::from(*w)).collect::<Vec<_>>();
-        let snippet = Terms::new(words(&["sleeping", "x", "mod", "x", "sleep"]));
-        assert_eq!(shared_terms(&question, &snippet), 2);
-        let none = Terms::new(words(&["cell", "mo"]));
-        assert_eq!(shared_terms(&question, &none), 0);
+        assert_eq!(shared_terms(&question, &terms(&["sleeping", "x", "mod", "x", "sleep"])), 2);
+        assert_eq!(shared_terms(&question, &terms(&["cell", "mo"])), 0);
     }
 }
