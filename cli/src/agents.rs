@@ -230,11 +230,11 @@ fn show(places: &Places, faj: &str, json: bool) -> anyhow::Result<()> {
             outln!("{label:<11} {}", list.iter().map(name_of).collect::<Vec<_>>().join("; "))?;
         }
     }
-    if f.plugin && !f.about.is_empty() {
-        outln!("about       {}", f.about.join("; "))?;
-    } else if !f.plugin && !f.about.is_empty() {
+    match (f.about.is_empty(), f.plugin) {
+        (true, _) => {}
+        (false, true) => outln!("about       {}", f.about.join("; "))?,
         // registry-index/keywords.jsonl: elex's own words, not vendor data.
-        outln!("keywords    {} (elex's, for routing)", f.about.join("; "))?;
+        (false, false) => outln!("keywords    {} (elex's, for routing)", f.about.join("; "))?,
     }
     if !f.plugin {
         for (label, names) in [("parameters", &f.parameters), ("counters", &f.counters)] {

@@ -111,6 +111,7 @@ const KEYWORDS: std::ops::RangeInclusive<usize> = 3..=12;
 /// names it in errors. Each FAJ code with its line number.
 fn keyword_lists(text: &str, source: &str) -> Result<Vec<(usize, String, Vec<String>)>> {
     let mut out: Vec<(usize, String, Vec<String>)> = Vec::new();
+    let mut first_line: HashMap<String, usize> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let at = i + 1;
         if line.trim().is_empty() {
@@ -143,7 +144,7 @@ fn keyword_lists(text: &str, source: &str) -> Result<Vec<(usize, String, Vec<Str
                 KEYWORDS.end()
             );
         }
-        if let Some((first, ..)) = out.iter().find(|(_, f, _)| f == faj) {
+        if let Some(first) = first_line.insert(faj.to_string(), at) {
             bail!("{source}, line {at}: {faj} listed twice (first on line {first})");
         }
         out.push((at, faj.to_string(), keywords));
