@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+use crate::owners;
 use crate::packed;
 use crate::postings;
 use crate::record::{Corruption, Fault};
@@ -36,6 +37,10 @@ pub(crate) struct Reader<'g> {
     metadata: OnceCell<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     relations: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
     relation_numbers: OnceCell<ReadOnlyTable<&'static str, u64>>,
+    owners: OnceCell<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    owner_lookup: std::cell::RefCell<owners::Lookup>,
+    /// The actor's owner number (`None`: the actor owns no engram).
+    my_number: OnceCell<Option<u64>>,
     contexts: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
     members: OnceCell<ReadOnlyTable<(u64, &'static str), ()>>,
     context_engrams: OnceCell<ReadOnlyTable<(u64, u64), ()>>,
@@ -69,6 +74,9 @@ impl<'g> Reader<'g> {
             metadata: OnceCell::new(),
             relations: OnceCell::new(),
             relation_numbers: OnceCell::new(),
+            owners: OnceCell::new(),
+            owner_lookup: Default::default(),
+            my_number: OnceCell::new(),
             contexts: OnceCell::new(),
             members: OnceCell::new(),
             context_engrams: OnceCell::new(),
@@ -148,13 +156,32 @@ impl<'g> Reader<'g> {
 
     /// The name of relation `number`.
     pub fn relation_name(&self, number: u64) -> Result<String> {
-        relation_name(self.lazy(&self.relations, RELATIONS)?, number).map_err(|f| self.fault(f))
+        RELATION_NAMES.name(self.lazy(&self.relations, RELATIONS)?, number).map_err(|f| self.fault(f))
     }
 
     /// The number of relation `name`, if any edge ever had it.
     pub fn relation_number(&self, name: &str) -> Result<Option<u64>> {
         let numbers = self.lazy(&self.relation_numbers, RELATION_NUMBERS)?;
-        relation_number(numbers, self.lazy(&self.relations, RELATIONS)?, name).map_err(|f| self.fault(f))
+        RELATION_NAMES
+            .number(numbers, self.lazy(&self.relations, RELATIONS)?, name)
+            .map_err(|f| self.fault(f))
+    }
+
+    /// The owner map (see `owners`).
+    pub fn owners(&self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        self.lazy(&self.owners, OWNERS)
+    }
+
+    /// The actor's owner number, looked up once; `None` if the actor owns
+    /// no engram (has never created one).
+    fn my_number(&self) -> Result<Option<u64>> {
+        if let Some(&n) = self.my_number.get() {
+            return Ok(n);
+        }
+        let numbers = self.tx.open_table(OWNER_NUMBERS).map_err(|e| self.storage(e))?;
+        let by_number = self.tx.open_table(OWNERS_BY_NUMBER).map_err(|e| self.storage(e))?;
+        let n = OWNER_NAMES.number(&numbers, &by_number, self.actor.name()).map_err(|f| self.fault(f))?;
+        Ok(*self.my_number.get_or_init(|| n))
     }
 
     /// The edges leaving `id`: (target, relation number, stored edge).
@@ -206,9 +233,11 @@ impl<'g> Reader<'g> {
     /// Whether the actor may see engram `id` owned by `owner`.
     pub fn can_see(&self, id: EngramId, owner: &str) -> Result<bool> {
         let Actor::Agent(a) = &self.actor else { return Ok(true) };
-        if owner == a {
-            return Ok(true);
-        }
+        Ok(owner == a || self.shares_context(id)?)
+    }
+
+    /// Whether engram `id` is in a context the actor belongs to.
+    fn shares_context(&self, id: EngramId) -> Result<bool> {
         if self.my_contexts.is_empty() {
             return Ok(false);
         }
@@ -236,13 +265,50 @@ impl<'g> Reader<'g> {
     }
 
     /// Whether engram `id` exists and is visible (no error for either).
-    /// Reads only the owner (checksum checked all the same).
+    /// Reads the owner map, not the engram.
     pub fn sees(&self, id: EngramId) -> Result<bool> {
-        let owner = match self.engrams.get(id).map_err(|e| self.storage(e))? {
-            Some(v) => StoredEngram::owner_of(id, v.value()).map_err(|c| self.corrupt(c))?,
-            None => return Ok(false),
-        };
-        self.can_see(id, &owner)
+        let owner = self.owner_lookup.borrow_mut().owner(self.owners()?, id).map_err(|f| self.fault(f))?;
+        let Some(owner) = owner else { return Ok(false) };
+        Ok(match self.actor {
+            Actor::Operator => true,
+            Actor::Agent(_) => Some(owner) == self.my_number()? || self.shares_context(id)?,
+        })
+    }
+
+    /// For the integrity check: each of `names`' records decodes, each name
+    /// has one number, and the numbers by name mirror them. Returns the
+    /// names by number if every record decodes.
+    fn check_names(&self, names: Names, problems: &mut Vec<String>) -> Result<Option<BTreeMap<u64, String>>> {
+        let se = |e: &dyn std::fmt::Display| self.storage(e);
+        let what = names.what;
+        let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_number: BTreeMap<u64, String> = BTreeMap::new();
+        let mut whole = true;
+        let t = self.tx.open_table(names.by_number).map_err(|e| se(&e))?;
+        for row in t.iter().map_err(|e| se(&e))? {
+            let (k, _) = row.map_err(|e| se(&e))?;
+            match names.name(&t, k.value()) {
+                Ok(name) => {
+                    if let Some(other) = by_name.insert(name.clone(), k.value()) {
+                        problems.push(format!("{what} {name:?} has two numbers, {other} and {}", k.value()));
+                    }
+                    by_number.insert(k.value(), name);
+                }
+                Err(f) => {
+                    whole = false;
+                    self.note(problems, f)?;
+                }
+            }
+        }
+        let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
+        for row in self.tx.open_table(names.numbers).map_err(|e| se(&e))?.iter().map_err(|e| se(&e))? {
+            let (k, v) = row.map_err(|e| se(&e))?;
+            numbers.insert(k.value().to_string(), v.value());
+        }
+        if whole && numbers != by_name {
+            problems.push(format!("the {what} numbers disagree with the {what} names"));
+        }
+        Ok(whole.then_some(by_number))
     }
 
     pub fn require_member(&self, context: ContextId) -> Result<()> {
@@ -514,6 +580,7 @@ impl MemoryGraph {
         let mut postings_want: BTreeMap<String, Vec<postings::Posting>> = BTreeMap::new();
         let mut meta_want: BTreeSet<([u8; 16], u64)> = BTreeSet::new();
         let mut quota_want: BTreeMap<String, QuotaUse> = BTreeMap::new();
+        let mut owners_want: BTreeMap<u64, String> = BTreeMap::new();
         // Engrams stored but not decodable: their index entries are unknown.
         let mut corrupt_ids: BTreeSet<u64> = BTreeSet::new();
         let (mut count, mut total_terms, mut max_id) = (0u64, 0u64, 0u64);
@@ -538,6 +605,7 @@ impl MemoryGraph {
             for (mk, mv) in &e.metadata {
                 meta_want.insert((metadata_pair(mk, mv), id));
             }
+            owners_want.insert(id, e.owner.clone());
             let q = quota_want.entry(e.owner.clone()).or_default();
             q.engrams += 1;
             q.bytes += e.bytes();
@@ -730,33 +798,41 @@ impl MemoryGraph {
         if edges_whole && in_edges != out_edges {
             problems.push(String::from("incoming and outgoing edge tables disagree"));
         }
-        // Relation names decode, each once, and the numbers by name mirror
-        // them.
-        let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
-        let mut names_whole = true;
-        let names = tx.open_table(RELATIONS).map_err(|e| se(&e))?;
-        for row in names.iter().map_err(|e| se(&e))? {
-            let (k, _) = row.map_err(|e| se(&e))?;
-            match relation_name(&names, k.value()) {
-                Ok(name) => {
-                    if let Some(other) = by_name.insert(name.clone(), k.value()) {
-                        problems
-                            .push(format!("relation {name:?} has two numbers, {other} and {}", k.value()));
+        r.check_names(RELATION_NAMES, &mut problems)?;
+        // The owner map against the engrams' owners.
+        let owner_names = r.check_names(OWNER_NAMES, &mut problems)?;
+        let mut owners_have: BTreeMap<u64, u64> = BTreeMap::new();
+        let faults = owners::scan(r.owners()?, |id, n| {
+            owners_have.insert(id, n);
+        })
+        .map_err(|f| r.fault(f))?;
+        let owners_whole = faults.is_empty();
+        for f in faults {
+            r.note(&mut problems, f)?;
+        }
+        if let (true, Some(names)) = (owners_whole, owner_names) {
+            // (id → owner name) by the map and by the engrams, leaving out
+            // the engrams that do not decode and the ids the map files under
+            // a number without a name (each reported once).
+            let mut have: BTreeMap<u64, &str> = BTreeMap::new();
+            let mut want: BTreeMap<u64, &str> = owners_want.iter().map(|(&id, o)| (id, o.as_str())).collect();
+            for (id, n) in owners_have {
+                match names.get(&n) {
+                    Some(name) if !corrupt_ids.contains(&id) => {
+                        have.insert(id, name);
+                    }
+                    Some(_) => {}
+                    None => {
+                        want.remove(&id);
+                        problems.push(format!(
+                            "the owner map gives engram {id} owner number {n}, which has no name"
+                        ));
                     }
                 }
-                Err(f) => {
-                    names_whole = false;
-                    r.note(&mut problems, f)?;
-                }
             }
-        }
-        let mut numbers: BTreeMap<String, u64> = BTreeMap::new();
-        for row in tx.open_table(RELATION_NUMBERS).map_err(|e| se(&e))?.iter().map_err(|e| se(&e))? {
-            let (k, v) = row.map_err(|e| se(&e))?;
-            numbers.insert(k.value().to_string(), v.value());
-        }
-        if names_whole && numbers != by_name {
-            problems.push(String::from("the relation numbers disagree with the relation names"));
+            if let Some(id) = want.keys().chain(have.keys()).find(|id| want.get(id) != have.get(id)) {
+                problems.push(format!("the owner map disagrees with the engrams (first at engram {id})"));
+            }
         }
         // Contexts decode; context links and memberships mirror each other.
         for row in r.contexts()?.iter().map_err(|e| se(&e))? {

@@ -37,6 +37,7 @@
 
 mod graph;
 mod log;
+mod owners;
 mod packed;
 pub mod postings;
 mod record;

@@ -387,6 +387,63 @@ fn open<'v>(kind: Kind, key: &[u8], value: &'v [u8]) -> Result<Parsed<'v>, Fault
     Parsed::new(payload).map_err(|e| corrupt(kind, key, e))
 }
 
+/// One chunk read and checked once, kept for lookups of the keys in its
+/// range: for a reader that looks up several keys of a small map (the
+/// owner map), where most fall in the same chunk.
+pub(crate) struct Held {
+    kind: Kind,
+    /// The chunk's first key and its last (the chunk's key): every key of
+    /// the table from `first` to `last` is in this chunk, if anywhere.
+    first: Vec<u8>,
+    last: Vec<u8>,
+    payload: Vec<u8>,
+    restarts: std::ops::Range<usize>,
+    n: usize,
+}
+
+impl Held {
+    /// The chunk of `t` that would hold `key`, read and checked; `None` if
+    /// every key of the table is below `key`.
+    pub(crate) fn load(t: &impl Readable, kind: Kind, key: &[u8]) -> Result<Option<Held>, Fault> {
+        let Some(row) = t.range(key..).map_err(storage)?.next() else { return Ok(None) };
+        let (k, v) = row.map_err(storage)?;
+        let payload = record::open(kind.table, &ChunkKey { key: k.value(), show: kind.show }, v.value())?;
+        let p = Parsed::new(payload).map_err(|e| corrupt(kind, k.value(), e))?;
+        let first = match p.entries().next() {
+            Ok(Some((first, _))) => first.to_vec(),
+            Ok(None) => return Err(corrupt(kind, k.value(), "empty chunk")),
+            Err(e) => return Err(corrupt(kind, k.value(), e)),
+        };
+        // (The entries follow the restart offsets.)
+        let restarts_at = p.restarts.as_ptr() as usize - payload.as_ptr() as usize;
+        Ok(Some(Held {
+            kind,
+            first,
+            last: k.value().to_vec(),
+            restarts: restarts_at..restarts_at + p.restarts.len(),
+            n: p.n,
+            payload: payload.to_vec(),
+        }))
+    }
+
+    /// Whether `key` is in this chunk's range: [`Held::get`] answers for the
+    /// whole table then.
+    pub(crate) fn covers(&self, key: &[u8]) -> bool {
+        self.first.as_slice() <= key && key <= self.last.as_slice()
+    }
+
+    /// The value of `key` in this chunk.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<&[u8]>, Fault> {
+        let p = Parsed {
+            restarts: &self.payload[self.restarts.clone()],
+            entries: &self.payload[self.restarts.end..],
+            n: self.n,
+        };
+        let (pos, here) = p.lower_bound(key).map_err(|e| corrupt(self.kind, &self.last, e))?;
+        Ok(here.filter(|_| pos.key == key).map(|s| p.value(s)))
+    }
+}
+
 /// Builds chunks from entries given in ascending key order and inserts
 /// them.
 pub(crate) struct Builder {

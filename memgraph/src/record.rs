@@ -1,8 +1,8 @@
 //! Checksummed record values.
 //!
 //! Every value the graph stores as bytes — engrams, quota use, edges,
-//! contexts, and the chunks of the segment tables (postings and reverse
-//! edges, see `packed`) — is its payload followed by a 4-byte
+//! contexts, relation and owner names, and the chunks of the packed maps
+//! (postings, edges, metadata and owners, see `packed`) — is its payload followed by a 4-byte
 //! CRC-32 (little-endian) of the payload, started from a seed that hashes
 //! the table and the record's key. It is checked on every read from the
 //! file, before anything is decoded: a flipped byte, a truncated value, or
@@ -50,11 +50,13 @@ pub(crate) enum Table {
     EdgesIn,
     Metadata,
     Relations,
+    Owners,
+    OwnerNames,
 }
 
 impl Table {
     #[cfg(test)]
-    pub(crate) const ALL: [Table; 8] = [
+    pub(crate) const ALL: [Table; 10] = [
         Table::Engrams,
         Table::Quota,
         Table::Postings,
@@ -63,6 +65,8 @@ impl Table {
         Table::EdgesIn,
         Table::Metadata,
         Table::Relations,
+        Table::Owners,
+        Table::OwnerNames,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -75,6 +79,8 @@ impl Table {
             Table::EdgesIn => "edges_in",
             Table::Metadata => "metadata",
             Table::Relations => "relations",
+            Table::Owners => "owners",
+            Table::OwnerNames => "owner_names",
         }
     }
 
@@ -90,6 +96,8 @@ impl Table {
             Table::EdgesIn => 6,
             Table::Metadata => 7,
             Table::Relations => 8,
+            Table::Owners => 9,
+            Table::OwnerNames => 10,
         }
     }
 }

@@ -5,6 +5,7 @@
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::QuotaUse;
+use crate::owners;
 use crate::packed::{self, Builder};
 use crate::postings::{self, Posting};
 use crate::record::{self, Corruption, Fault, RecordKey, Table};
@@ -20,13 +21,16 @@ use crate::segments::{self, Segments, is_segment_table};
 /// page and spells ids in keys by their length (see `packed`), names each
 /// relation once and keys edges by its number (`RELATIONS`), keeps the
 /// metadata index packed (`METADATA`) and drops the owner index (an
-/// engram's owner is the first field of its record). An older file is migrated when opened, in one
+/// engram's owner is the first field of its record); version 8 keeps each
+/// engram's owner by number in a compact map by id (`OWNERS`, see
+/// `owners`), which a search reads instead of the engrams' records. An
+/// older file is migrated when opened, in one
 /// transaction: its edges are read (from the segments of a version-5 or 6
 /// file, from the one table of an older one), and both indexes and the
 /// metadata index are rebuilt from the engrams and the edges. A file of any
 /// other version is refused. A file whose text index was built from other
 /// terms has it rebuilt from the engrams, in the same transaction.
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 /// `schema_version`, `next_engram`, `next_context`, `engram_count`,
 /// `total_terms` (sum of document lengths, for BM25).
@@ -58,65 +62,101 @@ pub(crate) const METADATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 
 /// Relation number → checksummed postcard name: edge keys hold a relation's
 /// number (see `segments::edge_key`), so a relation's name is stored once,
-/// not in each edge twice. Numbers are handed out from 0 in the order
-/// relations are first used, and kept.
+/// not in each edge twice (see [`Names`]).
 pub(crate) const RELATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("relations");
-/// Relation name → number: the reverse of [`RELATIONS`] (checked against it
-/// on every lookup, so a damaged entry is an error, never another relation).
+/// Relation name → number: the reverse of [`RELATIONS`].
 pub(crate) const RELATION_NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("relation_numbers");
+/// The relations' numbers.
+pub(crate) const RELATION_NAMES: Names =
+    Names { by_number: RELATIONS, numbers: RELATION_NUMBERS, table: Table::Relations, what: "relation" };
 
-/// The name of relation `number`; a number without one is corrupt.
-pub(crate) fn relation_name(
-    t: &impl redb::ReadableTable<u64, &'static [u8]>,
-    number: u64,
-) -> Result<String, Fault> {
-    let Some(v) = t.get(number).map_err(record::storage)? else {
-        return Err(Fault::Corrupt(Corruption::new(
-            Table::Relations,
-            &number,
-            "no relation has this number",
-        )));
-    };
-    Ok(record::decode::<String, _>(Table::Relations, &number, v.value())?)
+/// Owner number → checksummed postcard name: the owner map (see `owners`)
+/// holds an engram's owner by number.
+pub(crate) const OWNERS_BY_NUMBER: TableDefinition<u64, &[u8]> = TableDefinition::new("owner_names");
+/// Owner name → number: the reverse of [`OWNERS_BY_NUMBER`].
+pub(crate) const OWNER_NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("owner_numbers");
+/// The owners' numbers.
+pub(crate) const OWNER_NAMES: Names =
+    Names { by_number: OWNERS_BY_NUMBER, numbers: OWNER_NUMBERS, table: Table::OwnerNames, what: "owner" };
+/// Who owns each stored engram, by number: a packed map with an entry per
+/// block of ids (see `owners`).
+pub(crate) const OWNERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("owners");
+
+/// Names numbered so that other records hold a small number, not the name:
+/// numbers are handed out from 0 in the order names are first used, and
+/// kept. Two tables: number → name (a checksummed record) and name →
+/// number, checked against the first on every lookup, so that a damaged
+/// entry is an error, never another name.
+#[derive(Clone, Copy)]
+pub(crate) struct Names {
+    pub by_number: TableDefinition<'static, u64, &'static [u8]>,
+    pub numbers: TableDefinition<'static, &'static str, u64>,
+    pub table: Table,
+    /// What a name names, in errors.
+    pub what: &'static str,
 }
 
-/// The number of relation `name`, if it has one.
-pub(crate) fn relation_number(
-    numbers: &impl redb::ReadableTable<&'static str, u64>,
-    names: &impl redb::ReadableTable<u64, &'static [u8]>,
-    name: &str,
-) -> Result<Option<u64>, Fault> {
-    let Some(n) = numbers.get(name).map_err(record::storage)?.map(|v| v.value()) else { return Ok(None) };
-    if relation_name(names, n)? != name {
-        return Err(Fault::Corrupt(Corruption::new(
-            Table::Relations,
-            &n,
-            format!("relation {name:?} is filed under the number of another"),
-        )));
+impl Names {
+    /// The name of `number`; a number without one is corrupt.
+    pub(crate) fn name(
+        &self,
+        t: &impl redb::ReadableTable<u64, &'static [u8]>,
+        number: u64,
+    ) -> Result<String, Fault> {
+        let Some(v) = t.get(number).map_err(record::storage)? else {
+            return Err(Fault::Corrupt(Corruption::new(
+                self.table,
+                &number,
+                format!("no {} has this number", self.what),
+            )));
+        };
+        Ok(record::decode::<String, _>(self.table, &number, v.value())?)
     }
-    Ok(Some(n))
-}
 
-/// The number of relation `name`, handed out if it has none.
-pub(crate) fn intern_relation(
-    numbers: &mut redb::Table<'_, &'static str, u64>,
-    names: &mut redb::Table<'_, u64, &'static [u8]>,
-    name: &str,
-) -> Result<u64, Fault> {
-    if let Some(n) = relation_number(numbers, names, name)? {
-        return Ok(n);
+    /// The number of `name`, if it has one.
+    pub(crate) fn number(
+        &self,
+        numbers: &impl redb::ReadableTable<&'static str, u64>,
+        by_number: &impl redb::ReadableTable<u64, &'static [u8]>,
+        name: &str,
+    ) -> Result<Option<u64>, Fault> {
+        let Some(n) = numbers.get(name).map_err(record::storage)?.map(|v| v.value()) else { return Ok(None) };
+        if self.name(by_number, n)? != name {
+            return Err(Fault::Corrupt(Corruption::new(
+                self.table,
+                &n,
+                format!("{} {name:?} is filed under the number of another", self.what),
+            )));
+        }
+        Ok(Some(n))
     }
-    let n = match names.last().map_err(record::storage)? {
-        None => 0,
-        Some((k, _)) => k.value().checked_add(1).ok_or_else(|| {
-            Fault::Corrupt(Corruption::new(Table::Relations, &k.value(), "a relation number of 2^64-1"))
-        })?,
-    };
-    names
-        .insert(n, record::encode(Table::Relations, &n, &name, name.len() + 1)?.as_slice())
-        .map_err(record::storage)?;
-    numbers.insert(name, n).map_err(record::storage)?;
-    Ok(n)
+
+    /// The number of `name`, handed out if it has none.
+    pub(crate) fn intern(
+        &self,
+        numbers: &mut redb::Table<'_, &'static str, u64>,
+        by_number: &mut redb::Table<'_, u64, &'static [u8]>,
+        name: &str,
+    ) -> Result<u64, Fault> {
+        if let Some(n) = self.number(numbers, by_number, name)? {
+            return Ok(n);
+        }
+        let n = match by_number.last().map_err(record::storage)? {
+            None => 0,
+            Some((k, _)) => k.value().checked_add(1).ok_or_else(|| {
+                Fault::Corrupt(Corruption::new(
+                    self.table,
+                    &k.value(),
+                    format!("a {} number of 2^64-1", self.what),
+                ))
+            })?,
+        };
+        by_number
+            .insert(n, record::encode(self.table, &n, &name, name.len() + 1)?.as_slice())
+            .map_err(record::storage)?;
+        numbers.insert(name, n).map_err(record::storage)?;
+        Ok(n)
+    }
 }
 
 /// The packed map of [`METADATA`].
@@ -279,6 +319,11 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
                 rebuild = true;
             }
             Some(SCHEMA_VERSION) => {}
+            Some(7) => {
+                rebuild_owners(&tx)
+                    .map_err(|e| format!("migrating schema version 7 to {SCHEMA_VERSION}: {e}"))?;
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+            }
             Some(old @ 1..=6) => {
                 let migrating =
                     |e: String| format!("migrating schema version {old} to {SCHEMA_VERSION}: {e}");
@@ -331,6 +376,7 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
             if rebuild {
                 let from = version.map_or(String::new(), |v| format!("migrating schema version {v}: "));
                 rebuild_metadata(&tx).map_err(|e| format!("{from}rebuilding the metadata index: {e}"))?;
+                rebuild_owners(&tx).map_err(|e| format!("{from}rebuilding the owner map: {e}"))?;
             }
             meta = tx.open_table(META).map_err(|e| e.to_string())?;
             meta.insert("total_terms", total_terms).map_err(|e| e.to_string())?;
@@ -351,6 +397,9 @@ pub(crate) fn prepare(db: &Database) -> Result<(u64, u64), String> {
         METADATA,
         RELATIONS,
         RELATION_NUMBERS,
+        OWNERS,
+        OWNERS_BY_NUMBER,
+        OWNER_NUMBERS,
         CONTEXTS,
         MEMBERS,
         MEMBERSHIPS,
@@ -424,7 +473,7 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
         let name = match known.get(&n) {
             Some(name) => name.clone(),
             None => {
-                let name = relation_name(&names, n).map_err(|f| f.to_string())?;
+                let name = RELATION_NAMES.name(&names, n).map_err(|f| f.to_string())?;
                 known.insert(n, name.clone());
                 name
             }
@@ -478,6 +527,35 @@ fn rebuild_metadata(tx: &WriteTransaction) -> Result<(), String> {
     }
     b.finish(&mut t).map_err(|f| f.to_string())?;
     Ok(())
+}
+
+/// The owner map and the owners' numbers written anew from the engrams,
+/// owners numbered in order of name (an engram that does not decode is
+/// left out; the integrity check names it).
+fn rebuild_owners(tx: &WriteTransaction) -> Result<(), String> {
+    let e = |e: redb::Error| e.to_string();
+    let mut owned: Vec<(u64, String)> = Vec::new();
+    for row in tx.open_table(ENGRAMS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = row.map_err(|x| e(x.into()))?;
+        if let Ok(owner) = StoredEngram::owner_of(k.value(), v.value()) {
+            owned.push((k.value(), owner));
+        }
+    }
+    tx.delete_table(OWNERS).map_err(|x| e(x.into()))?;
+    tx.delete_table(OWNERS_BY_NUMBER).map_err(|x| e(x.into()))?;
+    tx.delete_table(OWNER_NUMBERS).map_err(|x| e(x.into()))?;
+    let mut numbers = tx.open_table(OWNER_NUMBERS).map_err(|x| e(x.into()))?;
+    let mut by_number = tx.open_table(OWNERS_BY_NUMBER).map_err(|x| e(x.into()))?;
+    let mut names: Vec<&str> = owned.iter().map(|(_, o)| o.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut number = std::collections::HashMap::new();
+    for name in names {
+        number
+            .insert(name, OWNER_NAMES.intern(&mut numbers, &mut by_number, name).map_err(|f| f.to_string())?);
+    }
+    let mut t = tx.open_table(OWNERS).map_err(|x| e(x.into()))?;
+    owners::write(&mut t, owned.iter().map(|(id, o)| (*id, number[o.as_str()]))).map_err(|f| f.to_string())
 }
 
 /// A text index being rebuilt: each term's postings, sorted by id.
@@ -548,7 +626,7 @@ fn rebuild_indexes(tx: &WriteTransaction, edges: Vec<Edge>) -> Result<u64, Strin
     relations.sort_unstable();
     relations.dedup();
     for rel in relations {
-        intern_relation(&mut numbers, &mut names, rel).map_err(fault)?;
+        RELATION_NAMES.intern(&mut numbers, &mut names, rel).map_err(fault)?;
     }
     let mut numbered = Vec::with_capacity(edges.len());
     for ((s, t, rel), value) in edges {
@@ -684,6 +762,8 @@ mod tests {
                 &segment(&edges_in),
                 METADATA.name(),
                 RELATIONS.name(),
+                OWNERS.name(),
+                OWNERS_BY_NUMBER.name(),
             ]
         );
     }
@@ -844,7 +924,7 @@ mod tests {
                         let (a, rest) = v6_id(k);
                         let (b, rest) = v6_id(&rest);
                         let number = packed::read_id(&rest).unwrap().0;
-                        let name = relation_name(&tx.open_table(RELATIONS).unwrap(), number).unwrap();
+                        let name = RELATION_NAMES.name(&tx.open_table(RELATIONS).unwrap(), number).unwrap();
                         [a, b, name.into_bytes()].concat()
                     };
                     entries.push((key, v.to_vec()));
@@ -929,6 +1009,78 @@ mod tests {
             drop(tx);
             g.create(&Actor::agent("a"), data("after the migration", &[("kind", "fact")]), None).unwrap();
             assert!(g.check_integrity().unwrap().is_empty());
+        }
+    }
+
+    /// A version-7 file (no owner map) gets one when opened, from the
+    /// engrams: searches see what they saw, agent by agent, and the
+    /// integrity check is clean.
+    #[test]
+    fn a_version_7_file_gets_its_owner_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::FILE_NAME);
+        let actors = [Actor::Operator, Actor::agent("a"), Actor::agent("b")];
+        let q = SearchQuery { text: Some("energy".into()), limit: 10, ..SearchQuery::default() };
+        let before: Vec<_> = {
+            let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+            fill(&g);
+            g.create(&Actor::agent("b"), data("energy of b", &[]), None).unwrap();
+            actors.iter().map(|a| g.search(a, &q).unwrap()).collect()
+        };
+        assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1, 1], "{before:?}");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.delete_table(OWNERS).unwrap();
+            tx.delete_table(OWNERS_BY_NUMBER).unwrap();
+            tx.delete_table(OWNER_NUMBERS).unwrap();
+            tx.open_table(META).unwrap().insert("schema_version", 7).unwrap();
+            tx.commit().unwrap();
+        }
+        let g = MemoryGraph::open(&path, GraphConfig::default()).unwrap();
+        assert_eq!(g.check_integrity().unwrap(), Vec::<String>::new());
+        let after: Vec<_> = actors.iter().map(|a| g.search(a, &q).unwrap()).collect();
+        assert_eq!(after, before);
+        let tx = g.db.begin_read().unwrap();
+        assert_eq!(
+            tx.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+    }
+
+    /// An owner map that disagrees with the engrams — an engram filed
+    /// under another owner, or under a number no owner has — is named by
+    /// the integrity check; a search goes by the map.
+    #[test]
+    fn the_integrity_check_finds_a_wrong_owner_map() {
+        for (number, problem) in
+            [(0, "disagrees with the engrams (first at engram"), (99, "which has no name")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let g = MemoryGraph::open(&dir.path().join(crate::FILE_NAME), GraphConfig::default()).unwrap();
+            let ids = fill(&g);
+            let b = g.create(&Actor::agent("b"), data("energy of b", &[]), None).unwrap();
+            let q = SearchQuery { text: Some("energy".into()), limit: 10, ..SearchQuery::default() };
+            assert_eq!(g.search(&Actor::agent("b"), &q).unwrap().len(), 1);
+            {
+                let tx = g.db.begin_write().unwrap();
+                let a = OWNER_NAMES
+                    .number(
+                        &tx.open_table(OWNER_NUMBERS).unwrap(),
+                        &tx.open_table(OWNERS_BY_NUMBER).unwrap(),
+                        "a",
+                    )
+                    .unwrap();
+                assert_eq!(a, Some(0), "a created the first engram");
+                let wrong = std::collections::BTreeMap::from([(b, Some(number))]);
+                owners::apply(&mut tx.open_table(OWNERS).unwrap(), &wrong).unwrap();
+                tx.commit().unwrap();
+            }
+            let problems = g.check_integrity().unwrap();
+            assert!(problems.len() == 1 && problems[0].contains(problem), "{problems:?}");
+            assert!(g.search(&Actor::agent("b"), &q).unwrap().is_empty());
+            let a_sees = g.search(&Actor::agent("a"), &q).unwrap().len();
+            assert_eq!(a_sees, if number == 0 { 2 } else { 1 }, "{ids:?}");
         }
     }
 

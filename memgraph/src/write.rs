@@ -7,6 +7,7 @@ use std::sync::mpsc::Receiver;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::owners;
 use crate::packed::{self, Builder, Chunks};
 use crate::postings::{self, MAX_TERM_BYTES, Posting};
 use crate::record::{Corruption, Fault};
@@ -69,15 +70,53 @@ struct Fresh {
     out: BTreeMap<(u64, u64, u64), Vec<u8>>,
 }
 
+/// The open tables of a set of [`Names`], and the numbers a transaction
+/// looked up or handed out.
+struct Numbering<'t> {
+    names: Names,
+    numbers: Table<'t, &'static str, u64>,
+    by_number: Table<'t, u64, &'static [u8]>,
+    cache: HashMap<String, u64, foldhash::fast::RandomState>,
+}
+
+impl<'t> Numbering<'t> {
+    fn open(tx: &'t WriteTransaction, names: Names) -> Result<Numbering<'t>, S> {
+        Ok(Numbering {
+            names,
+            numbers: tx.open_table(names.numbers).map_err(st)?,
+            by_number: tx.open_table(names.by_number).map_err(st)?,
+            cache: HashMap::default(),
+        })
+    }
+
+    /// The number of `name`; handed out if it has none and `create`, else
+    /// `None`.
+    fn number(&mut self, name: &str, create: bool) -> R<Option<u64>> {
+        if let Some(&n) = self.cache.get(name) {
+            return Ok(Some(n));
+        }
+        let n = if create {
+            Some(self.names.intern(&mut self.numbers, &mut self.by_number, name)?)
+        } else {
+            self.names.number(&self.numbers, &self.by_number, name)?
+        };
+        if let Some(n) = n {
+            self.cache.insert(name.to_string(), n);
+        }
+        Ok(n)
+    }
+}
+
 /// The open tables of one write transaction.
 pub(crate) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     engrams: Table<'t, u64, &'static [u8]>,
     quota: Table<'t, &'static str, &'static [u8]>,
-    relations: Table<'t, u64, &'static [u8]>,
-    relation_numbers: Table<'t, &'static str, u64>,
-    /// Relation numbers this transaction looked up or handed out.
-    relation_cache: HashMap<String, u64, foldhash::fast::RandomState>,
+    relations: Numbering<'t>,
+    owner_numbers: Numbering<'t>,
+    /// Changes to the owner map (see `owners`), by id: the owner number of
+    /// an engram created, `None` for one deleted; written by `flush`.
+    owner_changes: BTreeMap<u64, Option<u64>>,
     contexts: Table<'t, u64, &'static [u8]>,
     members: Table<'t, (u64, &'static str), ()>,
     memberships: Table<'t, (&'static str, u64), ()>,
@@ -147,9 +186,9 @@ impl<'t> Tables<'t> {
             meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
-            relations: tx.open_table(RELATIONS).map_err(st)?,
-            relation_numbers: tx.open_table(RELATION_NUMBERS).map_err(st)?,
-            relation_cache: HashMap::default(),
+            relations: Numbering::open(tx, RELATION_NAMES)?,
+            owner_numbers: Numbering::open(tx, OWNER_NAMES)?,
+            owner_changes: BTreeMap::new(),
             contexts: tx.open_table(CONTEXTS).map_err(st)?,
             members: tx.open_table(MEMBERS).map_err(st)?,
             memberships: tx.open_table(MEMBERSHIPS).map_err(st)?,
@@ -348,23 +387,6 @@ impl<'t> Tables<'t> {
         Ok(self.edges_out.get_mut(&table).expect("inserted above"))
     }
 
-    /// The number of relation `name`; handed out if it has none and
-    /// `create`, else `None`.
-    fn relation_number(&mut self, name: &str, create: bool) -> R<Option<u64>> {
-        if let Some(&n) = self.relation_cache.get(name) {
-            return Ok(Some(n));
-        }
-        let n = if create {
-            Some(intern_relation(&mut self.relation_numbers, &mut self.relations, name)?)
-        } else {
-            relation_number(&self.relation_numbers, &self.relations, name)?
-        };
-        if let Some(n) = n {
-            self.relation_cache.insert(name.to_string(), n);
-        }
-        Ok(n)
-    }
-
     /// Puts (adds or replaces) the edge `source` -`relation`-> `target`
     /// with its stored value, by source and by target.
     fn edge_put(&mut self, source: EngramId, target: EngramId, relation: u64, value: Vec<u8>) -> R<()> {
@@ -557,6 +579,10 @@ impl<'t> Tables<'t> {
             }
             b.finish(&mut t)?;
             self.tx.open_table(SEGMENTS).map_err(sf)?.insert(fresh.start, (table, entries)).map_err(sf)?;
+        }
+        let owners = std::mem::take(&mut self.owner_changes);
+        if !owners.is_empty() {
+            owners::apply(&mut self.tx.open_table(OWNERS).map_err(sf)?, &owners)?;
         }
         let metadata = std::mem::take(&mut self.metadata_changes);
         if !metadata.is_empty() {
@@ -889,6 +915,8 @@ impl MemoryGraph {
                 t.set_quota(&owner, q);
                 t.put_engram(id, &e)?;
                 t.index(id, &e)?;
+                let number = t.owner_numbers.number(&owner, true)?.expect("handed out");
+                t.owner_changes.insert(id, Some(number));
                 if let Some(c) = context {
                     t.context_engrams.insert((c, id), ()).map_err(sf)?;
                     t.engram_contexts.insert((id, c), ()).map_err(sf)?;
@@ -946,6 +974,7 @@ impl MemoryGraph {
                 q.bytes = q.bytes.saturating_sub(old.bytes());
                 t.set_quota(&old.owner, q);
                 t.engrams.remove(id).map_err(sf)?;
+                t.owner_changes.insert(id, None);
                 t.meta_add("engram_count", -1);
                 Ok(true)
             }
@@ -960,13 +989,13 @@ impl MemoryGraph {
                 t.check_visible(actor, c.target)?;
                 let edge = StoredEdge { weight: c.weight, metadata: c.metadata };
                 let value = edge.encode((c.source, c.target, &c.relation))?;
-                let relation = t.relation_number(&c.relation, true)?.expect("handed out");
+                let relation = t.relations.number(&c.relation, true)?.expect("handed out");
                 t.edge_put(c.source, c.target, relation, value)?;
                 Ok(true)
             }
             Op::Disconnect { source, target, relation } => {
                 t.check_visible(actor, source)?;
-                match t.relation_number(&relation, false)? {
+                match t.relations.number(&relation, false)? {
                     Some(relation) => Ok(t.edge_remove(source, target, relation)?),
                     None => Ok(false),
                 }

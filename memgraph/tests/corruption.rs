@@ -63,9 +63,13 @@ fn a_flipped_byte_in_a_stored_engram_is_an_error_and_the_integrity_check_finds_i
     assert!(detail.contains("checksum mismatch"), "{detail}");
     let e = g.get(&op, hit).unwrap_err().to_string();
     assert!(e.contains(FILE_NAME) && e.contains(&format!("engrams record {hit} is corrupt")), "{e}");
-    // A search that would return it fails rather than hand it out.
+    // A search finds it through the index and the owner map, which are
+    // whole (a hit is an id and a score, nothing of the record); reading
+    // the record is the error.
     let q = SearchQuery { text: Some("sleep".into()), limit: 10, ..SearchQuery::default() };
-    corrupt(g.search(&op, &q));
+    let hits = g.search(&op, &q).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [hit]);
+    corrupt(g.get(&op, hits[0].id));
     // Writes that read it are refused, and change nothing.
     corrupt(g.apply(&op, vec![Op::Update { id: hit, data: data("replaced") }]));
     corrupt(g.apply(&op, vec![Op::Delete { id: hit }]));

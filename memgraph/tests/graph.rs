@@ -486,12 +486,15 @@ fn the_schema_version_is_checked_and_junk_is_refused() {
         let tx = db.begin_write().unwrap();
         tx.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
             .unwrap()
-            .insert("schema_version", 8)
+            .insert("schema_version", SCHEMA_VERSION + 1)
             .unwrap();
         tx.commit().unwrap();
     }
     let e = MemoryGraph::open(&path, GraphConfig::default()).unwrap_err();
-    assert!(e.to_string().contains("schema version 8"), "{e}");
+    assert!(
+        e.to_string().contains(&format!("schema version {} (a newer elex wrote it)", SCHEMA_VERSION + 1)),
+        "{e}"
+    );
     let junk = dir.path().join("junk.redb");
     std::fs::write(&junk, vec![0x42; 4096]).unwrap();
     assert!(matches!(MemoryGraph::open(&junk, GraphConfig::default()), Err(GraphError::Storage { .. })));
