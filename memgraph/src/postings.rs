@@ -167,15 +167,22 @@ impl<'b> Block<'b> {
         }
         varint(bytes, &mut at)?;
         varint(bytes, &mut at)?;
-        ids.reserve(n);
-        let mut id = 0u64;
-        for i in 0..n {
+        // Written over, not pushed: no capacity check per id. The checks
+        // (ids ascend, no overflow) are gathered without a branch per id and
+        // tested once.
+        ids.resize(n, 0);
+        let mut id = varint(bytes, &mut at)?;
+        ids[0] = id;
+        let mut bad = false;
+        for slot in &mut ids[1..] {
             let delta = varint(bytes, &mut at)?;
-            if delta == 0 && i > 0 {
-                return Err(String::from("corrupt posting block: ids out of order"));
-            }
-            id = id.checked_add(delta).ok_or("corrupt posting block: id overflow")?;
-            ids.push(id);
+            let next = id.wrapping_add(delta);
+            bad |= next <= id;
+            id = next;
+            *slot = id;
+        }
+        if bad {
+            return Err(String::from("corrupt posting block: ids out of order or overflowing"));
         }
         let widths = *bytes.get(at).ok_or("corrupt posting block: truncated")?;
         let (tf_width, len_width) = ((widths & 0x0f) as usize, (widths >> 4) as usize);
@@ -950,6 +957,13 @@ mod tests {
         put(&mut bad, 2);
         bad.extend_from_slice(&[1, 1, 5, 0, 0x11, 1, 1, 1, 1]);
         assert!(decode(&bad).unwrap_err().contains("out of order"));
+        // Ids that pass 2^64.
+        let mut bad = Vec::new();
+        for v in [2, 1, 1, u64::MAX - 1, 2] {
+            put(&mut bad, v);
+        }
+        bad.extend_from_slice(&[0x11, 1, 1, 1, 1]);
+        assert!(decode(&bad).unwrap_err().contains("overflowing"));
         let mut bad = Vec::new();
         put(&mut bad, 1);
         bad.extend_from_slice(&[1, 1, 5, 0x13, 1, 1, 1, 1]);
