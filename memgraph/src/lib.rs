@@ -244,6 +244,9 @@ pub struct MemoryGraph {
     /// Segments merged through this handle, so pages were freed (see
     /// `compact_if_sparse`).
     merged: std::sync::atomic::AtomicBool,
+    /// The snapshot reads share until the next commit (see
+    /// [`MemoryGraph::snapshot`]).
+    snapshot: std::sync::Mutex<Option<std::sync::Arc<graph::Snapshot>>>,
 }
 
 /// Segment merges leave freed pages behind, and redb reuses them but never
@@ -276,6 +279,8 @@ fn compact_if_sparse(db: &mut Database, path: &Path) {
 
 impl Drop for MemoryGraph {
     fn drop(&mut self) {
+        // Compaction needs every read transaction closed.
+        *self.snapshot.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         if *self.merged.get_mut() {
             compact_if_sparse(&mut self.db, &self.path);
         }
@@ -330,6 +335,7 @@ impl MemoryGraph {
             lease: Default::default(),
             replica: std::sync::atomic::AtomicBool::new(false),
             merged: std::sync::atomic::AtomicBool::new(false),
+            snapshot: std::sync::Mutex::new(None),
         })
         .and_then(|graph| {
             let replica = graph.log_position()?.seq > 0;
@@ -344,6 +350,29 @@ impl MemoryGraph {
 
     pub fn file(&self) -> &Path {
         &self.path
+    }
+
+    /// The snapshot of the last commit that reads share: begun by the first
+    /// read after a commit, dropped by the next commit. Reads that overlap
+    /// a write may see the graph before it, as they would with their own
+    /// transaction; a read that starts after a write returned sees it
+    /// (the snapshot is begun under the lock that the write takes, after
+    /// its commit, to drop it). Holding it between reads keeps no more
+    /// pages from reuse than a read in progress would: a commit drops it.
+    fn snapshot(&self) -> Result<std::sync::Arc<graph::Snapshot>> {
+        let mut slot = self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = std::sync::Arc::new(graph::Snapshot::begin(self)?);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    /// After a commit (or a failed one): the next read begins a snapshot
+    /// that holds it.
+    fn committed(&self) {
+        *self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     fn storage(&self, e: impl std::fmt::Display) -> GraphError {

@@ -138,7 +138,9 @@ impl MemoryGraph {
             meta.insert("log_id", at.log).map_err(|e| self.storage(e))?;
             meta.insert("log_seq", at.seq).map_err(|e| self.storage(e))?;
         }
-        tx.commit().map_err(|e| self.storage(e))
+        let commit = tx.commit();
+        self.committed();
+        commit.map_err(|e| self.storage(e))
     }
 
     /// A fresh engram id: never reused, even if the op that takes it is

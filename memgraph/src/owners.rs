@@ -112,9 +112,10 @@ fn slots(key: &[u8], value: &[u8]) -> Result<Vec<Slot>, Fault> {
     Ok(out)
 }
 
-/// Lookups of owners in one read transaction, keeping the chunks of the
-/// map read so far (a search looks up about ten ids; the map of 100K
-/// engrams of a few owners is one or two chunks).
+/// Lookups of owners in one snapshot (shared by the reads until the next
+/// commit), keeping the last chunks of the map read: a search looks up
+/// about ten ids, and the map of 100K engrams of a few owners is one or
+/// two chunks.
 #[derive(Default)]
 pub(crate) struct Lookup {
     held: Vec<packed::Held>,

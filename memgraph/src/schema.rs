@@ -1075,6 +1075,7 @@ mod tests {
                 let wrong = std::collections::BTreeMap::from([(b, Some(number))]);
                 owners::apply(&mut tx.open_table(OWNERS).unwrap(), &wrong).unwrap();
                 tx.commit().unwrap();
+                g.committed();
             }
             let problems = g.check_integrity().unwrap();
             assert!(problems.len() == 1 && problems[0].contains(problem), "{problems:?}");
@@ -1095,6 +1096,7 @@ mod tests {
             let tx = g.db.begin_write().unwrap();
             tx.open_table(META).unwrap().insert("next_segment_table", 0).unwrap();
             tx.commit().unwrap();
+            g.committed();
         }
         for i in 0..6 {
             g.create(&Actor::agent("a"), data(&format!("more words {i}"), &[]), None).unwrap();
@@ -1212,6 +1214,7 @@ mod tests {
                 chunks.insert(key.as_slice(), v.as_slice()).unwrap();
             }
             tx.commit().unwrap();
+            g.committed();
         }
         assert_eq!(corrupt_table(g.quota_use("a")), "quota");
         // The write path reads the quota: refused, nothing written.
@@ -1245,6 +1248,7 @@ mod tests {
                 engrams.insert(ids[1], v.as_slice()).unwrap();
             }
             tx.commit().unwrap();
+            g.committed();
         }
         match g.get(&Actor::Operator, ids[1]) {
             Err(GraphError::Corrupt { table: "engrams", key, detail, .. }) => {

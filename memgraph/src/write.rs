@@ -861,7 +861,9 @@ impl MemoryGraph {
         .and_then(|changed| Ok((changed, segments::settle(&tx)?)));
         match outcome {
             Ok((changed, merges)) => {
-                tx.commit().map_err(|e| self.storage(e))?;
+                let commit = tx.commit();
+                self.committed();
+                commit.map_err(|e| self.storage(e))?;
                 if merges > 0 {
                     self.merged.store(true, std::sync::atomic::Ordering::Relaxed);
                 }

@@ -872,3 +872,33 @@ fn relations_are_named_once_and_read_back_by_name() {
     assert!(matches!(e, GraphError::Corrupt { .. }), "{e}");
     assert_eq!(g.connections(&a, ids[0]).unwrap()[1].relation, "derived-from");
 }
+
+/// Reads share a snapshot until the next commit: a search on any thread
+/// that starts after a write returned finds what it wrote.
+#[test]
+fn a_read_after_a_write_returned_sees_it_on_every_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let g = open(&dir);
+    let written = AtomicUsize::new(0);
+    const WRITES: usize = 150;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let before = written.load(Ordering::Acquire);
+                    let seen = g.search(&Actor::agent("a"), &text("tick", 1_000)).unwrap().len();
+                    assert!(seen >= before, "{seen} engrams found after {before} writes returned");
+                    if before == WRITES {
+                        break;
+                    }
+                }
+            });
+        }
+        for i in 0..WRITES {
+            g.create(&Actor::agent("a"), data(&format!("tick {i}")), None).unwrap();
+            written.store(i + 1, Ordering::Release);
+        }
+    });
+    assert_eq!(g.search(&Actor::agent("a"), &text("tick", 1_000)).unwrap().len(), WRITES);
+}
