@@ -17,7 +17,7 @@ use crate::{
     Result,
 };
 use std::cell::OnceCell;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 /// One read transaction and the tables reads open in it, shared by the reads
 /// that start before the next write commits (see
@@ -48,7 +48,7 @@ pub(crate) struct Snapshot {
     context_engrams: OnceLock<ReadOnlyTable<(u64, u64), ()>>,
     engram_contexts: OnceLock<ReadOnlyTable<(u64, u64), ()>>,
     /// The chunks of the owner map read so far.
-    owner_lookup: Mutex<owners::Lookup>,
+    owner_lookup: owners::Lookup,
 }
 
 impl Snapshot {
@@ -75,7 +75,7 @@ impl Snapshot {
             memberships: OnceLock::new(),
             context_engrams: OnceLock::new(),
             engram_contexts: OnceLock::new(),
-            owner_lookup: Mutex::default(),
+            owner_lookup: owners::Lookup::default(),
             tx,
         })
     }
@@ -198,13 +198,13 @@ impl<'g> Reader<'g> {
 
     /// The name of relation `number`.
     pub fn relation_name(&self, number: u64) -> Result<String> {
-        RELATION_NAMES.name(self.lazy(&self.relations, RELATIONS)?, number).map_err(|f| self.fault(f))
+        RELATION_NUMBERING.name(self.lazy(&self.relations, RELATIONS)?, number).map_err(|f| self.fault(f))
     }
 
     /// The number of relation `name`, if any edge ever had it.
     pub fn relation_number(&self, name: &str) -> Result<Option<u64>> {
         let numbers = self.lazy(&self.relation_numbers, RELATION_NUMBERS)?;
-        RELATION_NAMES
+        RELATION_NUMBERING
             .number(numbers, self.lazy(&self.relations, RELATIONS)?, name)
             .map_err(|f| self.fault(f))
     }
@@ -222,7 +222,7 @@ impl<'g> Reader<'g> {
         }
         let numbers = self.lazy(&self.owner_numbers, OWNER_NUMBERS)?;
         let by_number = self.lazy(&self.owners_by_number, OWNERS_BY_NUMBER)?;
-        let n = OWNER_NAMES.number(numbers, by_number, self.actor.name()).map_err(|f| self.fault(f))?;
+        let n = OWNER_NUMBERING.number(numbers, by_number, self.actor.name()).map_err(|f| self.fault(f))?;
         Ok(*self.my_number.get_or_init(|| n))
     }
 
@@ -308,12 +308,21 @@ impl<'g> Reader<'g> {
     }
 
     /// Whether engram `id` exists and is visible (no error for either).
-    /// Reads the owner map, not the engram.
+    /// Reads the owner map, not the engram; if the map's chunk is damaged,
+    /// the engram's record (the integrity check names the chunk).
     pub fn sees(&self, id: EngramId) -> Result<bool> {
-        let mut lookup = self.owner_lookup.lock().unwrap_or_else(PoisonError::into_inner);
-        let owner = lookup.owner(self.owners()?, id).map_err(|f| self.fault(f))?;
-        drop(lookup);
-        let Some(owner) = owner else { return Ok(false) };
+        let owner = match self.owner_lookup.owner(self.owners()?, id) {
+            Ok(Some(owner)) => owner,
+            Ok(None) => return Ok(false),
+            Err(Fault::Corrupt(_)) => {
+                let owner = match self.engrams.get(id).map_err(|e| self.storage(e))? {
+                    Some(v) => StoredEngram::owner_of(id, v.value()).map_err(|c| self.corrupt(c))?,
+                    None => return Ok(false),
+                };
+                return self.can_see(id, &owner);
+            }
+            Err(f) => return Err(self.fault(f)),
+        };
         Ok(match self.actor {
             Actor::Operator => true,
             Actor::Agent(_) => Some(owner) == self.my_number()? || self.shares_context(id)?,
@@ -763,8 +772,9 @@ impl MemoryGraph {
         if meta_whole && meta_have != meta_want {
             problems.push(String::from("the metadata index disagrees with the engrams"));
         }
-        let tx = self.db.begin_read().map_err(|e| se(&e))?;
-        let quota = tx.open_table(QUOTA).map_err(|e| se(&e))?;
+        // (Every table from the one snapshot, so that a write meanwhile
+        // cannot make two of them disagree.)
+        let quota = r.tx.open_table(QUOTA).map_err(|e| se(&e))?;
         let mut quota_have = BTreeMap::new();
         let mut quota_whole = true;
         for row in quota.iter().map_err(|e| se(&e))? {
@@ -843,9 +853,9 @@ impl MemoryGraph {
         if edges_whole && in_edges != out_edges {
             problems.push(String::from("incoming and outgoing edge tables disagree"));
         }
-        r.check_names(RELATION_NAMES, &mut problems)?;
+        r.check_names(RELATION_NUMBERING, &mut problems)?;
         // The owner map against the engrams' owners.
-        let owner_names = r.check_names(OWNER_NAMES, &mut problems)?;
+        let owner_names = r.check_names(OWNER_NUMBERING, &mut problems)?;
         let mut owners_have: BTreeMap<u64, u64> = BTreeMap::new();
         let faults = owners::scan(r.owners()?, |id, n| {
             owners_have.insert(id, n);
@@ -903,7 +913,7 @@ impl MemoryGraph {
         if ce != ec {
             problems.push(String::from("context/engram link tables disagree"));
         }
-        let memberships = tx.open_table(MEMBERSHIPS).map_err(|e| se(&e))?;
+        let memberships = r.lazy(&r.memberships, MEMBERSHIPS)?;
         let mut m1 = BTreeSet::new();
         for row in r.members()?.iter().map_err(|e| se(&e))? {
             let (k, _) = row.map_err(|e| se(&e))?;

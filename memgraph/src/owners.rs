@@ -1,5 +1,5 @@
 //! The owner map: who owns each stored engram, by owner number (see
-//! `schema::OWNER_NAMES`), in a packed map (see `packed`) small enough to
+//! `schema::OWNER_NUMBERING`), in a packed map (see `packed`) small enough to
 //! stay in memory.
 //!
 //! Why: a search must drop the hits its actor may not see, and the owner
@@ -19,6 +19,7 @@
 //! holds its own engrams' owners.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 use crate::packed::{self, Builder, Chunks, Kind, Readable};
 use crate::record::{self, Fault};
@@ -56,37 +57,18 @@ fn corrupt(key: &[u8], detail: impl Into<String>) -> Fault {
     packed::corrupt(KIND, key, detail)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
 /// Calls `f(slot, count)` with each of a block's runs, in id order,
 /// checking them all.
 fn for_each_run(key: &[u8], value: &[u8], mut f: impl FnMut(Slot, u64)) -> Result<(), Fault> {
     let bad = |what: &str| corrupt(key, format!("owner runs: {what}"));
     let (mut at, mut total, mut prev, mut owned) = (0, 0u64, None, false);
     while at < value.len() {
-        let (Some(tag), Some(count)) = (varint(value, &mut at), varint(value, &mut at)) else {
+        let (Some(tag), Some(count)) =
+            (packed::read_varint(value, &mut at), packed::read_varint(value, &mut at))
+        else {
             return Err(bad("cut short"));
         };
-        let slot = tag.checked_sub(1);
+        let (slot, count) = ((tag as u64).checked_sub(1), count as u64);
         if count == 0 || count > BLOCK_IDS - total {
             return Err(bad("counts that do not add up to the block"));
         }
@@ -115,10 +97,10 @@ fn slots(key: &[u8], value: &[u8]) -> Result<Vec<Slot>, Fault> {
 /// Lookups of owners in one snapshot (shared by the reads until the next
 /// commit), keeping the last chunks of the map read: a search looks up
 /// about ten ids, and the map of 100K engrams of a few owners is one or
-/// two chunks.
+/// two chunks. A chunk is read outside the lock.
 #[derive(Default)]
 pub(crate) struct Lookup {
-    held: Vec<packed::Held>,
+    held: Mutex<Vec<packed::Held>>,
 }
 
 /// Chunks a [`Lookup`] keeps.
@@ -126,45 +108,63 @@ const HELD_CHUNKS: usize = 8;
 
 impl Lookup {
     /// The owner number of engram `id`, or `None` if no engram has that id.
-    pub(crate) fn owner(&mut self, t: &impl Readable, id: u64) -> Result<Slot, Fault> {
+    pub(crate) fn owner(&self, t: &impl Readable, id: u64) -> Result<Slot, Fault> {
         let key = block_key(id / BLOCK_IDS);
-        let i = match self.held.iter().position(|h| h.covers(&key)) {
-            Some(i) => i,
-            None => {
-                let Some(h) = packed::Held::load(t, KIND, &key)? else { return Ok(None) };
-                if self.held.len() == HELD_CHUNKS {
-                    self.held.remove(0);
-                }
-                self.held.push(h);
-                self.held.len() - 1
+        {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(h) = held.iter().find(|h| h.covers(&key)) {
+                return slot_in(h, &key, id);
             }
-        };
-        let Some(value) = self.held[i].get(&key)? else { return Ok(None) };
-        let (mut at, mut found) = (id % BLOCK_IDS, None);
-        for_each_run(&key, value, |slot, count| {
-            if found.is_none() && at < count {
-                found = Some(slot);
+        }
+        let Some(h) = packed::Held::load(t, KIND, &key)? else { return Ok(None) };
+        if !h.covers(&key) {
+            // The key falls between two chunks: no entry (chunks do not
+            // overlap), and nothing worth keeping.
+            return Ok(None);
+        }
+        let slot = slot_in(&h, &key, id)?;
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.iter().any(|k| k.covers(&key)) {
+            if held.len() == HELD_CHUNKS {
+                held.remove(0);
             }
-            at = at.saturating_sub(count);
-        })?;
-        Ok(found.expect("the runs add up to the block"))
+            held.push(h);
+        }
+        Ok(slot)
     }
 }
 
+/// Engram `id`'s slot, from the chunk that holds its block's `key`.
+fn slot_in(h: &packed::Held, key: &[u8], id: u64) -> Result<Slot, Fault> {
+    let Some(value) = h.get(key)? else { return Ok(None) };
+    let (mut at, mut found) = (id % BLOCK_IDS, None);
+    for_each_run(key, value, |slot, count| {
+        if found.is_none() && at < count {
+            found = Some(slot);
+        }
+        at = at.saturating_sub(count);
+    })?;
+    Ok(found.expect("the runs add up to the block"))
+}
+
 /// A block's value from its slots; `None` if none holds an engram.
-fn encode(slots: &[Slot]) -> Option<Vec<u8>> {
+fn encode(key: &[u8], slots: &[Slot]) -> Result<Option<Vec<u8>>, Fault> {
     if slots.iter().all(Option::is_none) {
-        return None;
+        return Ok(None);
     }
     let mut out = Vec::new();
     let mut i = 0;
     while i < slots.len() {
         let n = slots[i..].iter().take_while(|&&s| s == slots[i]).count();
-        put_varint(&mut out, slots[i].map_or(0, |o| o + 1));
-        put_varint(&mut out, n as u64);
+        let tag = match slots[i] {
+            None => 0,
+            Some(o) => o.checked_add(1).ok_or_else(|| corrupt(key, "owner number 2^64-1"))?,
+        };
+        packed::put_varint(&mut out, tag);
+        packed::put_varint(&mut out, n as u64);
         i += n;
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// Sets the slots of `changes` (by id: the owner number of an engram
@@ -183,7 +183,8 @@ pub(crate) fn apply(t: &mut Chunks<'_>, changes: &BTreeMap<u64, Slot>) -> Result
         while let Some((&id, &slot)) = changes.next_if(|&(&id, _)| id / BLOCK_IDS == block) {
             slots[(id % BLOCK_IDS) as usize] = slot;
         }
-        out.push((key, encode(&slots)));
+        let value = encode(&key, &slots)?;
+        out.push((key, value));
     }
     packed::update(t, KIND, &out)
 }
@@ -199,8 +200,9 @@ pub(crate) fn write(t: &mut Chunks<'_>, owners: impl IntoIterator<Item = (u64, u
         while let Some((id, owner)) = owners.next_if(|&(id, _)| id / BLOCK_IDS == block) {
             slots[(id % BLOCK_IDS) as usize] = Some(owner);
         }
-        let value = encode(&slots).expect("the block holds an engram");
-        b.push(t, &block_key(block), &value)?;
+        let key = block_key(block);
+        let value = encode(&key, &slots)?.expect("the block holds an engram");
+        b.push(t, &key, &value)?;
     }
     b.finish(t)?;
     Ok(())
@@ -274,7 +276,7 @@ mod tests {
             prop_assert_eq!(&all(&db), &want);
             let tx = db.begin_read().unwrap();
             let t = tx.open_table(T).unwrap();
-            let mut lookup = Lookup::default();
+            let lookup = Lookup::default();
             for id in 0..1_100 {
                 prop_assert_eq!(lookup.owner(&t, id).unwrap(), want.get(&id).copied(), "id {}", id);
             }
@@ -296,10 +298,32 @@ mod tests {
         write(&mut tx.open_table(T).unwrap(), want.iter().map(|(&i, &o)| (i, o))).unwrap();
         tx.commit().unwrap();
         assert_eq!(all(&db), want);
+        // The same map built by changes, in two batches, holds the same
+        // entries, byte for byte.
+        let by_changes = Database::create(dir.path().join("c.redb")).unwrap();
+        for half in [0, 1] {
+            let changes: BTreeMap<u64, Slot> = want
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == half)
+                .map(|(_, (&id, &o))| (id, Some(o)))
+                .collect();
+            let tx = by_changes.begin_write().unwrap();
+            apply(&mut tx.open_table(T).unwrap(), &changes).unwrap();
+            tx.commit().unwrap();
+        }
+        let entries = |db: &Database| {
+            let tx = db.begin_read().unwrap();
+            let mut out = Vec::new();
+            packed::scan(&tx.open_table(T).unwrap(), KIND, |k, v| out.push((k.to_vec(), v.to_vec())))
+                .unwrap();
+            out
+        };
+        assert_eq!(entries(&by_changes), entries(&db));
         let tx = db.begin_read().unwrap();
         let t = tx.open_table(T).unwrap();
-        let mut lookup = Lookup::default();
-        let mut owner = |id| lookup.owner(&t, id);
+        let lookup = Lookup::default();
+        let owner = |id| lookup.owner(&t, id);
         assert_eq!(owner(u64::MAX - 1).unwrap(), Some(7));
         assert_eq!(owner(u64::MAX).unwrap(), None);
         assert_eq!(owner(0).unwrap(), None);
@@ -313,8 +337,8 @@ mod tests {
         let value = |pairs: &[(u64, u64)]| {
             let mut v = Vec::new();
             for &(tag, count) in pairs {
-                put_varint(&mut v, tag);
-                put_varint(&mut v, count);
+                packed::put_varint(&mut v, tag);
+                packed::put_varint(&mut v, count);
             }
             v
         };

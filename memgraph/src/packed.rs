@@ -99,7 +99,7 @@ pub(crate) fn corrupt(kind: Kind, key: &[u8], detail: impl Into<String>) -> Faul
 pub(crate) const RESTART: usize = 16;
 
 /// Appends `v` as a LEB128 varint.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -114,7 +114,7 @@ fn varint_len(v: u64) -> usize {
 
 /// The varint at `*at`, moving `*at` past it; `None` if it is cut short or
 /// does not fit a `usize`.
-fn read_varint(b: &[u8], at: &mut usize) -> Option<usize> {
+pub(crate) fn read_varint(b: &[u8], at: &mut usize) -> Option<usize> {
     // Most lengths are below 128: one byte.
     let first = *b.get(*at)?;
     *at += 1;

@@ -168,8 +168,8 @@ impl<'b> Block<'b> {
         varint(bytes, &mut at)?;
         varint(bytes, &mut at)?;
         // Written over, not pushed: no capacity check per id. The checks
-        // (ids ascend, no overflow) are gathered without a branch per id and
-        // tested once.
+        // (ids ascend, no overflow) are gathered per id and tested once per
+        // block.
         ids.resize(n, 0);
         let mut id = varint(bytes, &mut at)?;
         ids[0] = id;

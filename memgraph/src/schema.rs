@@ -67,7 +67,7 @@ pub(crate) const RELATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// Relation name → number: the reverse of [`RELATIONS`].
 pub(crate) const RELATION_NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("relation_numbers");
 /// The relations' numbers.
-pub(crate) const RELATION_NAMES: Names =
+pub(crate) const RELATION_NUMBERING: Names =
     Names { by_number: RELATIONS, numbers: RELATION_NUMBERS, table: Table::Relations, what: "relation" };
 
 /// Owner number → checksummed postcard name: the owner map (see `owners`)
@@ -76,15 +76,16 @@ pub(crate) const OWNERS_BY_NUMBER: TableDefinition<u64, &[u8]> = TableDefinition
 /// Owner name → number: the reverse of [`OWNERS_BY_NUMBER`].
 pub(crate) const OWNER_NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("owner_numbers");
 /// The owners' numbers.
-pub(crate) const OWNER_NAMES: Names =
+pub(crate) const OWNER_NUMBERING: Names =
     Names { by_number: OWNERS_BY_NUMBER, numbers: OWNER_NUMBERS, table: Table::OwnerNames, what: "owner" };
 /// Who owns each stored engram, by number: a packed map with an entry per
 /// block of ids (see `owners`).
 pub(crate) const OWNERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("owners");
 
 /// Names numbered so that other records hold a small number, not the name:
-/// numbers are handed out from 0 in the order names are first used, and
-/// kept. Two tables: number → name (a checksummed record) and name →
+/// numbers are handed out from 0 in the order names are first used (a
+/// migration that rebuilds them numbers them in order of name), never
+/// 2^64-1, and kept. Two tables: number → name (a checksummed record) and name →
 /// number, checked against the first on every lookup, so that a damaged
 /// entry is an error, never another name.
 #[derive(Clone, Copy)]
@@ -143,11 +144,11 @@ impl Names {
         }
         let n = match by_number.last().map_err(record::storage)? {
             None => 0,
-            Some((k, _)) => k.value().checked_add(1).ok_or_else(|| {
+            Some((k, _)) => k.value().checked_add(1).filter(|&n| n < u64::MAX).ok_or_else(|| {
                 Fault::Corrupt(Corruption::new(
                     self.table,
                     &k.value(),
-                    format!("a {} number of 2^64-1", self.what),
+                    format!("no {} number is left after this one", self.what),
                 ))
             })?,
         };
@@ -473,7 +474,7 @@ fn segment_edges(tx: &WriteTransaction) -> Result<Vec<Edge>, String> {
         let name = match known.get(&n) {
             Some(name) => name.clone(),
             None => {
-                let name = RELATION_NAMES.name(&names, n).map_err(|f| f.to_string())?;
+                let name = RELATION_NUMBERING.name(&names, n).map_err(|f| f.to_string())?;
                 known.insert(n, name.clone());
                 name
             }
@@ -551,8 +552,10 @@ fn rebuild_owners(tx: &WriteTransaction) -> Result<(), String> {
     names.dedup();
     let mut number = std::collections::HashMap::new();
     for name in names {
-        number
-            .insert(name, OWNER_NAMES.intern(&mut numbers, &mut by_number, name).map_err(|f| f.to_string())?);
+        number.insert(
+            name,
+            OWNER_NUMBERING.intern(&mut numbers, &mut by_number, name).map_err(|f| f.to_string())?,
+        );
     }
     let mut t = tx.open_table(OWNERS).map_err(|x| e(x.into()))?;
     owners::write(&mut t, owned.iter().map(|(id, o)| (*id, number[o.as_str()]))).map_err(|f| f.to_string())
@@ -626,7 +629,7 @@ fn rebuild_indexes(tx: &WriteTransaction, edges: Vec<Edge>) -> Result<u64, Strin
     relations.sort_unstable();
     relations.dedup();
     for rel in relations {
-        RELATION_NAMES.intern(&mut numbers, &mut names, rel).map_err(fault)?;
+        RELATION_NUMBERING.intern(&mut numbers, &mut names, rel).map_err(fault)?;
     }
     let mut numbered = Vec::with_capacity(edges.len());
     for ((s, t, rel), value) in edges {
@@ -924,7 +927,8 @@ mod tests {
                         let (a, rest) = v6_id(k);
                         let (b, rest) = v6_id(&rest);
                         let number = packed::read_id(&rest).unwrap().0;
-                        let name = RELATION_NAMES.name(&tx.open_table(RELATIONS).unwrap(), number).unwrap();
+                        let name =
+                            RELATION_NUMBERING.name(&tx.open_table(RELATIONS).unwrap(), number).unwrap();
                         [a, b, name.into_bytes()].concat()
                     };
                     entries.push((key, v.to_vec()));
@@ -1064,7 +1068,7 @@ mod tests {
             assert_eq!(g.search(&Actor::agent("b"), &q).unwrap().len(), 1);
             {
                 let tx = g.db.begin_write().unwrap();
-                let a = OWNER_NAMES
+                let a = OWNER_NUMBERING
                     .number(
                         &tx.open_table(OWNER_NUMBERS).unwrap(),
                         &tx.open_table(OWNERS_BY_NUMBER).unwrap(),
@@ -1083,6 +1087,42 @@ mod tests {
             let a_sees = g.search(&Actor::agent("a"), &q).unwrap().len();
             assert_eq!(a_sees, if number == 0 { 2 } else { 1 }, "{ids:?}");
         }
+    }
+
+    /// A damaged chunk of the owner map: reads fall back to the engrams'
+    /// records (so searches see what they saw), the integrity check names
+    /// the chunk, and a write that must change it is refused, changing
+    /// nothing.
+    #[test]
+    fn a_damaged_owner_map_chunk_is_named_and_reads_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = MemoryGraph::open(&dir.path().join(crate::FILE_NAME), GraphConfig::default()).unwrap();
+        fill(&g);
+        g.create(&Actor::agent("b"), data("energy of b", &[]), None).unwrap();
+        let q = SearchQuery { text: Some("energy".into()), limit: 10, ..SearchQuery::default() };
+        let actors = [Actor::Operator, Actor::agent("a"), Actor::agent("b")];
+        let before: Vec<_> = actors.iter().map(|a| g.search(a, &q).unwrap()).collect();
+        {
+            let tx = g.db.begin_write().unwrap();
+            let mut t = tx.open_table(OWNERS).unwrap();
+            let (k, mut v) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            let last = v.len() - 1;
+            v[last] ^= 0x40;
+            t.insert(k.as_slice(), v.as_slice()).unwrap();
+            drop(t);
+            tx.commit().unwrap();
+            g.committed();
+        }
+        let after: Vec<_> = actors.iter().map(|a| g.search(a, &q).unwrap()).collect();
+        assert_eq!(after, before);
+        let problems = g.check_integrity().unwrap();
+        assert!(problems.len() == 1 && problems[0].starts_with("owners record"), "{problems:?}");
+        let e = g.create(&Actor::agent("b"), data("more energy", &[]), None).unwrap_err();
+        assert!(matches!(e, GraphError::Corrupt { table: "owners", .. }), "{e}");
+        assert_eq!(g.search(&Actor::Operator, &q).unwrap(), before[0]);
     }
 
     /// A damaged segment-table counter (pointing at tables a segment

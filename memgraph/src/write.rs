@@ -72,16 +72,16 @@ struct Fresh {
 
 /// The open tables of a set of [`Names`], and the numbers a transaction
 /// looked up or handed out.
-struct Numbering<'t> {
+struct OpenNames<'t> {
     names: Names,
     numbers: Table<'t, &'static str, u64>,
     by_number: Table<'t, u64, &'static [u8]>,
     cache: HashMap<String, u64, foldhash::fast::RandomState>,
 }
 
-impl<'t> Numbering<'t> {
-    fn open(tx: &'t WriteTransaction, names: Names) -> Result<Numbering<'t>, S> {
-        Ok(Numbering {
+impl<'t> OpenNames<'t> {
+    fn open(tx: &'t WriteTransaction, names: Names) -> Result<OpenNames<'t>, S> {
+        Ok(OpenNames {
             names,
             numbers: tx.open_table(names.numbers).map_err(st)?,
             by_number: tx.open_table(names.by_number).map_err(st)?,
@@ -112,8 +112,8 @@ pub(crate) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     engrams: Table<'t, u64, &'static [u8]>,
     quota: Table<'t, &'static str, &'static [u8]>,
-    relations: Numbering<'t>,
-    owner_numbers: Numbering<'t>,
+    relations: OpenNames<'t>,
+    owner_numbers: OpenNames<'t>,
     /// Changes to the owner map (see `owners`), by id: the owner number of
     /// an engram created, `None` for one deleted; written by `flush`.
     owner_changes: BTreeMap<u64, Option<u64>>,
@@ -186,8 +186,8 @@ impl<'t> Tables<'t> {
             meta,
             engrams: tx.open_table(ENGRAMS).map_err(st)?,
             quota: tx.open_table(QUOTA).map_err(st)?,
-            relations: Numbering::open(tx, RELATION_NAMES)?,
-            owner_numbers: Numbering::open(tx, OWNER_NAMES)?,
+            relations: OpenNames::open(tx, RELATION_NUMBERING)?,
+            owner_numbers: OpenNames::open(tx, OWNER_NUMBERING)?,
             owner_changes: BTreeMap::new(),
             contexts: tx.open_table(CONTEXTS).map_err(st)?,
             members: tx.open_table(MEMBERS).map_err(st)?,

@@ -871,6 +871,23 @@ fn relations_are_named_once_and_read_back_by_name() {
     let e = g.apply(&a, vec![edge(ids[1], ids[2], "brand-new")]).unwrap_err();
     assert!(matches!(e, GraphError::Corrupt { .. }), "{e}");
     assert_eq!(g.connections(&a, ids[0]).unwrap()[1].relation, "derived-from");
+    drop(g);
+    // Owners are numbered the same way: after a forged owner number of
+    // 2^64-2, a new owner is refused (the owner map cannot hold 2^64-1).
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        let names: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("owner_names");
+        tx.open_table(names).unwrap().insert(u64::MAX - 1, &b"junk"[..]).unwrap();
+        tx.commit().unwrap();
+    }
+    let g = open(&dir);
+    let e = g.create(&Actor::agent("newcomer"), data("x"), None).unwrap_err();
+    assert!(
+        matches!(&e, GraphError::Corrupt { detail, .. } if detail.contains("no owner number is left")),
+        "{e}"
+    );
+    assert!(g.create(&a, data("a's own"), None).is_ok(), "an owner with a number writes on");
 }
 
 /// Reads share a snapshot until the next commit: a search on any thread
