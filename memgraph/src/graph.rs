@@ -274,8 +274,17 @@ impl<'g> Reader<'g> {
 
     /// Whether the actor may see engram `id` owned by `owner`.
     pub fn can_see(&self, id: EngramId, owner: &str) -> Result<bool> {
-        let Actor::Agent(a) = &self.actor else { return Ok(true) };
-        Ok(owner == a || self.shares_context(id)?)
+        self.may_see(id, || Ok(owner == self.actor.name()))
+    }
+
+    /// The rule of who sees what: the operator sees every engram, an agent
+    /// those it owns (`owns`, asked only of an agent) and those of its
+    /// contexts.
+    fn may_see(&self, id: EngramId, owns: impl FnOnce() -> Result<bool>) -> Result<bool> {
+        match self.actor {
+            Actor::Operator => Ok(true),
+            Actor::Agent(_) => Ok(owns()? || self.shares_context(id)?),
+        }
     }
 
     /// Whether engram `id` is in a context the actor belongs to.
@@ -323,10 +332,7 @@ impl<'g> Reader<'g> {
             }
             Err(f) => return Err(self.fault(f)),
         };
-        Ok(match self.actor {
-            Actor::Operator => true,
-            Actor::Agent(_) => Some(owner) == self.my_number()? || self.shares_context(id)?,
-        })
+        self.may_see(id, || Ok(Some(owner) == self.my_number()?))
     }
 
     /// For the integrity check: each of `names`' records decodes, each name
